@@ -1,0 +1,113 @@
+//! Detectors: an ONNX model run by tract, its preprocessing and its family's decoder.
+
+use serde::{Deserialize, Serialize};
+
+/// Most detections kept per frame; the rest are dropped (lowest scores first) and counted.
+pub const MAX_DETECTIONS: usize = 256;
+
+/// An axis-aligned box, corners in pixels (`x2 > x1`, `y2 > y1`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct BBox {
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+impl BBox {
+    pub fn area(&self) -> f32 {
+        (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
+    }
+
+    pub fn iou(&self, o: &BBox) -> f32 {
+        let iw = (self.x2.min(o.x2) - self.x1.max(o.x1)).max(0.0);
+        let ih = (self.y2.min(o.y2) - self.y1.max(o.y1)).max(0.0);
+        let inter = iw * ih;
+        let union = self.area() + o.area() - inter;
+        if union > 0.0 { inter / union } else { 0.0 }
+    }
+}
+
+/// One detected object.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Detection {
+    pub class_id: u16,
+    pub score: f32,
+    pub bbox: BBox,
+    /// Five facial landmarks (eyes, nose, mouth corners) for face families.
+    pub landmarks: Option<[[f32; 2]; 5]>,
+}
+
+/// The per-frame detection list: fixed capacity, no allocation per frame.
+pub type Detections = heapless::Vec<Detection, MAX_DETECTIONS>;
+
+/// The output layouts Ocelli decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Yolox,
+    Yolov8,
+    Yolov10,
+    Nanodet,
+    Ssd,
+    Yunet,
+    Dbnet,
+}
+
+/// A model output as the decoders see it: a name, a shape and row-major f32 data.
+#[derive(Clone, Copy, Debug)]
+pub struct Output<'a> {
+    pub name: &'a str,
+    pub shape: &'a [usize],
+    pub data: &'a [f32],
+}
+
+/// A model output's name and concrete shape, known once the model is loaded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutputInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+/// The decoding settings that come from the `[detector]` table of the config.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// Minimum score to keep a detection.
+    pub score_threshold: f32,
+    /// Per-class minimum scores, by label, overriding `score_threshold`.
+    pub class_thresholds: std::collections::BTreeMap<String, f32>,
+    /// IoU above which NMS suppresses the lower-scored box.
+    pub nms_iou: f32,
+    /// NMS across classes instead of within each class.
+    pub class_agnostic: bool,
+    /// Most detections reported per frame (at most `MAX_DETECTIONS`).
+    pub max_detections: usize,
+    /// Feature-map strides for grid families (yolox, nanodet, yunet); empty means the family default.
+    pub strides: Vec<u32>,
+    /// Number of classes, where the output shape does not say it (nanodet/PicoDet heads).
+    pub num_classes: Option<usize>,
+    /// Distribution bins per box side minus one (GFL's `reg_max`), for nanodet/PicoDet.
+    pub reg_max: Option<usize>,
+    /// dbnet: probability above which a pixel is text.
+    pub mask_threshold: f32,
+    /// dbnet: unclip ratio applied to each region's box.
+    pub unclip_ratio: f32,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            score_threshold: 0.3,
+            class_thresholds: Default::default(),
+            nms_iou: 0.45,
+            class_agnostic: false,
+            max_detections: 100,
+            strides: Vec::new(),
+            num_classes: None,
+            reg_max: None,
+            mask_threshold: 0.3,
+            unclip_ratio: 1.6,
+        }
+    }
+}

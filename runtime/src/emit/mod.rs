@@ -1,0 +1,1 @@
+//! Results out: a Unix socket streaming one JSON line per frame.

@@ -1,0 +1,9 @@
+//! Ocelli: camera frames in, detections out.
+//!
+//! One module per stage, in the order a frame travels:
+//! [`capture`] → [`imgproc`] → [`detect`] → [`emit`], with [`config`], [`overlay`] and
+//! [`service`] beside them.
+
+pub mod detect;
+pub mod emit;
+pub mod imgproc;
