@@ -111,3 +111,8 @@ impl Default for DecodeConfig {
         }
     }
 }
+
+pub mod model;
+pub mod preprocess;
+
+pub use model::{DetectError, DetectTimes, Detector, ModelInfo, load_plan};
