@@ -2,6 +2,8 @@
 //!
 //! Images are row-major, channels interleaved, rows packed (`stride == width * channels`).
 
+pub mod color;
+
 /// An owned image of `T` samples with `channels` interleaved channels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image<T = u8> {
