@@ -2,6 +2,11 @@
 //!
 //! Images are row-major, channels interleaved, rows packed (`stride == width * channels`).
 
+pub mod color;
+pub mod edges;
+pub mod filter;
+pub mod geometry;
+
 /// An owned image of `T` samples with `channels` interleaved channels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image<T = u8> {
