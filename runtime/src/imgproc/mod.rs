@@ -45,3 +45,6 @@ impl<T: Copy + Default> Image<T> {
         &mut self.data[y * w..(y + 1) * w]
     }
 }
+
+pub mod bitmask;
+pub mod morph;
