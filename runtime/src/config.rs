@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::detect::{DecodeConfig, Family};
 use crate::emit::SocketConfig;
+use crate::imgproc::geometry;
 
 /// Why a config was rejected. Displayed as one line: `FILE:LINE: key: problem`.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +176,30 @@ impl Default for PreprocessConfig {
             channels: ChannelOrder::Rgb,
             mean: [0.0; 3],
             std: [1.0; 3],
+        }
+    }
+}
+
+impl PreprocessConfig {
+    /// The imaging plan that fills a `width × height` model input as this config says.
+    pub fn plan(&self, width: usize, height: usize) -> geometry::Preprocess {
+        let placement = match self.pad {
+            PadPlacement::TopLeft => geometry::Placement::TopLeft,
+            PadPlacement::Center => geometry::Placement::Centre,
+        };
+        geometry::Preprocess {
+            width,
+            height,
+            fit: match self.resize {
+                ResizeMode::Letterbox => geometry::Fit::Letterbox { placement, pad: self.pad_value },
+                ResizeMode::Stretch => geometry::Fit::Stretch,
+            },
+            interpolation: geometry::Interpolation::Linear,
+            normalize: geometry::Normalize {
+                swap_rb: self.channels == ChannelOrder::Bgr,
+                mean: self.mean,
+                std: self.std,
+            },
         }
     }
 }

@@ -113,6 +113,5 @@ impl Default for DecodeConfig {
 }
 
 pub mod model;
-pub mod preprocess;
 
 pub use model::{DetectError, DetectTimes, Detector, ModelInfo, load_plan};

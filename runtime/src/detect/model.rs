@@ -8,10 +8,10 @@ use tract_onnx::prelude::*;
 
 use super::decode::{DecodeError, Decoder, decoder_for, recognise};
 use super::labels::Labels;
-use super::preprocess::{Transform, fill_input};
 use super::{Detections, Family, Output, OutputInfo};
-use crate::config::{DetectorConfig, PreprocessConfig};
+use crate::config::DetectorConfig;
 use crate::imgproc::Image;
+use crate::imgproc::geometry::Preprocess;
 
 /// Why a detector could not load or run.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +61,7 @@ pub struct Detector {
     pub name: String,
     pub family: Family,
     pub labels: Labels,
-    input_wh: (usize, usize),
-    preprocess: PreprocessConfig,
+    preprocess: Preprocess,
     state: TypedSimpleState,
     decoder: Box<dyn Decoder>,
     outputs: Vec<OutputInfo>,
@@ -97,21 +96,25 @@ impl Detector {
             .clone()
             .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
         let state = SimpleState::new(&plan).map_err(|e| load_err(&path, e))?;
-        Ok(Self { name, family, labels, input_wh, preprocess: cfg.preprocess, state, decoder, outputs: info.outputs })
+        let preprocess = cfg.preprocess.plan(input_wh.0, input_wh.1);
+        Ok(Self { name, family, labels, preprocess, state, decoder, outputs: info.outputs })
     }
 
     /// The model input's width and height.
     pub fn input_size(&self) -> (usize, usize) {
-        self.input_wh
+        (self.preprocess.width, self.preprocess.height)
     }
 
     /// Runs one RGB frame; `out` receives detections in source-image pixels.
     pub fn detect(&mut self, rgb: &Image, out: &mut Detections) -> Result<DetectTimes, DetectError> {
         let run_err = |e: anyhow::Error| DetectError::Run { name: self.name.clone(), reason: format!("{e:#}") };
         let t0 = Instant::now();
-        let (w, h) = self.input_wh;
+        let (w, h) = self.input_size();
         let mut input = Tensor::zero::<f32>(&[1, 3, h, w]).map_err(run_err)?;
-        let transform = fill_input(&self.preprocess, rgb, (w, h), input.as_slice_mut::<f32>().map_err(run_err)?);
+        let fitted = self
+            .preprocess
+            .run(rgb, input.as_slice_mut::<f32>().map_err(run_err)?)
+            .map_err(|e| run_err(e.into()))?;
         let t1 = Instant::now();
         let outputs = self.state.run(tvec!(input.into_tvalue())).map_err(run_err)?;
         let t2 = Instant::now();
@@ -127,8 +130,13 @@ impl Detector {
         self.decoder
             .decode(&views, out)
             .map_err(|e| DetectError::Run { name: self.name.clone(), reason: e.to_string() })?;
+        let (sw, sh) = (rgb.width as f32, rgb.height as f32);
         for d in out.iter_mut() {
-            transform.to_source(d, rgb.width, rgb.height);
+            d.bbox = fitted.box_to_source(&d.bbox, rgb.width, rgb.height);
+            for p in d.landmarks.iter_mut().flatten() {
+                let (x, y) = fitted.to_source(p[0], p[1]);
+                *p = [x.clamp(0.0, sw), y.clamp(0.0, sh)];
+            }
         }
         let t3 = Instant::now();
         Ok(DetectTimes {
@@ -207,21 +215,4 @@ pub fn load_plan(
     let family = recognise(&outputs);
     let plan = typed.into_runnable().map_err(|e| load_err(path, e))?;
     Ok((plan, ModelInfo { input_name, input_shape: vec![1, 3, h, w], outputs, family }))
-}
-
-impl Transform {
-    fn to_source(&self, d: &mut super::Detection, src_w: usize, src_h: usize) {
-        let (mx, my) = (src_w as f32, src_h as f32);
-        let map = |x: f32, y: f32| {
-            (((x - self.pad_x) / self.scale_x).clamp(0.0, mx), ((y - self.pad_y) / self.scale_y).clamp(0.0, my))
-        };
-        (d.bbox.x1, d.bbox.y1) = map(d.bbox.x1, d.bbox.y1);
-        (d.bbox.x2, d.bbox.y2) = map(d.bbox.x2, d.bbox.y2);
-        if let Some(l) = d.landmarks.as_mut() {
-            for p in l {
-                let (x, y) = map(p[0], p[1]);
-                *p = [x, y];
-            }
-        }
-    }
 }
