@@ -2,6 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod labels;
+pub mod nms;
+
+pub use labels::Labels;
+
 /// Most detections kept per frame; the rest are dropped (lowest scores first) and counted.
 pub const MAX_DETECTIONS: usize = 256;
 
