@@ -156,6 +156,8 @@ fn default_labels() -> String {
 #[serde(deny_unknown_fields, default)]
 pub struct PreprocessConfig {
     pub resize: ResizeMode,
+    /// Resampling: `linear` (OpenCV INTER_LINEAR) or `area` (INTER_AREA).
+    pub interpolation: Resample,
     /// Grey level of the letterbox padding.
     pub pad_value: u8,
     pub pad: PadPlacement,
@@ -171,6 +173,7 @@ impl Default for PreprocessConfig {
     fn default() -> Self {
         Self {
             resize: ResizeMode::Letterbox,
+            interpolation: Resample::Linear,
             pad_value: 114,
             pad: PadPlacement::TopLeft,
             channels: ChannelOrder::Rgb,
@@ -194,7 +197,10 @@ impl PreprocessConfig {
                 ResizeMode::Letterbox => geometry::Fit::Letterbox { placement, pad: self.pad_value },
                 ResizeMode::Stretch => geometry::Fit::Stretch,
             },
-            interpolation: geometry::Interpolation::Linear,
+            interpolation: match self.interpolation {
+                Resample::Linear => geometry::Interpolation::Linear,
+                Resample::Area => geometry::Interpolation::Area,
+            },
             normalize: geometry::Normalize {
                 swap_rb: self.channels == ChannelOrder::Bgr,
                 mean: self.mean,
@@ -211,6 +217,13 @@ pub enum ResizeMode {
     Letterbox,
     /// Scale each axis independently to fill the input.
     Stretch,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Resample {
+    Linear,
+    Area,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

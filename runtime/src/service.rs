@@ -87,7 +87,7 @@ impl Pipeline {
         let mut class_offsets = Vec::new();
         for d in &detectors {
             class_offsets.push(labels.len() as u16);
-            labels.extend(d.labels.iter().map(str::to_string));
+            labels.extend_from_slice(d.labels.names());
         }
         let annotated_dir = config.output.annotated_dir.as_ref().map(|d| config.resolve(d));
         if let Some(dir) = &annotated_dir {

@@ -1,4 +1,5 @@
-//! Detector decoders against reference detections, plus NMS, family recognition and output
+//! Detectors against reference detections: the decoders on onnxruntime's raw outputs, tract's
+//! raw outputs, and the whole detector on the photos; plus NMS, family recognition and output
 //! checks.
 //!
 //! The fixtures come from the model authors' postprocessing, run on onnxruntime outputs
@@ -9,15 +10,19 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::PathBuf;
 
+use ocelli::capture::decode_image;
+use ocelli::config::{DetectorConfig, PadPlacement, PreprocessConfig};
 use ocelli::detect::nms::{Candidates, MAX_CANDIDATES, Nms};
 use ocelli::detect::{
-    AnchorPoint, BBox, DecodeConfig, Detection, Detections, Family, Labels, MAX_DETECTIONS, Output,
-    OutputInfo, decoder_for, recognise,
+    AnchorPoint, BBox, DecodeConfig, Detection, Detections, Detector, Family, Labels, MAX_DETECTIONS,
+    Output, OutputInfo, decoder_for, load_plan, recognise,
 };
+use ocelli::imgproc::Image;
 use proptest::prelude::*;
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fixtures/detectors");
+const CACHE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/cache");
 const IMAGES: [&str; 4] = ["astronaut", "chelsea", "coffee", "rocket"];
 
 /// Every model the reference script covers, and the family it belongs to.
@@ -42,6 +47,13 @@ struct Tensor {
 
 /// One model × image fixture.
 struct Case {
+    model_file: String,
+    image_file: String,
+    preprocess: PreprocessConfig,
+    /// The reference's input tensor, for comparing raw outputs.
+    input: Tensor,
+    /// Expected detections in source-image pixels, clipped to the image.
+    expected_source: Vec<Detection>,
     family: Family,
     cfg: DecodeConfig,
     labels: Labels,
@@ -64,11 +76,7 @@ impl Case {
             })
         };
         let json = |file: &str| -> Value { serde_json::from_slice(&read(file)).unwrap() };
-        let outputs = json("outputs.json")["tensors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| {
+        let tensor = |t: &Value| {
                 let bytes = read(t["file"].as_str().unwrap());
                 Tensor {
                     name: t["name"].as_str().unwrap().into(),
@@ -83,8 +91,14 @@ impl Case {
                         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
                         .collect(),
                 }
-            })
+        };
+        let outputs = json("outputs.json")["tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(tensor)
             .collect();
+        let input = tensor(&json("input.json")["tensors"][0]);
         let e = json("expected.json");
         let d = &e["decode"];
         let cfg = DecodeConfig {
@@ -101,13 +115,18 @@ impl Case {
                 .map(|x| x.as_f64().unwrap() as f32)
                 .collect()
         };
-        let expected = e["detections"]
+        let (sw, sh) = {
+            let wh = f32s(&e["source_wh"]);
+            (wh[0], wh[1])
+        };
+        let detections = |space: &str| -> Vec<Detection> {
+            e["detections"]
             .as_array()
             .unwrap()
             .iter()
             .map(|d| {
-                let b = f32s(&d["box_model"]);
-                let landmarks = d["landmarks_model"].as_array().map(|pts| {
+                let b = f32s(&d[format!("box_{space}").as_str()]);
+                let landmarks = d[format!("landmarks_{space}").as_str()].as_array().map(|pts| {
                     std::array::from_fn(|i| {
                         let p = f32s(&pts[i]);
                         [p[0], p[1]]
@@ -125,9 +144,41 @@ impl Case {
                     landmarks,
                 }
             })
+            .collect()
+        };
+        let expected = detections("model");
+        // The runtime clips boxes and landmarks to the image; so must the reference.
+        let expected_source = detections("source")
+            .into_iter()
+            .map(|mut d| {
+                let (cx, cy) = (|x: f32| x.clamp(0.0, sw), |y: f32| y.clamp(0.0, sh));
+                d.bbox = BBox { x1: cx(d.bbox.x1), y1: cy(d.bbox.y1), x2: cx(d.bbox.x2), y2: cy(d.bbox.y2) };
+                for p in d.landmarks.iter_mut().flatten() {
+                    *p = [cx(p[0]), cy(p[1])];
+                }
+                d
+            })
             .collect();
+        let p = json("preprocess.json");
         let wh = f32s(&e["input_wh"]);
+        let preprocess = PreprocessConfig {
+            resize: serde_json::from_value(p["resize"].clone()).unwrap(),
+            interpolation: serde_json::from_value(p["interpolation"].clone()).unwrap(),
+            pad_value: p["pad_value"].as_u64().unwrap_or(0) as u8,
+            pad: match p["pad_placement"].as_str() {
+                Some("centre") => PadPlacement::Center,
+                _ => PadPlacement::TopLeft,
+            },
+            channels: serde_json::from_value(p["channel_order"].clone()).unwrap(),
+            mean: std::array::from_fn(|i| f32s(&p["mean"])[i]),
+            std: std::array::from_fn(|i| f32s(&p["std"])[i]),
+        };
         Case {
+            model_file: e["model"].as_str().unwrap().into(),
+            image_file: e["image"].as_str().unwrap().into(),
+            preprocess,
+            input,
+            expected_source,
             family: serde_json::from_value(e["family"].clone()).unwrap(),
             cfg,
             labels: if e["labels"] == "face" {
@@ -201,13 +252,12 @@ fn close(a: &Detection, e: &Detection) -> bool {
 fn check_model(model: &str) {
     for image in IMAGES {
         let case = Case::load(model, image);
-        let got = case.decode();
-        let context = || {
-            format!(
-                "{model}/{image}\n got:      {got:?}\n expected: {:?}",
-                case.expected
-            )
-        };
+        assert_matches(&format!("{model}/{image}"), &case.decode(), &case.expected);
+    }
+}
+
+fn assert_matches(what: &str, got: &[Detection], expected: &[Detection]) {
+        let context = || format!("{what}\n got:      {got:?}\n expected: {expected:?}");
         assert!(
             got.windows(2).all(|w| w[0].score >= w[1].score),
             "not best first: {}",
@@ -215,17 +265,61 @@ fn check_model(model: &str) {
         );
         assert_eq!(
             got.len(),
-            case.expected.len(),
+            expected.len(),
             "detection count: {}",
             context()
         );
         let mut free: Vec<&Detection> = got.iter().collect();
-        for e in &case.expected {
+        for e in expected {
             let Some(i) = free.iter().position(|a| close(a, e)) else {
                 panic!("no match for {e:?}: {}", context());
             };
             free.swap_remove(i);
         }
+}
+
+fn model_path(file: &str) -> PathBuf {
+    let p = PathBuf::from(CACHE).join(file);
+    assert!(p.exists(), "{} is missing: run `just fetch`", p.display());
+    p
+}
+
+/// The whole detector (Rust preprocessing, tract, decoder, mapping back to the photo) must
+/// find what the reference run (the authors' preprocessing, onnxruntime, the authors'
+/// postprocessing) found, in source-image pixels.
+fn check_pipeline(model: &str) {
+    for image in IMAGES {
+        let case = Case::load(model, image);
+        let cfg = DetectorConfig {
+            name: None,
+            model: model_path(&case.model_file),
+            sha256: None,
+            family: Some(case.family),
+            labels: if case.labels.len() == 1 { "face".into() } else { "coco".into() },
+            input_size: None,
+            preprocess: case.preprocess,
+            decode: case.cfg.clone(),
+        };
+        let mut detector = Detector::load(&cfg, |p| p.to_path_buf()).unwrap();
+        assert_eq!(detector.input_size(), case.input_wh);
+        let mut photo = Image::new(0, 0, 3);
+        decode_image(&model_path(&format!("images/{}", case.image_file)), &mut photo).unwrap();
+        let mut got = Detections::new();
+        detector.detect(&photo, &mut got).unwrap();
+        assert_matches(&format!("{model}/{image} end to end"), &got, &case.expected_source);
+    }
+}
+
+/// tract must compute the reference's raw outputs from the reference's input tensor.
+fn check_raw_outputs(model: &str) {
+    let case = Case::load(model, IMAGES[0]);
+    let (plan, _) = load_plan(&model_path(&case.model_file), None).unwrap();
+    let input = tract_onnx::prelude::Tensor::from_shape(&case.input.shape, &case.input.data).unwrap();
+    let outputs = plan.run(tract_onnx::prelude::tvec!(input.into())).unwrap();
+    for (got, want) in outputs.iter().zip(&case.outputs) {
+        let got = got.to_plain_array_view::<f32>().unwrap();
+        let worst = got.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 2e-3, "{model}: output {} differs from onnxruntime by {worst}", want.name);
     }
 }
 
@@ -236,6 +330,35 @@ macro_rules! fixture_tests {
             check_model($model);
         }
     )*};
+}
+
+macro_rules! pipeline_tests {
+    ($check:ident: $($test:ident => $model:literal),* $(,)?) => {$(
+        #[test]
+        fn $test() {
+            $check($model);
+        }
+    )*};
+}
+
+// The arch/ models have random weights: their scores are tiny and nearly equal, so which of
+// them survive NMS depends on float rounding. Their raw outputs are compared instead.
+pipeline_tests! { check_pipeline:
+    yolox_nano_end_to_end_matches_reference => "yolox_nano",
+    nanodet_m_end_to_end_matches_reference => "nanodet_m_320",
+    yunet_end_to_end_matches_reference => "yunet_n_320",
+    ultraface_rfb_end_to_end_matches_reference => "ultraface_rfb_320",
+    ultraface_slim_end_to_end_matches_reference => "ultraface_slim_320",
+}
+
+pipeline_tests! { check_raw_outputs:
+    yolox_nano_raw_outputs_match_onnxruntime => "yolox_nano",
+    nanodet_m_raw_outputs_match_onnxruntime => "nanodet_m_320",
+    yunet_raw_outputs_match_onnxruntime => "yunet_n_320",
+    ultraface_rfb_raw_outputs_match_onnxruntime => "ultraface_rfb_320",
+    yolov8n_raw_outputs_match_onnxruntime => "yolov8n_320",
+    yolo11n_raw_outputs_match_onnxruntime => "yolo11n_320",
+    yolov10n_raw_outputs_match_onnxruntime => "yolov10n_320",
 }
 
 fixture_tests! {

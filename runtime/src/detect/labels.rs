@@ -186,6 +186,11 @@ impl Labels {
             .and_then(|i| u16::try_from(i).ok())
     }
 
+    /// Every name, indexed by class id.
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

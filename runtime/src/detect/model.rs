@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::SimpleState;
+use tract_onnx::tract_hir::infer::Factoid;
 
 use super::decode::{DecodeError, Decoder, decoder_for, recognise};
 use super::labels::Labels;
@@ -31,9 +33,8 @@ pub enum DetectError {
     /// The family could not be recognised from the output shapes: set `family` in the config.
     #[error("{path}: cannot tell the model family: {reason}; set `family` in the config")]
     Unrecognised { path: PathBuf, reason: String },
-    /// The labels file is unreadable or empty.
-    #[error("{0}")]
-    Labels(String),
+    #[error(transparent)]
+    Labels(#[from] super::labels::LabelsError),
     /// tract failed while running a frame.
     #[error("{name}: inference failed: {reason}")]
     Run { name: String, reason: String },
@@ -76,8 +77,8 @@ impl Detector {
         let path = resolve(&cfg.model);
         let labels = match cfg.labels.as_str() {
             "coco" => Labels::coco(),
-            "face" => Labels::face(),
-            file => Labels::from_file(&resolve(Path::new(file))).map_err(|e| DetectError::Labels(e.to_string()))?,
+            "face" => Labels::faces(),
+            file => Labels::from_file(&resolve(Path::new(file)))?,
         };
         let (plan, info) = load_plan(&path, cfg.input_size)?;
         let family = match cfg.family {
@@ -111,10 +112,11 @@ impl Detector {
         let t0 = Instant::now();
         let (w, h) = self.input_size();
         let mut input = Tensor::zero::<f32>(&[1, 3, h, w]).map_err(run_err)?;
-        let fitted = self
-            .preprocess
-            .run(rgb, input.as_slice_mut::<f32>().map_err(run_err)?)
-            .map_err(|e| run_err(e.into()))?;
+        let fitted = {
+            let mut view = input.try_as_plain_ram_mut().map_err(run_err)?;
+            let slice = view.as_slice_mut::<f32>().map_err(run_err)?;
+            self.preprocess.run(rgb, slice).map_err(|e| run_err(e.into()))?
+        };
         let t1 = Instant::now();
         let outputs = self.state.run(tvec!(input.into_tvalue())).map_err(run_err)?;
         let t2 = Instant::now();
@@ -122,7 +124,7 @@ impl Detector {
             .iter()
             .zip(&self.outputs)
             .map(|(t, info)| {
-                Ok(Output { name: &info.name, shape: t.shape(), data: t.as_slice::<f32>()? })
+                Ok(Output { name: &info.name, shape: t.shape(), data: t.try_as_plain_ram()?.as_slice::<f32>()? })
             })
             .collect::<TractResult<_>>()
             .map_err(run_err)?;
