@@ -5,7 +5,7 @@ Run from the repository root (needs numpy, opencv-python-headless, onnxruntime):
 
     python3 tests/reference/detectors.py target/fixtures/detectors
 
-For every model x photo in ../shared/models it preprocesses the photo the way the model
+For every model x photo in models/cache (fetched by models/fetch.sh) it preprocesses the photo the way the model
 authors' sample does, runs onnxruntime, applies the authors' published postprocessing
 (re-implemented in numpy; OpenCV's NMSBoxes where the sample itself calls it), and writes
 OUTDIR/<model>/<image>/:
@@ -30,7 +30,8 @@ import numpy as np
 import onnxruntime as ort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MODELS = os.path.join(ROOT, "..", "shared", "models")
+# Fetched (and checksummed) by models/fetch.sh, which uses ../shared/models as a mirror.
+MODELS = os.path.join(ROOT, "models", "cache")
 IMAGES = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"]
 
 COCO = [

@@ -8,7 +8,7 @@ Regenerate (from the repository root):
 Writes OUTDIR/manifest.json plus one raw little-endian .bin per distinct array. Each manifest case
 is {"op", "name", "params", "inputs": {key: array}, "outputs": {key: array}} where an array is
 {"file", "shape", "dtype"}. Inputs are random images (odd sizes included) and the photos in
-/work/shared/models/images (read from ../shared/models relative to the repository root).
+models/cache/images (fetched by models/fetch.sh).
 Checked by runtime/tests/imgproc_geom.rs.
 """
 
@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-IMAGES = ROOT.parent / "shared" / "models" / "images"
+# Fetched (and checksummed) by models/fetch.sh, which uses ../shared/models as a mirror.
+IMAGES = ROOT / "models" / "cache" / "images"
 
 
 class Fixtures:
@@ -59,7 +60,7 @@ def photo(name, flags=cv2.IMREAD_COLOR):
     path = IMAGES / f"{name}.png"
     img = cv2.imread(str(path), flags)
     if img is None:
-        sys.exit(f"missing {path}: the photos live in /work/shared/models/images")
+        sys.exit(f"missing {path}: run models/fetch.sh first")
     return img
 
 
