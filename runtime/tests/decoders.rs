@@ -45,8 +45,9 @@ struct Tensor {
     data: Vec<f32>,
 }
 
-/// One model × image fixture.
-struct Case {
+/// One model × image fixture: the decoding case, plus what the end-to-end checks need.
+struct Fixture {
+    case: Case,
     model_file: String,
     image_file: String,
     preprocess: PreprocessConfig,
@@ -54,6 +55,10 @@ struct Case {
     input: Tensor,
     /// Expected detections in source-image pixels, clipped to the image.
     expected_source: Vec<Detection>,
+}
+
+/// Raw outputs to decode and the detections expected from them, in model-input pixels.
+struct Case {
     family: Family,
     cfg: DecodeConfig,
     labels: Labels,
@@ -62,7 +67,7 @@ struct Case {
     expected: Vec<Detection>,
 }
 
-impl Case {
+impl Fixture {
     fn load(model: &str, image: &str) -> Self {
         let dir = PathBuf::from(FIXTURES).join(model).join(image);
         let read = |file: &str| {
@@ -173,12 +178,7 @@ impl Case {
             mean: std::array::from_fn(|i| f32s(&p["mean"])[i]),
             std: std::array::from_fn(|i| f32s(&p["std"])[i]),
         };
-        Case {
-            model_file: e["model"].as_str().unwrap().into(),
-            image_file: e["image"].as_str().unwrap().into(),
-            preprocess,
-            input,
-            expected_source,
+        let case = Case {
             family: serde_json::from_value(e["family"].clone()).unwrap(),
             cfg,
             labels: if e["labels"] == "face" {
@@ -189,8 +189,23 @@ impl Case {
             input_wh: (wh[0] as usize, wh[1] as usize),
             outputs,
             expected,
+        };
+        Fixture {
+            case,
+            model_file: e["model"].as_str().unwrap().into(),
+            image_file: e["image"].as_str().unwrap().into(),
+            preprocess,
+            input,
+            expected_source,
         }
     }
+}
+
+impl Case {
+    fn load(model: &str, image: &str) -> Self {
+        Fixture::load(model, image).case
+    }
+
 
     fn infos(&self) -> Vec<OutputInfo> {
         self.outputs
@@ -289,34 +304,36 @@ fn model_path(file: &str) -> PathBuf {
 /// postprocessing) found, in source-image pixels.
 fn check_pipeline(model: &str) {
     for image in IMAGES {
-        let case = Case::load(model, image);
+        let fixture = Fixture::load(model, image);
+        let case = &fixture.case;
         let cfg = DetectorConfig {
             name: None,
-            model: model_path(&case.model_file),
+            model: model_path(&fixture.model_file),
             sha256: None,
             family: Some(case.family),
             labels: if case.labels.len() == 1 { "face".into() } else { "coco".into() },
             input_size: None,
-            preprocess: case.preprocess,
+            preprocess: fixture.preprocess,
             decode: case.cfg.clone(),
         };
         let mut detector = Detector::load(&cfg, |p| p.to_path_buf()).unwrap();
         assert_eq!(detector.input_size(), case.input_wh);
         let mut photo = Image::new(0, 0, 3);
-        decode_image(&model_path(&format!("images/{}", case.image_file)), &mut photo).unwrap();
+        decode_image(&model_path(&format!("images/{}", fixture.image_file)), &mut photo).unwrap();
         let mut got = Detections::new();
         detector.detect(&photo, &mut got).unwrap();
-        assert_matches(&format!("{model}/{image} end to end"), &got, &case.expected_source);
+        assert_matches(&format!("{model}/{image} end to end"), &got, &fixture.expected_source);
     }
 }
 
 /// tract must compute the reference's raw outputs from the reference's input tensor.
 fn check_raw_outputs(model: &str) {
-    let case = Case::load(model, IMAGES[0]);
-    let (plan, _) = load_plan(&model_path(&case.model_file), None).unwrap();
-    let input = tract_onnx::prelude::Tensor::from_shape(&case.input.shape, &case.input.data).unwrap();
-    let outputs = plan.run(tract_onnx::prelude::tvec!(input.into())).unwrap();
-    for (got, want) in outputs.iter().zip(&case.outputs) {
+    let fixture = Fixture::load(model, IMAGES[0]);
+    let (plan, _) = load_plan(&model_path(&fixture.model_file), None).unwrap();
+    let input = &fixture.input;
+    let input = tract_onnx::prelude::Tensor::from_shape(&input.shape, &input.data).unwrap();
+    let outputs = plan.run(std::iter::once(input.into()).collect()).unwrap();
+    for (got, want) in outputs.iter().zip(&fixture.case.outputs) {
         let got = got.to_plain_array_view::<f32>().unwrap();
         let worst = got.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(worst < 2e-3, "{model}: output {} differs from onnxruntime by {worst}", want.name);
