@@ -4,7 +4,7 @@
 mod emit_fixtures;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::Shutdown;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use emit_fixtures::Scene;
-use ocelli::emit::{SocketConfig, SocketError, SocketServer};
+use ocelli::emit::{SocketConfig, SocketError, SocketServer, TailError, tail};
 use serde_json::Value;
 
 const SCHEMA: &str = concat!(
@@ -437,6 +437,68 @@ fn config_from_toml() {
         let err = SocketServer::bind(&bad).err().expect("out of range");
         assert!(matches!(err, SocketError::Config { .. }), "{err}");
     }
+}
+
+#[test]
+fn tail_prints_frames() {
+    let server = SocketServer::bind(&config("tail")).unwrap();
+    let path = server.path().to_path_buf();
+    let tailer = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        tail(&path, &mut out, Some(3)).map(|n| (n, String::from_utf8(out).unwrap()))
+    });
+    wait_for("tail to connect", || server.stats().clients == 1);
+    publish_frames(&server, &Scene::new(), 0..3);
+    let (n, text) = tailer.join().unwrap().unwrap();
+    assert_eq!(n, 3);
+    let expected = [
+        "frame 0 t=1700000000.000000s 1280x720 | capture 0.8 pre 2.1 infer 31.0 post 0.3 ms | 0 detections (+4 over the limit)",
+        "  source ok (0 reconnects)",
+        "  event appeared car",
+        "frame 1 t=1700000000.033333s 1280x720 | capture 0.8 pre 2.1 infer 31.0 post 0.3 ms | 1 detections",
+        "  car 0.34 [97.4 53.6 162.6 172.1]",
+        "  motion 0.10% in 1 regions",
+    ];
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[..expected.len()], expected, "{text}");
+    assert!(lines[expected.len()].starts_with("frame 2 "), "{text}");
+}
+
+#[test]
+fn tail_prints_notices_and_rejects_foreign_lines() {
+    let path = socket_path("tail-notices");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let lines = [
+            r#"{"schema":1,"type":"dropped","frames":12}"#,
+            r#"{"schema":1,"type":"error","code":"too_many_clients","message":"full"}"#,
+            r#"{"schema":2,"type":"hello","x":1}"#,
+            r#"{"schema":1,"type":"shutdown"}"#,
+            "HTTP/1.1 400 Bad Request",
+        ];
+        lines.iter().try_for_each(|l| writeln!(s, "{l}"))
+    });
+    let mut out = Vec::new();
+    let err = tail(&path, &mut out, None).unwrap_err();
+    server.join().unwrap().unwrap();
+    assert!(
+        matches!(err, TailError::BadLine { line_no: 5, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "-- dropped 12 frames: this client read too slowly --\n\
+         -- error: full --\n\
+         -- {\"schema\":2,\"type\":\"hello\",\"x\":1} --\n\
+         -- server shut down --\n"
+    );
+
+    let missing = path.with_file_name("missing.sock");
+    assert!(matches!(
+        tail(&missing, &mut io::sink(), None),
+        Err(TailError::Connect { .. })
+    ));
 }
 
 #[test]
