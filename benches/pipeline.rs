@@ -13,7 +13,9 @@ use ocelli::detect::{DetectTimes, Detections, Detector, Family};
 use ocelli::imgproc::Image;
 
 fn cache(name: &str) -> std::path::PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cache").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/cache")
+        .join(name);
     assert!(p.exists(), "{} missing: run `just fetch`", p.display());
     p
 }
@@ -25,7 +27,14 @@ fn stages(c: &mut Criterion) {
     let mut source = SyntheticSource::new(640, 480, PixelFormat::Yuyv, None);
     let mut rgb = Image::new(0, 0, 3);
     group.bench_function("capture_yuyv_640x480_to_rgb", |b| {
-        b.iter(|| source.next_frame().unwrap().unwrap().to_rgb(&mut rgb).unwrap())
+        b.iter(|| {
+            source
+                .next_frame()
+                .unwrap()
+                .unwrap()
+                .to_rgb(&mut rgb)
+                .unwrap()
+        })
     });
 
     let cfg = DetectorConfig {
@@ -35,7 +44,10 @@ fn stages(c: &mut Criterion) {
         family: Some(Family::Yolox),
         labels: "coco".into(),
         input_size: None,
-        preprocess: PreprocessConfig { channels: ChannelOrder::Bgr, ..Default::default() },
+        preprocess: PreprocessConfig {
+            channels: ChannelOrder::Bgr,
+            ..Default::default()
+        },
         decode: Default::default(),
     };
     let mut detector = Detector::load(&cfg, |p| p.to_path_buf()).unwrap();
@@ -43,7 +55,8 @@ fn stages(c: &mut Criterion) {
     decode_image(&cache("images/coffee.png"), &mut photo).unwrap();
     let mut out = Detections::new();
     // One detect call runs all three stages; each benchmark reports the time of its own stage.
-    let stage_fns: [(&str, fn(&DetectTimes) -> u64); 3] = [
+    type Stage = fn(&DetectTimes) -> u64;
+    let stage_fns: [(&str, Stage); 3] = [
         ("preprocess", |t| t.preprocess_us),
         ("inference", |t| t.inference_us),
         ("postprocess", |t| t.postprocess_us),
@@ -52,7 +65,9 @@ fn stages(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| Duration::from_micros(stage(&detector.detect(&photo, &mut out).unwrap())))
+                    .map(|_| {
+                        Duration::from_micros(stage(&detector.detect(&photo, &mut out).unwrap()))
+                    })
                     .sum()
             })
         });

@@ -10,12 +10,19 @@ fn root() -> PathBuf {
 /// A fetched model or photo; the suite fetches them first (`just fetch`).
 fn cached(name: &str) -> PathBuf {
     let p = root().join("models/cache").join(name);
-    assert!(p.exists(), "{} is missing: run `just fetch` (models/fetch.sh) first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `just fetch` (models/fetch.sh) first",
+        p.display()
+    );
     p
 }
 
 fn ocelli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ocelli")).args(args).output().expect("ocelli runs")
+    Command::new(env!("CARGO_BIN_EXE_ocelli"))
+        .args(args)
+        .output()
+        .expect("ocelli runs")
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -28,11 +35,21 @@ fn scratch(name: &str) -> PathBuf {
 /// The process failed with exactly one line on stderr that contains every `needle`, no panic.
 fn assert_one_line_error(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "expected one line, got: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "expected one line, got: {stderr}"
+    );
     for n in needles {
-        assert!(stderr.contains(n), "error {stderr:?} does not mention {n:?}");
+        assert!(
+            stderr.contains(n),
+            "error {stderr:?} does not mention {n:?}"
+        );
     }
 }
 
@@ -57,7 +74,10 @@ fn demo_config_finds_the_reference_objects() {
     // The demo config, with its outputs moved to a scratch folder.
     let demo = std::fs::read_to_string(root().join("board-configs/host-demo.toml")).unwrap();
     let demo = demo
-        .replace("../models/cache", root().join("models/cache").to_str().unwrap())
+        .replace(
+            "../models/cache",
+            root().join("models/cache").to_str().unwrap(),
+        )
         .replace("../out/demo", dir.join("annotated").to_str().unwrap())
         .replace("../out/ocelli.sock", dir.join("s.sock").to_str().unwrap());
     let config = write(&dir, "demo.toml", &demo);
@@ -66,7 +86,11 @@ fn demo_config_finds_the_reference_objects() {
     }
     let out = ocelli(&["run", config.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Vec<(&str, &str, f32)> = stdout
         .lines()
         .skip(1)
@@ -76,7 +100,10 @@ fn demo_config_finds_the_reference_objects() {
         })
         .collect();
     let best = |photo: &str, label: &str| {
-        rows.iter().filter(|r| r.0 == photo && r.1 == label).map(|r| r.2).fold(f32::NAN, f32::max)
+        rows.iter()
+            .filter(|r| r.0 == photo && r.1 == label)
+            .map(|r| r.2)
+            .fold(f32::NAN, f32::max)
     };
     // Expected scores from the models' reference runs (../shared/models/README.md).
     for (photo, label, expected) in [
@@ -86,7 +113,10 @@ fn demo_config_finds_the_reference_objects() {
         ("coffee.png", "cup", 0.90),
     ] {
         let score = best(photo, label);
-        assert!((score - expected).abs() < 0.05, "{label} on {photo}: score {score}, expected ≈{expected}\n{stdout}");
+        assert!(
+            (score - expected).abs() < 0.05,
+            "{label} on {photo}: score {score}, expected ≈{expected}\n{stdout}"
+        );
     }
     for photo in ["astronaut", "chelsea", "coffee"] {
         let png = dir.join("annotated").join(format!("{photo}.png"));
@@ -102,11 +132,23 @@ fn truncated_onnx_is_refused_with_one_line() {
     let bytes = std::fs::read(cached("yolox_nano.onnx")).unwrap();
     let model = dir.join("yolox_truncated.onnx");
     std::fs::write(&model, &bytes[..bytes.len() / 3]).unwrap();
-    assert_one_line_error(&ocelli(&["inspect", model.to_str().unwrap()]), &["yolox_truncated.onnx"]);
-    let config = yolox_config(&dir, "", &cached("images/coffee.png")).to_str().unwrap().to_string();
-    let text = std::fs::read_to_string(&config).unwrap().replace(cached("yolox_nano.onnx").to_str().unwrap(), model.to_str().unwrap());
+    assert_one_line_error(
+        &ocelli(&["inspect", model.to_str().unwrap()]),
+        &["yolox_truncated.onnx"],
+    );
+    let config = yolox_config(&dir, "", &cached("images/coffee.png"))
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        cached("yolox_nano.onnx").to_str().unwrap(),
+        model.to_str().unwrap(),
+    );
     std::fs::write(&config, text).unwrap();
-    assert_one_line_error(&ocelli(&["run", &config]), &["yolox_truncated.onnx", "cannot load model"]);
+    assert_one_line_error(
+        &ocelli(&["run", &config]),
+        &["yolox_truncated.onnx", "cannot load model"],
+    );
 }
 
 #[test]
@@ -121,7 +163,11 @@ fn a_png_that_is_not_a_png_is_refused_with_one_line() {
 #[test]
 fn a_misspelt_config_key_is_refused_with_its_line() {
     let dir = scratch("misspelt");
-    let config = yolox_config(&dir, "decode = { treshold = 0.5 }\n", &cached("images/coffee.png"));
+    let config = yolox_config(
+        &dir,
+        "decode = { treshold = 0.5 }\n",
+        &cached("images/coffee.png"),
+    );
     let out = ocelli(&["check-config", config.to_str().unwrap()]);
     assert_one_line_error(&out, &["config.toml:9:", "treshold", "score_threshold"]);
 }
@@ -130,11 +176,20 @@ fn a_misspelt_config_key_is_refused_with_its_line() {
 fn a_wrong_checksum_is_refused_with_both_sums() {
     let dir = scratch("sha");
     let zeros = "0".repeat(64);
-    let config = yolox_config(&dir, &format!("sha256 = \"{zeros}\"\n"), &cached("images/coffee.png"));
+    let config = yolox_config(
+        &dir,
+        &format!("sha256 = \"{zeros}\"\n"),
+        &cached("images/coffee.png"),
+    );
     let out = ocelli(&["check-config", config.to_str().unwrap()]);
     assert_one_line_error(
         &out,
-        &["config.toml:9:", "detector[0].sha256", "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14", &zeros],
+        &[
+            "config.toml:9:",
+            "detector[0].sha256",
+            "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14",
+            &zeros,
+        ],
     );
 }
 
@@ -142,11 +197,15 @@ fn a_wrong_checksum_is_refused_with_both_sums() {
 fn a_model_that_does_not_fit_its_family_is_refused() {
     let dir = scratch("family");
     let config = yolox_config(&dir, "", &cached("images/coffee.png"));
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(cached("yolox_nano.onnx").to_str().unwrap(), cached("yunet_n_320_320.onnx").to_str().unwrap());
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        cached("yolox_nano.onnx").to_str().unwrap(),
+        cached("yunet_n_320_320.onnx").to_str().unwrap(),
+    );
     std::fs::write(&config, text).unwrap();
-    assert_one_line_error(&ocelli(&["run", config.to_str().unwrap()]), &["yunet_n_320_320.onnx", "yolox"]);
+    assert_one_line_error(
+        &ocelli(&["run", config.to_str().unwrap()]),
+        &["yunet_n_320_320.onnx", "yolox"],
+    );
 }
 
 #[test]
@@ -161,8 +220,15 @@ fn inspect_recognises_each_reference_family() {
     ] {
         let out = ocelli(&["inspect", cached(model).to_str().unwrap()]);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{model}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.contains(&format!("family: {family} (")), "{model}: {stdout}");
+        assert!(
+            out.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("family: {family} (")),
+            "{model}: {stdout}"
+        );
     }
 }
 
@@ -173,7 +239,12 @@ fn every_board_preset_passes_check_config() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let out = ocelli(&["check-config", path.to_str().unwrap()]);
-            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             checked += 1;
         }
     }

@@ -18,15 +18,28 @@ use crate::imgproc::geometry;
 pub enum ConfigError {
     /// The config file could not be read: check the path and its permissions.
     #[error("{file}: cannot read config: {source}")]
-    Read { file: PathBuf, source: std::io::Error },
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     /// The TOML is malformed, a key is unknown or misspelt, or a value has the wrong type.
     /// The message names the key and what was expected; fix that line.
     #[error("{file}:{line}: {message}")]
-    Syntax { file: PathBuf, line: usize, message: String },
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
     /// A value is well-typed but wrong: a missing model or image folder, a checksum that
     /// differs, an impossible size. Fix the value, or the file it points to.
     #[error("{file}:{line}: {key}: {found}, expected {expected}")]
-    Value { file: PathBuf, line: usize, key: String, found: String, expected: String },
+    Value {
+        file: PathBuf,
+        line: usize,
+        key: String,
+        found: String,
+        expected: String,
+    },
 }
 
 /// The whole configuration.
@@ -61,7 +74,12 @@ pub struct Board {
 
 impl Default for Board {
     fn default() -> Self {
-        Self { name: "host".into(), target: None, tract_cpu: None, threads: 1 }
+        Self {
+            name: "host".into(),
+            target: None,
+            tract_cpu: None,
+            threads: 1,
+        }
     }
 }
 
@@ -158,6 +176,9 @@ pub struct PreprocessConfig {
     pub resize: ResizeMode,
     /// Resampling: `linear` (OpenCV INTER_LINEAR) or `area` (INTER_AREA).
     pub interpolation: Resample,
+    /// How the letterboxed size rounds: `floor` (YOLOX, NanoDet, YuNet samples) or
+    /// `nearest` (Ultralytics).
+    pub size_rounding: SizeRounding,
     /// Grey level of the letterbox padding.
     pub pad_value: u8,
     pub pad: PadPlacement,
@@ -174,6 +195,7 @@ impl Default for PreprocessConfig {
         Self {
             resize: ResizeMode::Letterbox,
             interpolation: Resample::Linear,
+            size_rounding: SizeRounding::Floor,
             pad_value: 114,
             pad: PadPlacement::TopLeft,
             channels: ChannelOrder::Rgb,
@@ -194,8 +216,15 @@ impl PreprocessConfig {
             width,
             height,
             fit: match self.resize {
-                ResizeMode::Letterbox => geometry::Fit::Letterbox { placement, pad: self.pad_value },
+                ResizeMode::Letterbox => geometry::Fit::Letterbox {
+                    placement,
+                    pad: self.pad_value,
+                },
                 ResizeMode::Stretch => geometry::Fit::Stretch,
+            },
+            rounding: match self.size_rounding {
+                SizeRounding::Floor => geometry::Rounding::Floor,
+                SizeRounding::Nearest => geometry::Rounding::Nearest,
             },
             interpolation: match self.interpolation {
                 Resample::Linear => geometry::Interpolation::Linear,
@@ -217,6 +246,13 @@ pub enum ResizeMode {
     Letterbox,
     /// Scale each axis independently to fill the input.
     Stretch,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SizeRounding {
+    Floor,
+    Nearest,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -261,8 +297,10 @@ impl Config {
     /// Reads, parses and validates `file`: models exist and match their checksums, the image
     /// source exists, sizes are sane.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|source| ConfigError::Read { file: file.into(), source })?;
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.into(),
+            source,
+        })?;
         Self::parse(file, &text)
     }
 
@@ -300,7 +338,8 @@ impl Config {
                     "an image file or a folder of PNG/JPEG files",
                 ));
             }
-            SourceConfig::V4l2 { width, height, .. } | SourceConfig::Synthetic { width, height, .. }
+            SourceConfig::V4l2 { width, height, .. }
+            | SourceConfig::Synthetic { width, height, .. }
                 if *width == 0 || *height == 0 || *width > 8192 || *height > 8192 =>
             {
                 return Err(err(
@@ -315,7 +354,11 @@ impl Config {
             let key = |name| [Key::Name("detector"), Key::Index(i), Key::Name(name)];
             let model = self.resolve(&d.model);
             let bytes = std::fs::read(&model).map_err(|e| {
-                err(&key("model"), format!("{}: {e}", model.display()), "a readable ONNX file")
+                err(
+                    &key("model"),
+                    format!("{}: {e}", model.display()),
+                    "a readable ONNX file",
+                )
             })?;
             if let Some(expected) = &d.sha256 {
                 let found = hex(&Sha256::digest(&bytes));
@@ -327,15 +370,24 @@ impl Config {
                     ));
                 }
             }
-            if !matches!(d.labels.as_str(), "coco" | "face") && !self.resolve(Path::new(&d.labels)).is_file() {
+            if !matches!(d.labels.as_str(), "coco" | "face")
+                && !self.resolve(Path::new(&d.labels)).is_file()
+            {
                 return Err(err(
                     &key("labels"),
-                    format!("{} does not exist", self.resolve(Path::new(&d.labels)).display()),
+                    format!(
+                        "{} does not exist",
+                        self.resolve(Path::new(&d.labels)).display()
+                    ),
                     "\"coco\", \"face\" or a labels file with one label per line",
                 ));
             }
-            if d.preprocess.std.iter().any(|s| *s == 0.0) {
-                return Err(err(&key("preprocess"), "a zero in std".into(), "non-zero std values"));
+            if d.preprocess.std.contains(&0.0) {
+                return Err(err(
+                    &key("preprocess"),
+                    "a zero in std".into(),
+                    "non-zero std values",
+                ));
             }
         }
         Ok(())
@@ -366,7 +418,9 @@ fn dotted(key: &[Key]) -> String {
 
 /// The 1-based line of the value at `key`, or of its closest existing parent.
 pub fn line_of_key(text: &str, key: &[Key]) -> usize {
-    let Ok(root) = toml::de::DeTable::parse(text) else { return 0 };
+    let Ok(root) = toml::de::DeTable::parse(text) else {
+        return 0;
+    };
     let mut span = root.span();
     let mut value: Option<&toml::de::DeValue> = None;
     let mut table = Some(root.get_ref());
@@ -385,7 +439,11 @@ pub fn line_of_key(text: &str, key: &[Key]) -> usize {
 }
 
 fn line_of_offset(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -395,7 +453,14 @@ fn hex(bytes: &[u8]) -> String {
 impl fmt::Display for SourceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SourceConfig::V4l2 { device, format, width, height, fps, .. } => write!(
+            SourceConfig::V4l2 {
+                device,
+                format,
+                width,
+                height,
+                fps,
+                ..
+            } => write!(
                 f,
                 "v4l2 {} {}x{}@{fps} {}",
                 device.display(),
@@ -404,9 +469,16 @@ impl fmt::Display for SourceConfig {
                 format.as_deref().unwrap_or("auto")
             ),
             SourceConfig::Images { path, looping } => {
-                write!(f, "images {}{}", path.display(), if *looping { " (loop)" } else { "" })
+                write!(
+                    f,
+                    "images {}{}",
+                    path.display(),
+                    if *looping { " (loop)" } else { "" }
+                )
             }
-            SourceConfig::Synthetic { width, height, .. } => write!(f, "synthetic {width}x{height}"),
+            SourceConfig::Synthetic { width, height, .. } => {
+                write!(f, "synthetic {width}x{height}")
+            }
         }
     }
 }

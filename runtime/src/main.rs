@@ -10,7 +10,10 @@ use ocelli::detect::load_plan;
 use ocelli::service::{Pipeline, install_signal_handlers};
 
 #[derive(Parser)]
-#[command(version, about = "Camera in, detections out: a lean vision runtime for embedded Linux boards")]
+#[command(
+    version,
+    about = "Camera in, detections out: a lean vision runtime for embedded Linux boards"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,7 +72,11 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 "ocelli: {} frame(s), {} detection(s), {} bad frame(s)",
                 summary.frames, summary.detections, summary.bad_frames
             );
-            Ok(if summary.bad_frames > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if summary.bad_frames > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::CheckConfig { config: path } => {
             let config = Config::load(&path)?;
@@ -86,12 +93,18 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let size = input_size.map(|v| [v[0], v[1]]);
             let (_, info) = load_plan(&model, size)?;
             println!("model:  {}", model.display());
-            println!("input:  {} {:?} (f32, NCHW)", info.input_name, info.input_shape);
+            println!(
+                "input:  {} {:?} (f32, NCHW)",
+                info.input_name, info.input_shape
+            );
             for o in &info.outputs {
                 println!("output: {} {:?}", o.name, o.shape);
             }
             match &info.family {
-                Ok((family, why)) => println!("family: {} ({why})", serde_json::to_string(family)?.trim_matches('"')),
+                Ok((family, why)) => println!(
+                    "family: {} ({why})",
+                    serde_json::to_string(family)?.trim_matches('"')
+                ),
                 Err(why) => println!("family: not recognised ({why}); set `family` in the config"),
             }
             Ok(ExitCode::SUCCESS)

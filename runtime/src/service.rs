@@ -24,7 +24,10 @@ pub enum ServiceError {
     Socket(String),
     /// Annotated frames could not be written: check the folder is writable and has space.
     #[error("{path}: cannot write annotated frame: {source}")]
-    Annotate { path: PathBuf, source: std::io::Error },
+    Annotate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -36,7 +39,11 @@ extern "C" fn on_stop(_: nix::libc::c_int) {
 /// Makes SIGTERM and SIGINT finish the frame in flight and stop cleanly.
 pub fn install_signal_handlers() -> nix::Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let action = SigAction::new(SigHandler::Handler(on_stop), SaFlags::empty(), SigSet::empty());
+    let action = SigAction::new(
+        SigHandler::Handler(on_stop),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { sigaction(sig, &action)? };
@@ -89,10 +96,16 @@ impl Pipeline {
             class_offsets.push(labels.len() as u16);
             labels.extend_from_slice(d.labels.names());
         }
-        let annotated_dir = config.output.annotated_dir.as_ref().map(|d| config.resolve(d));
+        let annotated_dir = config
+            .output
+            .annotated_dir
+            .as_ref()
+            .map(|d| config.resolve(d));
         if let Some(dir) = &annotated_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| ServiceError::Annotate { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| ServiceError::Annotate {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let source = capture::open(&config.source, |p| config.resolve(p))?;
         let socket = match &config.output.socket {
@@ -122,7 +135,10 @@ impl Pipeline {
     pub fn run(&mut self) -> Result<RunSummary, ServiceError> {
         let mut summary = RunSummary::default();
         if self.print {
-            println!("{:>6}  {:<28} {:<14} {:>6}  box (x1 y1 x2 y2)", "frame", "source", "label", "score");
+            println!(
+                "{:>6}  {:<28} {:<14} {:>6}  box (x1 y1 x2 y2)",
+                "frame", "source", "label", "score"
+            );
         }
         while !stop_requested() {
             let t0 = Instant::now();
@@ -141,9 +157,13 @@ impl Pipeline {
                 summary.bad_frames += 1;
                 continue;
             }
-            let (id, timestamp_us, origin) = (frame.id, frame.timestamp_us, frame.origin.to_string());
+            let (id, timestamp_us, origin) =
+                (frame.id, frame.timestamp_us, frame.origin.to_string());
             let capture_us = t0.elapsed().as_micros() as u32;
-            let mut latency = StageLatency { capture: capture_us, ..Default::default() };
+            let mut latency = StageLatency {
+                capture: capture_us,
+                ..Default::default()
+            };
             let mut dropped = 0u32;
             self.detections.clear();
             for (detector, offset) in self.detectors.iter_mut().zip(&self.class_offsets) {
@@ -152,7 +172,10 @@ impl Pipeline {
                 latency.inference += times.inference_us as u32;
                 latency.postprocess += times.postprocess_us as u32;
                 for d in &self.per_detector {
-                    let d = crate::detect::Detection { class_id: d.class_id + offset, ..*d };
+                    let d = crate::detect::Detection {
+                        class_id: d.class_id + offset,
+                        ..*d
+                    };
                     if self.detections.push(d).is_err() {
                         dropped += 1;
                     }
@@ -191,7 +214,8 @@ impl Pipeline {
                 overlay::draw_detections(&mut self.rgb, &self.detections, |c| {
                     labels.get(c as usize).map_or("?", String::as_str)
                 });
-                overlay::save_png(&self.rgb, &path).map_err(|source| ServiceError::Annotate { path, source })?;
+                overlay::save_png(&self.rgb, &path)
+                    .map_err(|source| ServiceError::Annotate { path, source })?;
             }
         }
         if let Some(socket) = self.socket.take() {
@@ -201,12 +225,17 @@ impl Pipeline {
     }
 
     fn print_frame(&self, id: u64, origin: &str) {
-        let short = std::path::Path::new(origin).file_name().map_or(origin.into(), |n| n.to_string_lossy());
+        let short = std::path::Path::new(origin)
+            .file_name()
+            .map_or(origin.into(), |n| n.to_string_lossy());
         if self.detections.is_empty() {
             println!("{id:>6}  {short:<28} (nothing)");
         }
         for d in &self.detections {
-            let label = self.labels.get(d.class_id as usize).map_or("?", String::as_str);
+            let label = self
+                .labels
+                .get(d.class_id as usize)
+                .map_or("?", String::as_str);
             println!(
                 "{id:>6}  {short:<28} {label:<14} {:>6.3}  {:.0} {:.0} {:.0} {:.0}",
                 d.score, d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2

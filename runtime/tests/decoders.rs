@@ -14,8 +14,8 @@ use ocelli::capture::decode_image;
 use ocelli::config::{DetectorConfig, PadPlacement, PreprocessConfig};
 use ocelli::detect::nms::{Candidates, MAX_CANDIDATES, Nms};
 use ocelli::detect::{
-    AnchorPoint, BBox, DecodeConfig, Detection, Detections, Detector, Family, Labels, MAX_DETECTIONS,
-    Output, OutputInfo, decoder_for, load_plan, recognise,
+    AnchorPoint, BBox, DecodeConfig, Detection, Detections, Detector, Family, Labels,
+    MAX_DETECTIONS, Output, OutputInfo, decoder_for, load_plan, recognise,
 };
 use ocelli::imgproc::Image;
 use proptest::prelude::*;
@@ -82,20 +82,20 @@ impl Fixture {
         };
         let json = |file: &str| -> Value { serde_json::from_slice(&read(file)).unwrap() };
         let tensor = |t: &Value| {
-                let bytes = read(t["file"].as_str().unwrap());
-                Tensor {
-                    name: t["name"].as_str().unwrap().into(),
-                    shape: t["shape"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|d| d.as_u64().unwrap() as usize)
-                        .collect(),
-                    data: bytes
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                        .collect(),
-                }
+            let bytes = read(t["file"].as_str().unwrap());
+            Tensor {
+                name: t["name"].as_str().unwrap().into(),
+                shape: t["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_u64().unwrap() as usize)
+                    .collect(),
+                data: bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect(),
+            }
         };
         let outputs = json("outputs.json")["tensors"]
             .as_array()
@@ -126,30 +126,33 @@ impl Fixture {
         };
         let detections = |space: &str| -> Vec<Detection> {
             e["detections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| {
-                let b = f32s(&d[format!("box_{space}").as_str()]);
-                let landmarks = d[format!("landmarks_{space}").as_str()].as_array().map(|pts| {
-                    std::array::from_fn(|i| {
-                        let p = f32s(&pts[i]);
-                        [p[0], p[1]]
-                    })
-                });
-                Detection {
-                    class_id: d["class_id"].as_u64().unwrap() as u16,
-                    score: d["score"].as_f64().unwrap() as f32,
-                    bbox: BBox {
-                        x1: b[0],
-                        y1: b[1],
-                        x2: b[2],
-                        y2: b[3],
-                    },
-                    landmarks,
-                }
-            })
-            .collect()
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    let b = f32s(&d[format!("box_{space}").as_str()]);
+                    let landmarks =
+                        d[format!("landmarks_{space}").as_str()]
+                            .as_array()
+                            .map(|pts| {
+                                std::array::from_fn(|i| {
+                                    let p = f32s(&pts[i]);
+                                    [p[0], p[1]]
+                                })
+                            });
+                    Detection {
+                        class_id: d["class_id"].as_u64().unwrap() as u16,
+                        score: d["score"].as_f64().unwrap() as f32,
+                        bbox: BBox {
+                            x1: b[0],
+                            y1: b[1],
+                            x2: b[2],
+                            y2: b[3],
+                        },
+                        landmarks,
+                    }
+                })
+                .collect()
         };
         let expected = detections("model");
         // The runtime clips boxes and landmarks to the image; so must the reference.
@@ -157,7 +160,12 @@ impl Fixture {
             .into_iter()
             .map(|mut d| {
                 let (cx, cy) = (|x: f32| x.clamp(0.0, sw), |y: f32| y.clamp(0.0, sh));
-                d.bbox = BBox { x1: cx(d.bbox.x1), y1: cy(d.bbox.y1), x2: cx(d.bbox.x2), y2: cy(d.bbox.y2) };
+                d.bbox = BBox {
+                    x1: cx(d.bbox.x1),
+                    y1: cy(d.bbox.y1),
+                    x2: cx(d.bbox.x2),
+                    y2: cy(d.bbox.y2),
+                };
                 for p in d.landmarks.iter_mut().flatten() {
                     *p = [cx(p[0]), cy(p[1])];
                 }
@@ -169,6 +177,7 @@ impl Fixture {
         let preprocess = PreprocessConfig {
             resize: serde_json::from_value(p["resize"].clone()).unwrap(),
             interpolation: serde_json::from_value(p["interpolation"].clone()).unwrap(),
+            size_rounding: serde_json::from_value(p["size_rounding"].clone()).unwrap(),
             pad_value: p["pad_value"].as_u64().unwrap_or(0) as u8,
             pad: match p["pad_placement"].as_str() {
                 Some("centre") => PadPlacement::Center,
@@ -205,7 +214,6 @@ impl Case {
     fn load(model: &str, image: &str) -> Self {
         Fixture::load(model, image).case
     }
-
 
     fn infos(&self) -> Vec<OutputInfo> {
         self.outputs
@@ -272,25 +280,20 @@ fn check_model(model: &str) {
 }
 
 fn assert_matches(what: &str, got: &[Detection], expected: &[Detection]) {
-        let context = || format!("{what}\n got:      {got:?}\n expected: {expected:?}");
-        assert!(
-            got.windows(2).all(|w| w[0].score >= w[1].score),
-            "not best first: {}",
-            context()
-        );
-        assert_eq!(
-            got.len(),
-            expected.len(),
-            "detection count: {}",
-            context()
-        );
-        let mut free: Vec<&Detection> = got.iter().collect();
-        for e in expected {
-            let Some(i) = free.iter().position(|a| close(a, e)) else {
-                panic!("no match for {e:?}: {}", context());
-            };
-            free.swap_remove(i);
-        }
+    let context = || format!("{what}\n got:      {got:?}\n expected: {expected:?}");
+    assert!(
+        got.windows(2).all(|w| w[0].score >= w[1].score),
+        "not best first: {}",
+        context()
+    );
+    assert_eq!(got.len(), expected.len(), "detection count: {}", context());
+    let mut free: Vec<&Detection> = got.iter().collect();
+    for e in expected {
+        let Some(i) = free.iter().position(|a| close(a, e)) else {
+            panic!("no match for {e:?}: {}", context());
+        };
+        free.swap_remove(i);
+    }
 }
 
 fn model_path(file: &str) -> PathBuf {
@@ -311,7 +314,11 @@ fn check_pipeline(model: &str) {
             model: model_path(&fixture.model_file),
             sha256: None,
             family: Some(case.family),
-            labels: if case.labels.len() == 1 { "face".into() } else { "coco".into() },
+            labels: if case.labels.len() == 1 {
+                "face".into()
+            } else {
+                "coco".into()
+            },
             input_size: None,
             preprocess: fixture.preprocess,
             decode: case.cfg.clone(),
@@ -319,10 +326,43 @@ fn check_pipeline(model: &str) {
         let mut detector = Detector::load(&cfg, |p| p.to_path_buf()).unwrap();
         assert_eq!(detector.input_size(), case.input_wh);
         let mut photo = Image::new(0, 0, 3);
-        decode_image(&model_path(&format!("images/{}", fixture.image_file)), &mut photo).unwrap();
+        decode_image(
+            &model_path(&format!("images/{}", fixture.image_file)),
+            &mut photo,
+        )
+        .unwrap();
+        // Our preprocessing must give the reference's input tensor, within one grey level
+        // (three for JPEG: zune-jpeg and libjpeg round their IDCT and upsampling differently).
+        let plan = fixture.preprocess.plan(case.input_wh.0, case.input_wh.1);
+        let mut tensor = vec![0.0; plan.tensor_len()];
+        plan.run(&photo, &mut tensor).unwrap();
+        let levels = if fixture.image_file.ends_with(".jpg") {
+            3.0
+        } else {
+            1.0
+        };
+        let level = levels
+            / fixture
+                .preprocess
+                .std
+                .iter()
+                .fold(f32::INFINITY, |a, &b| a.min(b));
+        let worst = tensor
+            .iter()
+            .zip(&fixture.input.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            worst <= level * 1.001,
+            "{model}/{image}: input tensor differs by {worst} (> {levels} level(s), {level})"
+        );
         let mut got = Detections::new();
         detector.detect(&photo, &mut got).unwrap();
-        assert_matches(&format!("{model}/{image} end to end"), &got, &fixture.expected_source);
+        assert_matches(
+            &format!("{model}/{image} end to end"),
+            &got,
+            &fixture.expected_source,
+        );
     }
 }
 
@@ -335,8 +375,16 @@ fn check_raw_outputs(model: &str) {
     let outputs = plan.run(std::iter::once(input.into()).collect()).unwrap();
     for (got, want) in outputs.iter().zip(&fixture.case.outputs) {
         let got = got.to_plain_array_view::<f32>().unwrap();
-        let worst = got.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        assert!(worst < 2e-3, "{model}: output {} differs from onnxruntime by {worst}", want.name);
+        let worst = got
+            .iter()
+            .zip(&want.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 2e-3,
+            "{model}: output {} differs from onnxruntime by {worst}",
+            want.name
+        );
     }
 }
 

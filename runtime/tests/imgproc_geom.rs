@@ -397,6 +397,7 @@ fn preprocess_matches_unfused() {
                 width: w,
                 height: h,
                 fit,
+                rounding: Default::default(),
                 interpolation: interp,
                 normalize: n,
             };

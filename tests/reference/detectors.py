@@ -56,10 +56,13 @@ FACE = ["face"]
 # model = source * scale + offset, per axis.
 
 
-def params(size, mode, interp, pad, placement, order, mean, std, scale, offset, sample):
+def params(size, mode, interp, pad, placement, order, mean, std, scale, offset, sample,
+           rounding="floor"):
     return {
         "input_wh": list(size),
         "resize": mode,
+        # How the letterboxed size becomes whole pixels: int(side*r) or int(round(side*r)).
+        "size_rounding": rounding,
         "interpolation": interp,
         "pad_value": pad,
         "pad_placement": placement,
@@ -159,7 +162,7 @@ def pre_ultralytics(img, size):
     x = img[:, :, ::-1] / 255.0
     return nchw(x), params(size, "letterbox", "linear", 114, "centre", "rgb", (0, 0, 0),
                            (255, 255, 255), (r, r), (left, top),
-                           "ultralytics LetterBox + scale_boxes")
+                           "ultralytics LetterBox + scale_boxes", rounding="nearest")
 
 
 # ---------------------------------------------------------------------------------------

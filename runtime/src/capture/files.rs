@@ -11,24 +11,72 @@ use crate::imgproc::Image;
 pub enum ImageError {
     /// The file or folder could not be read: check the path and permissions.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The content is not what its name says, or is corrupt: re-export the image as PNG or JPEG.
     #[error("{path}: not a valid {kind} image: {reason}")]
-    Decode { path: PathBuf, kind: &'static str, reason: String },
+    Decode {
+        path: PathBuf,
+        kind: &'static str,
+        reason: String,
+    },
     /// The folder holds no `.png`, `.jpg` or `.jpeg` file.
     #[error("{path}: no PNG or JPEG files in this folder")]
     Empty { path: PathBuf },
 }
 
+/// The format a file's extension promises, and the signature its content must start with.
+fn kind_of(path: &Path) -> (&'static str, &'static [u8]) {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "jpg" | "jpeg" => ("JPEG", b"\xff\xd8"),
+        _ => ("PNG", b"\x89PNG\r\n\x1a\n"),
+    }
+}
+
+/// Checks that `path` starts like the image its extension promises, without decoding it.
+pub fn check_signature(path: &Path) -> Result<(), ImageError> {
+    use std::io::Read;
+    let (kind, magic) = kind_of(path);
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(path)
+        .and_then(|f| f.take(8).read(&mut head))
+        .map_err(|source| ImageError::Io {
+            path: path.into(),
+            source,
+        })?;
+    if !head[..n].starts_with(magic) {
+        return Err(ImageError::Decode {
+            path: path.into(),
+            kind,
+            reason: format!("starts with {:02x?}", &head[..n]),
+        });
+    }
+    Ok(())
+}
+
 /// Decodes a PNG or JPEG file (chosen by extension, checked against the content) into RGB.
 pub fn decode_image(path: &Path, rgb: &mut Image) -> Result<(), ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io { path: path.into(), source })?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let (kind, result) = match ext.as_str() {
-        "jpg" | "jpeg" => ("JPEG", decode_jpeg_into(&bytes, rgb)),
-        _ => ("PNG", decode_png_into(&bytes, rgb)),
+    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let (kind, _) = kind_of(path);
+    let result = match kind {
+        "JPEG" => decode_jpeg_into(&bytes, rgb),
+        _ => decode_png_into(&bytes, rgb),
     };
-    result.map_err(|reason| ImageError::Decode { path: path.into(), kind, reason })
+    result.map_err(|reason| ImageError::Decode {
+        path: path.into(),
+        kind,
+        reason,
+    })
 }
 
 fn decode_png_into(bytes: &[u8], rgb: &mut Image) -> Result<(), String> {
@@ -64,13 +112,20 @@ pub struct ImagesSource {
 
 impl ImagesSource {
     pub fn open(path: &Path, looping: bool) -> Result<Self, CaptureError> {
-        let io = |source| ImageError::Io { path: path.into(), source };
+        let io = |source| ImageError::Io {
+            path: path.into(),
+            source,
+        };
         let files = if path.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(io)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
-                    let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+                    let ext = p
+                        .extension()
+                        .and_then(|e| e.to_str())
+                        .unwrap_or("")
+                        .to_ascii_lowercase();
                     matches!(ext.as_str(), "png" | "jpg" | "jpeg")
                 })
                 .collect();
@@ -80,11 +135,20 @@ impl ImagesSource {
             }
             files
         } else {
-            std::fs::metadata(path).map_err(io)?;
+            // A single file is the whole stream: refuse it now rather than run on nothing.
+            check_signature(path)?;
             vec![path.to_path_buf()]
         };
         let names = files.iter().map(|f| f.display().to_string()).collect();
-        Ok(Self { files, names, looping, next: 0, id: 0, start: Instant::now(), rgb: Image::new(0, 0, 3) })
+        Ok(Self {
+            files,
+            names,
+            looping,
+            next: 0,
+            id: 0,
+            start: Instant::now(),
+            rgb: Image::new(0, 0, 3),
+        })
     }
 }
 
@@ -114,6 +178,10 @@ impl Source for ImagesSource {
     }
 
     fn describe(&self) -> String {
-        format!("{} image file(s){}", self.files.len(), if self.looping { ", looping" } else { "" })
+        format!(
+            "{} image file(s){}",
+            self.files.len(),
+            if self.looping { ", looping" } else { "" }
+        )
     }
 }

@@ -10,8 +10,8 @@ mod v4l2;
 use std::path::PathBuf;
 
 use crate::config::SourceConfig;
-use crate::imgproc::color::{self, ColorError, Layout, Order};
 use crate::imgproc::Image;
+use crate::imgproc::color::{self, ColorError, Layout, Order};
 
 pub use files::{ImageError, ImagesSource, decode_image};
 pub use synthetic::SyntheticSource;
@@ -45,9 +45,16 @@ impl PixelFormat {
     }
 
     pub fn from_fourcc(code: &[u8; 4]) -> Option<Self> {
-        [Self::Yuyv, Self::Nv12, Self::Rgb24, Self::Bgr24, Self::Grey, Self::Mjpeg]
-            .into_iter()
-            .find(|f| &f.fourcc() == code)
+        [
+            Self::Yuyv,
+            Self::Nv12,
+            Self::Rgb24,
+            Self::Bgr24,
+            Self::Grey,
+            Self::Mjpeg,
+        ]
+        .into_iter()
+        .find(|f| &f.fourcc() == code)
     }
 
     /// Bytes a whole frame needs at least (None for compressed formats).
@@ -140,7 +147,9 @@ pub(crate) fn decode_jpeg_into(data: &[u8], rgb: &mut Image) -> Result<(), Strin
     decoder.decode_headers().map_err(|e| e.to_string())?;
     let (w, h) = decoder.dimensions().ok_or("no dimensions in JPEG header")?;
     rgb.reshape(w, h, 3);
-    decoder.decode_into(&mut rgb.data).map_err(|e| e.to_string())
+    decoder
+        .decode_into(&mut rgb.data)
+        .map_err(|e| e.to_string())
 }
 
 /// Why a source could not deliver.
@@ -149,20 +158,31 @@ pub enum CaptureError {
     /// The camera could not be opened or configured: check the device path, that it is a
     /// capture device, and that the user is in the `video` group.
     #[error("{device}: {what}: {source}")]
-    Device { device: PathBuf, what: &'static str, source: std::io::Error },
+    Device {
+        device: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
     /// The camera offers none of the pixel formats Ocelli converts (YUYV, MJPG, NV12, RGB3,
     /// BGR3, GREY), or not the one configured: pick one `ocelli probe` lists.
     #[error("{device}: no usable pixel format: {detail}")]
     Format { device: PathBuf, detail: String },
     /// The camera stopped delivering: unplugged (ENODEV) or silent past the timeout.
     #[error("{device}: camera lost: {source}")]
-    Lost { device: PathBuf, source: std::io::Error },
+    Lost {
+        device: PathBuf,
+        source: std::io::Error,
+    },
     /// An image file could not be read or decoded: fix or remove the file.
     #[error(transparent)]
     Image(#[from] ImageError),
     /// One frame is truncated or corrupt: it is dropped and counted, the stream goes on.
     #[error("{origin}: frame {id}: {reason}")]
-    BadFrame { origin: String, id: u64, reason: String },
+    BadFrame {
+        origin: String,
+        id: u64,
+        reason: String,
+    },
 }
 
 impl CaptureError {
@@ -187,12 +207,33 @@ pub fn open(
     resolve: impl Fn(&std::path::Path) -> PathBuf,
 ) -> Result<Box<dyn Source>, CaptureError> {
     Ok(match config {
-        SourceConfig::V4l2 { device, format, width, height, fps, buffers } => Box::new(
-            V4l2Source::open(device, format.as_deref(), *width, *height, *fps, *buffers)?,
-        ),
-        SourceConfig::Images { path, looping } => Box::new(ImagesSource::open(&resolve(path), *looping)?),
-        SourceConfig::Synthetic { width, height, frames } => {
-            Box::new(SyntheticSource::new(*width as usize, *height as usize, PixelFormat::Yuyv, *frames))
+        SourceConfig::V4l2 {
+            device,
+            format,
+            width,
+            height,
+            fps,
+            buffers,
+        } => Box::new(V4l2Source::open(
+            device,
+            format.as_deref(),
+            *width,
+            *height,
+            *fps,
+            *buffers,
+        )?),
+        SourceConfig::Images { path, looping } => {
+            Box::new(ImagesSource::open(&resolve(path), *looping)?)
         }
+        SourceConfig::Synthetic {
+            width,
+            height,
+            frames,
+        } => Box::new(SyntheticSource::new(
+            *width as usize,
+            *height as usize,
+            PixelFormat::Yuyv,
+            *frames,
+        )),
     })
 }

@@ -32,8 +32,18 @@ impl SyntheticSource {
     pub fn new(width: usize, height: usize, format: PixelFormat, frames: Option<u64>) -> Self {
         let width = width & !1;
         let height = height & !1;
-        let len = format.frame_len(height, format.min_stride(width)).unwrap_or(0);
-        Self { width, height, format, frames, id: 0, start: Instant::now(), buf: vec![0; len] }
+        let len = format
+            .frame_len(height, format.min_stride(width))
+            .unwrap_or(0);
+        Self {
+            width,
+            height,
+            format,
+            frames,
+            id: 0,
+            start: Instant::now(),
+            buf: vec![0; len],
+        }
     }
 
     fn yuv_at(&self, x: usize, y: usize) -> [u8; 3] {
@@ -55,7 +65,9 @@ impl SyntheticSource {
                 let [y0, u, v] = self.yuv_at(x, y);
                 let y1 = self.yuv_at(x + 1, y)[0];
                 match self.format {
-                    PixelFormat::Yuyv => self.buf[y * w * 2 + x * 2..][..4].copy_from_slice(&[y0, u, y1, v]),
+                    PixelFormat::Yuyv => {
+                        self.buf[y * w * 2 + x * 2..][..4].copy_from_slice(&[y0, u, y1, v])
+                    }
                     PixelFormat::Nv12 => {
                         self.buf[y * w + x] = y0;
                         self.buf[y * w + x + 1] = y1;

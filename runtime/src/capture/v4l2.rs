@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use v4l::buffer::Type;
-use v4l::framesize::FrameSizeEnum;
 use v4l::frameinterval::FrameIntervalEnum;
+use v4l::framesize::FrameSizeEnum;
 use v4l::io::mmap::Stream;
 use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
@@ -50,7 +50,13 @@ impl V4l2Source {
         fps: u32,
         buffers: u32,
     ) -> Result<Self, CaptureError> {
-        let dev_err = |what| move |source| CaptureError::Device { device: path.into(), what, source };
+        let dev_err = |what| {
+            move |source| CaptureError::Device {
+                device: path.into(),
+                what,
+                source,
+            }
+        };
         let device = Device::with_path(path).map_err(dev_err("open"))?;
         let offered: Vec<PixelFormat> = device
             .enum_formats()
@@ -60,10 +66,13 @@ impl V4l2Source {
             .collect();
         let wanted = match format {
             Some(name) => {
-                let code: [u8; 4] = name.as_bytes().try_into().map_err(|_| CaptureError::Format {
-                    device: path.into(),
-                    detail: format!("{name:?} is not a four-character code"),
-                })?;
+                let code: [u8; 4] =
+                    name.as_bytes()
+                        .try_into()
+                        .map_err(|_| CaptureError::Format {
+                            device: path.into(),
+                            detail: format!("{name:?} is not a four-character code"),
+                        })?;
                 let f = PixelFormat::from_fourcc(&code).ok_or_else(|| CaptureError::Format {
                     device: path.into(),
                     detail: format!("{name} is not one Ocelli converts"),
@@ -76,24 +85,28 @@ impl V4l2Source {
                 }
                 f
             }
-            None => *PREFERRED.iter().find(|f| offered.contains(f)).ok_or_else(|| CaptureError::Format {
-                device: path.into(),
-                detail: "the device offers none of YUYV, NV12, RGB3, BGR3, GREY, MJPG".into(),
-            })?,
+            None => *PREFERRED
+                .iter()
+                .find(|f| offered.contains(f))
+                .ok_or_else(|| CaptureError::Format {
+                    device: path.into(),
+                    detail: "the device offers none of YUYV, NV12, RGB3, BGR3, GREY, MJPG".into(),
+                })?,
         };
         let mut fmt = device.format().map_err(dev_err("get format"))?;
         fmt.width = width;
         fmt.height = height;
         fmt.fourcc = FourCC::new(&wanted.fourcc());
         let fmt = device.set_format(&fmt).map_err(dev_err("set format"))?;
-        let format = PixelFormat::from_fourcc(&fmt.fourcc.repr).ok_or_else(|| CaptureError::Format {
-            device: path.into(),
-            detail: format!("driver switched to {}", fmt.fourcc),
-        })?;
+        let format =
+            PixelFormat::from_fourcc(&fmt.fourcc.repr).ok_or_else(|| CaptureError::Format {
+                device: path.into(),
+                detail: format!("driver switched to {}", fmt.fourcc),
+            })?;
         // Not every driver supports frame intervals; the driver's default rate is fine then.
         let _ = device.set_params(&v4l::video::capture::Parameters::with_fps(fps));
-        let mut stream =
-            Stream::with_buffers(&device, Type::VideoCapture, buffers.max(2)).map_err(dev_err("map buffers"))?;
+        let mut stream = Stream::with_buffers(&device, Type::VideoCapture, buffers.max(2))
+            .map_err(dev_err("map buffers"))?;
         stream.set_timeout(FRAME_TIMEOUT);
         let (w, h) = (fmt.width as usize, fmt.height as usize);
         Ok(Self {
@@ -111,15 +124,19 @@ impl V4l2Source {
 }
 
 fn list(formats: &[PixelFormat]) -> String {
-    formats.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ")
+    formats
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Source for V4l2Source {
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
-        let (buf, meta) = self
-            .stream
-            .next()
-            .map_err(|source| CaptureError::Lost { device: self.path.clone(), source })?;
+        let (buf, meta) = self.stream.next().map_err(|source| CaptureError::Lost {
+            device: self.path.clone(),
+            source,
+        })?;
         let id = self.id;
         self.id += 1;
         let used = (meta.bytesused as usize).min(buf.len());
@@ -136,7 +153,10 @@ impl Source for V4l2Source {
     }
 
     fn describe(&self) -> String {
-        format!("{} {}x{} {}", self.origin, self.width, self.height, self.format)
+        format!(
+            "{} {}x{} {}",
+            self.origin, self.width, self.height, self.format
+        )
     }
 }
 
@@ -147,7 +167,11 @@ pub fn probe(out: &mut impl std::io::Write, devices: &[PathBuf]) -> std::io::Res
     let paths: Vec<PathBuf> = if devices.is_empty() {
         let mut v: Vec<PathBuf> = std::fs::read_dir("/dev")?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("video")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("video"))
+            })
             .collect();
         v.sort();
         v
@@ -159,21 +183,39 @@ pub fn probe(out: &mut impl std::io::Write, devices: &[PathBuf]) -> std::io::Res
             writeln!(out, "{}: cannot open", path.display())?;
             continue;
         };
-        let Ok(caps) = device.query_caps() else { continue };
-        let Ok(formats) = device.enum_formats() else { continue };
+        let Ok(caps) = device.query_caps() else {
+            continue;
+        };
+        let Ok(formats) = device.enum_formats() else {
+            continue;
+        };
         if formats.is_empty() {
             continue;
         }
         found += 1;
-        writeln!(out, "{}: {} ({}, {})", path.display(), caps.card, caps.driver, caps.bus)?;
+        writeln!(
+            out,
+            "{}: {} ({}, {})",
+            path.display(),
+            caps.card,
+            caps.driver,
+            caps.bus
+        )?;
         for (i, f) in formats.iter().enumerate() {
-            let support = if PixelFormat::from_fourcc(&f.fourcc.repr).is_some() { "" } else { " (not converted)" };
+            let support = if PixelFormat::from_fourcc(&f.fourcc.repr).is_some() {
+                ""
+            } else {
+                " (not converted)"
+            };
             writeln!(out, "\t[{i}]: '{}' ({}){support}", f.fourcc, f.description)?;
             for size in device.enum_framesizes(f.fourcc).unwrap_or_default() {
                 match size.size {
                     FrameSizeEnum::Discrete(d) => {
                         writeln!(out, "\t\tSize: Discrete {}x{}", d.width, d.height)?;
-                        for iv in device.enum_frameintervals(f.fourcc, d.width, d.height).unwrap_or_default() {
+                        for iv in device
+                            .enum_frameintervals(f.fourcc, d.width, d.height)
+                            .unwrap_or_default()
+                        {
                             match iv.interval {
                                 FrameIntervalEnum::Discrete(fr) => writeln!(
                                     out,
@@ -190,7 +232,12 @@ pub fn probe(out: &mut impl std::io::Write, devices: &[PathBuf]) -> std::io::Res
                     FrameSizeEnum::Stepwise(s) => writeln!(
                         out,
                         "\t\tSize: Stepwise {}x{} - {}x{} with step {}/{}",
-                        s.min_width, s.min_height, s.max_width, s.max_height, s.step_width, s.step_height
+                        s.min_width,
+                        s.min_height,
+                        s.max_width,
+                        s.max_height,
+                        s.step_width,
+                        s.step_height
                     )?,
                 }
             }

@@ -25,7 +25,11 @@ pub enum DetectError {
     /// The model's input is not an image tensor [1,3,H,W], or its size is not fixed and
     /// `input_size` is not set in the config.
     #[error("{path}: input {found}, expected {expected}")]
-    Input { path: PathBuf, found: String, expected: String },
+    Input {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
     /// The outputs do not fit the configured family, or no family could be recognised from
     /// them: set `family` in the config, or check the model is the one intended.
     #[error("{path}: {source}")]
@@ -73,7 +77,10 @@ type TypedSimpleState = SimpleState<TypedFact, Box<dyn TypedOp>>;
 impl Detector {
     /// Loads `cfg.model` (resolved with `resolve`), fixes its input shape, optimises it and
     /// checks its outputs fit the family.
-    pub fn load(cfg: &DetectorConfig, resolve: impl Fn(&Path) -> PathBuf) -> Result<Self, DetectError> {
+    pub fn load(
+        cfg: &DetectorConfig,
+        resolve: impl Fn(&Path) -> PathBuf,
+    ) -> Result<Self, DetectError> {
         let path = resolve(&cfg.model);
         let labels = match cfg.labels.as_str() {
             "coco" => Labels::coco(),
@@ -81,24 +88,39 @@ impl Detector {
             file => Labels::from_file(&resolve(Path::new(file)))?,
         };
         let (plan, info) = load_plan(&path, cfg.input_size)?;
-        let family = match cfg.family {
-            Some(f) => f,
-            None => info
-                .family
-                .clone()
-                .map(|(f, _)| f)
-                .map_err(|reason| DetectError::Unrecognised { path: path.clone(), reason })?,
-        };
+        let family =
+            match cfg.family {
+                Some(f) => f,
+                None => info.family.clone().map(|(f, _)| f).map_err(|reason| {
+                    DetectError::Unrecognised {
+                        path: path.clone(),
+                        reason,
+                    }
+                })?,
+            };
         let input_wh = (info.input_shape[3], info.input_shape[2]);
-        let decoder = decoder_for(family, &cfg.decode, input_wh, &info.outputs, &labels)
-            .map_err(|source| DetectError::Decode { path: path.clone(), source })?;
-        let name = cfg
-            .name
-            .clone()
-            .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+        let decoder = decoder_for(family, &cfg.decode, input_wh, &info.outputs, &labels).map_err(
+            |source| DetectError::Decode {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        let name = cfg.name.clone().unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
         let state = SimpleState::new(&plan).map_err(|e| load_err(&path, e))?;
         let preprocess = cfg.preprocess.plan(input_wh.0, input_wh.1);
-        Ok(Self { name, family, labels, preprocess, state, decoder, outputs: info.outputs })
+        Ok(Self {
+            name,
+            family,
+            labels,
+            preprocess,
+            state,
+            decoder,
+            outputs: info.outputs,
+        })
     }
 
     /// The model input's width and height.
@@ -107,31 +129,50 @@ impl Detector {
     }
 
     /// Runs one RGB frame; `out` receives detections in source-image pixels.
-    pub fn detect(&mut self, rgb: &Image, out: &mut Detections) -> Result<DetectTimes, DetectError> {
-        let run_err = |e: anyhow::Error| DetectError::Run { name: self.name.clone(), reason: format!("{e:#}") };
+    pub fn detect(
+        &mut self,
+        rgb: &Image,
+        out: &mut Detections,
+    ) -> Result<DetectTimes, DetectError> {
+        let run_err = |e: anyhow::Error| DetectError::Run {
+            name: self.name.clone(),
+            reason: format!("{e:#}"),
+        };
         let t0 = Instant::now();
         let (w, h) = self.input_size();
         let mut input = Tensor::zero::<f32>(&[1, 3, h, w]).map_err(run_err)?;
         let fitted = {
             let mut view = input.try_as_plain_ram_mut().map_err(run_err)?;
             let slice = view.as_slice_mut::<f32>().map_err(run_err)?;
-            self.preprocess.run(rgb, slice).map_err(|e| run_err(e.into()))?
+            self.preprocess
+                .run(rgb, slice)
+                .map_err(|e| run_err(e.into()))?
         };
         let t1 = Instant::now();
-        let outputs = self.state.run(tvec!(input.into_tvalue())).map_err(run_err)?;
+        let outputs = self
+            .state
+            .run(tvec!(input.into_tvalue()))
+            .map_err(run_err)?;
         let t2 = Instant::now();
         let views: TVec<Output> = outputs
             .iter()
             .zip(&self.outputs)
             .map(|(t, info)| {
-                Ok(Output { name: &info.name, shape: t.shape(), data: t.try_as_plain_ram()?.as_slice::<f32>()? })
+                Ok(Output {
+                    name: &info.name,
+                    shape: t.shape(),
+                    data: t.try_as_plain_ram()?.as_slice::<f32>()?,
+                })
             })
             .collect::<TractResult<_>>()
             .map_err(run_err)?;
         out.clear();
         self.decoder
             .decode(&views, out)
-            .map_err(|e| DetectError::Run { name: self.name.clone(), reason: e.to_string() })?;
+            .map_err(|e| DetectError::Run {
+                name: self.name.clone(),
+                reason: e.to_string(),
+            })?;
         let (sw, sh) = (rgb.width as f32, rgb.height as f32);
         for d in out.iter_mut() {
             d.bbox = fitted.box_to_source(&d.bbox, rgb.width, rgb.height);
@@ -151,8 +192,16 @@ impl Detector {
 
 fn load_err(path: &Path, e: anyhow::Error) -> DetectError {
     // tract's error chains are long; the outermost two causes say what went wrong.
-    let reason = e.chain().take(2).map(|c| c.to_string()).collect::<Vec<_>>().join(": ");
-    DetectError::Load { path: path.into(), reason }
+    let reason = e
+        .chain()
+        .take(2)
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    DetectError::Load {
+        path: path.into(),
+        reason,
+    }
 }
 
 /// Loads the model, fixes the input to [1,3,H,W] and optimises it; also returns what
@@ -161,7 +210,10 @@ pub fn load_plan(
     path: &Path,
     input_size: Option<[usize; 2]>,
 ) -> Result<(Arc<TypedSimplePlan>, ModelInfo), DetectError> {
-    let bytes = std::fs::read(path).map_err(|e| DetectError::Load { path: path.into(), reason: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|e| DetectError::Load {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
     // value_info is only a hint, and symbolic batch dims in it clash with a fixed input shape.
     let mut model = tract_onnx::onnx()
         .with_ignore_value_info(true)
@@ -196,25 +248,40 @@ pub fn load_plan(
             });
         }
     };
-    model.set_input_fact(0, f32::fact([1, 3, h, w]).into()).map_err(|e| load_err(path, e))?;
+    model
+        .set_input_fact(0, f32::fact([1, 3, h, w]).into())
+        .map_err(|e| load_err(path, e))?;
     let typed = model.into_optimized().map_err(|e| load_err(path, e))?;
     let outputs = typed
         .output_outlets()
         .map_err(|e| load_err(path, e))?
         .iter()
         .map(|o| {
-            let name = typed.outlet_label(*o).unwrap_or(&typed.node(o.node).name).to_string();
+            let name = typed
+                .outlet_label(*o)
+                .unwrap_or(&typed.node(o.node).name)
+                .to_string();
             let fact = typed.outlet_fact(*o)?;
             let shape = fact
                 .shape
                 .as_concrete()
                 .map(|s| s.to_vec())
-                .ok_or_else(|| anyhow::anyhow!("output {name} has no fixed shape ({:?})", fact.shape))?;
+                .ok_or_else(|| {
+                    anyhow::anyhow!("output {name} has no fixed shape ({:?})", fact.shape)
+                })?;
             Ok(OutputInfo { name, shape })
         })
         .collect::<TractResult<Vec<_>>>()
         .map_err(|e| load_err(path, e))?;
     let family = recognise(&outputs);
     let plan = typed.into_runnable().map_err(|e| load_err(path, e))?;
-    Ok((plan, ModelInfo { input_name, input_shape: vec![1, 3, h, w], outputs, family }))
+    Ok((
+        plan,
+        ModelInfo {
+            input_name,
+            input_shape: vec![1, 3, h, w],
+            outputs,
+            family,
+        },
+    ))
 }

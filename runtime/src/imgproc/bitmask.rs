@@ -260,7 +260,11 @@ fn funnel(simd: Simd, op: u8, dst: &mut [u64], a: Option<&[u64]>, b: Shifted<u64
     let (q, r) = (b.shift.div_euclid(64), b.shift.rem_euclid(64) as u32);
     let nb = b.width.div_ceil(64) as isize;
     // Source words that need no completion with the fill.
-    let clean = if b.width.is_multiple_of(64) { nb } else { nb - 1 };
+    let clean = if b.width.is_multiple_of(64) {
+        nb
+    } else {
+        nb - 1
+    };
     let word = |i: isize| -> u64 {
         if (0..clean).contains(&i) {
             b.row[i as usize]

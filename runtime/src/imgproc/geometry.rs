@@ -398,14 +398,40 @@ pub struct Letterbox {
     pub height: usize,
 }
 
+/// How a letterboxed side's scaled length becomes whole pixels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Rounding {
+    /// `int(round(side * r))`, as Ultralytics' `LetterBox`.
+    #[default]
+    Nearest,
+    /// `int(side * r)`, as the YOLOX, NanoDet and YuNet samples.
+    Floor,
+}
+
 impl Letterbox {
-    /// Plans fitting a `src_w × src_h` image into `dst_w × dst_h`.
+    /// Plans fitting a `src_w × src_h` image into `dst_w × dst_h`, rounding to nearest.
     pub fn plan(src_w: usize, src_h: usize, dst_w: usize, dst_h: usize, fit: Fit) -> Self {
+        Self::plan_rounded(src_w, src_h, dst_w, dst_h, fit, Rounding::Nearest)
+    }
+
+    /// Plans fitting a `src_w × src_h` image into `dst_w × dst_h`.
+    pub fn plan_rounded(
+        src_w: usize,
+        src_h: usize,
+        dst_w: usize,
+        dst_h: usize,
+        fit: Fit,
+        rounding: Rounding,
+    ) -> Self {
         let (width, height, placement) = match fit {
             Fit::Stretch => (dst_w, dst_h, Placement::TopLeft),
             Fit::Letterbox { placement, .. } => {
                 let r = (dst_w as f64 / src_w as f64).min(dst_h as f64 / src_h as f64);
-                let side = |s: usize, d: usize| ((s as f64 * r).round() as usize).clamp(1, d);
+                let round = |v: f64| match rounding {
+                    Rounding::Nearest => v.round(),
+                    Rounding::Floor => v.floor(),
+                };
+                let side = |s: usize, d: usize| (round(s as f64 * r) as usize).clamp(1, d);
                 (side(src_w, dst_w), side(src_h, dst_h), placement)
             }
         };
@@ -549,6 +575,8 @@ pub struct Preprocess {
     pub width: usize,
     pub height: usize,
     pub fit: Fit,
+    /// How letterboxed sizes round; samples differ, and a pixel moves boxes and scores.
+    pub rounding: Rounding,
     pub interpolation: Interpolation,
     pub normalize: Normalize,
 }
@@ -565,7 +593,14 @@ impl Preprocess {
         check_size("tensor size", self.width, self.height)?;
         check_channels(src)?;
         check_tensor(out, self.width, self.height)?;
-        let lb = Letterbox::plan(src.width, src.height, self.width, self.height, self.fit);
+        let lb = Letterbox::plan_rounded(
+            src.width,
+            src.height,
+            self.width,
+            self.height,
+            self.fit,
+            self.rounding,
+        );
         let mut resizer = Resizer::new(src, lb.width, lb.height, self.interpolation)?;
         let lut = self.normalize.lut();
         let plane = self.width * self.height;

@@ -19,12 +19,22 @@ pub struct Image<T = u8> {
 impl<T: Copy + Default> Image<T> {
     /// A zero-filled image.
     pub fn new(width: usize, height: usize, channels: usize) -> Self {
-        Self { width, height, channels, data: vec![T::default(); width * height * channels] }
+        Self {
+            width,
+            height,
+            channels,
+            data: vec![T::default(); width * height * channels],
+        }
     }
 
     /// Wraps `data`; `None` when its length is not `width * height * channels`.
     pub fn from_vec(width: usize, height: usize, channels: usize, data: Vec<T>) -> Option<Self> {
-        (data.len() == width * height * channels).then_some(Self { width, height, channels, data })
+        (data.len() == width * height * channels).then_some(Self {
+            width,
+            height,
+            channels,
+            data,
+        })
     }
 
     /// Resizes in place, reusing the allocation when it is large enough.
