@@ -19,7 +19,7 @@ setup:
       apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     fi
-    python3 -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r requirements-dev.txt
     rustup component add rustfmt clippy >/dev/null
 
 # Fetch the reference models and photos into models/cache (checksums verified).

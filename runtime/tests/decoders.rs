@@ -6,8 +6,6 @@
 //! for real photos. Generate them from the repository root with
 //! `python3 tests/reference/detectors.py target/fixtures/detectors`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::PathBuf;
 
 use ocelli::capture::decode_image;
@@ -669,56 +667,6 @@ fn nanodet_decoder_serves_picodet_by_configuration() {
 // ---- no allocation per frame --------------------------------------------------------------
 
 /// Counts this thread's allocations, so tests running in parallel do not disturb it.
-struct CountingAlloc;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
-
-#[test]
-fn decoding_a_frame_does_not_allocate() {
-    for (model, _) in MODELS {
-        let case = Case::load(model, "coffee");
-        let mut decoder = decoder_for(
-            case.family,
-            &case.cfg,
-            case.input_wh,
-            &case.infos(),
-            &case.labels,
-        )
-        .unwrap();
-        let views = case.views();
-        let mut out = Detections::new();
-        decoder.decode(&views, &mut out).unwrap();
-        let before = ALLOCATIONS.with(Cell::get);
-        for _ in 0..3 {
-            decoder.decode(&views, &mut out).unwrap();
-        }
-        assert_eq!(
-            ALLOCATIONS.with(Cell::get),
-            before,
-            "{model} allocated while decoding"
-        );
-    }
-}
-
 // ---- NMS ------------------------------------------------------------------------------------
 
 fn det(class_id: u16, score: f32, x1: f32, y1: f32, x2: f32, y2: f32) -> Detection {

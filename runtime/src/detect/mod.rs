@@ -134,4 +134,4 @@ impl Default for DecodeConfig {
 
 pub mod model;
 
-pub use model::{DetectError, DetectTimes, Detector, ModelInfo, load_plan};
+pub use model::{DetectError, DetectTimes, Detector, Fitted, Inferred, ModelInfo, load_plan};
