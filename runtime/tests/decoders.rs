@@ -664,9 +664,6 @@ fn nanodet_decoder_serves_picodet_by_configuration() {
     );
 }
 
-// ---- no allocation per frame --------------------------------------------------------------
-
-/// Counts this thread's allocations, so tests running in parallel do not disturb it.
 // ---- NMS ------------------------------------------------------------------------------------
 
 fn det(class_id: u16, score: f32, x1: f32, y1: f32, x2: f32, y2: f32) -> Detection {
