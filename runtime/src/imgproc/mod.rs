@@ -58,3 +58,5 @@ impl<T: Copy + Default> Image<T> {
 
 pub mod bitmask;
 pub mod morph;
+pub mod regions;
+pub mod threshold;
