@@ -250,3 +250,136 @@ fn every_board_preset_passes_check_config() {
     }
     assert!(checked > 0, "no presets in board-configs/");
 }
+
+/// Every line of a JSON-lines output, each checked against the published schema.
+fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("docs/schema/frame.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if let Err(e) = validator.validate(&v) {
+                panic!("line does not fit the schema: {e}\n{l}");
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn motion_gate_skips_still_frames_and_runs_on_change() {
+    use ocelli::capture::decode_image;
+    use ocelli::imgproc::Image;
+    let dir = scratch("motion");
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let mut photo = Image::new(0, 0, 3);
+    decode_image(&cached("images/coffee.png"), &mut photo).unwrap();
+    for name in ["a", "b"] {
+        ocelli::overlay::save_png(&photo, &frames.join(format!("{name}.png"))).unwrap();
+    }
+    // Something appears at 60..180 × 200..320 in the third frame.
+    for y in 200..320 {
+        for x in 60..180 {
+            photo.data[(y * photo.width + x) * 3..][..3].fill(255);
+        }
+    }
+    ocelli::overlay::save_png(&photo, &frames.join("c.png")).unwrap();
+    let jsonl = dir.join("out.jsonl");
+    let extra = "\n[imaging.motion]\nthreshold = 25\nmin_area = 0.01\n";
+    let config = yolox_config(&dir, "", &frames);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[output]\n",
+        &format!("{extra}\n[output]\njsonl = {jsonl:?}\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = ocelli(&["run", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = read_jsonl(&jsonl);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for still in &lines[..2] {
+        assert_eq!(still["inference"], "skipped", "{still}");
+        assert_eq!(still["detections"].as_array().unwrap().len(), 0, "{still}");
+    }
+    let moved = &lines[2];
+    assert_eq!(moved["inference"], "ran", "{moved}");
+    assert!(
+        moved["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "motion_started"),
+        "{moved}"
+    );
+    let regions = moved["motion"]["regions"].as_array().unwrap();
+    let b: Vec<f64> = regions[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        b[0] <= 60.0 && b[0] >= 40.0 && b[2] >= 180.0 && b[2] <= 200.0,
+        "{b:?}"
+    );
+    assert!(
+        b[1] <= 200.0 && b[1] >= 180.0 && b[3] >= 320.0 && b[3] <= 340.0,
+        "{b:?}"
+    );
+    assert!(
+        moved["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["label"] == "cup"),
+        "{moved}"
+    );
+}
+
+#[test]
+fn rectified_region_is_what_the_detector_sees() {
+    let dir = scratch("rectify");
+    let jsonl = dir.join("out.jsonl");
+    // The table around the cup on coffee.png, slightly skewed, warped to an upright 400×320 image.
+    let extra = "\n[imaging.rectify]\nquad = [[90, 0], [500, 0], [510, 380], [80, 390]]\nsize = [400, 320]\n";
+    let config = yolox_config(&dir, "", &cached("images/coffee.png"));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[output]\n",
+        &format!("{extra}\n[output]\njsonl = {jsonl:?}\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = ocelli(&["run", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = read_jsonl(&jsonl);
+    assert_eq!(
+        (lines[0]["width"].as_u64(), lines[0]["height"].as_u64()),
+        (Some(400), Some(320))
+    );
+    let cup = lines[0]["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["label"] == "cup")
+        .cloned();
+    let cup = cup.unwrap_or_else(|| panic!("no cup in the rectified region: {}", lines[0]));
+    // The cup fills most of the rectified image.
+    let b: Vec<f64> = cup["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!((b[2] - b[0]) * (b[3] - b[1]) > 0.5 * 320.0 * 240.0, "{cup}");
+}

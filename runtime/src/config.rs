@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::detect::{DecodeConfig, Family};
 use crate::emit::SocketConfig;
 use crate::imgproc::geometry;
+use crate::imgproc::motion::MotionConfig;
 
 /// Why a config was rejected. Displayed as one line: `FILE:LINE: key: problem`.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,8 @@ pub struct Config {
     /// Detectors run on every frame, in order.
     #[serde(default, rename = "detector")]
     pub detectors: Vec<DetectorConfig>,
+    #[serde(default)]
+    pub imaging: ImagingConfig,
     #[serde(default)]
     pub output: OutputConfig,
     /// The folder relative paths are resolved against: the config file's own.
@@ -278,6 +281,28 @@ pub enum ChannelOrder {
     Bgr,
 }
 
+/// Classic imaging stages run on each frame before the detectors.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagingConfig {
+    /// Warp a quadrilateral region of the frame to an upright rectangle first.
+    #[serde(default)]
+    pub rectify: Option<RectifyConfig>,
+    /// Run the detectors only when enough of the frame moves.
+    #[serde(default)]
+    pub motion: Option<MotionConfig>,
+}
+
+/// Perspective rectification of a region of interest (a document, a shelf, a road sign).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RectifyConfig {
+    /// Corners of the region in source pixels: top-left, top-right, bottom-right, bottom-left.
+    pub quad: [[f32; 2]; 4],
+    /// Width and height of the rectified image; detections are reported in its pixels.
+    pub size: [usize; 2],
+}
+
 /// Where results go.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,6 +310,9 @@ pub struct OutputConfig {
     /// The JSON-lines Unix socket.
     #[serde(default)]
     pub socket: Option<SocketConfig>,
+    /// A file the same JSON lines are appended to, for logs and tests.
+    #[serde(default)]
+    pub jsonl: Option<PathBuf>,
     /// Annotated copies of the frames, as PNG files named after the frame.
     #[serde(default)]
     pub annotated_dir: Option<PathBuf>,
@@ -350,6 +378,41 @@ impl Config {
             }
             _ => {}
         }
+        if let Some(r) = &self.imaging.rectify {
+            let key = [
+                Key::Name("imaging"),
+                Key::Name("rectify"),
+                Key::Name("quad"),
+            ];
+            if geometry::get_perspective_transform(&r.quad, &rect_corners(r.size)).is_err() {
+                return Err(err(
+                    &key,
+                    format!("{:?}", r.quad),
+                    "four corners of a quadrilateral, no three in a line",
+                ));
+            }
+            if r.size[0] == 0 || r.size[1] == 0 {
+                let key = [
+                    Key::Name("imaging"),
+                    Key::Name("rectify"),
+                    Key::Name("size"),
+                ];
+                return Err(err(
+                    &key,
+                    format!("{:?}", r.size),
+                    "a non-zero width and height",
+                ));
+            }
+        }
+        if let Some(m) = &self.imaging.motion
+            && let Err(e) = crate::imgproc::motion::MotionGate::new(m.clone())
+        {
+            return Err(err(
+                &[Key::Name("imaging"), Key::Name("motion")],
+                e.to_string(),
+                "valid motion settings",
+            ));
+        }
         for (i, d) in self.detectors.iter().enumerate() {
             let key = |name| [Key::Name("detector"), Key::Index(i), Key::Name(name)];
             let model = self.resolve(&d.model);
@@ -392,6 +455,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The corners of a `size` rectangle, in the order of [`RectifyConfig::quad`].
+pub fn rect_corners(size: [usize; 2]) -> [[f32; 2]; 4] {
+    let (w, h) = (size[0] as f32, size[1] as f32);
+    [[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]]
 }
 
 /// A step in a path of keys, for locating a value in the source text.
