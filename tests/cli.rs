@@ -383,3 +383,92 @@ fn rectified_region_is_what_the_detector_sees() {
         .collect();
     assert!((b[2] - b[0]) * (b[3] - b[1]) > 0.5 * 320.0 * 240.0, "{cup}");
 }
+
+/// Polls `cond` every 20 ms for up to `secs`.
+fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cleanly() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let dir = scratch("signals");
+    let jsonl = dir.join("out.jsonl");
+    let socket = dir.join("s.sock");
+    let good = format!(
+        "[source]\nkind = \"synthetic\"\nwidth = 320\nheight = 240\n\n[[detector]]\nmodel = {:?}\nfamily = \"yunet\"\n\
+         labels = \"face\"\n\n[output]\njsonl = {jsonl:?}\nsocket = {{ path = {socket:?} }}\n",
+        cached("yunet_n_320_320.onnx")
+    );
+    let config = write(&dir, "config.toml", &good);
+    let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ocelli"))
+        .args(["run", config.to_str().unwrap()])
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    let lines = || std::fs::read_to_string(&jsonl).map_or(0, |t| t.lines().count());
+    let log = || std::fs::read_to_string(dir.join("stderr")).unwrap();
+    wait_for(60, "first frames", || lines() >= 3);
+    assert!(socket.exists());
+
+    // A broken config: refused, logged, and the pipeline goes on.
+    write(
+        &dir,
+        "config.toml",
+        &good.replace("family = \"yunet\"", "family = \"yunett\""),
+    );
+    kill(pid, Signal::SIGHUP).unwrap();
+    wait_for(30, "the refusal", || log().contains("reload refused"));
+    let after = lines();
+    wait_for(30, "frames after the refused reload", || {
+        lines() > after + 2
+    });
+    assert!(log().contains("yunett"), "{}", log());
+
+    // A good new config is applied.
+    write(
+        &dir,
+        "config.toml",
+        &good.replace(
+            "[[detector]]",
+            "[imaging.motion]\nmin_area = 0.0\n\n[[detector]]",
+        ),
+    );
+    kill(pid, Signal::SIGHUP).unwrap();
+    wait_for(30, "the reload", || log().contains("reloaded"));
+
+    // SIGTERM: the frame in flight finishes, outputs are flushed, the socket is removed, exit 0.
+    let t = std::time::Instant::now();
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {}", log());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "took {:?} to stop",
+        t.elapsed()
+    );
+    assert!(!socket.exists(), "socket left behind");
+    let frames = read_jsonl(&jsonl);
+    assert!(
+        frames.iter().any(|f| f.get("motion").is_some()),
+        "the reloaded config never took effect"
+    );
+    let ids: Vec<u64> = frames
+        .iter()
+        .map(|f| f["frame_id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "frame ids not consecutive: {ids:?}"
+    );
+}

@@ -87,7 +87,7 @@ impl Default for Board {
 }
 
 /// Where frames come from.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
     /// A V4L2 camera.

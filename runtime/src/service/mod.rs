@@ -1,10 +1,14 @@
-//! The running service: frames from the source through the detectors to the outputs, until the
-//! source ends or a signal says stop.
+//! The running service: frames from the source through the imaging stages and detectors to
+//! the outputs, until the source ends or a signal says stop. SIGHUP reloads the config.
+
+mod systemd;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+
+pub use systemd::Notifier;
 
 use crate::capture::{self, CaptureError, Source};
 use crate::config::{Config, rect_corners};
@@ -23,6 +27,8 @@ pub enum ServiceError {
     Capture(#[from] CaptureError),
     #[error(transparent)]
     Detect(#[from] DetectError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The socket could not be bound: check the folder exists and is writable.
     #[error("socket: {0}")]
     Socket(String),
@@ -44,21 +50,26 @@ pub enum ServiceError {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_stop(_: nix::libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
+extern "C" fn on_signal(signal: nix::libc::c_int) {
+    if signal == nix::libc::SIGHUP {
+        RELOAD.store(true, Ordering::Relaxed);
+    } else {
+        STOP.store(true, Ordering::Relaxed);
+    }
 }
 
-/// Makes SIGTERM and SIGINT finish the frame in flight and stop cleanly.
+/// SIGTERM and SIGINT finish the frame in flight and stop cleanly; SIGHUP reloads the config.
 pub fn install_signal_handlers() -> nix::Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let action = SigAction::new(
-        SigHandler::Handler(on_stop),
+        SigHandler::Handler(on_signal),
         SaFlags::empty(),
         SigSet::empty(),
     );
-    for sig in [Signal::SIGTERM, Signal::SIGINT] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
         unsafe { sigaction(sig, &action)? };
     }
     Ok(())
@@ -76,6 +87,50 @@ pub struct RunSummary {
     /// Frames dropped because they could not be decoded or converted.
     pub bad_frames: u64,
     pub detections: u64,
+    /// Reloads applied, and reloads refused (the running config was kept).
+    pub reloads: u64,
+    pub failed_reloads: u64,
+}
+
+/// Loads `config_path`, runs its pipeline until the source ends or SIGTERM, reloading on SIGHUP.
+pub fn serve(config_path: &Path) -> Result<RunSummary, ServiceError> {
+    let config = Config::load(config_path)?;
+    install_signal_handlers().map_err(|e| ServiceError::Imaging(format!("signals: {e}")))?;
+    let mut notifier = Notifier::from_env();
+    let mut pipeline = Pipeline::open(&config)?;
+    notifier.ready();
+    let summary = pipeline.run(&mut notifier, Some(config_path));
+    notifier.stopping();
+    summary
+}
+
+/// The detectors and the one class table they share in the stream.
+struct Detectors {
+    detectors: Vec<Detector>,
+    /// Where each detector's class ids start in the combined label table.
+    class_offsets: Vec<u16>,
+    labels: Vec<String>,
+}
+
+impl Detectors {
+    fn load(config: &Config) -> Result<Self, ServiceError> {
+        let detectors = config
+            .detectors
+            .iter()
+            .map(|d| Detector::load(d, |p| config.resolve(p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut labels = Vec::new();
+        let mut class_offsets = Vec::new();
+        for d in &detectors {
+            class_offsets.push(labels.len() as u16);
+            labels.extend_from_slice(d.labels.names());
+        }
+        Ok(Self {
+            detectors,
+            class_offsets,
+            labels,
+        })
+    }
 }
 
 /// Classic imaging before the detectors: rectification, then the motion gate.
@@ -87,40 +142,37 @@ struct Imaging {
     moving: bool,
 }
 
-/// The loaded pipeline: a source, its detectors and outputs.
-pub struct Pipeline {
-    source: Box<dyn Source>,
-    imaging: Imaging,
-    detectors: Vec<Detector>,
-    /// Where each detector's class ids start in the combined label table.
-    class_offsets: Vec<u16>,
-    labels: Vec<String>,
-    socket: Option<SocketServer>,
+impl Imaging {
+    fn new(config: &Config) -> Result<Self, ServiceError> {
+        let imaging = |e: &dyn std::fmt::Display| ServiceError::Imaging(e.to_string());
+        Ok(Self {
+            rectify: match &config.imaging.rectify {
+                Some(r) => {
+                    let m = geometry::get_perspective_transform(&r.quad, &rect_corners(r.size))
+                        .map_err(|e| imaging(&e))?;
+                    Some((m, r.size[0], r.size[1]))
+                }
+                None => None,
+            },
+            rectified: Image::new(0, 0, 3),
+            motion: match &config.imaging.motion {
+                Some(m) => Some(MotionGate::new(m.clone()).map_err(|e| imaging(&e))?),
+                None => None,
+            },
+            moving: false,
+        })
+    }
+}
+
+/// Where results go besides the socket, which outlives reloads that keep its settings.
+struct Outputs {
     jsonl: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
     annotated_dir: Option<PathBuf>,
     print: bool,
-    rgb: Image,
-    motion: MotionResult,
-    per_detector: Detections,
-    detections: Detections,
-    line: Vec<u8>,
 }
 
-impl Pipeline {
-    /// Opens the source, loads every detector and binds the socket.
-    pub fn open(config: &Config) -> Result<Self, ServiceError> {
-        let detectors = config
-            .detectors
-            .iter()
-            .map(|d| Detector::load(d, |p| config.resolve(p)))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Detectors have their own label sets: the stream numbers classes in one table.
-        let mut labels = Vec::new();
-        let mut class_offsets = Vec::new();
-        for d in &detectors {
-            class_offsets.push(labels.len() as u16);
-            labels.extend_from_slice(d.labels.names());
-        }
+impl Outputs {
+    fn open(config: &Config) -> Result<Self, ServiceError> {
         let annotated_dir = config
             .output
             .annotated_dir
@@ -132,33 +184,6 @@ impl Pipeline {
                 source,
             })?;
         }
-        let imaging = Imaging {
-            rectify: match &config.imaging.rectify {
-                Some(r) => {
-                    let m = geometry::get_perspective_transform(&r.quad, &rect_corners(r.size))
-                        .map_err(|e| ServiceError::Imaging(e.to_string()))?;
-                    Some((m, r.size[0], r.size[1]))
-                }
-                None => None,
-            },
-            rectified: Image::new(0, 0, 3),
-            motion: match &config.imaging.motion {
-                Some(m) => Some(
-                    MotionGate::new(m.clone()).map_err(|e| ServiceError::Imaging(e.to_string()))?,
-                ),
-                None => None,
-            },
-            moving: false,
-        };
-        let source = capture::open(&config.source, |p| config.resolve(p))?;
-        let socket = match &config.output.socket {
-            Some(s) => {
-                let mut s = s.clone();
-                s.path = config.resolve(&s.path);
-                Some(SocketServer::bind(&s).map_err(|e| ServiceError::Socket(e.to_string()))?)
-            }
-            None => None,
-        };
         let jsonl = match &config.output.jsonl {
             Some(p) => {
                 let path = config.resolve(p);
@@ -175,15 +200,66 @@ impl Pipeline {
             None => None,
         };
         Ok(Self {
-            source,
-            imaging,
             jsonl,
-            detectors,
-            class_offsets,
-            labels,
-            socket,
             annotated_dir,
             print: config.output.print,
+        })
+    }
+
+    fn flush(&mut self) -> Result<(), ServiceError> {
+        if let Some((path, file)) = &mut self.jsonl {
+            file.flush().map_err(|source| ServiceError::Output {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn bind_socket(config: &Config) -> Result<Option<SocketServer>, ServiceError> {
+    match &config.output.socket {
+        Some(s) => {
+            let mut s = s.clone();
+            s.path = config.resolve(&s.path);
+            Ok(Some(
+                SocketServer::bind(&s).map_err(|e| ServiceError::Socket(e.to_string()))?,
+            ))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The loaded pipeline: a source, imaging stages, detectors and outputs.
+pub struct Pipeline {
+    config: Config,
+    source: Box<dyn Source>,
+    imaging: Imaging,
+    detectors: Detectors,
+    socket: Option<SocketServer>,
+    outputs: Outputs,
+    rgb: Image,
+    motion: MotionResult,
+    per_detector: Detections,
+    detections: Detections,
+    line: Vec<u8>,
+}
+
+impl Pipeline {
+    /// Loads every detector, opens the source and binds the socket.
+    pub fn open(config: &Config) -> Result<Self, ServiceError> {
+        let detectors = Detectors::load(config)?;
+        let imaging = Imaging::new(config)?;
+        let outputs = Outputs::open(config)?;
+        let source = capture::open(&config.source, |p| config.resolve(p))?;
+        let socket = bind_socket(config)?;
+        Ok(Self {
+            config: config.clone(),
+            source,
+            imaging,
+            detectors,
+            socket,
+            outputs,
             rgb: Image::new(0, 0, 3),
             motion: MotionResult::default(),
             per_detector: Detections::new(),
@@ -192,27 +268,79 @@ impl Pipeline {
         })
     }
 
-    /// Runs until the source ends or a stop is requested.
-    pub fn run(&mut self) -> Result<RunSummary, ServiceError> {
-        let mut summary = RunSummary::default();
-        if self.print {
-            println!(
-                "{:>6}  {:<28} {:<14} {:>6}  box (x1 y1 x2 y2)",
-                "frame", "source", "label", "score"
-            );
+    /// Switches to `config`. Everything new is loaded and verified first (models, imaging,
+    /// outputs, and the source and socket when their settings changed); on any error the
+    /// running pipeline is untouched.
+    pub fn reload(&mut self, config: Config) -> Result<(), ServiceError> {
+        let detectors = Detectors::load(&config)?;
+        let imaging = Imaging::new(&config)?;
+        let mut outputs = Outputs::open(&config)?;
+        let source = match config.source == self.config.source {
+            true => None,
+            false => Some(capture::open(&config.source, |p| config.resolve(p))?),
+        };
+        let socket = match config.output.socket == self.config.output.socket {
+            true => None,
+            false => Some(bind_socket(&config)?),
+        };
+        self.outputs.flush()?;
+        std::mem::swap(&mut self.outputs, &mut outputs);
+        self.detectors = detectors;
+        self.imaging = imaging;
+        if let Some(source) = source {
+            self.source = source;
         }
+        if let Some(socket) = socket
+            && let Some(old) = std::mem::replace(&mut self.socket, socket)
+        {
+            old.shutdown();
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    /// Runs until the source ends or a stop is requested; with `config_path`, SIGHUP reloads it.
+    pub fn run(
+        &mut self,
+        notifier: &mut Notifier,
+        config_path: Option<&Path>,
+    ) -> Result<RunSummary, ServiceError> {
+        let mut summary = RunSummary::default();
         let mut origin = String::new();
-        while !stop_requested() {
+        let result = loop {
+            if stop_requested() {
+                break Ok(());
+            }
+            if let Some(path) = config_path
+                && RELOAD.swap(false, Ordering::Relaxed)
+            {
+                notifier.reloading();
+                match Config::load(path)
+                    .map_err(ServiceError::from)
+                    .and_then(|c| self.reload(c))
+                {
+                    Ok(()) => {
+                        eprintln!("ocelli: reloaded {}", path.display());
+                        summary.reloads += 1;
+                    }
+                    Err(e) => {
+                        eprintln!("ocelli: reload refused, keeping the running config: {e}");
+                        summary.failed_reloads += 1;
+                    }
+                }
+                notifier.ready();
+            }
+            notifier.watchdog();
             let t0 = Instant::now();
             let frame = match self.source.next_frame() {
                 Ok(Some(frame)) => frame,
-                Ok(None) => break,
+                Ok(None) => break Ok(()),
                 Err(e) if e.is_frame_local() => {
                     eprintln!("ocelli: {e}; frame dropped");
                     summary.bad_frames += 1;
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => break Err(e.into()),
             };
             if let Err(e) = frame.to_rgb(&mut self.rgb) {
                 eprintln!("ocelli: {e}; frame dropped");
@@ -226,18 +354,22 @@ impl Pipeline {
                 capture: t0.elapsed().as_micros() as u32,
                 ..Default::default()
             };
-            self.process(id, timestamp_us, latency, &origin, &mut summary)?;
-        }
+            if summary.frames == 0 && self.outputs.print {
+                println!(
+                    "{:>6}  {:<28} {:<14} {:>6}  box (x1 y1 x2 y2)",
+                    "frame", "source", "label", "score"
+                );
+            }
+            if let Err(e) = self.process(id, timestamp_us, latency, &origin, &mut summary) {
+                break Err(e);
+            }
+        };
+        // Outputs are flushed and the socket removed however the loop ended.
         if let Some(socket) = self.socket.take() {
             socket.shutdown();
         }
-        if let Some((path, file)) = &mut self.jsonl {
-            file.flush().map_err(|source| ServiceError::Output {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        Ok(summary)
+        let flushed = self.outputs.flush();
+        result.and(flushed).map(|()| summary)
     }
 
     /// Imaging, detection and outputs for the frame in `self.rgb`.
@@ -287,7 +419,8 @@ impl Pipeline {
         let mut dropped = 0u32;
         self.detections.clear();
         if run_detectors {
-            for (detector, offset) in self.detectors.iter_mut().zip(&self.class_offsets) {
+            let d = &mut self.detectors;
+            for (detector, offset) in d.detectors.iter_mut().zip(&d.class_offsets) {
                 let times = detector.detect(image, &mut self.per_detector)?;
                 latency.preprocess += times.preprocess_us as u32;
                 latency.inference += times.inference_us as u32;
@@ -308,6 +441,7 @@ impl Pipeline {
         }
         summary.frames += 1;
         summary.detections += self.detections.len() as u64;
+        let labels = &self.detectors.labels;
         let record = FrameRecord {
             frame_id: id,
             timestamp_us,
@@ -321,7 +455,7 @@ impl Pipeline {
             },
             detections: &self.detections,
             dropped_detections: dropped,
-            labels: &self.labels,
+            labels,
             motion: self.imaging.motion.as_ref().map(|_| Motion {
                 area: self.motion.area,
                 regions: &self.motion.regions,
@@ -329,29 +463,28 @@ impl Pipeline {
             source: None,
             events: &events,
         };
-        if self.socket.is_some() || self.jsonl.is_some() {
+        if self.socket.is_some() || self.outputs.jsonl.is_some() {
             record.write_line(&mut self.line);
         }
         if let Some(socket) = &self.socket {
             socket.publish(&self.line);
         }
-        if let Some((path, file)) = &mut self.jsonl {
+        if let Some((path, file)) = &mut self.outputs.jsonl {
             file.write_all(&self.line)
                 .map_err(|source| ServiceError::Output {
                     path: path.clone(),
                     source,
                 })?;
         }
-        if self.print {
-            print_frame(id, origin, &self.detections, &self.labels);
+        if self.outputs.print {
+            print_frame(id, origin, &self.detections, labels);
         }
-        if let Some(dir) = &self.annotated_dir {
-            let name = std::path::Path::new(origin)
+        if let Some(dir) = &self.outputs.annotated_dir {
+            let name = Path::new(origin)
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| format!("frame-{id:06}"));
             let path = dir.join(format!("{name}.png"));
-            let labels = &self.labels;
             overlay::draw_detections(image, &self.detections, |c| {
                 labels.get(c as usize).map_or("?", String::as_str)
             });
@@ -363,7 +496,7 @@ impl Pipeline {
 }
 
 fn print_frame(id: u64, origin: &str, detections: &[Detection], labels: &[String]) {
-    let short = std::path::Path::new(origin)
+    let short = Path::new(origin)
         .file_name()
         .map_or(origin.into(), |n| n.to_string_lossy());
     if detections.is_empty() {
