@@ -472,3 +472,88 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cle
         "frame ids not consecutive: {ids:?}"
     );
 }
+
+#[test]
+fn a_lost_camera_is_reopened_with_backoff_while_the_socket_stays_up() {
+    use std::io::BufRead;
+    let dir = scratch("reconnect");
+    let jsonl = dir.join("out.jsonl");
+    let socket = dir.join("s.sock");
+    let text = format!(
+        "[source]\nkind = \"synthetic\"\nwidth = 160\nheight = 120\nframes = 12\n\
+         faults = [{{ after = 5, seconds = 1.2 }}]\n\n[reconnect]\ndelays_s = [0.2, 0.4]\n\n\
+         [output]\njsonl = {jsonl:?}\nsocket = {{ path = {socket:?} }}\n"
+    );
+    let config = write(&dir, "config.toml", &text);
+    let child = Command::new(env!("CARGO_BIN_EXE_ocelli"))
+        .args(["run", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(30, "the socket", || socket.exists());
+    let client = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(client)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("camera lost") && stderr.contains("camera back"),
+        "{stderr}"
+    );
+
+    let lines = read_jsonl(&jsonl);
+    let frames: Vec<_> = lines.iter().filter(|l| l["type"] == "frame").collect();
+    let ids: Vec<u64> = frames
+        .iter()
+        .map(|f| f["frame_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (0..12).collect::<Vec<_>>(), "frames lost or repeated");
+    let times: Vec<u64> = frames
+        .iter()
+        .map(|f| f["timestamp_us"].as_u64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[1] > w[0]),
+        "timestamps not increasing: {times:?}"
+    );
+    // Lost after frame 4, then attempts 0.2 s, 0.4 s, 0.4 s, … until 1.2 s have passed.
+    let notices: Vec<_> = lines.iter().filter(|l| l["type"] == "source").collect();
+    assert_eq!(notices[0]["state"], "lost", "{notices:?}");
+    assert_eq!(notices[0]["retry_in_ms"], 200, "{notices:?}");
+    assert!(
+        notices[1..]
+            .iter()
+            .all(|n| n["state"] == "reconnecting" && n["retry_in_ms"] == 400),
+        "{notices:?}"
+    );
+    assert!(
+        (3..=5).contains(&notices.len()),
+        "{} notices for a 1.2 s outage: {notices:?}",
+        notices.len()
+    );
+    let back = frames.iter().find(|f| f["frame_id"] == 5).unwrap();
+    assert_eq!(back["source_status"]["reconnects"], 1, "{back}");
+    assert!(
+        back["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "source_restored"),
+        "{back}"
+    );
+    // The client connected before the loss saw the notices and the frames after it.
+    let received = reader.join().unwrap();
+    assert!(
+        received.iter().any(|l| l.contains("\"type\":\"source\"")),
+        "{received:?}"
+    );
+    assert!(
+        received.iter().any(|l| l.contains("\"frame_id\":11,")),
+        "{received:?}"
+    );
+}

@@ -54,6 +54,8 @@ pub struct Config {
     #[serde(default, rename = "detector")]
     pub detectors: Vec<DetectorConfig>,
     #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    #[serde(default)]
     pub imaging: ImagingConfig,
     #[serde(default)]
     pub output: OutputConfig,
@@ -123,7 +125,51 @@ pub enum SourceConfig {
         /// Stop after this many frames; unset runs forever.
         #[serde(default)]
         frames: Option<u64>,
+        /// Scripted camera losses, to exercise recovery.
+        #[serde(default)]
+        faults: Vec<Fault>,
     },
+}
+
+/// A scripted loss of the synthetic camera: after `after` frames it fails, and reopening
+/// fails until `seconds` have passed.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub after: u64,
+    pub seconds: f64,
+}
+
+/// How a lost camera is detected and reopened.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// Waits before each reopening attempt, in seconds; the last one repeats.
+    pub delays_s: Vec<f64>,
+    /// A camera that delivers no frame for this long counts as lost.
+    pub frame_timeout_s: f64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            delays_s: vec![1.0, 1.0, 1.0, 1.0, 1.0, 5.0, 30.0],
+            frame_timeout_s: 2.0,
+        }
+    }
+}
+
+impl ReconnectConfig {
+    /// The wait before attempt `n` (0-based).
+    pub fn delay(&self, attempt: usize) -> std::time::Duration {
+        let s = self
+            .delays_s
+            .get(attempt)
+            .or(self.delays_s.last())
+            .copied()
+            .unwrap_or(1.0);
+        std::time::Duration::from_secs_f64(s.max(0.0))
+    }
 }
 
 fn default_device() -> PathBuf {
@@ -377,6 +423,19 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        let r = &self.reconnect;
+        if r.delays_s.is_empty() || r.delays_s.iter().any(|d| !(0.0..=3600.0).contains(d)) {
+            let key = [Key::Name("reconnect"), Key::Name("delays_s")];
+            return Err(err(
+                &key,
+                format!("{:?}", r.delays_s),
+                "one or more waits of 0 to 3600 s",
+            ));
+        }
+        if !(0.05..=3600.0).contains(&r.frame_timeout_s) {
+            let key = [Key::Name("reconnect"), Key::Name("frame_timeout_s")];
+            return Err(err(&key, r.frame_timeout_s.to_string(), "0.05 to 3600 s"));
         }
         if let Some(r) = &self.imaging.rectify {
             let key = [

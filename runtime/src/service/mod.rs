@@ -6,14 +6,17 @@ mod systemd;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use systemd::Notifier;
 
 use crate::capture::{self, CaptureError, Source};
 use crate::config::{Config, rect_corners};
 use crate::detect::{DetectError, Detection, Detections, Detector};
-use crate::emit::{Event, FrameRecord, Inference, Motion, SocketServer, StageLatency};
+use crate::emit::{
+    Event, FrameRecord, Inference, Motion, SocketServer, SourceNotice, SourceState, SourceStatus,
+    StageLatency,
+};
 use crate::imgproc::Image;
 use crate::imgproc::filter::Border;
 use crate::imgproc::geometry::{self, Interpolation};
@@ -90,6 +93,8 @@ pub struct RunSummary {
     /// Reloads applied, and reloads refused (the running config was kept).
     pub reloads: u64,
     pub failed_reloads: u64,
+    /// Times the camera was lost and reopened.
+    pub reconnects: u32,
 }
 
 /// Loads `config_path`, runs its pipeline until the source ends or SIGTERM, reloading on SIGHUP.
@@ -217,6 +222,10 @@ impl Outputs {
     }
 }
 
+fn frame_timeout(config: &Config) -> Duration {
+    Duration::from_secs_f64(config.reconnect.frame_timeout_s)
+}
+
 fn bind_socket(config: &Config) -> Result<Option<SocketServer>, ServiceError> {
     match &config.output.socket {
         Some(s) => {
@@ -243,6 +252,9 @@ pub struct Pipeline {
     per_detector: Detections,
     detections: Detections,
     line: Vec<u8>,
+    /// Reopenings since start, and whether the next frame is the first after one.
+    reconnects: u32,
+    restored: bool,
 }
 
 impl Pipeline {
@@ -251,7 +263,7 @@ impl Pipeline {
         let detectors = Detectors::load(config)?;
         let imaging = Imaging::new(config)?;
         let outputs = Outputs::open(config)?;
-        let source = capture::open(&config.source, |p| config.resolve(p))?;
+        let source = capture::open(&config.source, frame_timeout(config), |p| config.resolve(p))?;
         let socket = bind_socket(config)?;
         Ok(Self {
             config: config.clone(),
@@ -265,6 +277,8 @@ impl Pipeline {
             per_detector: Detections::new(),
             detections: Detections::new(),
             line: Vec::with_capacity(4096),
+            reconnects: 0,
+            restored: false,
         })
     }
 
@@ -277,7 +291,11 @@ impl Pipeline {
         let mut outputs = Outputs::open(&config)?;
         let source = match config.source == self.config.source {
             true => None,
-            false => Some(capture::open(&config.source, |p| config.resolve(p))?),
+            false => Some(capture::open(
+                &config.source,
+                frame_timeout(&config),
+                |p| config.resolve(p),
+            )?),
         };
         let socket = match config.output.socket == self.config.output.socket {
             true => None,
@@ -340,6 +358,13 @@ impl Pipeline {
                     summary.bad_frames += 1;
                     continue;
                 }
+                Err(e) if e.is_lost() => match self.recover(&e, notifier) {
+                    Ok(()) => {
+                        summary.reconnects = self.reconnects;
+                        continue;
+                    }
+                    Err(e) => break Err(e),
+                },
                 Err(e) => break Err(e.into()),
             };
             if let Err(e) = frame.to_rgb(&mut self.rgb) {
@@ -372,6 +397,56 @@ impl Pipeline {
         result.and(flushed).map(|()| summary)
     }
 
+    /// Reopens a lost camera with the configured backoff, telling clients before each
+    /// attempt; the socket and other outputs stay up. Returns once the camera is back or a
+    /// stop is requested.
+    fn recover(
+        &mut self,
+        lost: &CaptureError,
+        notifier: &mut Notifier,
+    ) -> Result<(), ServiceError> {
+        eprintln!("ocelli: {lost}; reconnecting");
+        notifier.status("camera lost, reconnecting");
+        let mut error = lost.to_string();
+        let mut state = SourceState::Lost;
+        for attempt in 0u32.. {
+            let delay = self.config.reconnect.delay(attempt as usize);
+            let status = SourceStatus {
+                state,
+                reconnects: self.reconnects,
+            };
+            let notice = SourceNotice {
+                status,
+                attempt,
+                retry_in_ms: delay.as_millis() as u64,
+                error: &error,
+            };
+            notice.write_line(&mut self.line);
+            emit_line(&self.socket, &mut self.outputs, &self.line)?;
+            // Wait in small steps: SIGTERM is honoured and the watchdog fed throughout.
+            let until = Instant::now() + delay;
+            while Instant::now() < until {
+                if stop_requested() {
+                    return Ok(());
+                }
+                notifier.watchdog();
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+            }
+            state = SourceState::Reconnecting;
+            match self.source.reopen() {
+                Ok(()) => {
+                    self.reconnects += 1;
+                    self.restored = true;
+                    eprintln!("ocelli: camera back after {} attempt(s)", attempt + 1);
+                    notifier.status("running");
+                    return Ok(());
+                }
+                Err(e) => error = e.to_string(),
+            }
+        }
+        unreachable!("the attempts never run out")
+    }
+
     /// Imaging, detection and outputs for the frame in `self.rgb`.
     fn process(
         &mut self,
@@ -398,7 +473,10 @@ impl Pipeline {
             }
             None => &mut self.rgb,
         };
-        let mut events: heapless::Vec<Event, 2> = heapless::Vec::new();
+        let mut events: heapless::Vec<Event, 3> = heapless::Vec::new();
+        if std::mem::take(&mut self.restored) {
+            let _ = events.push(Event::SourceRestored);
+        }
         let run_detectors = match &mut self.imaging.motion {
             Some(gate) => {
                 gate.update(image, &mut self.motion)
@@ -460,22 +538,17 @@ impl Pipeline {
                 area: self.motion.area,
                 regions: &self.motion.regions,
             }),
-            source: None,
+            source: Some(SourceStatus {
+                state: SourceState::Ok,
+                reconnects: self.reconnects,
+            }),
             events: &events,
         };
         if self.socket.is_some() || self.outputs.jsonl.is_some() {
             record.write_line(&mut self.line);
+            emit_line(&self.socket, &mut self.outputs, &self.line)?;
         }
-        if let Some(socket) = &self.socket {
-            socket.publish(&self.line);
-        }
-        if let Some((path, file)) = &mut self.outputs.jsonl {
-            file.write_all(&self.line)
-                .map_err(|source| ServiceError::Output {
-                    path: path.clone(),
-                    source,
-                })?;
-        }
+        let labels = &self.detectors.labels;
         if self.outputs.print {
             print_frame(id, origin, &self.detections, labels);
         }
@@ -493,6 +566,25 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// Sends a line to the socket and the JSON-lines file.
+fn emit_line(
+    socket: &Option<SocketServer>,
+    outputs: &mut Outputs,
+    line: &[u8],
+) -> Result<(), ServiceError> {
+    if let Some(socket) = socket {
+        socket.publish(line);
+    }
+    if let Some((path, file)) = &mut outputs.jsonl {
+        file.write_all(line)
+            .map_err(|source| ServiceError::Output {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 fn print_frame(id: u64, origin: &str, detections: &[Detection], labels: &[String]) {
