@@ -100,6 +100,13 @@ pub struct RunSummary {
 /// Loads `config_path`, runs its pipeline until the source ends or SIGTERM, reloading on SIGHUP.
 pub fn serve(config_path: &Path) -> Result<RunSummary, ServiceError> {
     let config = Config::load(config_path)?;
+    if let Some(kind) = &config.board.tract_cpu
+        && std::env::var_os("TRACT_CPU_AARCH64_KIND").is_none()
+    {
+        // SAFETY: still single-threaded: no other thread reads the environment yet, and tract
+        // reads this knob when the first model is loaded, just below.
+        unsafe { std::env::set_var("TRACT_CPU_AARCH64_KIND", kind) };
+    }
     install_signal_handlers().map_err(|e| ServiceError::Imaging(format!("signals: {e}")))?;
     let mut notifier = Notifier::from_env();
     let mut pipeline = Pipeline::open(&config)?;
