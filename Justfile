@@ -19,7 +19,9 @@ setup:
       apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     fi
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r requirements-dev.txt
+    pip=(python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore)
+    "${pip[@]}" -r <(grep -v '^rapidocr-onnxruntime==' requirements-dev.txt)
+    "${pip[@]}" --no-deps "$(grep '^rapidocr-onnxruntime==' requirements-dev.txt)"
     rustup component add rustfmt clippy >/dev/null
 
 # Fetch the reference models and photos into models/cache (checksums verified).
@@ -29,6 +31,7 @@ fetch *NAMES:
 # Write the reference fixtures (OpenCV, onnxruntime) the tests compare against.
 fixtures: fetch
     python3 tests/reference/detectors.py target/fixtures/detectors
+    python3 tests/reference/dbnet.py target/fixtures/dbnet
     python3 tests/reference/opencv_geom.py target/fixtures/geom
     python3 tests/reference/opencv_morph.py target/fixtures
 

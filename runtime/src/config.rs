@@ -202,7 +202,7 @@ pub struct DetectorConfig {
     /// The output layout; unset means recognised from the output shapes.
     #[serde(default)]
     pub family: Option<Family>,
-    /// `coco`, `face`, or a path to a text file with one label per line.
+    /// `coco`, `face`, `text`, or a path to a text file with one label per line.
     #[serde(default = "default_labels")]
     pub labels: String,
     /// Model input width and height, for models whose input shape is not fixed.
@@ -492,7 +492,7 @@ impl Config {
                     ));
                 }
             }
-            if !matches!(d.labels.as_str(), "coco" | "face")
+            if !matches!(d.labels.as_str(), "coco" | "face" | "text")
                 && !self.resolve(Path::new(&d.labels)).is_file()
             {
                 return Err(err(
@@ -501,7 +501,7 @@ impl Config {
                         "{} does not exist",
                         self.resolve(Path::new(&d.labels)).display()
                     ),
-                    "\"coco\", \"face\" or a labels file with one label per line",
+                    "\"coco\", \"face\", \"text\" or a labels file with one label per line",
                 ));
             }
             if d.preprocess.std.contains(&0.0) {

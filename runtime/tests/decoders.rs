@@ -569,7 +569,7 @@ fn decoder_for_refuses_wrong_family_labels_and_settings() {
         ),
         (
             build(Family::Dbnet, &case.cfg, &coco),
-            "not supported by this decoder set",
+            "expected [1, 1, 416, 416]",
         ),
         (
             build(Family::Yolox, &case.cfg, &Labels::faces()),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::labels::Labels;
 use super::{DecodeConfig, Detections, Family, MAX_DETECTIONS, Output, OutputInfo};
-use super::{nanodet, ssd, yolov8, yolov10, yolox, yunet};
+use super::{dbnet, nanodet, ssd, yolov8, yolov10, yolox, yunet};
 
 /// Turns one frame's raw model outputs into detections in MODEL-INPUT pixel coordinates.
 pub trait Decoder: Send {
@@ -278,7 +278,7 @@ pub fn decoder_for(
         Family::Nanodet => Box::new(nanodet::Nanodet::new(&ctx)?),
         Family::Ssd => Box::new(ssd::Ssd::new(&ctx)?),
         Family::Yunet => Box::new(yunet::Yunet::new(&ctx)?),
-        Family::Dbnet => return Err(DecodeError::Unsupported(family)),
+        Family::Dbnet => Box::new(dbnet::Dbnet::new(&ctx)?),
     })
 }
 

@@ -6,6 +6,7 @@ pub mod decode;
 pub mod labels;
 pub mod nms;
 
+mod dbnet;
 mod nanodet;
 mod ssd;
 mod yolov10;

@@ -88,6 +88,7 @@ impl Detector {
         let labels = match cfg.labels.as_str() {
             "coco" => Labels::coco(),
             "face" => Labels::faces(),
+            "text" => Labels::text(),
             file => Labels::from_file(&resolve(Path::new(file)))?,
         };
         let (plan, info) = load_plan(&path, cfg.input_size)?;
