@@ -5,10 +5,7 @@
 //! Generate the fixtures from the repository root with
 //! `python3 tests/reference/dbnet.py target/fixtures/dbnet`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ocelli::capture::decode_image;
 use ocelli::config::{ChannelOrder, DetectorConfig, PreprocessConfig, ResizeMode};
@@ -17,8 +14,6 @@ use ocelli::detect::{
     OutputInfo, decoder_for,
 };
 use ocelli::imgproc::Image;
-use ocelli::imgproc::morph::{Border, StructuringElement, dilate};
-use ocelli::imgproc::regions::{Connectivity, connected_components};
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fixtures/dbnet");
@@ -30,53 +25,6 @@ const MODEL: &str = "ch_PP-OCRv4_det_infer.onnx";
 /// those corners by up to 1.5 px.
 const BOX_TOLERANCE: f32 = 2.0;
 const SCORE_TOLERANCE: f32 = 0.01;
-
-// ---- allocation counting (this test binary only) -------------------------------------------
-
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn count() {
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: forwards every call to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Counts the allocations `f` makes on this thread.
-fn allocations_in(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    COUNTING.set(true);
-    f();
-    COUNTING.set(false);
-    ALLOCATIONS.load(Ordering::Relaxed) - before
-}
 
 // ---- fixtures -------------------------------------------------------------------------------
 
@@ -388,46 +336,6 @@ fn inspect_says_dbnet() {
         "{stdout}"
     );
     assert!(stdout.contains("family: dbnet ("), "{stdout}");
-}
-
-/// Per frame, the decoder allocates only what `connected_components` does inside (its
-/// union-find tables): the same mask labelled on its own costs as many allocations.
-#[test]
-fn decoding_allocates_only_inside_connected_components() {
-    let fixture = Fixture::load("page");
-    let (w, h) = fixture.input_wh;
-    let mut decoder = fixture.decoder();
-    let mut out = Detections::new();
-    let output = [fixture.output()];
-    decoder.decode(&output, &mut out).unwrap();
-    let decoding = allocations_in(|| decoder.decode(&output, &mut out).unwrap());
-
-    let mask = Image::from_vec(
-        w,
-        h,
-        1,
-        fixture
-            .map
-            .iter()
-            .map(|&p| {
-                if p > fixture.cfg.mask_threshold {
-                    255
-                } else {
-                    0
-                }
-            })
-            .collect(),
-    )
-    .unwrap();
-    let mut dilated = Image::new(w, h, 1);
-    let kernel = StructuringElement::rect(2, 2).unwrap();
-    dilate(&mask, &mut dilated, &kernel, None, 1, Border::Neutral).unwrap();
-    let (mut labels, mut stats) = (Image::new(w, h, 1), Vec::with_capacity(64));
-    let labelling = allocations_in(|| {
-        connected_components(&dilated, &mut labels, &mut stats, Connectivity::Eight).unwrap();
-    });
-    eprintln!("allocations per frame: decode {decoding}, connected_components {labelling}");
-    assert_eq!(decoding, labelling);
 }
 
 #[test]

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use emit_fixtures::Scene;
 use ocelli::capture::decode_image;
-use ocelli::config::{ChannelOrder, DetectorConfig, PreprocessConfig};
-use ocelli::detect::{Detections, Detector, Family};
+use ocelli::config::{ChannelOrder, DetectorConfig, PreprocessConfig, ResizeMode};
+use ocelli::detect::{DecodeConfig, Detections, Detector, Family};
 use ocelli::emit::{FrameRecord, SocketConfig, SocketServer, StageLatency};
 use ocelli::imgproc::Image;
 
@@ -77,15 +77,26 @@ fn cached(name: &str) -> std::path::PathBuf {
     p
 }
 
-/// Real models on a real photo: inference once, then postprocess + record + publish per frame.
+/// Real models on real photos: inference once, then postprocess + record + publish per frame.
 #[test]
 fn postprocess_and_emit_allocate_nothing_per_frame() {
     let dir = std::env::temp_dir().join(format!("ocelli-pipeline-alloc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let server = SocketServer::bind(&SocketConfig::new(dir.join("s.sock"))).unwrap();
-    let mut photo = Image::new(0, 0, 3);
-    decode_image(&cached("images/astronaut.png"), &mut photo).unwrap();
     let mut line = Vec::new();
+    let detector = |model: &str, family, labels: &str| DetectorConfig {
+        name: None,
+        model: cached(model),
+        sha256: None,
+        family: Some(family),
+        labels: labels.into(),
+        input_size: None,
+        preprocess: PreprocessConfig {
+            channels: ChannelOrder::Bgr,
+            ..Default::default()
+        },
+        decode: Default::default(),
+    };
     // YuNet has twelve outputs, YOLOX one large one, NanoDet six with a GFL head.
     for (model, family, labels) in [
         ("yunet_n_320_320.onnx", Family::Yunet, "face"),
@@ -95,51 +106,66 @@ fn postprocess_and_emit_allocate_nothing_per_frame() {
         ("arch/yolov8n_320.onnx", Family::Yolov8, "coco"),
         ("arch/yolov10n-e2e_320.onnx", Family::Yolov10, "coco"),
     ] {
-        let cfg = DetectorConfig {
-            name: None,
-            model: cached(model),
-            sha256: None,
-            family: Some(family),
-            labels: labels.into(),
-            input_size: None,
-            preprocess: PreprocessConfig {
-                channels: ChannelOrder::Bgr,
-                ..Default::default()
-            },
-            decode: Default::default(),
-        };
-        let mut detector = Detector::load(&cfg, |p| p.to_path_buf()).unwrap();
-        let inferred = detector
-            .infer(detector.preprocess(&photo).unwrap())
-            .unwrap();
-        let mut detections = Detections::new();
-        let mut frame = |id: u64| {
-            detector.postprocess(&inferred, &mut detections).unwrap();
-            let record = FrameRecord {
-                frame_id: id,
-                timestamp_us: id * 33_000,
-                width: photo.width as u32,
-                height: photo.height as u32,
-                latency: StageLatency::default(),
-                inference: Default::default(),
-                detections: &detections,
-                dropped_detections: 0,
-                labels: detector.labels.names(),
-                motion: None,
-                source: None,
-                events: &[],
-            };
-            record.write_line(&mut line);
-            server.publish(&line);
-        };
-        (0..WARM_UP).for_each(&mut frame);
-        let allocations = allocations_in(|| (WARM_UP..WARM_UP + MEASURED).for_each(&mut frame));
-        assert_eq!(
-            allocations, 0,
-            "{model}: allocations over {MEASURED} frames after warm-up"
-        );
+        let cfg = detector(model, family, labels);
+        check_steady_state(&cfg, "images/astronaut.png", &server, &mut line);
     }
+    // DBNet's mask path: threshold, dilation, connected components, rotated rectangles.
+    let mut cfg = detector("ch_PP-OCRv4_det_infer.onnx", Family::Dbnet, "text");
+    cfg.input_size = Some([384, 192]);
+    cfg.preprocess.resize = ResizeMode::Stretch;
+    cfg.preprocess.mean = [127.5; 3];
+    cfg.preprocess.std = [127.5; 3];
+    cfg.decode = DecodeConfig {
+        score_threshold: 0.6,
+        ..Default::default()
+    };
+    check_steady_state(&cfg, "images/page.png", &server, &mut line);
     server.shutdown();
+}
+
+fn check_steady_state(
+    cfg: &DetectorConfig,
+    photo: &str,
+    server: &SocketServer,
+    line: &mut Vec<u8>,
+) {
+    let mut image = Image::new(0, 0, 3);
+    decode_image(&cached(photo), &mut image).unwrap();
+    let mut detector = Detector::load(cfg, |p| p.to_path_buf()).unwrap();
+    let inferred = detector
+        .infer(detector.preprocess(&image).unwrap())
+        .unwrap();
+    let mut detections = Detections::new();
+    let mut frame = |id: u64| {
+        detector.postprocess(&inferred, &mut detections).unwrap();
+        let record = FrameRecord {
+            frame_id: id,
+            timestamp_us: id * 33_000,
+            width: image.width as u32,
+            height: image.height as u32,
+            latency: StageLatency::default(),
+            inference: Default::default(),
+            detections: &detections,
+            dropped_detections: 0,
+            labels: detector.labels.names(),
+            motion: None,
+            source: None,
+            events: &[],
+        };
+        record.write_line(line);
+        server.publish(line);
+    };
+    (0..WARM_UP).for_each(&mut frame);
+    let allocations = allocations_in(|| (WARM_UP..WARM_UP + MEASURED).for_each(&mut frame));
+    let model = cfg.model.display();
+    assert_eq!(
+        allocations, 0,
+        "{model}: allocations over {MEASURED} frames after warm-up"
+    );
+    assert!(
+        !detections.is_empty() || model.to_string().contains("arch/"),
+        "{model}: nothing detected on {photo}"
+    );
 }
 
 #[test]

@@ -17,7 +17,7 @@ use super::nms::Candidates;
 use super::{BBox, Detection, Detections, Output};
 use crate::imgproc::Image;
 use crate::imgproc::morph::{Border, MorphError, MorphOp, Morphology, StructuringElement};
-use crate::imgproc::regions::{ComponentStats, Connectivity, connected_components};
+use crate::imgproc::regions::{ComponentStats, Connectivity, Labeler};
 
 /// DB's `min_size`: regions whose rectangle is narrower are noise.
 const MIN_SIDE: f32 = 3.0;
@@ -171,13 +171,14 @@ pub(crate) struct Region {
 /// The connected regions of a mask built from a per-pixel map, optionally dilated, with the
 /// buffers to label and measure them kept from frame to frame.
 ///
-/// Only [`connected_components`] allocates per call (its union-find tables); every other
-/// buffer is sized once for the map.
+/// Every buffer, the labeller's tables included, is kept: labelling allocates nothing once
+/// the tables have grown to the frame's region count.
 pub(crate) struct MaskRegions {
     width: usize,
     mask: Image,
     dilated: Image,
     dilation: Option<Morphology>,
+    labeler: Labeler,
     labels: Image<i32>,
     stats: Vec<ComponentStats>,
     /// The leftmost and rightmost pixel of each row of the region being measured.
@@ -201,6 +202,7 @@ impl MaskRegions {
             mask: Image::new(width, height, 1),
             dilated: Image::new(width, height, 1),
             dilation,
+            labeler: Labeler::default(),
             labels: Image::new(width, height, 1),
             stats: Vec::new(),
             // Two ends per row; the monotone chain's hull holds at most twice its points.
@@ -223,9 +225,10 @@ impl MaskRegions {
             }
             None => &self.mask,
         };
-        let labels =
-            connected_components(src, &mut self.labels, &mut self.stats, Connectivity::Eight)
-                .expect("the mask has one channel");
+        let labels = self
+            .labeler
+            .label(src, &mut self.labels, &mut self.stats, Connectivity::Eight)
+            .expect("the mask has one channel");
         labels - 1
     }
 

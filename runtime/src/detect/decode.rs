@@ -45,9 +45,6 @@ pub enum DecodeError {
     /// A decoding setting is out of range; the message says which and why.
     #[error("detector.{field}: {reason}")]
     Config { field: &'static str, reason: String },
-    /// The family is known but this build has no decoder for it yet.
-    #[error("{0} models are not supported by this decoder set")]
-    Unsupported(Family),
     /// A frame's outputs differ from those the decoder was built for: the model changed
     /// under the decoder. Rebuild the decoder from the loaded model's outputs.
     #[error(

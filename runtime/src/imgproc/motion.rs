@@ -87,6 +87,7 @@ pub struct MotionGate {
     diff: Image,
     mask: Image,
     dilated: Image,
+    labeler: regions::Labeler,
     labels: Image<i32>,
     stats: Vec<ComponentStats>,
 }
@@ -113,6 +114,7 @@ impl MotionGate {
             diff: Image::new(0, 0, 1),
             mask: Image::new(0, 0, 1),
             dilated: Image::new(0, 0, 1),
+            labeler: regions::Labeler::default(),
             labels: Image::new(0, 0, 1),
             stats: Vec::new(),
         })
@@ -157,7 +159,7 @@ impl MotionGate {
         let changed = self.mask.data.iter().filter(|&&v| v != 0).count();
         out.area = changed as f32 / (w * h) as f32;
         out.moving = out.area > self.config.min_area;
-        regions::connected_components(
+        self.labeler.label(
             &self.dilated,
             &mut self.labels,
             &mut self.stats,

@@ -66,90 +66,120 @@ pub fn connected_components(
     stats: &mut Vec<ComponentStats>,
     connectivity: Connectivity,
 ) -> Result<usize, RegionError> {
-    if src.channels != 1 {
-        return Err(RegionError::NotSingleChannel {
-            channels: src.channels,
-        });
-    }
-    let (w, h) = (src.width, src.height);
-    labels.reshape(w, h, 1);
-    // First pass: provisional labels; each component's root is its smallest label.
-    let mut parent: Vec<u32> = vec![0];
-    let neighbours: &[(isize, isize)] = match connectivity {
-        Connectivity::Four => &[(0, -1), (-1, 0)],
-        Connectivity::Eight => &[(-1, -1), (0, -1), (1, -1), (-1, 0)],
-    };
-    for y in 0..h {
-        for x in 0..w {
-            let i = y * w + x;
-            if src.data[i] == 0 {
-                labels.data[i] = 0;
-                continue;
-            }
-            let mut label = 0;
-            for &(dx, dy) in neighbours {
-                let (nx, ny) = (x as isize + dx, y as isize + dy);
-                if nx < 0 || ny < 0 || nx >= w as isize {
+    Labeler::default().label(src, labels, stats, connectivity)
+}
+
+/// [`connected_components`] with its union-find tables kept between calls, so labelling a
+/// stream of same-sized masks allocates nothing once the tables have grown.
+#[derive(Clone, Debug, Default)]
+pub struct Labeler {
+    parent: Vec<u32>,
+    number: Vec<u32>,
+    acc: Vec<Acc>,
+}
+
+impl Labeler {
+    /// As [`connected_components`].
+    pub fn label(
+        &mut self,
+        src: &Image,
+        labels: &mut Image<i32>,
+        stats: &mut Vec<ComponentStats>,
+        connectivity: Connectivity,
+    ) -> Result<usize, RegionError> {
+        let Self {
+            parent,
+            number,
+            acc,
+        } = self;
+        if src.channels != 1 {
+            return Err(RegionError::NotSingleChannel {
+                channels: src.channels,
+            });
+        }
+        let (w, h) = (src.width, src.height);
+        labels.reshape(w, h, 1);
+        // First pass: provisional labels; each component's root is its smallest label.
+        parent.clear();
+        parent.push(0);
+        let neighbours: &[(isize, isize)] = match connectivity {
+            Connectivity::Four => &[(0, -1), (-1, 0)],
+            Connectivity::Eight => &[(-1, -1), (0, -1), (1, -1), (-1, 0)],
+        };
+        for y in 0..h {
+            for x in 0..w {
+                let i = y * w + x;
+                if src.data[i] == 0 {
+                    labels.data[i] = 0;
                     continue;
                 }
-                let n = labels.data[ny as usize * w + nx as usize] as u32;
-                if n != 0 {
-                    label = if label == 0 {
-                        find(&mut parent, n)
-                    } else {
-                        union(&mut parent, label, n)
-                    };
+                let mut label = 0;
+                for &(dx, dy) in neighbours {
+                    let (nx, ny) = (x as isize + dx, y as isize + dy);
+                    if nx < 0 || ny < 0 || nx >= w as isize {
+                        continue;
+                    }
+                    let n = labels.data[ny as usize * w + nx as usize] as u32;
+                    if n != 0 {
+                        label = if label == 0 {
+                            find(parent, n)
+                        } else {
+                            union(parent, label, n)
+                        };
+                    }
+                }
+                if label == 0 {
+                    label = parent.len() as u32;
+                    parent.push(label);
+                }
+                labels.data[i] = label as i32;
+            }
+        }
+        // Final numbers in OpenCV's order of first pixel (4) or first 2×2 block (8).
+        number.clear();
+        number.resize(parent.len(), 0);
+        let mut count = 1;
+        let mut visit = |x: usize, y: usize| {
+            let p = labels.data[y * w + x] as u32;
+            if p != 0 {
+                let root = find(parent, p) as usize;
+                if number[root] == 0 {
+                    number[root] = count;
+                    count += 1;
                 }
             }
-            if label == 0 {
-                label = parent.len() as u32;
-                parent.push(label);
-            }
-            labels.data[i] = label as i32;
-        }
-    }
-    // Final numbers in OpenCV's order of first pixel (4) or first 2×2 block (8).
-    let mut number = vec![0u32; parent.len()];
-    let mut count = 1;
-    let mut visit = |x: usize, y: usize| {
-        let p = labels.data[y * w + x] as u32;
-        if p != 0 {
-            let root = find(&mut parent, p) as usize;
-            if number[root] == 0 {
-                number[root] = count;
-                count += 1;
-            }
-        }
-    };
-    match connectivity {
-        Connectivity::Four => (0..h).for_each(|y| (0..w).for_each(|x| visit(x, y))),
-        Connectivity::Eight => {
-            for by in (0..h).step_by(2) {
-                for bx in (0..w).step_by(2) {
-                    for (x, y) in [(bx, by), (bx + 1, by), (bx, by + 1), (bx + 1, by + 1)] {
-                        if x < w && y < h {
-                            visit(x, y);
+        };
+        match connectivity {
+            Connectivity::Four => (0..h).for_each(|y| (0..w).for_each(|x| visit(x, y))),
+            Connectivity::Eight => {
+                for by in (0..h).step_by(2) {
+                    for bx in (0..w).step_by(2) {
+                        for (x, y) in [(bx, by), (bx + 1, by), (bx, by + 1), (bx + 1, by + 1)] {
+                            if x < w && y < h {
+                                visit(x, y);
+                            }
                         }
                     }
                 }
             }
         }
-    }
-    for p in 1..parent.len() {
-        number[p] = number[find(&mut parent, p as u32) as usize];
-    }
-    // Relabel and gather statistics.
-    let n = count as usize;
-    let mut acc = vec![Acc::default(); n];
-    for y in 0..h {
-        for (x, l) in labels.row_mut(y).iter_mut().enumerate() {
-            *l = number[*l as usize] as i32;
-            acc[*l as usize].add(x, y);
+        for p in 1..parent.len() {
+            number[p] = number[find(parent, p as u32) as usize];
         }
+        // Relabel and gather statistics.
+        let n = count as usize;
+        acc.clear();
+        acc.resize(n, Acc::default());
+        for y in 0..h {
+            for (x, l) in labels.row_mut(y).iter_mut().enumerate() {
+                *l = number[*l as usize] as i32;
+                acc[*l as usize].add(x, y);
+            }
+        }
+        stats.clear();
+        stats.extend(acc.iter().map(Acc::stats));
+        Ok(n)
     }
-    stats.clear();
-    stats.extend(acc.iter().map(Acc::stats));
-    Ok(n)
 }
 
 /// `(label, box)` of every foreground component with at least `min_area` pixels.
@@ -186,7 +216,7 @@ fn union(parent: &mut [u32], a: u32, b: u32) -> u32 {
     root
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Acc {
     min: (usize, usize),
     max: (usize, usize),
