@@ -50,3 +50,14 @@ test: setup fixtures
 # Criterion benchmarks (release builds) and the side-by-side reference timings.
 bench:
     cargo bench -p ocelli
+
+# Debian packages for arm64 and armhf from the release binaries (target/dist).
+package: dist
+    packaging/build-deb.sh arm64 target/dist/ocelli-aarch64-unknown-linux-gnu
+    packaging/build-deb.sh armhf target/dist/ocelli-armv7-unknown-linux-gnueabihf
+
+# The packages install, upgrade (keeping an edited config) and purge cleanly.
+test-package: dist
+    cargo build -p ocelli --quiet
+    tests/package.sh arm64 target/dist/ocelli-aarch64-unknown-linux-gnu
+    tests/package.sh armhf target/dist/ocelli-armv7-unknown-linux-gnueabihf
