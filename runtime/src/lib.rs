@@ -4,6 +4,10 @@
 //! [`capture`] → [`imgproc`] → [`detect`] → [`emit`], with [`config`], [`overlay`] and
 //! [`service`] beside them.
 
+pub mod capture;
+pub mod config;
 pub mod detect;
 pub mod emit;
 pub mod imgproc;
+pub mod overlay;
+pub mod service;

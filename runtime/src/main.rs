@@ -1,1 +1,125 @@
-fn main() {}
+//! The `ocelli` command: run the pipeline, check configs, inspect models, probe cameras, tail
+//! the stream.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ocelli::config::Config;
+use ocelli::detect::load_plan;
+use ocelli::service::{Pipeline, install_signal_handlers};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Camera in, detections out: a lean vision runtime for embedded Linux boards"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline a config describes until the source ends or SIGTERM.
+    Run {
+        /// The config file.
+        #[arg(default_value = "/etc/ocelli/ocelli.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config: keys, types, files, model checksums.
+    CheckConfig { config: PathBuf },
+    /// Print a model's inputs, outputs and the family Ocelli recognises.
+    Inspect {
+        model: PathBuf,
+        /// Input width and height, for models whose input size is not fixed.
+        #[arg(long, value_names = ["W", "H"], num_args = 2)]
+        input_size: Option<Vec<usize>>,
+    },
+    /// List V4L2 devices with their formats, sizes and frame intervals.
+    Probe {
+        /// Devices to list; all /dev/video* when none.
+        devices: Vec<PathBuf>,
+    },
+    /// Print the JSON stream of a running Ocelli for a person.
+    Tail {
+        #[arg(default_value = "/run/ocelli/ocelli.sock")]
+        socket: PathBuf,
+        /// Stop after this many lines.
+        #[arg(long)]
+        lines: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ocelli: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            install_signal_handlers()?;
+            let mut pipeline = Pipeline::open(&config)?;
+            let summary = pipeline.run()?;
+            eprintln!(
+                "ocelli: {} frame(s), {} detection(s), {} bad frame(s)",
+                summary.frames, summary.detections, summary.bad_frames
+            );
+            Ok(if summary.bad_frames > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::CheckConfig { config: path } => {
+            let config = Config::load(&path)?;
+            println!(
+                "{}: ok (board {}, source {}, {} detector(s))",
+                path.display(),
+                config.board.name,
+                config.source,
+                config.detectors.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { model, input_size } => {
+            let size = input_size.map(|v| [v[0], v[1]]);
+            let (_, info) = load_plan(&model, size)?;
+            println!("model:  {}", model.display());
+            println!(
+                "input:  {} {:?} (f32, NCHW)",
+                info.input_name, info.input_shape
+            );
+            for o in &info.outputs {
+                println!("output: {} {:?}", o.name, o.shape);
+            }
+            match &info.family {
+                Ok((family, why)) => println!(
+                    "family: {} ({why})",
+                    serde_json::to_string(family)?.trim_matches('"')
+                ),
+                Err(why) => println!("family: not recognised ({why}); set `family` in the config"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Probe { devices } => {
+            let found = ocelli::capture::probe(&mut std::io::stdout().lock(), &devices)?;
+            if found == 0 {
+                eprintln!("ocelli: no V4L2 capture device found");
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail { socket, lines } => {
+            ocelli::emit::tail(&socket, &mut std::io::stdout().lock(), lines)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -2,6 +2,20 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod decode;
+pub mod labels;
+pub mod nms;
+
+mod nanodet;
+mod ssd;
+mod yolov10;
+mod yolov8;
+mod yolox;
+mod yunet;
+
+pub use decode::{AnchorPoint, DecodeError, Decoder, decoder_for, recognise};
+pub use labels::Labels;
+
 /// Most detections kept per frame; the rest are dropped (lowest scores first) and counted.
 pub const MAX_DETECTIONS: usize = 256;
 
@@ -89,6 +103,10 @@ pub struct DecodeConfig {
     pub num_classes: Option<usize>,
     /// Distribution bins per box side minus one (GFL's `reg_max`), for nanodet/PicoDet.
     pub reg_max: Option<usize>,
+    /// nanodet/PicoDet: the class outputs are logits and need a sigmoid.
+    pub sigmoid_scores: bool,
+    /// nanodet/PicoDet: where a grid cell's anchor point sits; `None` means NanoDet's.
+    pub anchor_point: Option<AnchorPoint>,
     /// dbnet: probability above which a pixel is text.
     pub mask_threshold: f32,
     /// dbnet: unclip ratio applied to each region's box.
@@ -106,8 +124,14 @@ impl Default for DecodeConfig {
             strides: Vec::new(),
             num_classes: None,
             reg_max: None,
+            sigmoid_scores: false,
+            anchor_point: None,
             mask_threshold: 0.3,
             unclip_ratio: 1.6,
         }
     }
 }
+
+pub mod model;
+
+pub use model::{DetectError, DetectTimes, Detector, ModelInfo, load_plan};

@@ -1,1 +1,15 @@
 //! Results out: a Unix socket streaming one JSON line per frame.
+//!
+//! [`record`] turns a frame's results into a line, [`socket`] serves lines to every client, and
+//! [`tail`](mod@tail) is the client behind `ocelli tail`. The line format is `docs/protocol.md`, checked by
+//! `docs/schema/frame.schema.json`.
+
+pub mod record;
+pub mod socket;
+pub mod tail;
+
+pub use record::{
+    Event, FrameRecord, Inference, Motion, SCHEMA_VERSION, SourceState, SourceStatus, StageLatency,
+};
+pub use socket::{SocketConfig, SocketError, SocketServer, SocketStats};
+pub use tail::{TailError, tail};

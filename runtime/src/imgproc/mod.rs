@@ -2,6 +2,11 @@
 //!
 //! Images are row-major, channels interleaved, rows packed (`stride == width * channels`).
 
+pub mod color;
+pub mod edges;
+pub mod filter;
+pub mod geometry;
+
 /// An owned image of `T` samples with `channels` interleaved channels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Image<T = u8> {
@@ -14,12 +19,22 @@ pub struct Image<T = u8> {
 impl<T: Copy + Default> Image<T> {
     /// A zero-filled image.
     pub fn new(width: usize, height: usize, channels: usize) -> Self {
-        Self { width, height, channels, data: vec![T::default(); width * height * channels] }
+        Self {
+            width,
+            height,
+            channels,
+            data: vec![T::default(); width * height * channels],
+        }
     }
 
     /// Wraps `data`; `None` when its length is not `width * height * channels`.
     pub fn from_vec(width: usize, height: usize, channels: usize, data: Vec<T>) -> Option<Self> {
-        (data.len() == width * height * channels).then_some(Self { width, height, channels, data })
+        (data.len() == width * height * channels).then_some(Self {
+            width,
+            height,
+            channels,
+            data,
+        })
     }
 
     /// Resizes in place, reusing the allocation when it is large enough.
@@ -40,3 +55,6 @@ impl<T: Copy + Default> Image<T> {
         &mut self.data[y * w..(y + 1) * w]
     }
 }
+
+pub mod bitmask;
+pub mod morph;

@@ -1,0 +1,484 @@
+//! The one TOML file that describes a device: board, source, detectors and outputs.
+//!
+//! Every field is documented in `docs/config.md`. Errors name the file, the key and its line,
+//! what was found and what was expected.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::detect::{DecodeConfig, Family};
+use crate::emit::SocketConfig;
+use crate::imgproc::geometry;
+
+/// Why a config was rejected. Displayed as one line: `FILE:LINE: key: problem`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read: check the path and its permissions.
+    #[error("{file}: cannot read config: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, a key is unknown or misspelt, or a value has the wrong type.
+    /// The message names the key and what was expected; fix that line.
+    #[error("{file}:{line}: {message}")]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// A value is well-typed but wrong: a missing model or image folder, a checksum that
+    /// differs, an impossible size. Fix the value, or the file it points to.
+    #[error("{file}:{line}: {key}: {found}, expected {expected}")]
+    Value {
+        file: PathBuf,
+        line: usize,
+        key: String,
+        found: String,
+        expected: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub board: Board,
+    pub source: SourceConfig,
+    /// Detectors run on every frame, in order.
+    #[serde(default, rename = "detector")]
+    pub detectors: Vec<DetectorConfig>,
+    #[serde(default)]
+    pub output: OutputConfig,
+    /// The folder relative paths are resolved against: the config file's own.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// What the device is: used by presets and packaging, and to pick tract's kernels.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Board {
+    pub name: String,
+    /// Rust target triple the preset is built for.
+    pub target: Option<String>,
+    /// tract CPU kind for aarch64 kernel selection (`TRACT_CPU_AARCH64_KIND`), e.g. `cortex_a72`.
+    pub tract_cpu: Option<String>,
+    /// Inference threads (tract runs single-threaded; kept for presets and future executors).
+    pub threads: usize,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Self {
+            name: "host".into(),
+            target: None,
+            tract_cpu: None,
+            threads: 1,
+        }
+    }
+}
+
+/// Where frames come from.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// A V4L2 camera.
+    V4l2 {
+        #[serde(default = "default_device")]
+        device: PathBuf,
+        /// FourCC to ask for (YUYV, MJPG, NV12, RGB3, GREY); unset picks the first supported.
+        #[serde(default)]
+        format: Option<String>,
+        #[serde(default = "default_width")]
+        width: u32,
+        #[serde(default = "default_height")]
+        height: u32,
+        #[serde(default = "default_fps")]
+        fps: u32,
+        /// mmap buffers queued in the driver.
+        #[serde(default = "default_buffers")]
+        buffers: u32,
+    },
+    /// A PNG/JPEG file, or a folder of them (sorted by name).
+    Images {
+        path: PathBuf,
+        /// Start again after the last image.
+        #[serde(default, rename = "loop")]
+        looping: bool,
+    },
+    /// A moving test pattern, generated in a camera pixel format.
+    Synthetic {
+        #[serde(default = "default_width")]
+        width: u32,
+        #[serde(default = "default_height")]
+        height: u32,
+        /// Stop after this many frames; unset runs forever.
+        #[serde(default)]
+        frames: Option<u64>,
+    },
+}
+
+fn default_device() -> PathBuf {
+    "/dev/video0".into()
+}
+fn default_width() -> u32 {
+    640
+}
+fn default_height() -> u32 {
+    480
+}
+fn default_fps() -> u32 {
+    30
+}
+fn default_buffers() -> u32 {
+    4
+}
+
+/// One detector: a model file, how to feed it and how to read its outputs.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// A name for logs and overlays; defaults to the model's file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub model: PathBuf,
+    /// Expected sha256 of the model file, hex; the model is refused when it differs.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// The output layout; unset means recognised from the output shapes.
+    #[serde(default)]
+    pub family: Option<Family>,
+    /// `coco`, `face`, or a path to a text file with one label per line.
+    #[serde(default = "default_labels")]
+    pub labels: String,
+    /// Model input width and height, for models whose input shape is not fixed.
+    #[serde(default)]
+    pub input_size: Option<[usize; 2]>,
+    #[serde(default)]
+    pub preprocess: PreprocessConfig,
+    #[serde(default)]
+    pub decode: DecodeConfig,
+}
+
+fn default_labels() -> String {
+    "coco".into()
+}
+
+/// How a frame becomes the model's input tensor.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreprocessConfig {
+    pub resize: ResizeMode,
+    /// Resampling: `linear` (OpenCV INTER_LINEAR) or `area` (INTER_AREA).
+    pub interpolation: Resample,
+    /// How the letterboxed size rounds: `floor` (YOLOX, NanoDet, YuNet samples) or
+    /// `nearest` (Ultralytics).
+    pub size_rounding: SizeRounding,
+    /// Grey level of the letterbox padding.
+    pub pad_value: u8,
+    pub pad: PadPlacement,
+    /// Channel order the model expects.
+    pub channels: ChannelOrder,
+    /// Per-channel mean subtracted from 0..255 values, in the model's channel order.
+    pub mean: [f32; 3],
+    /// Per-channel divisor applied after the mean.
+    pub std: [f32; 3],
+}
+
+impl Default for PreprocessConfig {
+    fn default() -> Self {
+        Self {
+            resize: ResizeMode::Letterbox,
+            interpolation: Resample::Linear,
+            size_rounding: SizeRounding::Floor,
+            pad_value: 114,
+            pad: PadPlacement::TopLeft,
+            channels: ChannelOrder::Rgb,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        }
+    }
+}
+
+impl PreprocessConfig {
+    /// The imaging plan that fills a `width × height` model input as this config says.
+    pub fn plan(&self, width: usize, height: usize) -> geometry::Preprocess {
+        let placement = match self.pad {
+            PadPlacement::TopLeft => geometry::Placement::TopLeft,
+            PadPlacement::Center => geometry::Placement::Centre,
+        };
+        geometry::Preprocess {
+            width,
+            height,
+            fit: match self.resize {
+                ResizeMode::Letterbox => geometry::Fit::Letterbox {
+                    placement,
+                    pad: self.pad_value,
+                },
+                ResizeMode::Stretch => geometry::Fit::Stretch,
+            },
+            rounding: match self.size_rounding {
+                SizeRounding::Floor => geometry::Rounding::Floor,
+                SizeRounding::Nearest => geometry::Rounding::Nearest,
+            },
+            interpolation: match self.interpolation {
+                Resample::Linear => geometry::Interpolation::Linear,
+                Resample::Area => geometry::Interpolation::Area,
+            },
+            normalize: geometry::Normalize {
+                swap_rb: self.channels == ChannelOrder::Bgr,
+                mean: self.mean,
+                std: self.std,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Keep the aspect ratio and pad.
+    Letterbox,
+    /// Scale each axis independently to fill the input.
+    Stretch,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SizeRounding {
+    Floor,
+    Nearest,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Resample {
+    Linear,
+    Area,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PadPlacement {
+    /// Image at the top-left, padding right and bottom (YOLOX).
+    TopLeft,
+    /// Image centred, padding split on both sides (Ultralytics).
+    Center,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    Rgb,
+    Bgr,
+}
+
+/// Where results go.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// The JSON-lines Unix socket.
+    #[serde(default)]
+    pub socket: Option<SocketConfig>,
+    /// Annotated copies of the frames, as PNG files named after the frame.
+    #[serde(default)]
+    pub annotated_dir: Option<PathBuf>,
+    /// A table of detections on stdout, for people.
+    #[serde(default)]
+    pub print: bool,
+}
+
+impl Config {
+    /// Reads, parses and validates `file`: models exist and match their checksums, the image
+    /// source exists, sizes are sane.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.into(),
+            source,
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Parses and validates config `text` read from `file` (used to name the file in errors
+    /// and as the base for relative paths).
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            file: file.into(),
+            line: e.span().map_or(0, |s| line_of_offset(text, s.start)),
+            message: e.message().replace('\n', " "),
+        })?;
+        config.base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.validate(file, text)?;
+        Ok(config)
+    }
+
+    /// A path from the config, resolved against the config file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        self.base_dir.join(p)
+    }
+
+    fn validate(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        let err = |key: &[Key], found: String, expected: &str| ConfigError::Value {
+            file: file.into(),
+            line: line_of_key(text, key),
+            key: dotted(key),
+            found,
+            expected: expected.into(),
+        };
+        match &self.source {
+            SourceConfig::Images { path, .. } if !self.resolve(path).exists() => {
+                return Err(err(
+                    &[Key::Name("source"), Key::Name("path")],
+                    format!("{} does not exist", self.resolve(path).display()),
+                    "an image file or a folder of PNG/JPEG files",
+                ));
+            }
+            SourceConfig::V4l2 { width, height, .. }
+            | SourceConfig::Synthetic { width, height, .. }
+                if *width == 0 || *height == 0 || *width > 8192 || *height > 8192 =>
+            {
+                return Err(err(
+                    &[Key::Name("source"), Key::Name("width")],
+                    format!("{width}x{height}"),
+                    "a size between 1x1 and 8192x8192",
+                ));
+            }
+            _ => {}
+        }
+        for (i, d) in self.detectors.iter().enumerate() {
+            let key = |name| [Key::Name("detector"), Key::Index(i), Key::Name(name)];
+            let model = self.resolve(&d.model);
+            let bytes = std::fs::read(&model).map_err(|e| {
+                err(
+                    &key("model"),
+                    format!("{}: {e}", model.display()),
+                    "a readable ONNX file",
+                )
+            })?;
+            if let Some(expected) = &d.sha256 {
+                let found = hex(&Sha256::digest(&bytes));
+                if !found.eq_ignore_ascii_case(expected.trim()) {
+                    return Err(err(
+                        &key("sha256"),
+                        format!("{} has sha256 {found}", model.display()),
+                        expected,
+                    ));
+                }
+            }
+            if !matches!(d.labels.as_str(), "coco" | "face")
+                && !self.resolve(Path::new(&d.labels)).is_file()
+            {
+                return Err(err(
+                    &key("labels"),
+                    format!(
+                        "{} does not exist",
+                        self.resolve(Path::new(&d.labels)).display()
+                    ),
+                    "\"coco\", \"face\" or a labels file with one label per line",
+                ));
+            }
+            if d.preprocess.std.contains(&0.0) {
+                return Err(err(
+                    &key("preprocess"),
+                    "a zero in std".into(),
+                    "non-zero std values",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A step in a path of keys, for locating a value in the source text.
+#[derive(Clone, Copy, Debug)]
+pub enum Key<'a> {
+    Name(&'a str),
+    Index(usize),
+}
+
+fn dotted(key: &[Key]) -> String {
+    let mut s = String::new();
+    for k in key {
+        match k {
+            Key::Name(n) if s.is_empty() => s.push_str(n),
+            Key::Name(n) => {
+                s.push('.');
+                s.push_str(n)
+            }
+            Key::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// The 1-based line of the value at `key`, or of its closest existing parent.
+pub fn line_of_key(text: &str, key: &[Key]) -> usize {
+    let Ok(root) = toml::de::DeTable::parse(text) else {
+        return 0;
+    };
+    let mut span = root.span();
+    let mut value: Option<&toml::de::DeValue> = None;
+    let mut table = Some(root.get_ref());
+    for k in key {
+        let next = match (k, table, value) {
+            (Key::Name(n), Some(t), _) => t.get(*n),
+            (Key::Index(i), _, Some(toml::de::DeValue::Array(a))) => a.get(*i),
+            _ => None,
+        };
+        let Some(next) = next else { break };
+        span = next.span();
+        value = Some(next.get_ref());
+        table = next.get_ref().as_table();
+    }
+    line_of_offset(text, span.start)
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl fmt::Display for SourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceConfig::V4l2 {
+                device,
+                format,
+                width,
+                height,
+                fps,
+                ..
+            } => write!(
+                f,
+                "v4l2 {} {}x{}@{fps} {}",
+                device.display(),
+                width,
+                height,
+                format.as_deref().unwrap_or("auto")
+            ),
+            SourceConfig::Images { path, looping } => {
+                write!(
+                    f,
+                    "images {}{}",
+                    path.display(),
+                    if *looping { " (loop)" } else { "" }
+                )
+            }
+            SourceConfig::Synthetic { width, height, .. } => {
+                write!(f, "synthetic {width}x{height}")
+            }
+        }
+    }
+}

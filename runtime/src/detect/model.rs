@@ -1,0 +1,287 @@
+//! A detector: the ONNX model loaded and optimised by tract once, its preprocessing and decoder.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::SimpleState;
+use tract_onnx::tract_hir::infer::Factoid;
+
+use super::decode::{DecodeError, Decoder, decoder_for, recognise};
+use super::labels::Labels;
+use super::{Detections, Family, Output, OutputInfo};
+use crate::config::DetectorConfig;
+use crate::imgproc::Image;
+use crate::imgproc::geometry::Preprocess;
+
+/// Why a detector could not load or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// tract could not read or optimise the model: the file is truncated, not ONNX, or uses
+    /// operators tract does not implement. Re-export it (opset 11–17, static shapes help).
+    #[error("{path}: cannot load model: {reason}")]
+    Load { path: PathBuf, reason: String },
+    /// The model's input is not an image tensor [1,3,H,W], or its size is not fixed and
+    /// `input_size` is not set in the config.
+    #[error("{path}: input {found}, expected {expected}")]
+    Input {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    /// The outputs do not fit the configured family, or no family could be recognised from
+    /// them: set `family` in the config, or check the model is the one intended.
+    #[error("{path}: {source}")]
+    Decode { path: PathBuf, source: DecodeError },
+    /// The family could not be recognised from the output shapes: set `family` in the config.
+    #[error("{path}: cannot tell the model family: {reason}; set `family` in the config")]
+    Unrecognised { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Labels(#[from] super::labels::LabelsError),
+    /// tract failed while running a frame.
+    #[error("{name}: inference failed: {reason}")]
+    Run { name: String, reason: String },
+}
+
+/// Stage times of one detection, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DetectTimes {
+    pub preprocess_us: u64,
+    pub inference_us: u64,
+    pub postprocess_us: u64,
+}
+
+/// What `ocelli inspect` prints about a model.
+#[derive(Clone, Debug)]
+pub struct ModelInfo {
+    pub input_name: String,
+    pub input_shape: Vec<usize>,
+    pub outputs: Vec<OutputInfo>,
+    pub family: Result<(Family, String), String>,
+}
+
+/// A loaded, optimised model ready to run frames.
+pub struct Detector {
+    pub name: String,
+    pub family: Family,
+    pub labels: Labels,
+    preprocess: Preprocess,
+    state: TypedSimpleState,
+    decoder: Box<dyn Decoder>,
+    outputs: Vec<OutputInfo>,
+}
+
+type TypedSimpleState = SimpleState<TypedFact, Box<dyn TypedOp>>;
+
+impl Detector {
+    /// Loads `cfg.model` (resolved with `resolve`), fixes its input shape, optimises it and
+    /// checks its outputs fit the family.
+    pub fn load(
+        cfg: &DetectorConfig,
+        resolve: impl Fn(&Path) -> PathBuf,
+    ) -> Result<Self, DetectError> {
+        let path = resolve(&cfg.model);
+        let labels = match cfg.labels.as_str() {
+            "coco" => Labels::coco(),
+            "face" => Labels::faces(),
+            file => Labels::from_file(&resolve(Path::new(file)))?,
+        };
+        let (plan, info) = load_plan(&path, cfg.input_size)?;
+        let family =
+            match cfg.family {
+                Some(f) => f,
+                None => info.family.clone().map(|(f, _)| f).map_err(|reason| {
+                    DetectError::Unrecognised {
+                        path: path.clone(),
+                        reason,
+                    }
+                })?,
+            };
+        let input_wh = (info.input_shape[3], info.input_shape[2]);
+        let decoder = decoder_for(family, &cfg.decode, input_wh, &info.outputs, &labels).map_err(
+            |source| DetectError::Decode {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        let name = cfg.name.clone().unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        let state = SimpleState::new(&plan).map_err(|e| load_err(&path, e))?;
+        let preprocess = cfg.preprocess.plan(input_wh.0, input_wh.1);
+        Ok(Self {
+            name,
+            family,
+            labels,
+            preprocess,
+            state,
+            decoder,
+            outputs: info.outputs,
+        })
+    }
+
+    /// The model input's width and height.
+    pub fn input_size(&self) -> (usize, usize) {
+        (self.preprocess.width, self.preprocess.height)
+    }
+
+    /// Runs one RGB frame; `out` receives detections in source-image pixels.
+    pub fn detect(
+        &mut self,
+        rgb: &Image,
+        out: &mut Detections,
+    ) -> Result<DetectTimes, DetectError> {
+        let run_err = |e: anyhow::Error| DetectError::Run {
+            name: self.name.clone(),
+            reason: format!("{e:#}"),
+        };
+        let t0 = Instant::now();
+        let (w, h) = self.input_size();
+        let mut input = Tensor::zero::<f32>(&[1, 3, h, w]).map_err(run_err)?;
+        let fitted = {
+            let mut view = input.try_as_plain_ram_mut().map_err(run_err)?;
+            let slice = view.as_slice_mut::<f32>().map_err(run_err)?;
+            self.preprocess
+                .run(rgb, slice)
+                .map_err(|e| run_err(e.into()))?
+        };
+        let t1 = Instant::now();
+        let outputs = self
+            .state
+            .run(tvec!(input.into_tvalue()))
+            .map_err(run_err)?;
+        let t2 = Instant::now();
+        let views: TVec<Output> = outputs
+            .iter()
+            .zip(&self.outputs)
+            .map(|(t, info)| {
+                Ok(Output {
+                    name: &info.name,
+                    shape: t.shape(),
+                    data: t.try_as_plain_ram()?.as_slice::<f32>()?,
+                })
+            })
+            .collect::<TractResult<_>>()
+            .map_err(run_err)?;
+        out.clear();
+        self.decoder
+            .decode(&views, out)
+            .map_err(|e| DetectError::Run {
+                name: self.name.clone(),
+                reason: e.to_string(),
+            })?;
+        let (sw, sh) = (rgb.width as f32, rgb.height as f32);
+        for d in out.iter_mut() {
+            d.bbox = fitted.box_to_source(&d.bbox, rgb.width, rgb.height);
+            for p in d.landmarks.iter_mut().flatten() {
+                let (x, y) = fitted.to_source(p[0], p[1]);
+                *p = [x.clamp(0.0, sw), y.clamp(0.0, sh)];
+            }
+        }
+        let t3 = Instant::now();
+        Ok(DetectTimes {
+            preprocess_us: (t1 - t0).as_micros() as u64,
+            inference_us: (t2 - t1).as_micros() as u64,
+            postprocess_us: (t3 - t2).as_micros() as u64,
+        })
+    }
+}
+
+fn load_err(path: &Path, e: anyhow::Error) -> DetectError {
+    // tract's error chains are long; the outermost two causes say what went wrong.
+    let reason = e
+        .chain()
+        .take(2)
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ");
+    DetectError::Load {
+        path: path.into(),
+        reason,
+    }
+}
+
+/// Loads the model, fixes the input to [1,3,H,W] and optimises it; also returns what
+/// `ocelli inspect` shows.
+pub fn load_plan(
+    path: &Path,
+    input_size: Option<[usize; 2]>,
+) -> Result<(Arc<TypedSimplePlan>, ModelInfo), DetectError> {
+    let bytes = std::fs::read(path).map_err(|e| DetectError::Load {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    // value_info is only a hint, and symbolic batch dims in it clash with a fixed input shape.
+    let mut model = tract_onnx::onnx()
+        .with_ignore_value_info(true)
+        .model_for_read(&mut std::io::Cursor::new(&bytes))
+        .map_err(|e| load_err(path, e))?;
+    let input_name = model
+        .input_outlets()
+        .ok()
+        .and_then(|o| o.first().map(|o| model.node(o.node).name.clone()))
+        .unwrap_or_default();
+    let declared = model.input_fact(0).map_err(|e| load_err(path, e))?.clone();
+    let dims = declared.shape.as_concrete_finite().ok().flatten();
+    let declared_str = format!("{:?}", declared.shape);
+    let input_err = |found: String| DetectError::Input {
+        path: path.into(),
+        found,
+        expected: "an image tensor [1,3,H,W]".into(),
+    };
+    let rank_ok = declared.shape.rank().concretize().is_none_or(|r| r == 4);
+    if !rank_ok {
+        return Err(input_err(declared_str));
+    }
+    let (h, w) = match (input_size, &dims) {
+        (Some([w, h]), _) => (h, w),
+        (None, Some(d)) if d.len() == 4 && d[1] == 3 => (d[2], d[3]),
+        (None, Some(d)) => return Err(input_err(format!("{d:?}"))),
+        (None, None) => {
+            return Err(DetectError::Input {
+                path: path.into(),
+                found: format!("{declared_str} (size not fixed)"),
+                expected: "`input_size = [W, H]` in the detector's config".into(),
+            });
+        }
+    };
+    model
+        .set_input_fact(0, f32::fact([1, 3, h, w]).into())
+        .map_err(|e| load_err(path, e))?;
+    let typed = model.into_optimized().map_err(|e| load_err(path, e))?;
+    let outputs = typed
+        .output_outlets()
+        .map_err(|e| load_err(path, e))?
+        .iter()
+        .map(|o| {
+            let name = typed
+                .outlet_label(*o)
+                .unwrap_or(&typed.node(o.node).name)
+                .to_string();
+            let fact = typed.outlet_fact(*o)?;
+            let shape = fact
+                .shape
+                .as_concrete()
+                .map(|s| s.to_vec())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("output {name} has no fixed shape ({:?})", fact.shape)
+                })?;
+            Ok(OutputInfo { name, shape })
+        })
+        .collect::<TractResult<Vec<_>>>()
+        .map_err(|e| load_err(path, e))?;
+    let family = recognise(&outputs);
+    let plan = typed.into_runnable().map_err(|e| load_err(path, e))?;
+    Ok((
+        plan,
+        ModelInfo {
+            input_name,
+            input_shape: vec![1, 3, h, w],
+            outputs,
+            family,
+        },
+    ))
+}

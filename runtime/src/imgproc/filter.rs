@@ -1,0 +1,404 @@
+//! Smoothing filters with OpenCV 5's `u8` arithmetic: normalised box filter (`blur`), Gaussian
+//! blur (the bit-exact fixed-point path) and 3×3 / 5×5 median.
+//!
+//! Separable filters run row by row: each bordered source row is filtered horizontally once into
+//! a ring of `kh` rows, which the vertical pass combines into one output row.
+
+use super::Image;
+use thiserror::Error;
+
+/// Why a filter was refused.
+#[derive(Clone, Debug, Error, PartialEq)]
+pub enum FilterError {
+    /// The source image has no pixels: check the frame was captured.
+    #[error("empty source image: {width}x{height}")]
+    Empty { width: usize, height: usize },
+    /// The kernel size is not one this filter supports (`reason` says which). Pass a supported
+    /// size, e.g. an odd one for Gaussian and Sobel.
+    #[error("kernel size {width}x{height}: {reason}")]
+    KernelSize {
+        width: usize,
+        height: usize,
+        reason: &'static str,
+    },
+}
+
+pub(crate) fn check_source(src: &Image) -> Result<(), FilterError> {
+    if src.width == 0 || src.height == 0 {
+        return Err(FilterError::Empty {
+            width: src.width,
+            height: src.height,
+        });
+    }
+    Ok(())
+}
+
+/// How pixels outside the image are made up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Border {
+    /// `BORDER_CONSTANT`: this value in every channel.
+    Constant(u8),
+    /// `BORDER_REPLICATE`: `aaa|abcd|ddd`.
+    Replicate,
+    /// `BORDER_REFLECT`: `cba|abcd|dcb`.
+    Reflect,
+    /// `BORDER_REFLECT_101`, OpenCV's default for filters: `dcb|abcd|cba`.
+    #[default]
+    Reflect101,
+}
+
+impl Border {
+    /// The source index standing in for `p` in a line of `len` samples (`borderInterpolate`);
+    /// `None` for a constant border.
+    pub(crate) fn index(self, p: isize, len: usize) -> Option<usize> {
+        let n = len as isize;
+        if (0..n).contains(&p) {
+            return Some(p as usize);
+        }
+        let delta = match self {
+            Border::Constant(_) => return None,
+            Border::Replicate => return Some(p.clamp(0, n - 1) as usize),
+            Border::Reflect => 0,
+            Border::Reflect101 => 1,
+        };
+        if n == 1 {
+            return Some(0);
+        }
+        let mut p = p;
+        while !(0..n).contains(&p) {
+            p = if p < 0 {
+                -p - 1 + delta
+            } else {
+                n - 1 - (p - n) - delta
+            };
+        }
+        Some(p as usize)
+    }
+}
+
+/// Source rows extended by `left` and `right` border pixels, fetched by (possibly outside) row
+/// index.
+pub(crate) struct Padded<'a> {
+    src: &'a Image,
+    border: Border,
+    left: usize,
+    /// Per padded column: source column, or `None` for a constant sample.
+    cols: Vec<Option<usize>>,
+    buf: Vec<u8>,
+}
+
+impl<'a> Padded<'a> {
+    pub(crate) fn new(src: &'a Image, border: Border, left: usize, right: usize) -> Self {
+        let cols = (0..src.width + left + right)
+            .map(|x| border.index(x as isize - left as isize, src.width))
+            .collect();
+        let buf = vec![0; (src.width + left + right) * src.channels];
+        Self {
+            src,
+            border,
+            left,
+            cols,
+            buf,
+        }
+    }
+
+    /// Padded row `y` (may lie outside the image); `(width + left + right) × channels` samples.
+    pub(crate) fn row(&mut self, y: isize) -> &[u8] {
+        let cn = self.src.channels;
+        let Some(sy) = self.border.index(y, self.src.height) else {
+            let Border::Constant(v) = self.border else {
+                unreachable!()
+            };
+            self.buf.fill(v);
+            return &self.buf;
+        };
+        let row = self.src.row(sy);
+        let inner = self.left * cn..(self.left + self.src.width) * cn;
+        self.buf[inner.clone()].copy_from_slice(row);
+        for (x, c) in self.cols.iter().enumerate() {
+            if inner.contains(&(x * cn)) {
+                continue;
+            }
+            let px = &mut self.buf[x * cn..(x + 1) * cn];
+            match c {
+                Some(sx) => px.copy_from_slice(&row[sx * cn..(sx + 1) * cn]),
+                None => {
+                    let Border::Constant(v) = self.border else {
+                        unreachable!()
+                    };
+                    px.fill(v);
+                }
+            }
+        }
+        &self.buf
+    }
+}
+
+/// Runs a separable filter with anchor at the kernel centre (`k / 2`): `hpass` filters a padded
+/// source row (`kw - 1` extra pixels) into a row of `H`; `vpass` combines the `kh` horizontal
+/// rows around an output row into output row `y`.
+pub(crate) fn separable<H: Copy + Default>(
+    src: &Image,
+    kw: usize,
+    kh: usize,
+    border: Border,
+    mut hpass: impl FnMut(&[u8], &mut [H]),
+    mut vpass: impl FnMut(usize, &[&[H]]),
+) {
+    let (ax, ay) = (kw / 2, kh / 2);
+    let mut padded = Padded::new(src, border, ax, kw - 1 - ax);
+    let n = src.width * src.channels;
+    let mut ring: Vec<Vec<H>> = vec![vec![H::default(); n]; kh];
+    for y in 0..src.height {
+        // Padded row index p lives in ring slot p mod kh; only the newest row is computed once
+        // the ring is primed.
+        let first = if y == 0 { 0 } else { kh - 1 };
+        for j in first..kh {
+            let p = y as isize + j as isize - ay as isize;
+            hpass(padded.row(p), &mut ring[(y + j) % kh]);
+        }
+        let rows: Vec<&[H]> = (0..kh).map(|j| ring[(y + j) % kh].as_slice()).collect();
+        vpass(y, &rows);
+    }
+}
+
+/// Accumulates `Σ k[i] · row[i·cn + x]` over the kernel taps into `out` (zeroed first).
+#[inline]
+pub(crate) fn hconv<T: Copy, A>(row: &[T], k: &[A], cn: usize, out: &mut [A])
+where
+    A: Copy + Default + std::ops::Add<Output = A> + std::ops::Mul<Output = A> + From<T>,
+{
+    out.fill(A::default());
+    for (i, &w) in k.iter().enumerate() {
+        for (o, &p) in out.iter_mut().zip(&row[i * cn..]) {
+            *o = *o + A::from(p) * w;
+        }
+    }
+}
+
+/// Normalised box filter (`cv::blur`) with a `kw × kh` kernel anchored at its centre.
+pub fn box_blur(
+    src: &Image,
+    kw: usize,
+    kh: usize,
+    border: Border,
+    dst: &mut Image,
+) -> Result<(), FilterError> {
+    check_source(src)?;
+    if kw == 0 || kh == 0 {
+        return Err(FilterError::KernelSize {
+            width: kw,
+            height: kh,
+            reason: "must not be zero",
+        });
+    }
+    let area = kw * kh;
+    dst.reshape(src.width, src.height, src.channels);
+    let cn = src.channels;
+    let ones_w = vec![1u32; kw];
+    // OpenCV sums in 16 bits when they fit and then divides in fixed point
+    // (`ColumnSum<ushort, uchar>`): out = (s + delta) · mul >> 23, which rounds a little
+    // differently from the nearest integer (2×1 and 1×2 kernels even add one).
+    let (mul, delta) = {
+        let scalef = f64::from(1u32 << 23) / area as f64;
+        let floor = scalef.floor();
+        if scalef - floor < 0.5 {
+            (floor as u64, area as u64 / 2 + 1)
+        } else {
+            (floor as u64 + 1, area as u64 / 2)
+        }
+    };
+    let scale = (1.0 / area as f64) as f32;
+    let out = &mut dst.data;
+    let width = src.width * cn;
+    separable(
+        src,
+        kw,
+        kh,
+        border,
+        |row, h: &mut [u32]| hconv(row, &ones_w, cn, h),
+        |y, rows| {
+            let o = &mut out[y * width..(y + 1) * width];
+            o.iter_mut().enumerate().for_each(|(i, d)| {
+                let s: u32 = rows.iter().map(|r| r[i]).sum();
+                *d = if area == 1 {
+                    s as u8
+                } else if area <= 256 {
+                    (((u64::from(s) + delta) * mul) >> 23).min(255) as u8
+                } else {
+                    (s as f32 * scale).round_ties_even().min(255.0) as u8
+                };
+            });
+        },
+    );
+    Ok(())
+}
+
+/// The Gaussian kernel OpenCV uses (`getGaussianKernel`, bit-exact variant): `ksize` taps with
+/// standard deviation `sigma`, or, when `sigma <= 0`, `0.3·((ksize-1)·0.5 - 1) + 0.8` (fixed
+/// binomial tables for ksize 1, 3, 5, 7). Sums to one.
+pub fn gaussian_kernel(ksize: usize, sigma: f64) -> Vec<f64> {
+    if sigma <= 0.0 {
+        match ksize {
+            1 => return vec![1.0],
+            3 => return vec![0.25, 0.5, 0.25],
+            5 => return vec![0.0625, 0.25, 0.375, 0.25, 0.0625],
+            7 => {
+                return vec![
+                    0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125,
+                ];
+            }
+            9 => {
+                return [4.0, 13.0, 30.0, 51.0, 60.0, 51.0, 30.0, 13.0, 4.0]
+                    .map(|v| v / 256.0)
+                    .to_vec();
+            }
+            _ => {}
+        }
+    }
+    let sigma = if sigma > 0.0 {
+        sigma
+    } else {
+        (ksize as f64).mul_add(0.15, 0.35)
+    };
+    let scale2 = -0.125 / (sigma * sigma);
+    let half = (ksize - 1) / 2;
+    // Taps are evaluated at x = 2·(i - (n-1)/2) to stay integral, hence the quartered scale.
+    let values: Vec<f64> = (0..half)
+        .map(|i| {
+            let x = 2 * i as i64 + 1 - ksize as i64;
+            ((x * x) as f64 * scale2).exp()
+        })
+        .collect();
+    let mut sum = values.iter().sum::<f64>() * 2.0 + 1.0;
+    if ksize.is_multiple_of(2) {
+        sum += 1.0;
+    }
+    let mul = 1.0 / sum;
+    let mut k = vec![mul; ksize];
+    for (i, v) in values.iter().enumerate() {
+        k[i] = v * mul;
+        k[ksize - 1 - i] = v * mul;
+    }
+    k
+}
+
+/// `kernel` in 8-bit fixed point summing to exactly 256, rounded with error diffusion from the
+/// outside in (`getGaussianKernelFixedPoint_ED`).
+fn fixed_point_kernel(kernel: &[f64]) -> Vec<u32> {
+    let n = kernel.len();
+    let mut out = vec![0u32; n];
+    let mut err = 0.0;
+    let mut sum = 0;
+    for i in 0..n / 2 {
+        let adj = kernel[i] * 256.0 + err;
+        let v = adj.round_ties_even();
+        err = adj - v;
+        out[i] = v as u32;
+        out[n - 1 - i] = v as u32;
+        sum += 2 * v as u32;
+    }
+    out[n / 2] = 256 - sum;
+    out
+}
+
+/// The kernel size OpenCV derives from `sigma` for `u8` images when none is given.
+fn ksize_for(sigma: f64) -> usize {
+    ((sigma * 6.0 + 1.0).round_ties_even() as usize) | 1
+}
+
+/// Gaussian blur (`cv::GaussianBlur` on `u8`): `kw × kh` taps (0 = derive from sigma), standard
+/// deviations `sigma_x`, `sigma_y` (`sigma_y <= 0` copies `sigma_x`; both `<= 0` derive them
+/// from the sizes). Uses OpenCV's bit-exact fixed-point arithmetic: 8-bit kernels, exact sums,
+/// one rounding.
+pub fn gaussian_blur(
+    src: &Image,
+    (kw, kh): (usize, usize),
+    sigma_x: f64,
+    sigma_y: f64,
+    border: Border,
+    dst: &mut Image,
+) -> Result<(), FilterError> {
+    check_source(src)?;
+    let sigma_y = if sigma_y <= 0.0 { sigma_x } else { sigma_y };
+    let kw = if kw == 0 && sigma_x > 0.0 {
+        ksize_for(sigma_x)
+    } else {
+        kw
+    };
+    let kh = if kh == 0 && sigma_y > 0.0 {
+        ksize_for(sigma_y)
+    } else {
+        kh
+    };
+    if kw.is_multiple_of(2) || kh.is_multiple_of(2) {
+        return Err(FilterError::KernelSize {
+            width: kw,
+            height: kh,
+            reason: "must be odd",
+        });
+    }
+    let kx = fixed_point_kernel(&gaussian_kernel(kw, sigma_x.max(0.0)));
+    let ky = fixed_point_kernel(&gaussian_kernel(kh, sigma_y.max(0.0)));
+    let cn = src.channels;
+    let width = src.width * cn;
+    dst.reshape(src.width, src.height, cn);
+    let out = &mut dst.data;
+    let mut acc = vec![0u32; width];
+    separable(
+        src,
+        kw,
+        kh,
+        border,
+        |row, h: &mut [u32]| hconv(row, &kx, cn, h),
+        |y, rows| {
+            acc.fill(0);
+            for (r, &k) in rows.iter().zip(&ky) {
+                for (a, &h) in acc.iter_mut().zip(r.iter()) {
+                    *a += h * k;
+                }
+            }
+            for (d, &a) in out[y * width..(y + 1) * width].iter_mut().zip(&acc) {
+                *d = ((a + (1 << 15)) >> 16).min(255) as u8;
+            }
+        },
+    );
+    Ok(())
+}
+
+/// Median of each 3×3 or 5×5 neighbourhood per channel (`cv::medianBlur`; the border replicates
+/// edge pixels, as OpenCV's always does).
+pub fn median_blur(src: &Image, ksize: usize, dst: &mut Image) -> Result<(), FilterError> {
+    check_source(src)?;
+    if ksize != 3 && ksize != 5 {
+        return Err(FilterError::KernelSize {
+            width: ksize,
+            height: ksize,
+            reason: "median supports 3 and 5",
+        });
+    }
+    let r = ksize / 2;
+    let cn = src.channels;
+    let width = src.width * cn;
+    dst.reshape(src.width, src.height, cn);
+    let mut padded = Padded::new(src, Border::Replicate, r, r);
+    let rows: Vec<Vec<u8>> = (0..src.height + 2 * r)
+        .map(|y| padded.row(y as isize - r as isize).to_vec())
+        .collect();
+    let mut window = [0u8; 25];
+    for y in 0..src.height {
+        let out = &mut dst.data[y * width..(y + 1) * width];
+        for (i, d) in out.iter_mut().enumerate() {
+            let mut n = 0;
+            for row in &rows[y..y + ksize] {
+                for k in 0..ksize {
+                    window[n] = row[i + k * cn];
+                    n += 1;
+                }
+            }
+            let w = &mut window[..n];
+            *d = *w.select_nth_unstable(n / 2).1;
+        }
+    }
+    Ok(())
+}

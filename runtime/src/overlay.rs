@@ -1,0 +1,118 @@
+//! Detections drawn onto frames with embedded-graphics, and annotated frames saved as PNG.
+
+use std::convert::Infallible;
+use std::path::Path;
+
+use embedded_graphics::mono_font::MonoTextStyleBuilder;
+use embedded_graphics::mono_font::ascii::FONT_6X10;
+use embedded_graphics::pixelcolor::Rgb888;
+use embedded_graphics::prelude::*;
+use embedded_graphics::primitives::{Circle, PrimitiveStyle, Rectangle};
+use embedded_graphics::text::{Baseline, Text};
+
+use crate::detect::Detection;
+use crate::imgproc::Image;
+
+/// An RGB [`Image`] as an embedded-graphics draw target; pixels outside are clipped.
+pub struct Canvas<'a>(pub &'a mut Image);
+
+impl OriginDimensions for Canvas<'_> {
+    fn size(&self) -> Size {
+        Size::new(self.0.width as u32, self.0.height as u32)
+    }
+}
+
+impl DrawTarget for Canvas<'_> {
+    type Color = Rgb888;
+    type Error = Infallible;
+
+    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
+        &mut self,
+        pixels: I,
+    ) -> Result<(), Infallible> {
+        let (w, h) = (self.0.width as i32, self.0.height as i32);
+        for Pixel(p, c) in pixels {
+            if (0..w).contains(&p.x) && (0..h).contains(&p.y) {
+                let i = (p.y * w + p.x) as usize * 3;
+                self.0.data[i..i + 3].copy_from_slice(&[c.r(), c.g(), c.b()]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A colour per class, spread around the hue circle so neighbouring ids differ.
+pub fn class_colour(class_id: u16) -> Rgb888 {
+    const PALETTE: [(u8, u8, u8); 8] = [
+        (255, 56, 56),
+        (255, 157, 151),
+        (255, 112, 31),
+        (72, 249, 10),
+        (26, 147, 52),
+        (0, 212, 187),
+        (0, 194, 255),
+        (132, 56, 255),
+    ];
+    let (r, g, b) = PALETTE[class_id as usize % PALETTE.len()];
+    Rgb888::new(r, g, b)
+}
+
+/// Draws each detection's box, `label score` and landmarks onto `rgb`.
+pub fn draw_detections<'l>(
+    rgb: &mut Image,
+    detections: &[Detection],
+    label: impl Fn(u16) -> &'l str,
+) {
+    let mut canvas = Canvas(rgb);
+    let thickness = ((canvas.0.width.max(canvas.0.height) / 320) as u32).max(2);
+    for d in detections {
+        let colour = class_colour(d.class_id);
+        let top_left = Point::new(d.bbox.x1.round() as i32, d.bbox.y1.round() as i32);
+        let size = Size::new(
+            (d.bbox.x2 - d.bbox.x1).round().max(1.0) as u32,
+            (d.bbox.y2 - d.bbox.y1).round().max(1.0) as u32,
+        );
+        let _ = Rectangle::new(top_left, size)
+            .into_styled(PrimitiveStyle::with_stroke(colour, thickness))
+            .draw(&mut canvas);
+        let text = format!("{} {:.2}", label(d.class_id), d.score);
+        let style = MonoTextStyleBuilder::new()
+            .font(&FONT_6X10)
+            .text_color(Rgb888::WHITE)
+            .background_color(colour)
+            .build();
+        let y = (top_left.y - 11).max(0);
+        let _ = Text::with_baseline(
+            &text,
+            Point::new(top_left.x.max(0), y),
+            style,
+            Baseline::Top,
+        )
+        .draw(&mut canvas);
+        for p in d.landmarks.iter().flatten() {
+            let _ = Circle::with_center(
+                Point::new(p[0].round() as i32, p[1].round() as i32),
+                thickness * 2 + 1,
+            )
+            .into_styled(PrimitiveStyle::with_fill(Rgb888::new(0, 255, 255)))
+            .draw(&mut canvas);
+        }
+    }
+}
+
+/// Writes an RGB image as PNG.
+pub fn save_png(rgb: &Image, path: &Path) -> std::io::Result<()> {
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut encoder = png::Encoder::new(file, rgb.width as u32, rgb.height as u32);
+    encoder.set_color(if rgb.channels == 1 {
+        png::ColorType::Grayscale
+    } else {
+        png::ColorType::Rgb
+    });
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(std::io::Error::other)?;
+    writer
+        .write_image_data(&rgb.data)
+        .map_err(std::io::Error::other)?;
+    writer.finish().map_err(std::io::Error::other)
+}
