@@ -54,7 +54,7 @@ fn tract_runs_the_expected_kernels() {
         for (what, kernel) in &picks {
             assert!(
                 kernel.starts_with(&family),
-                "{what}: tract picked {kernel}, expected a {family} kernel: name the CPU to qemu \
+                "{what}: tract picked {kernel}, expected one of the {family} family: name the CPU to qemu \
                  (-cpu cortex-a72) and, on armv7, set TRACT_CPU_ARM32_NEON=true"
             );
         }
