@@ -19,10 +19,18 @@ fn cached(name: &str) -> PathBuf {
 }
 
 fn ocelli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ocelli"))
-        .args(args)
-        .output()
-        .expect("ocelli runs")
+    let bin = env!("CARGO_BIN_EXE_ocelli");
+    // Cross-built, the binary is foreign to the host: start it through the emulator that runs
+    // this test (cross/qemu-user.sh names itself here).
+    let mut command = match std::env::var_os("OCELLI_TEST_RUNNER") {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    command.args(args).output().expect("ocelli runs")
 }
 
 fn scratch(name: &str) -> PathBuf {

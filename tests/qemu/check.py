@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Checks the console log of the emulated camera test (cross/qemu-camera.sh).
+
+usage: python3 tests/qemu/check.py --schema docs/schema/frame.schema.json [--frames N]
+                                   [--size WxH] CONSOLE_LOG FORMAT...
+
+For every FORMAT, the VM's /init (tests/qemu/init.sh) printed the JSON lines a socket client
+received between `==== ocelli-frames FORMAT begin` and `==== ocelli-frames FORMAT end client=RC
+run=RC`. Each format must have: both exit statuses 0; at least N lines, every one valid against
+the schema; N frame lines (no client fell behind) of the requested size on which the detector
+ran; frame ids rising by one and capture timestamps rising. Prints one summary line per format;
+exit status 1 names every failure.
+"""
+
+import argparse
+import json
+import re
+import sys
+
+import jsonschema
+
+END = re.compile(r"==== ocelli-frames (\S+) end client=(\d+) run=(\d+)")
+
+
+def blocks(log):
+    """{format: (lines, client_rc, run_rc)} from the console text."""
+    found, current, lines = {}, None, []
+    for raw in log.splitlines():
+        line = raw.rstrip("\r")
+        if line.startswith("==== ocelli-frames ") and line.endswith(" begin"):
+            current, lines = line.split()[2], []
+        elif current and (m := END.fullmatch(line)):
+            found[m[1]] = (lines, int(m[2]), int(m[3]))
+            current = None
+        elif current:
+            lines.append(line)
+    return found
+
+
+def schema_errors(validator, msg):
+    """Readable schema violations of one line. A failed oneOf lists every branch's complaints:
+    keep those of the branch for the line's own type, the one that does not reject its `type`."""
+    out = []
+    for e in validator.iter_errors(msg):
+        branches = {}
+        for c in e.context or []:
+            branches.setdefault(c.relative_schema_path[0], []).append(c)
+        own = [b for b in branches.values() if all(list(c.absolute_path) != ["type"] for c in b)]
+        for c in own[0] if len(own) == 1 else [e]:
+            out.append(f"/{'/'.join(map(str, c.absolute_path))}: {c.message[:200]}")
+    return out
+
+
+def check_format(lines, client_rc, run_rc, validator, want, size):
+    """The failures of one format's stream, and a summary of it."""
+    errors = []
+    if client_rc != 0:
+        errors.append(f"the socket client exited {client_rc}")
+    if run_rc != 0:
+        errors.append(f"ocelli run exited {run_rc}")
+    frames = []
+    for n, line in enumerate(lines, 1):
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError as e:
+            errors.append(f"line {n} is not JSON ({e}): {line[:120]!r}")
+            continue
+        errors += [f"line {n} breaks the schema: {m}" for m in schema_errors(validator, msg)]
+        if msg.get("type") == "frame":
+            frames.append(msg)
+    if len(frames) < want:
+        errors.append(f"{len(frames)} frame lines, expected {want}")
+    ids = [f["frame_id"] for f in frames]
+    stamps = [f["timestamp_us"] for f in frames]
+    gaps = [(a, b) for a, b in zip(ids, ids[1:]) if b != a + 1]
+    if gaps:
+        errors.append(f"frame ids do not rise by one: {gaps[:5]}")
+    backwards = [(a, b) for a, b in zip(stamps, stamps[1:]) if b <= a]
+    if backwards:
+        errors.append(f"timestamps do not rise: {backwards[:5]}")
+    sizes = {(f["width"], f["height"]) for f in frames}
+    if size and sizes != {size}:
+        errors.append(f"frame sizes {sorted(sizes)}, expected {size[0]}x{size[1]}")
+    not_ran = sum(f["inference"] != "ran" for f in frames)
+    if not_ran:
+        errors.append(f"the detector did not run on {not_ran} frame(s)")
+    summary = "no frames"
+    if frames:
+        infer = sorted(f["latency_us"]["inference"] for f in frames)
+        span = (stamps[-1] - stamps[0]) / 1e6
+        rate = (len(frames) - 1) / span if span > 0 else float("inf")
+        summary = (
+            f"{len(frames)} frames, ids {ids[0]}..{ids[-1]}, {rate:.1f} fps delivered, "
+            f"inference median {infer[len(infer) // 2] / 1000:.0f} ms, "
+            f"{sum(len(f['detections']) for f in frames)} detections"
+        )
+    return errors, summary
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--schema", required=True)
+    ap.add_argument("--frames", type=int, default=100)
+    ap.add_argument("--size", help="expected frame size, WxH")
+    ap.add_argument("log")
+    ap.add_argument("formats", nargs="+")
+    args = ap.parse_args()
+    with open(args.schema, encoding="utf-8") as f:
+        schema = json.load(f)
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    validator = validator_class(schema)
+    size = tuple(int(v) for v in args.size.split("x")) if args.size else None
+    with open(args.log, encoding="utf-8", errors="replace") as f:
+        found = blocks(f.read())
+
+    failures = 0
+    for fmt in args.formats:
+        if fmt not in found:
+            print(f"{fmt}: FAIL: no complete stream in {args.log} (VM crashed or timed out?)")
+            failures += 1
+            continue
+        errors, summary = check_format(*found[fmt], validator, args.frames, size)
+        print(f"{fmt}: {'FAIL' if errors else 'ok'}: {summary}")
+        for e in errors[:20]:
+            print(f"    {e}")
+        failures += bool(errors)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
