@@ -4,6 +4,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export CARGO_TERM_COLOR := "never"
 
+import 'cross/cross.just'
+
 # List the recipes.
 default:
     @just --list
