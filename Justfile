@@ -47,7 +47,7 @@ test: setup fixtures
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace
-    for c in board-configs/*.toml; do cargo run -p ocelli --quiet -- check-config "$c"; done
+    tests/deploy.sh
 
 # Criterion benchmarks (release builds) and the side-by-side reference timings.
 bench:
