@@ -9,6 +9,7 @@
 //! other constants are read as set when nonzero.
 
 use super::Image;
+use super::morph::kernels::{self as morph_kernels, ByteOp};
 use super::morph::{
     Border, Extremum, Geometry, Lanes, MAX_TERMS, MorphError, MorphOp, Morphology, Simd,
     StructuringElement, Term, run,
@@ -217,6 +218,32 @@ impl Lanes for Bits {
             *last = (*last & keep) | (right & !keep);
         }
         row[margin + n..].fill(right);
+    }
+
+    fn vertical(
+        simd: Simd,
+        m: Extremum,
+        dst: &mut [u64],
+        dst_stride: usize,
+        src: &[u64],
+        stride: usize,
+        rows: usize,
+        kh: usize,
+        n: usize,
+    ) {
+        if rows == 0 || n == 0 {
+            return;
+        }
+        assert!((rows - 1) * dst_stride + n <= dst.len(), "dst rows out of bounds");
+        assert!((rows + kh - 2) * stride + n <= src.len(), "src rows out of bounds");
+        // AND and OR are byte-wise: the u8 kernel runs on the words' bytes.
+        let op = match m {
+            Extremum::Min => ByteOp::And,
+            Extremum::Max => ByteOp::Or,
+        };
+        let (dst, src) = (dst.as_mut_ptr().cast::<u8>(), src.as_ptr().cast::<u8>());
+        // SAFETY: the rows were bounds-checked above; `simd` went through `is_available`.
+        unsafe { morph_kernels::vertical(simd, op, dst, 8 * dst_stride, src, 8 * stride, rows, kh, 8 * n) };
     }
 
     fn gather(

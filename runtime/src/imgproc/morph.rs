@@ -236,8 +236,8 @@ fn resolve_anchor(
     Ok((x, y))
 }
 
-/// The instruction set of the row kernels. [`Simd::detect`] picks the fastest one the CPU has;
-/// the others exist so that tests can run every implementation.
+/// The instruction set of the row kernels. [`Simd::detect`] picks one the CPU has; the others
+/// exist so that tests and benchmarks can run every implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Simd {
     /// Plain Rust loops.
@@ -286,13 +286,11 @@ impl Simd {
         Simd::ALL.into_iter().filter(|s| s.is_available()).collect()
     }
 
-    /// The fastest available instruction set.
+    /// The instruction set to use here: AVX2, else NEON, else SSE2, else scalar. AVX-512 is
+    /// not picked: these kernels are bound by loads and stores and run no faster with it
+    /// (measured on Zen 4), and it lowers the clock of some Intel parts.
     pub fn detect() -> Simd {
-        Simd::ALL
-            .into_iter()
-            .rev()
-            .find(|s| s.is_available())
-            .unwrap_or(Simd::Scalar)
+        [Simd::Avx2, Simd::Neon, Simd::Sse2].into_iter().find(|s| s.is_available()).unwrap_or(Simd::Scalar)
     }
 }
 
@@ -857,9 +855,9 @@ fn repeat_pass<L: Lanes>(
 }
 
 /// Rows per band: enough to amortise each call over rows, few enough that a band's working
-/// rows (`row_bytes` each per image row) stay in L1.
-fn band_rows(row_bytes: usize, h: usize) -> usize {
-    (24 * 1024 / row_bytes.max(1)).max(4).min(h)
+/// rows (`row_bytes` per image row) stay in `budget` bytes of cache.
+fn band_rows(row_bytes: usize, budget: usize, h: usize) -> usize {
+    (budget / row_bytes.max(1)).max(4).min(h)
 }
 
 /// Where the border takes source row `sy` from.
@@ -894,13 +892,14 @@ fn rect_pass<L: Lanes>(
 ) {
     let Geometry { width: w, height: h, stride } = g;
     let windows = Windows::<L>::new(simd, m, border, w, r.ax, r.kw - 1 - r.ax, r.kw);
-    let band = band_rows(windows.units_per_row() * size_of::<L::Unit>(), h);
-    let (gbuf, constant) = s.rows(windows.units_per_row() * band + stride).split_at_mut(windows.units_per_row() * band);
+    let band = band_rows(windows.units_for(1) / 2 * size_of::<L::Unit>(), 24 * 1024, h);
+    let (gbuf, constant) = s.rows(windows.units_for(band) + stride).split_at_mut(windows.units_for(band));
     if let Border::Constant(c) = border {
         constant.fill(L::splat(c));
     }
     let window = Window { d0: -(r.ax as isize), len: r.kw };
     let (n, len, margin) = (L::units(w), windows.row_len, windows.margin);
+    windows.prepare(gbuf, band);
     for y0 in (0..h).step_by(band) {
         let (y1, rows) = ((y0 + band).min(h), (y0 + band).min(h) - y0);
         // The vertical min/max goes straight into the guarded rows: rows whose source rows
@@ -944,17 +943,19 @@ fn runs_pass<L: Lanes>(
     let n = L::units(w);
     let nwin = r.windows.len();
     let halo = r.kh - 1;
-    let row_bytes = (windows.units_per_row() + nwin * n) * size_of::<L::Unit>();
-    let band = band_rows(row_bytes, h).max(2 * halo).min(h);
+    let row_bytes = (windows.units_for(1) / 2 + nwin * n) * size_of::<L::Unit>();
+    // Bands re-read `halo` source rows: make that small against the band.
+    let band = band_rows(row_bytes, 96 * 1024, h).max(8 * halo).min(h);
     let src_rows = band + halo;
     let (gbuf, rest) = s
-        .rows(src_rows * (windows.units_per_row() + nwin * n) + windows.row_len)
-        .split_at_mut(src_rows * windows.units_per_row());
+        .rows(windows.units_for(src_rows) + src_rows * nwin * n + windows.row_len)
+        .split_at_mut(windows.units_for(src_rows));
     let (wbuf, constant) = rest.split_at_mut(src_rows * nwin * n);
     if let Border::Constant(c) = border {
         constant.fill(L::splat(c));
     }
     let (row_len, margin_px) = (windows.row_len, windows.margin * L::PX);
+    windows.prepare(gbuf, src_rows);
     let dy_min = r.terms.iter().map(|t| t.dy).min().unwrap_or(0);
     let dy_max = r.terms.iter().map(|t| t.dy).max().unwrap_or(0);
     for y0 in (0..h).step_by(band) {
@@ -1010,9 +1011,8 @@ struct Windows<L: Lanes> {
     w: usize,
     /// Units of margin on each side of a guarded row.
     margin: usize,
-    /// Units of a guarded row that windows read (margins included).
-    row_units: usize,
-    /// Units stored per row: `row_units` plus slack that doubling reads past the end.
+    /// Units stored per row: the margins and pixels windows read, plus slack that doubling
+    /// reads past the end.
     row_len: usize,
     /// Doubling levels beyond the guarded rows themselves (0 when every window is short).
     levels: usize,
@@ -1033,44 +1033,67 @@ impl<L: Lanes> Windows<L> {
         // Level k is exact up to 2^k - 1 pixels before the end of the row; the margin keeps
         // every window read before that.
         let margin = L::margin(left.max(right) + (1 << levels)) + 1;
-        let row_units = 2 * margin + L::units(w);
-        let row_len = row_units + L::units(1 << levels) + 2;
-        Self { simd, m, border, w, margin, row_units, row_len, levels, lanes: PhantomData }
+        let row_len = 2 * margin + L::units(w) + L::units(1 << levels) + 2;
+        Self { simd, m, border, w, margin, row_len, levels, lanes: PhantomData }
     }
 
-    /// Units of a loaded band per row.
-    fn units_per_row(&self) -> usize {
-        (1 + self.levels) * self.row_len
+    /// Units of a loaded band of `rows` rows: `1 + levels` planes of one more row (levels are
+    /// computed over whole rows, and the last row's overrun lands in the extra one).
+    fn units_for(&self, rows: usize) -> usize {
+        (1 + self.levels) * (rows + 1) * self.row_len
+    }
+
+    /// The fills of a row whose pixels start at unit `margin`.
+    fn fills(&self, row: &[L::Unit]) -> (L::Unit, L::Unit) {
+        match self.border {
+            Border::Neutral => (L::neutral(self.m), L::neutral(self.m)),
+            Border::Constant(c) => (L::splat(c), L::splat(c)),
+            Border::Replicate => (L::pixel(&row[self.margin..], 0), L::pixel(&row[self.margin..], self.w - 1)),
+        }
+    }
+
+    /// Whether margins depend on the row: replicated pixels, or pixels sharing the last unit.
+    fn margins_per_row(&self) -> bool {
+        self.border == Border::Replicate || !self.w.is_multiple_of(L::PX)
+    }
+
+    /// Prepares `rows` rows of `buf` for [`Self::load`] and [`Self::finish`]: margins that
+    /// depend on no row are written once here.
+    fn prepare(&self, buf: &mut [L::Unit], rows: usize) {
+        if !self.margins_per_row() {
+            for row in buf[..rows * self.row_len].chunks_exact_mut(self.row_len) {
+                let (left, right) = self.fills(row);
+                L::fill_margins(row, self.w, self.margin, left, right);
+            }
+        }
     }
 
     /// Copies `rows` rows of `src` (`stride` apart) into `buf`, then [`Self::finish`]es them.
     fn load(&self, src: &[L::Unit], stride: usize, rows: usize, buf: &mut [L::Unit]) {
-        let (n, len) = (L::units(self.w), self.row_len);
-        for (out, row) in buf[..rows * len].chunks_exact_mut(len).zip(src.chunks(stride)) {
-            out[self.margin..][..n].copy_from_slice(&row[..n]);
-        }
+        let (simd, m, len) = (self.simd, self.m, self.row_len);
+        let copy = [Term::new(src, stride, 0)];
+        L::gather(simd, m, &mut buf[self.margin..], len, rows, L::units(self.w), &copy, false);
         self.finish(buf, rows);
     }
 
-    /// Guards the `rows` rows in `buf` (their pixels already in place) and computes their
+    /// Guards the `rows` rows in `buf` (their pixels in place, prepared) and computes their
     /// levels.
     fn finish(&self, buf: &mut [L::Unit], rows: usize) {
-        let (len, simd, m, w, margin) = (self.row_len, self.simd, self.m, self.w, self.margin);
-        for row in buf[..rows * len].chunks_exact_mut(len) {
-            let (left, right) = match self.border {
-                Border::Neutral => (L::neutral(m), L::neutral(m)),
-                Border::Constant(c) => (L::splat(c), L::splat(c)),
-                Border::Replicate => (L::pixel(&row[margin..], 0), L::pixel(&row[margin..], w - 1)),
-            };
-            L::fill_margins(row, w, margin, left, right);
+        let (len, simd, m) = (self.row_len, self.simd, self.m);
+        if self.margins_per_row() {
+            for row in buf[..rows * len].chunks_exact_mut(len) {
+                let (left, right) = self.fills(row);
+                L::fill_margins(row, self.w, self.margin, left, right);
+            }
         }
-        let plane = rows * len;
+        let plane = (rows + 1) * len;
         for i in 1..=self.levels {
-            // Level i at t joins level i - 1 at t and t + 2^(i-1).
+            // Level i at t joins level i - 1 at t and t + 2^(i-1), over whole rows at once:
+            // what a row's end reads from the next row is never used by a window.
             let (done, todo) = buf.split_at_mut(i * plane);
             let prev = &done[(i - 1) * plane..];
             let terms = [Term::new(prev, len, 0), Term::new(prev, len, 1 << (i - 1))];
-            L::gather(simd, m, todo, len, rows, self.row_units, &terms, false);
+            L::gather(simd, m, todo, len, rows, len, &terms, false);
         }
     }
 
@@ -1084,7 +1107,7 @@ impl<L: Lanes> Windows<L> {
             return;
         }
         let k = win.len.ilog2() as usize;
-        let level = &buf[k * rows * len..][..rows * len];
+        let level = &buf[k * (rows + 1) * len..][..(rows + 1) * len];
         let terms = [Term::new(level, len, start), Term::new(level, len, start + win.len - (1 << k))];
         L::gather(simd, m, out, stride, rows, n, &terms, false);
     }
@@ -1134,7 +1157,11 @@ impl Lanes for U8 {
         assert!((rows - 1) * dst_stride + n <= dst.len(), "dst rows out of bounds");
         assert!((rows + kh - 2) * stride + n <= src.len(), "src rows out of bounds");
         // SAFETY: the rows were bounds-checked above; `simd` went through `is_available`.
-        unsafe { kernels::vertical(simd, m, dst.as_mut_ptr(), dst_stride, src.as_ptr(), stride, rows, kh, n) };
+        let op = match m {
+            Extremum::Min => kernels::ByteOp::Min,
+            Extremum::Max => kernels::ByteOp::Max,
+        };
+        unsafe { kernels::vertical(simd, op, dst.as_mut_ptr(), dst_stride, src.as_ptr(), stride, rows, kh, n) };
     }
 
     fn gather(
@@ -1191,8 +1218,22 @@ impl Lanes for U8 {
 
 /// `dst[r][i] = min|max over sources s of s[r][i]` for `r < rows`, `i < n`: each source is a
 /// pointer and its row stride; one may be `dst` itself (read before written at each byte).
-mod kernels {
+pub(crate) mod kernels {
     use super::{Extremum, MAX_TERMS, Simd};
+
+    /// A byte-wise operation of [`vertical`]: min/max of u8 pixels, AND/OR of bit words.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum ByteOp {
+        Min,
+        Max,
+        And,
+        Or,
+    }
+
+    const MIN: u8 = 0;
+    const MAX: u8 = 1;
+    const AND: u8 = 2;
+    const OR: u8 = 3;
 
     /// Row pointers of the sources, moved down a row by [`next_row`].
     fn first_row(srcs: &[(*const u8, usize)]) -> [*const u8; MAX_TERMS + 1] {
@@ -1274,17 +1315,17 @@ mod kernels {
         }
     }
 
-    /// `dst[r] = min|max over i < kh of src[r + i]` for `r < rows`, `n` bytes per row; pairs
-    /// of output rows share the `kh - 1` source rows they have in common.
+    /// `dst[r] = op over i < kh of src[r + i]` for `r < rows`, `n` bytes per row; pairs of
+    /// output rows share the `kh - 1` source rows they have in common.
     ///
     /// # Safety
     /// `n` bytes writable at each of the `rows` rows of `dst` (`dst_stride` apart) and
     /// readable at each of the `rows + kh - 1` rows of `src` (`stride` apart), not overlapping
     /// `dst`; `simd` available.
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn vertical(
+    pub(crate) unsafe fn vertical(
         simd: Simd,
-        m: Extremum,
+        op: ByteOp,
         dst: *mut u8,
         dst_stride: usize,
         src: *const u8,
@@ -1293,46 +1334,68 @@ mod kernels {
         kh: usize,
         n: usize,
     ) {
-        let max = m == Extremum::Max;
         let args = (dst, dst_stride, src, stride, rows, kh, n);
+        let op = match op {
+            ByteOp::Min => MIN,
+            ByteOp::Max => MAX,
+            ByteOp::And => AND,
+            ByteOp::Or => OR,
+        };
         // SAFETY: per the contract; AVX-512 implies AVX2, which implies SSE2, and each kernel
         // gets at least one vector of bytes per row.
         let done = unsafe {
-            match (simd, max) {
+            match (simd, op) {
                 #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512, false) if n >= 64 => x86::vertical_avx512::<false>(args),
+                (Simd::Avx512, MIN) if n >= 64 => x86::vertical_avx512::<MIN>(args),
                 #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512, true) if n >= 64 => x86::vertical_avx512::<true>(args),
+                (Simd::Avx512, MAX) if n >= 64 => x86::vertical_avx512::<MAX>(args),
                 #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2, false) if n >= 32 => x86::vertical_avx2::<false>(args),
+                (Simd::Avx512, AND) if n >= 64 => x86::vertical_avx512::<AND>(args),
                 #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2, true) if n >= 32 => x86::vertical_avx2::<true>(args),
+                (Simd::Avx512, OR) if n >= 64 => x86::vertical_avx512::<OR>(args),
                 #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, false) if n >= 16 => {
-                    x86::vertical_sse2::<false>(args)
-                }
+                (Simd::Avx512 | Simd::Avx2, MIN) if n >= 32 => x86::vertical_avx2::<MIN>(args),
                 #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, true) if n >= 16 => {
-                    x86::vertical_sse2::<true>(args)
-                }
+                (Simd::Avx512 | Simd::Avx2, MAX) if n >= 32 => x86::vertical_avx2::<MAX>(args),
+                #[cfg(target_arch = "x86_64")]
+                (Simd::Avx512 | Simd::Avx2, AND) if n >= 32 => x86::vertical_avx2::<AND>(args),
+                #[cfg(target_arch = "x86_64")]
+                (Simd::Avx512 | Simd::Avx2, OR) if n >= 32 => x86::vertical_avx2::<OR>(args),
+                #[cfg(target_arch = "x86_64")]
+                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, MIN) if n >= 16 => x86::vertical_sse2::<MIN>(args),
+                #[cfg(target_arch = "x86_64")]
+                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, MAX) if n >= 16 => x86::vertical_sse2::<MAX>(args),
+                #[cfg(target_arch = "x86_64")]
+                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, AND) if n >= 16 => x86::vertical_sse2::<AND>(args),
+                #[cfg(target_arch = "x86_64")]
+                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, OR) if n >= 16 => x86::vertical_sse2::<OR>(args),
                 #[cfg(target_arch = "aarch64")]
-                (Simd::Neon, false) if n >= 16 => arm::vertical_neon::<false>(args),
+                (Simd::Neon, MIN) if n >= 16 => arm::vertical_neon::<MIN>(args),
                 #[cfg(target_arch = "aarch64")]
-                (Simd::Neon, true) if n >= 16 => arm::vertical_neon::<true>(args),
+                (Simd::Neon, MAX) if n >= 16 => arm::vertical_neon::<MAX>(args),
+                #[cfg(target_arch = "aarch64")]
+                (Simd::Neon, AND) if n >= 16 => arm::vertical_neon::<AND>(args),
+                #[cfg(target_arch = "aarch64")]
+                (Simd::Neon, OR) if n >= 16 => arm::vertical_neon::<OR>(args),
                 _ => false,
             }
         };
         if done {
             return;
         }
+        let f = |a: u8, b: u8| match op {
+            MIN => a.min(b),
+            MAX => a.max(b),
+            AND => a & b,
+            _ => a | b,
+        };
         for r in 0..rows {
             for i in 0..n {
                 // SAFETY: per the contract.
                 unsafe {
                     let mut v = *src.add(r * stride + i);
                     for j in 1..kh {
-                        let u = *src.add((r + j) * stride + i);
-                        v = if max { v.max(u) } else { v.min(u) };
+                        v = f(v, *src.add((r + j) * stride + i));
                     }
                     *dst.add(r * dst_stride + i) = v;
                 }
@@ -1348,15 +1411,16 @@ mod kernels {
         use super::{VerticalArgs, first_row, next_row};
         use std::arch::x86_64::*;
 
-        /// One x86 kernel per vector width, two vectors per step; needs `n >= $lanes`. The
+        /// One x86 kernel per vector width, four vectors per step; needs `n >= $lanes`. The
         /// last step of a row ends at `n`, overlapping the previous one: redoing bytes is
         /// harmless, min and max being idempotent.
         macro_rules! kernel {
-            ($name:ident, $vertical:ident, $feature:literal, $lanes:literal, $load:ident, $store:ident, $min:ident, $max:ident) => {
+            ($name:ident, $vertical:ident, $feature:literal, $lanes:literal, $load:ident, $store:ident,
+             $min:ident, $max:ident, $and:ident, $or:ident) => {
                 /// [`super::vertical`]: output rows in pairs, the `kh - 1` rows they share
                 /// loaded once.
                 #[target_feature(enable = $feature)]
-                pub(in super::super) unsafe fn $vertical<const MAX: bool>(
+                pub(in super::super) unsafe fn $vertical<const OP: u8>(
                     (dst, dst_stride, src, stride, rows, kh, n): VerticalArgs,
                 ) -> bool {
                     let mut r = 0;
@@ -1371,7 +1435,12 @@ mod kernels {
                             while i < n {
                                 let at = i.min(n - $lanes);
                                 let row = |j: usize| $load(top.add(j * stride + at).cast());
-                                let op = |a, b| if MAX { $max(a, b) } else { $min(a, b) };
+                                let op = |a, b| match OP {
+                                    super::MIN => $min(a, b),
+                                    super::MAX => $max(a, b),
+                                    super::AND => $and(a, b),
+                                    _ => $or(a, b),
+                                };
                                 if pair {
                                     let mut common = row(1);
                                     for j in 2..kh {
@@ -1411,16 +1480,18 @@ mod kernels {
                         // SAFETY: every access stays within the n bytes of row r that are
                         // readable at each source and writable at dst.
                         unsafe {
-                            while i + 2 * $lanes <= n {
-                                let mut v0 = $load(first.add(i).cast());
-                                let mut v1 = $load(first.add(i + $lanes).cast());
-                                for s in rest {
-                                    let (u0, u1) = ($load(s.add(i).cast()), $load(s.add(i + $lanes).cast()));
-                                    (v0, v1) = if MAX { ($max(v0, u0), $max(v1, u1)) } else { ($min(v0, u0), $min(v1, u1)) };
+                            let op = |a, b| if MAX { $max(a, b) } else { $min(a, b) };
+                            while i + 4 * $lanes <= n {
+                                let at = |p: *const u8, j: usize| $load(p.add(i + j * $lanes).cast());
+                                let (mut v0, mut v1, mut v2, mut v3) = (at(first, 0), at(first, 1), at(first, 2), at(first, 3));
+                                for &s in rest {
+                                    (v0, v1, v2, v3) = (op(v0, at(s, 0)), op(v1, at(s, 1)), op(v2, at(s, 2)), op(v3, at(s, 3)));
                                 }
                                 $store(dst.add(i).cast(), v0);
                                 $store(dst.add(i + $lanes).cast(), v1);
-                                i += 2 * $lanes;
+                                $store(dst.add(i + 2 * $lanes).cast(), v2);
+                                $store(dst.add(i + 3 * $lanes).cast(), v3);
+                                i += 4 * $lanes;
                             }
                             while i < n {
                                 let at = i.min(n - $lanes);
@@ -1440,7 +1511,18 @@ mod kernels {
             };
         }
 
-        kernel!(sse2, vertical_sse2, "sse2", 16, _mm_loadu_si128, _mm_storeu_si128, _mm_min_epu8, _mm_max_epu8);
+        kernel!(
+            sse2,
+            vertical_sse2,
+            "sse2",
+            16,
+            _mm_loadu_si128,
+            _mm_storeu_si128,
+            _mm_min_epu8,
+            _mm_max_epu8,
+            _mm_and_si128,
+            _mm_or_si128
+        );
         kernel!(
             avx2,
             vertical_avx2,
@@ -1449,7 +1531,9 @@ mod kernels {
             _mm256_loadu_si256,
             _mm256_storeu_si256,
             _mm256_min_epu8,
-            _mm256_max_epu8
+            _mm256_max_epu8,
+            _mm256_and_si256,
+            _mm256_or_si256
         );
         kernel!(
             avx512,
@@ -1459,7 +1543,9 @@ mod kernels {
             _mm512_loadu_si512,
             _mm512_storeu_si512,
             _mm512_min_epu8,
-            _mm512_max_epu8
+            _mm512_max_epu8,
+            _mm512_and_si512,
+            _mm512_or_si512
         );
     }
 
@@ -1470,7 +1556,7 @@ mod kernels {
 
         /// As the x86 vertical kernels, 16 bytes per vector; needs `n >= 16`.
         #[target_feature(enable = "neon")]
-        pub(in super::super) unsafe fn vertical_neon<const MAX: bool>(
+        pub(in super::super) unsafe fn vertical_neon<const OP: u8>(
             (dst, dst_stride, src, stride, rows, kh, n): VerticalArgs,
         ) -> bool {
             let mut r = 0;
@@ -1485,7 +1571,12 @@ mod kernels {
                     while i < n {
                         let at = i.min(n - 16);
                         let row = |j: usize| vld1q_u8(top.add(j * stride + at));
-                        let op = |a, b| if MAX { vmaxq_u8(a, b) } else { vminq_u8(a, b) };
+                        let op = |a, b| match OP {
+                            super::MIN => vminq_u8(a, b),
+                            super::MAX => vmaxq_u8(a, b),
+                            super::AND => vandq_u8(a, b),
+                            _ => vorrq_u8(a, b),
+                        };
                         if pair {
                             let mut common = row(1);
                             for j in 2..kh {
