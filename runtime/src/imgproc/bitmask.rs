@@ -234,8 +234,14 @@ impl Lanes for Bits {
         if rows == 0 || n == 0 {
             return;
         }
-        assert!((rows - 1) * dst_stride + n <= dst.len(), "dst rows out of bounds");
-        assert!((rows + kh - 2) * stride + n <= src.len(), "src rows out of bounds");
+        assert!(
+            (rows - 1) * dst_stride + n <= dst.len(),
+            "dst rows out of bounds"
+        );
+        assert!(
+            (rows + kh - 2) * stride + n <= src.len(),
+            "src rows out of bounds"
+        );
         // AND and OR are byte-wise: the u8 kernel runs on the words' bytes.
         let op = match m {
             Extremum::Min => ByteOp::And,
@@ -243,7 +249,19 @@ impl Lanes for Bits {
         };
         let (dst, src) = (dst.as_mut_ptr().cast::<u8>(), src.as_ptr().cast::<u8>());
         // SAFETY: the rows were bounds-checked above; `simd` went through `is_available`.
-        unsafe { morph_kernels::vertical(simd, op, dst, 8 * dst_stride, src, 8 * stride, rows, kh, 8 * n) };
+        unsafe {
+            morph_kernels::vertical(
+                simd,
+                op,
+                dst,
+                8 * dst_stride,
+                src,
+                8 * stride,
+                rows,
+                kh,
+                8 * n,
+            )
+        };
     }
 
     fn gather(
@@ -266,18 +284,33 @@ impl Lanes for Bits {
         } else {
             (rows, n)
         };
-        assert!((rows - 1) * stride + n <= dst.len(), "dst rows out of bounds");
+        assert!(
+            (rows - 1) * stride + n <= dst.len(),
+            "dst rows out of bounds"
+        );
         let d = dst.as_mut_ptr();
-        let mut srcs = [kernels::Source { ptr: std::ptr::null(), shift: 0, stride: 0 }; MAX_TERMS + 1];
+        let mut srcs = [kernels::Source {
+            ptr: std::ptr::null(),
+            shift: 0,
+            stride: 0,
+        }; MAX_TERMS + 1];
         let first = usize::from(acc);
         if acc {
-            srcs[0] = kernels::Source { ptr: d.cast_const(), shift: 0, stride };
+            srcs[0] = kernels::Source {
+                ptr: d.cast_const(),
+                shift: 0,
+                stride,
+            };
         }
         for (s, t) in srcs[first..].iter_mut().zip(terms) {
             let (q, shift) = (t.shift / 64, (t.shift % 64) as u32);
             let end = (rows - 1) * t.stride + q + n + usize::from(shift != 0);
             assert!(end <= t.data.len(), "term rows out of bounds");
-            *s = kernels::Source { ptr: t.data[q..].as_ptr(), shift, stride: t.stride };
+            *s = kernels::Source {
+                ptr: t.data[q..].as_ptr(),
+                shift,
+                stride: t.stride,
+            };
         }
         let srcs = &srcs[..first + terms.len()];
         // SAFETY: every row of dst and of each term was bounds-checked above; a source equal to
@@ -353,30 +386,40 @@ mod kernels {
     ) {
         // SAFETY: per the contract; AVX-512 implies AVX2, which implies SSE2, and each kernel
         // gets at least one vector of words per row.
-        let done = unsafe {
-            match (simd, or) {
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512, false) if n >= 8 => x86::avx512::<false>(dst, stride, srcs, rows, n),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512, true) if n >= 8 => x86::avx512::<true>(dst, stride, srcs, rows, n),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2, false) if n >= 4 => x86::avx2::<false>(dst, stride, srcs, rows, n),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2, true) if n >= 4 => x86::avx2::<true>(dst, stride, srcs, rows, n),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, false) if n >= 2 => {
-                    x86::sse2::<false>(dst, stride, srcs, rows, n)
-                }
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, true) if n >= 2 => {
-                    x86::sse2::<true>(dst, stride, srcs, rows, n)
-                }
-                #[cfg(target_arch = "aarch64")]
-                (Simd::Neon, false) if n >= 2 => arm::neon::<false>(dst, stride, srcs, rows, n),
-                #[cfg(target_arch = "aarch64")]
-                (Simd::Neon, true) if n >= 2 => arm::neon::<true>(dst, stride, srcs, rows, n),
-                _ => false,
-            }
+        let done = match (simd, or) {
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512, false) if n >= 8 => unsafe {
+                x86::avx512::<false>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512, true) if n >= 8 => unsafe {
+                x86::avx512::<true>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2, false) if n >= 4 => unsafe {
+                x86::avx2::<false>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2, true) if n >= 4 => unsafe {
+                x86::avx2::<true>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, false) if n >= 2 => unsafe {
+                x86::sse2::<false>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, true) if n >= 2 => unsafe {
+                x86::sse2::<true>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "aarch64")]
+            (Simd::Neon, false) if n >= 2 => unsafe {
+                arm::neon::<false>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "aarch64")]
+            (Simd::Neon, true) if n >= 2 => unsafe {
+                arm::neon::<true>(dst, stride, srcs, rows, n)
+            },
+            _ => false,
         };
         if done {
             return;
@@ -389,7 +432,11 @@ mod kernels {
                     // SAFETY: per the contract.
                     unsafe {
                         let lo = *p.add(k);
-                        if s.shift == 0 { lo } else { (lo >> s.shift) | (*p.add(k + 1) << (64 - s.shift)) }
+                        if s.shift == 0 {
+                            lo
+                        } else {
+                            (lo >> s.shift) | (*p.add(k + 1) << (64 - s.shift))
+                        }
                     }
                 };
                 let mut words = ptrs.iter().copied().zip(srcs).map(word);
@@ -421,9 +468,13 @@ mod kernels {
                     rows: usize,
                     n: usize,
                 ) -> bool {
-                    let mut counts = [(_mm_setzero_si128(), _mm_setzero_si128()); super::MAX_TERMS + 1];
+                    let mut counts =
+                        [(_mm_setzero_si128(), _mm_setzero_si128()); super::MAX_TERMS + 1];
                     for (c, s) in counts.iter_mut().zip(srcs) {
-                        *c = (_mm_cvtsi32_si128(s.shift as i32), _mm_cvtsi32_si128(64 - s.shift as i32));
+                        *c = (
+                            _mm_cvtsi32_si128(s.shift as i32),
+                            _mm_cvtsi32_si128(64 - s.shift as i32),
+                        );
                     }
                     let mut ptrs = first_row(srcs);
                     for r in 0..rows {
@@ -437,7 +488,10 @@ mod kernels {
                                     lo
                                 } else {
                                     let (right, left) = counts[i];
-                                    $or($srl(lo, right), $sll($load(ptrs[i].add(k + 1).cast()), left))
+                                    $or(
+                                        $srl(lo, right),
+                                        $sll($load(ptrs[i].add(k + 1).cast()), left),
+                                    )
                                 }
                             };
                             let mut k = 0;
@@ -445,7 +499,11 @@ mod kernels {
                                 let at = k.min(n - $words);
                                 let mut v = word(0, at);
                                 for i in 1..srcs.len() {
-                                    v = if OR { $or(v, word(i, at)) } else { $and(v, word(i, at)) };
+                                    v = if OR {
+                                        $or(v, word(i, at))
+                                    } else {
+                                        $and(v, word(i, at))
+                                    };
                                 }
                                 $store(dst.add(at).cast(), v);
                                 k = at + $words;
@@ -459,16 +517,37 @@ mod kernels {
         }
 
         kernel!(
-            sse2, "sse2", 2, _mm_loadu_si128, _mm_storeu_si128, _mm_srl_epi64, _mm_sll_epi64,
-            _mm_and_si128, _mm_or_si128
+            sse2,
+            "sse2",
+            2,
+            _mm_loadu_si128,
+            _mm_storeu_si128,
+            _mm_srl_epi64,
+            _mm_sll_epi64,
+            _mm_and_si128,
+            _mm_or_si128
         );
         kernel!(
-            avx2, "avx2", 4, _mm256_loadu_si256, _mm256_storeu_si256, _mm256_srl_epi64,
-            _mm256_sll_epi64, _mm256_and_si256, _mm256_or_si256
+            avx2,
+            "avx2",
+            4,
+            _mm256_loadu_si256,
+            _mm256_storeu_si256,
+            _mm256_srl_epi64,
+            _mm256_sll_epi64,
+            _mm256_and_si256,
+            _mm256_or_si256
         );
         kernel!(
-            avx512, "avx512f", 8, _mm512_loadu_si512, _mm512_storeu_si512, _mm512_srl_epi64,
-            _mm512_sll_epi64, _mm512_and_si512, _mm512_or_si512
+            avx512,
+            "avx512f",
+            8,
+            _mm512_loadu_si512,
+            _mm512_storeu_si512,
+            _mm512_srl_epi64,
+            _mm512_sll_epi64,
+            _mm512_and_si512,
+            _mm512_or_si512
         );
     }
 
@@ -499,7 +578,10 @@ mod kernels {
                             lo
                         } else {
                             let (right, left) = (vdupq_n_s64(-shift), vdupq_n_s64(64 - shift));
-                            vorrq_u64(vshlq_u64(lo, right), vshlq_u64(vld1q_u64(ptrs[i].add(k + 1)), left))
+                            vorrq_u64(
+                                vshlq_u64(lo, right),
+                                vshlq_u64(vld1q_u64(ptrs[i].add(k + 1)), left),
+                            )
                         }
                     };
                     let mut k = 0;
@@ -507,7 +589,11 @@ mod kernels {
                         let at = k.min(n - 2);
                         let mut v = word(0, at);
                         for i in 1..srcs.len() {
-                            v = if OR { vorrq_u64(v, word(i, at)) } else { vandq_u64(v, word(i, at)) };
+                            v = if OR {
+                                vorrq_u64(v, word(i, at))
+                            } else {
+                                vandq_u64(v, word(i, at))
+                            };
                         }
                         vst1q_u64(dst.add(at), v);
                         k = at + 2;

@@ -290,7 +290,10 @@ impl Simd {
     /// not picked: these kernels are bound by loads and stores and run no faster with it
     /// (measured on Zen 4), and it lowers the clock of some Intel parts.
     pub fn detect() -> Simd {
-        [Simd::Avx2, Simd::Neon, Simd::Sse2].into_iter().find(|s| s.is_available()).unwrap_or(Simd::Scalar)
+        [Simd::Avx2, Simd::Neon, Simd::Sse2]
+            .into_iter()
+            .find(|s| s.is_available())
+            .unwrap_or(Simd::Scalar)
     }
 }
 
@@ -549,7 +552,10 @@ impl Pass {
                     j += 1;
                 }
                 if j > j1 {
-                    let win = Window { d0: j1 as isize - ax as isize, len: j - j1 };
+                    let win = Window {
+                        d0: j1 as isize - ax as isize,
+                        len: j - j1,
+                    };
                     runs.push((i as isize - ay as isize, win));
                 }
                 j += 1;
@@ -561,23 +567,43 @@ impl Pass {
         for &(dy, win) in &runs {
             let shared = runs.iter().filter(|r| r.1 == win).count() > 1;
             if win.len == 1 || (!shared && win.len <= INLINE_MAX) {
-                terms.extend((0..win.len as isize).map(|i| RunTerm { dy, source: TermSource::Pixel(win.d0 + i) }));
+                terms.extend((0..win.len as isize).map(|i| RunTerm {
+                    dy,
+                    source: TermSource::Pixel(win.d0 + i),
+                }));
                 continue;
             }
             let k = windows.iter().position(|&w| w == win).unwrap_or_else(|| {
                 windows.push(win);
                 windows.len() - 1
             });
-            terms.push(RunTerm { dy, source: TermSource::Window(k) });
+            terms.push(RunTerm {
+                dy,
+                source: TermSource::Window(k),
+            });
         }
         // Farthest reads left and right of the anchor, single pixels included.
         let reach = |t: &RunTerm| match t.source {
             TermSource::Pixel(d) => (d, d),
             TermSource::Window(k) => (windows[k].d0, windows[k].d0 + windows[k].len as isize - 1),
         };
-        let left = terms.iter().map(|t| (-reach(t).0).max(0) as usize).max().unwrap_or(0);
-        let right = terms.iter().map(|t| reach(t).1.max(0) as usize).max().unwrap_or(0);
-        let plan = RunsPlan { kh, terms, windows, left, right };
+        let left = terms
+            .iter()
+            .map(|t| (-reach(t).0).max(0) as usize)
+            .max()
+            .unwrap_or(0);
+        let right = terms
+            .iter()
+            .map(|t| reach(t).1.max(0) as usize)
+            .max()
+            .unwrap_or(0);
+        let plan = RunsPlan {
+            kh,
+            terms,
+            windows,
+            left,
+            right,
+        };
         Ok(Pass {
             kind: PassKind::Runs(plan),
             repeat: iterations,
@@ -615,7 +641,11 @@ pub(crate) struct Term<'a, U> {
 
 impl<'a, U> Term<'a, U> {
     fn new(data: &'a [U], stride: usize, shift: usize) -> Self {
-        Self { data, stride, shift }
+        Self {
+            data,
+            stride,
+            shift,
+        }
     }
 }
 
@@ -890,14 +920,27 @@ fn rect_pass<L: Lanes>(
     g: Geometry,
     s: &mut Scratch<L::Unit>,
 ) {
-    let Geometry { width: w, height: h, stride } = g;
+    let Geometry {
+        width: w,
+        height: h,
+        stride,
+    } = g;
     let windows = Windows::<L>::new(simd, m, border, w, r.ax, r.kw - 1 - r.ax, r.kw);
-    let band = band_rows(windows.units_for(1) / 2 * size_of::<L::Unit>(), 24 * 1024, h);
-    let (gbuf, constant) = s.rows(windows.units_for(band) + stride).split_at_mut(windows.units_for(band));
+    let band = band_rows(
+        windows.units_for(1) / 2 * size_of::<L::Unit>(),
+        24 * 1024,
+        h,
+    );
+    let (gbuf, constant) = s
+        .rows(windows.units_for(band) + stride)
+        .split_at_mut(windows.units_for(band));
     if let Border::Constant(c) = border {
         constant.fill(L::splat(c));
     }
-    let window = Window { d0: -(r.ax as isize), len: r.kw };
+    let window = Window {
+        d0: -(r.ax as isize),
+        len: r.kw,
+    };
     let (n, len, margin) = (L::units(w), windows.row_len, windows.margin);
     windows.prepare(gbuf, band);
     for y0 in (0..h).step_by(band) {
@@ -907,7 +950,10 @@ fn rect_pass<L: Lanes>(
         let ya = y0.max(r.ay).min(y1);
         let yb = y1.min((h + r.ay).saturating_sub(r.kh - 1)).max(ya);
         if ya < yb {
-            let (out, from) = (&mut gbuf[(ya - y0) * len + margin..], &src[(ya - r.ay) * stride..]);
+            let (out, from) = (
+                &mut gbuf[(ya - y0) * len + margin..],
+                &src[(ya - r.ay) * stride..],
+            );
             L::vertical(simd, m, out, len, from, stride, yb - ya, r.kh, n);
         }
         for y in (y0..ya).chain(yb..y1) {
@@ -917,10 +963,24 @@ fn rect_pass<L: Lanes>(
                 RowSource::Constant => Some(Term::new(&constant[..], 0, 0)),
                 RowSource::Skip => None,
             });
-            gather_all::<L>(simd, m, &mut gbuf[(y - y0) * len + margin..], len, 1, n, terms);
+            gather_all::<L>(
+                simd,
+                m,
+                &mut gbuf[(y - y0) * len + margin..],
+                len,
+                1,
+                n,
+                terms,
+            );
         }
         windows.finish(gbuf, rows);
-        windows.window(gbuf, rows, &mut dst[y0 * stride..y1 * stride], stride, window);
+        windows.window(
+            gbuf,
+            rows,
+            &mut dst[y0 * stride..y1 * stride],
+            stride,
+            window,
+        );
     }
 }
 
@@ -937,7 +997,11 @@ fn runs_pass<L: Lanes>(
     g: Geometry,
     s: &mut Scratch<L::Unit>,
 ) {
-    let Geometry { width: w, height: h, stride } = g;
+    let Geometry {
+        width: w,
+        height: h,
+        stride,
+    } = g;
     let longest = r.windows.iter().map(|win| win.len).max().unwrap_or(1);
     let windows = Windows::<L>::new(simd, m, border, w, r.left, r.right, longest);
     let n = L::units(w);
@@ -963,7 +1027,10 @@ fn runs_pass<L: Lanes>(
         // Source rows [s0, s1): those the band reads, clamped into the image (a replicated
         // border reads the first or last row for the others).
         let clamp = |y: isize| y.clamp(0, h as isize - 1) as usize;
-        let (s0, s1) = (clamp(y0 as isize + dy_min), clamp(y1 as isize - 1 + dy_max) + 1);
+        let (s0, s1) = (
+            clamp(y0 as isize + dy_min),
+            clamp(y1 as isize - 1 + dy_max) + 1,
+        );
         windows.load(&src[s0 * stride..], stride, s1 - s0, gbuf);
         for (out, &win) in wbuf.chunks_exact_mut(src_rows * n).zip(&r.windows) {
             windows.window(gbuf, s1 - s0, out, n, win);
@@ -992,7 +1059,15 @@ fn runs_pass<L: Lanes>(
         }
         for y in (y0..ya).chain(yb..y1) {
             let out = &mut dst[y * stride..][..stride];
-            if !gather_all::<L>(simd, m, out, stride, 1, n, r.terms.iter().filter_map(|t| term(t, y))) {
+            if !gather_all::<L>(
+                simd,
+                m,
+                out,
+                stride,
+                1,
+                n,
+                r.terms.iter().filter_map(|t| term(t, y)),
+            ) {
                 // Every row outside and ignored: the neutral value, as OpenCV's +-infinity.
                 out.fill(L::neutral(m));
             }
@@ -1029,12 +1104,25 @@ impl<L: Lanes> Windows<L> {
         right: usize,
         longest: usize,
     ) -> Self {
-        let levels = if longest > L::DIRECT { longest.ilog2() as usize } else { 0 };
+        let levels = if longest > L::DIRECT {
+            longest.ilog2() as usize
+        } else {
+            0
+        };
         // Level k is exact up to 2^k - 1 pixels before the end of the row; the margin keeps
         // every window read before that.
         let margin = L::margin(left.max(right) + (1 << levels)) + 1;
         let row_len = 2 * margin + L::units(w) + L::units(1 << levels) + 2;
-        Self { simd, m, border, w, margin, row_len, levels, lanes: PhantomData }
+        Self {
+            simd,
+            m,
+            border,
+            w,
+            margin,
+            row_len,
+            levels,
+            lanes: PhantomData,
+        }
     }
 
     /// Units of a loaded band of `rows` rows: `1 + levels` planes of one more row (levels are
@@ -1048,7 +1136,10 @@ impl<L: Lanes> Windows<L> {
         match self.border {
             Border::Neutral => (L::neutral(self.m), L::neutral(self.m)),
             Border::Constant(c) => (L::splat(c), L::splat(c)),
-            Border::Replicate => (L::pixel(&row[self.margin..], 0), L::pixel(&row[self.margin..], self.w - 1)),
+            Border::Replicate => (
+                L::pixel(&row[self.margin..], 0),
+                L::pixel(&row[self.margin..], self.w - 1),
+            ),
         }
     }
 
@@ -1072,7 +1163,16 @@ impl<L: Lanes> Windows<L> {
     fn load(&self, src: &[L::Unit], stride: usize, rows: usize, buf: &mut [L::Unit]) {
         let (simd, m, len) = (self.simd, self.m, self.row_len);
         let copy = [Term::new(src, stride, 0)];
-        L::gather(simd, m, &mut buf[self.margin..], len, rows, L::units(self.w), &copy, false);
+        L::gather(
+            simd,
+            m,
+            &mut buf[self.margin..],
+            len,
+            rows,
+            L::units(self.w),
+            &copy,
+            false,
+        );
         self.finish(buf, rows);
     }
 
@@ -1098,7 +1198,14 @@ impl<L: Lanes> Windows<L> {
     }
 
     /// `win` of `rows` rows loaded in `buf`, into `out` (rows `stride` apart).
-    fn window(&self, buf: &[L::Unit], rows: usize, out: &mut [L::Unit], stride: usize, win: Window) {
+    fn window(
+        &self,
+        buf: &[L::Unit],
+        rows: usize,
+        out: &mut [L::Unit],
+        stride: usize,
+        win: Window,
+    ) {
         let (simd, m, n, len) = (self.simd, self.m, L::units(self.w), self.row_len);
         let start = ((self.margin * L::PX) as isize + win.d0) as usize;
         if win.len <= L::DIRECT {
@@ -1108,7 +1215,10 @@ impl<L: Lanes> Windows<L> {
         }
         let k = win.len.ilog2() as usize;
         let level = &buf[k * (rows + 1) * len..][..(rows + 1) * len];
-        let terms = [Term::new(level, len, start), Term::new(level, len, start + win.len - (1 << k))];
+        let terms = [
+            Term::new(level, len, start),
+            Term::new(level, len, start + win.len - (1 << k)),
+        ];
         L::gather(simd, m, out, stride, rows, n, &terms, false);
     }
 }
@@ -1154,14 +1264,32 @@ impl Lanes for U8 {
         if rows == 0 || n == 0 {
             return;
         }
-        assert!((rows - 1) * dst_stride + n <= dst.len(), "dst rows out of bounds");
-        assert!((rows + kh - 2) * stride + n <= src.len(), "src rows out of bounds");
+        assert!(
+            (rows - 1) * dst_stride + n <= dst.len(),
+            "dst rows out of bounds"
+        );
+        assert!(
+            (rows + kh - 2) * stride + n <= src.len(),
+            "src rows out of bounds"
+        );
         // SAFETY: the rows were bounds-checked above; `simd` went through `is_available`.
         let op = match m {
             Extremum::Min => kernels::ByteOp::Min,
             Extremum::Max => kernels::ByteOp::Max,
         };
-        unsafe { kernels::vertical(simd, op, dst.as_mut_ptr(), dst_stride, src.as_ptr(), stride, rows, kh, n) };
+        unsafe {
+            kernels::vertical(
+                simd,
+                op,
+                dst.as_mut_ptr(),
+                dst_stride,
+                src.as_ptr(),
+                stride,
+                rows,
+                kh,
+                n,
+            )
+        };
     }
 
     fn gather(
@@ -1183,7 +1311,10 @@ impl Lanes for U8 {
         } else {
             (rows, n)
         };
-        assert!((rows - 1) * stride + n <= dst.len(), "dst rows out of bounds");
+        assert!(
+            (rows - 1) * stride + n <= dst.len(),
+            "dst rows out of bounds"
+        );
         let d = dst.as_mut_ptr();
         let mut srcs = [(std::ptr::null::<u8>(), 0); MAX_TERMS + 1];
         let first = usize::from(acc);
@@ -1191,7 +1322,10 @@ impl Lanes for U8 {
             srcs[0] = (d.cast_const(), stride);
         }
         for (s, t) in srcs[first..].iter_mut().zip(terms) {
-            assert!((rows - 1) * t.stride + t.shift + n <= t.data.len(), "term rows out of bounds");
+            assert!(
+                (rows - 1) * t.stride + t.shift + n <= t.data.len(),
+                "term rows out of bounds"
+            );
             *s = (t.data[t.shift..].as_ptr(), t.stride);
         }
         // SAFETY: every row of dst and of each term was bounds-checked above; `simd` went
@@ -1200,11 +1334,15 @@ impl Lanes for U8 {
     }
 
     fn difference(dst: &mut [u8], a: &[u8]) {
-        dst.iter_mut().zip(a).for_each(|(d, &a)| *d = d.saturating_sub(a));
+        dst.iter_mut()
+            .zip(a)
+            .for_each(|(d, &a)| *d = d.saturating_sub(a));
     }
 
     fn difference_from(dst: &mut [u8], a: &[u8]) {
-        dst.iter_mut().zip(a).for_each(|(d, &a)| *d = a.saturating_sub(*d));
+        dst.iter_mut()
+            .zip(a)
+            .for_each(|(d, &a)| *d = a.saturating_sub(*d));
     }
 
     fn intersect(dst: &mut [u8], a: &[u8]) {
@@ -1265,34 +1403,40 @@ pub(crate) mod kernels {
         let max = m == Extremum::Max;
         // SAFETY: per the contract; AVX-512 implies AVX2, which implies SSE2, and each kernel
         // gets at least one vector of bytes per row.
-        let done = unsafe {
-            match (simd, max) {
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512, false) if n >= 64 => x86::avx512::<false>(dst, stride, srcs, rows, n),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512, true) if n >= 64 => x86::avx512::<true>(dst, stride, srcs, rows, n),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2, false) if n >= 32 => {
-                    x86::avx2::<false>(dst, stride, srcs, rows, n)
-                }
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2, true) if n >= 32 => {
-                    x86::avx2::<true>(dst, stride, srcs, rows, n)
-                }
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, false) if n >= 16 => {
-                    x86::sse2::<false>(dst, stride, srcs, rows, n)
-                }
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, true) if n >= 16 => {
-                    x86::sse2::<true>(dst, stride, srcs, rows, n)
-                }
-                #[cfg(target_arch = "aarch64")]
-                (Simd::Neon, false) if n >= 16 => arm::neon::<false>(dst, stride, srcs, rows, n),
-                #[cfg(target_arch = "aarch64")]
-                (Simd::Neon, true) if n >= 16 => arm::neon::<true>(dst, stride, srcs, rows, n),
-                _ => false,
-            }
+        let done = match (simd, max) {
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512, false) if n >= 64 => unsafe {
+                x86::avx512::<false>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512, true) if n >= 64 => unsafe {
+                x86::avx512::<true>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2, false) if n >= 32 => unsafe {
+                x86::avx2::<false>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2, true) if n >= 32 => unsafe {
+                x86::avx2::<true>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, false) if n >= 16 => unsafe {
+                x86::sse2::<false>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, true) if n >= 16 => unsafe {
+                x86::sse2::<true>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "aarch64")]
+            (Simd::Neon, false) if n >= 16 => unsafe {
+                arm::neon::<false>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "aarch64")]
+            (Simd::Neon, true) if n >= 16 => unsafe {
+                arm::neon::<true>(dst, stride, srcs, rows, n)
+            },
+            _ => false,
         };
         if done {
             return;
@@ -1334,6 +1478,7 @@ pub(crate) mod kernels {
         kh: usize,
         n: usize,
     ) {
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         let args = (dst, dst_stride, src, stride, rows, kh, n);
         let op = match op {
             ByteOp::Min => MIN,
@@ -1343,42 +1488,54 @@ pub(crate) mod kernels {
         };
         // SAFETY: per the contract; AVX-512 implies AVX2, which implies SSE2, and each kernel
         // gets at least one vector of bytes per row.
-        let done = unsafe {
-            match (simd, op) {
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512, MIN) if n >= 64 => x86::vertical_avx512::<MIN>(args),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512, MAX) if n >= 64 => x86::vertical_avx512::<MAX>(args),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512, AND) if n >= 64 => x86::vertical_avx512::<AND>(args),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512, OR) if n >= 64 => x86::vertical_avx512::<OR>(args),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2, MIN) if n >= 32 => x86::vertical_avx2::<MIN>(args),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2, MAX) if n >= 32 => x86::vertical_avx2::<MAX>(args),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2, AND) if n >= 32 => x86::vertical_avx2::<AND>(args),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2, OR) if n >= 32 => x86::vertical_avx2::<OR>(args),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, MIN) if n >= 16 => x86::vertical_sse2::<MIN>(args),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, MAX) if n >= 16 => x86::vertical_sse2::<MAX>(args),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, AND) if n >= 16 => x86::vertical_sse2::<AND>(args),
-                #[cfg(target_arch = "x86_64")]
-                (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, OR) if n >= 16 => x86::vertical_sse2::<OR>(args),
-                #[cfg(target_arch = "aarch64")]
-                (Simd::Neon, MIN) if n >= 16 => arm::vertical_neon::<MIN>(args),
-                #[cfg(target_arch = "aarch64")]
-                (Simd::Neon, MAX) if n >= 16 => arm::vertical_neon::<MAX>(args),
-                #[cfg(target_arch = "aarch64")]
-                (Simd::Neon, AND) if n >= 16 => arm::vertical_neon::<AND>(args),
-                #[cfg(target_arch = "aarch64")]
-                (Simd::Neon, OR) if n >= 16 => arm::vertical_neon::<OR>(args),
-                _ => false,
-            }
+        let done = match (simd, op) {
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512, MIN) if n >= 64 => unsafe { x86::vertical_avx512::<MIN>(args) },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512, MAX) if n >= 64 => unsafe { x86::vertical_avx512::<MAX>(args) },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512, AND) if n >= 64 => unsafe { x86::vertical_avx512::<AND>(args) },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512, OR) if n >= 64 => unsafe { x86::vertical_avx512::<OR>(args) },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2, MIN) if n >= 32 => unsafe {
+                x86::vertical_avx2::<MIN>(args)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2, MAX) if n >= 32 => unsafe {
+                x86::vertical_avx2::<MAX>(args)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2, AND) if n >= 32 => unsafe {
+                x86::vertical_avx2::<AND>(args)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2, OR) if n >= 32 => unsafe { x86::vertical_avx2::<OR>(args) },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, MIN) if n >= 16 => unsafe {
+                x86::vertical_sse2::<MIN>(args)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, MAX) if n >= 16 => unsafe {
+                x86::vertical_sse2::<MAX>(args)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, AND) if n >= 16 => unsafe {
+                x86::vertical_sse2::<AND>(args)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, OR) if n >= 16 => unsafe {
+                x86::vertical_sse2::<OR>(args)
+            },
+            #[cfg(target_arch = "aarch64")]
+            (Simd::Neon, MIN) if n >= 16 => unsafe { arm::vertical_neon::<MIN>(args) },
+            #[cfg(target_arch = "aarch64")]
+            (Simd::Neon, MAX) if n >= 16 => unsafe { arm::vertical_neon::<MAX>(args) },
+            #[cfg(target_arch = "aarch64")]
+            (Simd::Neon, AND) if n >= 16 => unsafe { arm::vertical_neon::<AND>(args) },
+            #[cfg(target_arch = "aarch64")]
+            (Simd::Neon, OR) if n >= 16 => unsafe { arm::vertical_neon::<OR>(args) },
+            _ => false,
         };
         if done {
             return;
@@ -1404,6 +1561,7 @@ pub(crate) mod kernels {
     }
 
     /// (dst, dst_stride, src, stride, rows, kh, n) of [`vertical`].
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     type VerticalArgs = (*mut u8, usize, *const u8, usize, usize, usize, usize);
 
     #[cfg(target_arch = "x86_64")]
@@ -1415,8 +1573,8 @@ pub(crate) mod kernels {
         /// last step of a row ends at `n`, overlapping the previous one: redoing bytes is
         /// harmless, min and max being idempotent.
         macro_rules! kernel {
-            ($name:ident, $vertical:ident, $feature:literal, $lanes:literal, $load:ident, $store:ident,
-             $min:ident, $max:ident, $and:ident, $or:ident) => {
+            ($name:ident, $vertical:ident, $feature:literal, $lanes:literal, $load:ident,
+             $store:ident, $min:ident, $max:ident, $and:ident, $or:ident) => {
                 /// [`super::vertical`]: output rows in pairs, the `kh - 1` rows they share
                 /// loaded once.
                 #[target_feature(enable = $feature)]
@@ -1426,7 +1584,10 @@ pub(crate) mod kernels {
                     let mut r = 0;
                     while r < rows {
                         let pair = r + 1 < rows && kh > 1;
-                        let (d0, d1) = (dst.wrapping_add(r * dst_stride), dst.wrapping_add((r + 1) * dst_stride));
+                        let (d0, d1) = (
+                            dst.wrapping_add(r * dst_stride),
+                            dst.wrapping_add((r + 1) * dst_stride),
+                        );
                         let top = src.wrapping_add(r * stride);
                         let mut i = 0;
                         // SAFETY: every access stays within the n bytes of the rows the caller
@@ -1482,10 +1643,17 @@ pub(crate) mod kernels {
                         unsafe {
                             let op = |a, b| if MAX { $max(a, b) } else { $min(a, b) };
                             while i + 4 * $lanes <= n {
-                                let at = |p: *const u8, j: usize| $load(p.add(i + j * $lanes).cast());
-                                let (mut v0, mut v1, mut v2, mut v3) = (at(first, 0), at(first, 1), at(first, 2), at(first, 3));
+                                let at =
+                                    |p: *const u8, j: usize| $load(p.add(i + j * $lanes).cast());
+                                let (mut v0, mut v1, mut v2, mut v3) =
+                                    (at(first, 0), at(first, 1), at(first, 2), at(first, 3));
                                 for &s in rest {
-                                    (v0, v1, v2, v3) = (op(v0, at(s, 0)), op(v1, at(s, 1)), op(v2, at(s, 2)), op(v3, at(s, 3)));
+                                    (v0, v1, v2, v3) = (
+                                        op(v0, at(s, 0)),
+                                        op(v1, at(s, 1)),
+                                        op(v2, at(s, 2)),
+                                        op(v3, at(s, 3)),
+                                    );
                                 }
                                 $store(dst.add(i).cast(), v0);
                                 $store(dst.add(i + $lanes).cast(), v1);
@@ -1562,7 +1730,10 @@ pub(crate) mod kernels {
             let mut r = 0;
             while r < rows {
                 let pair = r + 1 < rows && kh > 1;
-                let (d0, d1) = (dst.wrapping_add(r * dst_stride), dst.wrapping_add((r + 1) * dst_stride));
+                let (d0, d1) = (
+                    dst.wrapping_add(r * dst_stride),
+                    dst.wrapping_add((r + 1) * dst_stride),
+                );
                 let top = src.wrapping_add(r * stride);
                 let mut i = 0;
                 // SAFETY: every access stays within the n bytes of the rows the caller
@@ -1618,7 +1789,8 @@ pub(crate) mod kernels {
                 // each source and writable at dst.
                 unsafe {
                     while i + 32 <= n {
-                        let (mut v0, mut v1) = (vld1q_u8(first.add(i)), vld1q_u8(first.add(i + 16)));
+                        let (mut v0, mut v1) =
+                            (vld1q_u8(first.add(i)), vld1q_u8(first.add(i + 16)));
                         for s in rest {
                             let (u0, u1) = (vld1q_u8(s.add(i)), vld1q_u8(s.add(i + 16)));
                             (v0, v1) = if MAX {

@@ -411,7 +411,10 @@ mod tests {
                 })
             };
             let manifest = serde_json::from_slice(&read("manifest.json")).expect("manifest.json");
-            Self { manifest, data: read("data.bin") }
+            Self {
+                manifest,
+                data: read("data.bin"),
+            }
         }
 
         /// (input image, block, offset of OpenCV's output) of every case in `section`.
@@ -423,7 +426,11 @@ mod tests {
                 .iter()
                 .map(|c| {
                     let input = &self.manifest["inputs"][field(c, "input")];
-                    let (w, h, at) = (field(input, "width"), field(input, "height"), field(input, "offset"));
+                    let (w, h, at) = (
+                        field(input, "width"),
+                        field(input, "height"),
+                        field(input, "offset"),
+                    );
                     let img = Image::from_vec(w, h, 1, self.data[at..at + w * h].to_vec()).unwrap();
                     (img, field(c, "block"), field(c, "offset"))
                 })
