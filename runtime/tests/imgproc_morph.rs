@@ -496,10 +496,10 @@ macro_rules! per_simd {
                 ) {
                     let Some(simd) = simd() else { return Ok(()) };
                     let fast = run(simd, &src, op, &k, anchor, iterations, border);
-                    let mut expected = Image::new(0, 0, 1);
-                    reference::morphology_ex(&src, &mut expected, op, &k, anchor, iterations, border)
+                    let mut want = Image::new(0, 0, 1);
+                    reference::morphology_ex(&src, &mut want, op, &k, anchor, iterations, border)
                         .unwrap();
-                    prop_assert_eq!(fast, expected);
+                    prop_assert_eq!(fast, want);
                 }
 
                 #[test]
