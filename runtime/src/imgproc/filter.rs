@@ -498,23 +498,66 @@ pub fn median_blur(src: &Image, ksize: usize, dst: &mut Image) -> Result<(), Fil
     let width = src.width * cn;
     dst.reshape(src.width, src.height, cn);
     let mut padded = Padded::new(src, Border::Replicate, r, r);
-    let rows: Vec<Vec<u8>> = (0..src.height + 2 * r)
-        .map(|y| padded.row(y as isize - r as isize).to_vec())
+    let mut ring: Vec<Vec<u8>> = (0..ksize)
+        .map(|j| padded.row(j as isize - r as isize).to_vec())
         .collect();
-    let mut window = [0u8; 25];
+    let mut work = vec![0u8; ksize * ksize * width];
     for y in 0..src.height {
-        let out = &mut dst.data[y * width..(y + 1) * width];
-        for (i, d) in out.iter_mut().enumerate() {
-            let mut n = 0;
-            for row in &rows[y..y + ksize] {
-                for k in 0..ksize {
-                    window[n] = row[i + k * cn];
-                    n += 1;
-                }
-            }
-            let w = &mut window[..n];
-            *d = *w.select_nth_unstable(n / 2).1;
+        if y > 0 {
+            ring.rotate_left(1);
+            ring[ksize - 1].copy_from_slice(padded.row((y + r) as isize));
         }
+        for (tap, (row, dx)) in work.chunks_exact_mut(width).zip(
+            ring.iter()
+                .flat_map(|row| (0..ksize).map(move |dx| (row, dx))),
+        ) {
+            tap.copy_from_slice(&row[dx * cn..dx * cn + width]);
+        }
+        median_row(&mut work, &mut dst.data[y * width..][..width]);
     }
     Ok(())
+}
+
+/// Devillard's median-of-9 exchange network (19 compare-exchanges; the median ends in slot 4).
+#[rustfmt::skip]
+const MEDIAN9: [(u8, u8); 19] = [
+    (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
+    (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
+];
+
+/// Devillard's median-of-25 exchange network (99 compare-exchanges; the median ends in slot 12).
+#[rustfmt::skip]
+const MEDIAN25: [(u8, u8); 99] = [
+    (0, 1), (3, 4), (2, 4), (2, 3), (6, 7), (5, 7), (5, 6), (9, 10), (8, 10), (8, 9), (12, 13),
+    (11, 13), (11, 12), (15, 16), (14, 16), (14, 15), (18, 19), (17, 19), (17, 18), (21, 22),
+    (20, 22), (20, 21), (23, 24), (2, 5), (3, 6), (0, 6), (0, 3), (4, 7), (1, 7), (1, 4), (11, 14),
+    (8, 14), (8, 11), (12, 15), (9, 15), (9, 12), (13, 16), (10, 16), (10, 13), (20, 23), (17, 23),
+    (17, 20), (21, 24), (18, 24), (18, 21), (19, 22), (8, 17), (9, 18), (0, 18), (0, 9), (10, 19),
+    (1, 19), (1, 10), (11, 20), (2, 20), (2, 11), (12, 21), (3, 21), (3, 12), (13, 22), (4, 22),
+    (4, 13), (14, 23), (5, 23), (5, 14), (15, 24), (6, 24), (6, 15), (7, 16), (7, 19), (13, 21),
+    (15, 23), (7, 13), (7, 15), (1, 9), (3, 11), (5, 17), (11, 17), (9, 17), (4, 10), (6, 12),
+    (7, 14), (4, 6), (4, 7), (12, 14), (10, 14), (6, 7), (10, 12), (6, 10), (6, 17), (12, 17),
+    (7, 17), (7, 10), (12, 18), (7, 12), (10, 18), (12, 20), (10, 20), (10, 12),
+];
+
+simd_fn! {
+    /// Medians of one row: `work` holds the row's 9 or 25 shifted taps back to back; the
+    /// exchange network runs across whole rows of taps (each exchange one long vector loop).
+    fn median_row(work: &mut [u8], out: &mut [u8]) {
+        let n = out.len();
+        let network: &[(u8, u8)] = if work.len() == 9 * n { &MEDIAN9 } else { &MEDIAN25 };
+        for &(a, b) in network {
+            let (a, b) = (usize::from(a), usize::from(b));
+            let (lo, hi) = (a.min(b), a.max(b));
+            let (head, tail) = work.split_at_mut(hi * n);
+            let (x, y) = (&mut head[lo * n..][..n], &mut tail[..n]);
+            let (first, second) = if a < b { (x, y) } else { (y, x) };
+            for (p, q) in first.iter_mut().zip(second.iter_mut()) {
+                let (u, v) = (*p, *q);
+                (*p, *q) = (u.min(v), u.max(v));
+            }
+        }
+        let mid = work.len() / n / 2;
+        out.copy_from_slice(&work[mid * n..][..n]);
+    }
 }
