@@ -113,7 +113,7 @@ enum Kind {
 /// Two-tap separable interpolation: horizontal in `i32` (source × 2048), vertical with OpenCV's
 /// SIMD rounding (`VResizeLinearVec_32s8u`), which is what `resize` returns for `u8`.
 struct Linear {
-    /// Per destination sample: element offsets of the two taps, and their weights.
+    /// Per destination pixel: offsets of the first sample of the two taps, and their weights.
     xofs: Vec<[usize; 2]>,
     alpha: Vec<[i32; 2]>,
     /// Per destination row: the two source rows (clamped), and their weights.
@@ -251,13 +251,11 @@ impl<'a> Resizer<'a> {
             let ys = linear_axis(sh, height, area, false);
             let row = |s: isize| s.clamp(0, sh as isize - 1) as usize;
             Kind::Linear(Box::new(Linear {
-                xofs: (0..width * cn)
-                    .map(|i| {
-                        let s = xs[i / cn].0 as usize;
-                        [s * cn + i % cn, (s + 1).min(sw - 1) * cn + i % cn]
-                    })
+                xofs: xs
+                    .iter()
+                    .map(|&(s, _)| [s as usize * cn, (s as usize + 1).min(sw - 1) * cn])
                     .collect(),
-                alpha: (0..width * cn).map(|i| xs[i / cn].1).collect(),
+                alpha: xs.iter().map(|&(_, a)| a).collect(),
                 yofs: ys.iter().map(|&(s, _)| [row(s), row(s + 1)]).collect(),
                 beta: ys.iter().map(|&(_, b)| b).collect(),
                 rows: [vec![0; width * cn], vec![0; width * cn]],
@@ -337,6 +335,25 @@ simd_fn! {
     }
 }
 
+/// Horizontal two-tap pass of one source row of `CN` channels (source × 2048 in `i32`).
+#[inline(always)]
+fn linear_hrow<const CN: usize>(
+    src: &[u8],
+    xofs: &[[usize; 2]],
+    alpha: &[[i32; 2]],
+    dst: &mut [i32],
+) {
+    for ((d, &[o0, o1]), &[a0, a1]) in dst.chunks_exact_mut(CN).zip(xofs).zip(alpha) {
+        let (p0, p1): (&[u8; CN], &[u8; CN]) = (
+            src[o0..o0 + CN].try_into().unwrap(),
+            src[o1..o1 + CN].try_into().unwrap(),
+        );
+        for c in 0..CN {
+            d[c] = i32::from(p0[c]) * a0 + i32::from(p1[c]) * a1;
+        }
+    }
+}
+
 simd_fn! {
     /// Vertical two-tap blend with OpenCV's rounding (`VResizeLinearVec_32s8u`).
     fn linear_vrow(h0: &[i32], h1: &[i32], b0: i32, b1: i32, out: &mut [u8]) {
@@ -348,9 +365,20 @@ simd_fn! {
 }
 
 impl Linear {
-    fn hresize(&self, src: &[u8], dst: &mut [i32]) {
-        for ((d, &[o0, o1]), &[a0, a1]) in dst.iter_mut().zip(&self.xofs).zip(&self.alpha) {
-            *d = i32::from(src[o0]) * a0 + i32::from(src[o1]) * a1;
+    fn hresize(&self, src: &[u8], cn: usize, dst: &mut [i32]) {
+        match cn {
+            1 => linear_hrow::<1>(src, &self.xofs, &self.alpha, dst),
+            3 => linear_hrow::<3>(src, &self.xofs, &self.alpha, dst),
+            4 => linear_hrow::<4>(src, &self.xofs, &self.alpha, dst),
+            _ => {
+                for ((d, &[o0, o1]), &[a0, a1]) in
+                    dst.chunks_exact_mut(cn).zip(&self.xofs).zip(&self.alpha)
+                {
+                    for (c, d) in d.iter_mut().enumerate() {
+                        *d = i32::from(src[o0 + c]) * a0 + i32::from(src[o1 + c]) * a1;
+                    }
+                }
+            }
         }
     }
 
@@ -363,7 +391,7 @@ impl Linear {
         for (slot, s) in [(0, s0), (1, s1)] {
             if self.cached[slot] != Some(s) {
                 let mut row = std::mem::take(&mut self.rows[slot]);
-                self.hresize(src.row(s), &mut row);
+                self.hresize(src.row(s), src.channels, &mut row);
                 self.rows[slot] = row;
                 self.cached[slot] = Some(s);
             }
@@ -685,7 +713,10 @@ const COORD_LIMIT: f32 = 4_194_304.0;
 /// Clamps a coordinate to ±[`COORD_LIMIT`]; NaN lands outside the image (`max` ignores it),
 /// like OpenCV's `INT_MIN`.
 #[inline(always)]
-#[expect(clippy::manual_clamp, reason = "`clamp` keeps NaN, `max` maps it outside")]
+#[expect(
+    clippy::manual_clamp,
+    reason = "`clamp` keeps NaN, `max` maps it outside"
+)]
 fn sane(v: f32) -> f32 {
     v.max(-COORD_LIMIT).min(COORD_LIMIT)
 }
