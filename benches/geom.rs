@@ -53,13 +53,25 @@ fn homography() -> [[f64; 3]; 3] {
     geometry::get_perspective_transform(&src, &dst).unwrap()
 }
 
+/// Registers `name`, and for the cases with a speed target also `name_portable`: the same work
+/// with the portable kernel builds (what a CPU without AVX2 runs; `filter::portable_kernels`).
+fn case(c: &mut Criterion, name: &str, portable_too: bool, mut f: impl FnMut()) {
+    c.bench_function(name, |b| b.iter(&mut f));
+    if portable_too {
+        c.bench_function(&format!("{name}_portable"), |b| {
+            b.iter(|| filter::portable_kernels(&mut f))
+        });
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let (rgb, grey, yuyv) = inputs();
     let frame = Layout::packed(640, 480);
     let h = homography();
+    let affine = [h[0], h[1]];
+    let (linear, black) = (Interpolation::Linear, Border::Constant(0));
     let mut out = Image::new(0, 0, 3);
     let mut out16 = Image::<i16>::new(0, 0, 1);
-
     let pre = Preprocess {
         width: 320,
         height: 320,
@@ -67,7 +79,7 @@ fn bench(c: &mut Criterion) {
             placement: Placement::TopLeft,
             pad: 114,
         },
-        interpolation: Interpolation::Linear,
+        interpolation: linear,
         normalize: Normalize {
             swap_rb: true,
             mean: [123.675, 116.28, 103.53],
@@ -76,56 +88,50 @@ fn bench(c: &mut Criterion) {
     };
     let mut tensor = vec![0.0; pre.tensor_len()];
     let mut decoded = Image::new(0, 0, 3);
-    c.bench_function("yuyv_letterbox_nchw_320", |b| {
-        b.iter(|| {
-            color::yuyv_to_rgb(&yuyv, frame, Order::Rgb, &mut decoded).unwrap();
-            pre.run(&decoded, &mut tensor).unwrap()
-        })
+
+    case(c, "yuyv_letterbox_nchw_320", true, || {
+        color::yuyv_to_rgb(&yuyv, frame, Order::Rgb, &mut decoded).unwrap();
+        pre.run(&decoded, &mut tensor).unwrap();
     });
-    c.bench_function("yuyv_to_rgb_640x480", |b| {
-        b.iter(|| color::yuyv_to_rgb(&yuyv, frame, Order::Rgb, &mut out).unwrap())
+    case(c, "yuyv_to_rgb_640x480", false, || {
+        color::yuyv_to_rgb(&yuyv, frame, Order::Rgb, &mut out).unwrap()
     });
-    c.bench_function("rgb_to_grey_640x480", |b| {
-        b.iter(|| color::rgb_to_grey(&rgb.data, frame, Order::Rgb, &mut out).unwrap())
+    case(c, "rgb_to_grey_640x480", false, || {
+        color::rgb_to_grey(&rgb.data, frame, Order::Rgb, &mut out).unwrap()
     });
-    for (name, interp) in [
-        ("linear", Interpolation::Linear),
-        ("area", Interpolation::Area),
-    ] {
-        c.bench_function(&format!("resize_{name}_640x480_to_416x312"), |b| {
-            b.iter(|| geometry::resize(&rgb, 416, 312, interp, &mut out).unwrap())
+    for (name, interp) in [("linear", linear), ("area", Interpolation::Area)] {
+        case(
+            c,
+            &format!("resize_{name}_640x480_to_416x312"),
+            false,
+            || geometry::resize(&rgb, 416, 312, interp, &mut out).unwrap(),
+        );
+    }
+    case(c, "warp_perspective_linear_640x480", true, || {
+        geometry::warp_perspective(&rgb, &h, 640, 480, linear, black, &mut out).unwrap()
+    });
+    case(c, "warp_affine_linear_640x480", false, || {
+        geometry::warp_affine(&rgb, &affine, 640, 480, linear, black, &mut out).unwrap()
+    });
+    for (name, img, target) in [("grey", &grey, true), ("rgb", &rgb, false)] {
+        case(c, &format!("gaussian_5x5_{name}_640x480"), target, || {
+            filter::gaussian_blur(img, (5, 5), 0.0, 0.0, Border::Reflect101, &mut out).unwrap()
         });
     }
-    let linear = Interpolation::Linear;
-    let border = Border::Constant(0);
-    c.bench_function("warp_perspective_linear_640x480", |b| {
-        b.iter(|| geometry::warp_perspective(&rgb, &h, 640, 480, linear, border, &mut out).unwrap())
-    });
-    let affine = [h[0], h[1]];
-    c.bench_function("warp_affine_linear_640x480", |b| {
-        b.iter(|| geometry::warp_affine(&rgb, &affine, 640, 480, linear, border, &mut out).unwrap())
-    });
-    for (name, img) in [("grey", &grey), ("rgb", &rgb)] {
-        c.bench_function(&format!("gaussian_5x5_{name}_640x480"), |b| {
-            b.iter(|| {
-                filter::gaussian_blur(img, (5, 5), 0.0, 0.0, Border::Reflect101, &mut out).unwrap()
-            })
-        });
-    }
-    c.bench_function("box_3x3_grey_640x480", |b| {
-        b.iter(|| filter::box_blur(&grey, 3, 3, Border::Reflect101, &mut out).unwrap())
+    case(c, "box_3x3_grey_640x480", false, || {
+        filter::box_blur(&grey, 3, 3, Border::Reflect101, &mut out).unwrap()
     });
     for k in [3, 5] {
-        c.bench_function(&format!("median_{k}_grey_640x480"), |b| {
-            b.iter(|| filter::median_blur(&grey, k, &mut out).unwrap())
+        case(c, &format!("median_{k}_grey_640x480"), false, || {
+            filter::median_blur(&grey, k, &mut out).unwrap()
         });
     }
-    c.bench_function("sobel_dx_3_grey_640x480", |b| {
-        b.iter(|| edges::sobel(&grey, 1, 0, 3, Border::Reflect101, &mut out16).unwrap())
+    case(c, "sobel_dx_3_grey_640x480", false, || {
+        edges::sobel(&grey, 1, 0, 3, Border::Reflect101, &mut out16).unwrap()
     });
     for (name, l2) in [("", false), ("_l2", true)] {
-        c.bench_function(&format!("canny_50_150{name}_grey_640x480"), |b| {
-            b.iter(|| edges::canny(black_box(&grey), 50.0, 150.0, 3, l2, &mut out).unwrap())
+        case(c, &format!("canny_50_150{name}_grey_640x480"), !l2, || {
+            edges::canny(black_box(&grey), 50.0, 150.0, 3, l2, &mut out).unwrap()
         });
     }
 }

@@ -1,7 +1,12 @@
 #!/usr/bin/env python3
 """Single-threaded OpenCV timings for the cases of benches/geom.rs, for docs/perf.md.
 
-    python3 benches/opencv_geom_bench.py
+    python3 benches/opencv_geom_bench.py [CASE ...]
+    python3 benches/opencv_geom_bench.py --criterion target/criterion   # side-by-side table
+
+With --criterion, reads the medians Criterion saved for the same cases (run the Rust bench
+first) and prints a Markdown table: ours, ours with the portable kernel builds, OpenCV, ratio,
+and the `uptime` load averages while OpenCV was timed.
 
 Inputs are built the same way as in benches/geom.rs: astronaut.png (from ../shared/models/images,
 relative to the repository root) resized to 640x480 with INTER_LINEAR, its grey version, and a
@@ -10,6 +15,8 @@ channels. Prints one line per case: name and median time per call in microsecond
 like Criterion does (batches of calls, median over 30 batches).
 """
 
+import json
+import os
 import pathlib
 import sys
 import time
@@ -87,10 +94,33 @@ def main():
         "canny_50_150_grey_640x480": lambda: cv2.Canny(grey, 50, 150),
         "canny_50_150_l2_grey_640x480": lambda: cv2.Canny(grey, 50, 150, L2gradient=True),
     }
-    only = set(sys.argv[1:])
+    args = sys.argv[1:]
+    if args[:1] == ["--criterion"]:
+        return table(cases, pathlib.Path(args[1]))
     for name, fn in cases.items():
-        if not only or name in only:
+        if not args or name in args:
             print(f"{name} {bench(fn):.1f}")
+
+
+def criterion_median(root, name):
+    path = root / name / "new" / "estimates.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())["median"]["point_estimate"] / 1000.0
+
+
+def table(cases, root):
+    load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    print("| case | ours (µs) | ours, portable (µs) | OpenCV (µs) | ours / OpenCV | load (1/5/15 min) |")
+    print("|---|---:|---:|---:|---:|---|")
+    for name, fn in cases.items():
+        ours = criterion_median(root, name)
+        if ours is None:
+            sys.exit(f"no Criterion result for {name} in {root}: run the Rust bench first")
+        portable = criterion_median(root, name + "_portable")
+        opencv = bench(fn)
+        portable = f"{portable:.0f}" if portable is not None else "–"
+        print(f"| {name} | {ours:.0f} | {portable} | {opencv:.0f} | {ours / opencv:.2f} | {load} |")
 
 
 if __name__ == "__main__":

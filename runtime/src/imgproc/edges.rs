@@ -379,3 +379,34 @@ pub fn canny(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sobel_kernels_match_opencv() {
+        assert_eq!(sobel_kernel(1, 5), [-1, -2, 0, 2, 1]);
+        assert_eq!(sobel_kernel(2, 5), [1, 0, -2, 0, 1]);
+        assert_eq!(sobel_kernel(0, 7), [1, 6, 15, 20, 15, 6, 1]);
+        assert_eq!(sobel_kernel(1, 7), [-1, -4, -5, 0, 5, 4, 1]);
+    }
+
+    #[test]
+    fn bad_orders_and_apertures_are_errors() {
+        let img = Image::new(4, 4, 1);
+        let mut d16 = Image::<i16>::new(0, 0, 1);
+        assert_eq!(
+            sobel(&img, 0, 0, 3, Border::default(), &mut d16),
+            Err(EdgeError::Order { dx: 0, dy: 0 })
+        );
+        assert!(matches!(
+            sobel(&img, 3, 0, 3, Border::default(), &mut d16),
+            Err(EdgeError::Aperture { ksize: 3, .. })
+        ));
+        assert!(matches!(
+            canny(&img, 1.0, 2.0, 4, false, &mut Image::new(0, 0, 1)),
+            Err(EdgeError::Aperture { ksize: 4, .. })
+        ));
+    }
+}

@@ -561,3 +561,42 @@ simd_fn! {
         out.copy_from_slice(&work[mid * n..][..n]);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borders_follow_border_interpolate() {
+        let at = |b: Border, p: isize| b.index(p, 4);
+        assert_eq!(
+            [-2, -1, 4, 5].map(|p| at(Border::Reflect101, p)),
+            [Some(2), Some(1), Some(2), Some(1)]
+        );
+        assert_eq!(
+            [-2, -1, 4, 5].map(|p| at(Border::Reflect, p)),
+            [Some(1), Some(0), Some(3), Some(2)]
+        );
+        assert_eq!(
+            [-2, 5].map(|p| at(Border::Replicate, p)),
+            [Some(0), Some(3)]
+        );
+        assert_eq!(at(Border::Constant(7), -1), None);
+        assert_eq!(Border::Reflect101.index(-3, 1), Some(0));
+    }
+
+    #[test]
+    fn gaussian_needs_odd_sizes() {
+        let img = Image::new(4, 4, 1);
+        let err = gaussian_blur(
+            &img,
+            (4, 3),
+            0.0,
+            0.0,
+            Border::default(),
+            &mut Image::new(0, 0, 1),
+        );
+        assert!(matches!(err, Err(FilterError::KernelSize { width: 4, .. })));
+        assert_eq!(gaussian_kernel(3, 0.0), [0.25, 0.5, 0.25]);
+    }
+}

@@ -1216,3 +1216,64 @@ pub fn get_perspective_transform(
     }
     Ok([[b[0], b[1], b[2]], [b[3], b[4], b[5]], [b[6], b[7], 1.0]])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letterbox_plan_maps_back_to_the_source() {
+        let centre = Fit::Letterbox {
+            placement: Placement::Centre,
+            pad: 114,
+        };
+        let lb = Letterbox::plan(640, 480, 320, 320, centre);
+        assert_eq!((lb.left, lb.top, lb.width, lb.height), (0, 40, 320, 240));
+        assert_eq!(lb.to_source(160.0, 160.0), (320.0, 240.0));
+        let b = lb.box_to_source(
+            &BBox {
+                x1: -5.0,
+                y1: 40.0,
+                x2: 20.0,
+                y2: 400.0,
+            },
+            640,
+            480,
+        );
+        assert_eq!((b.x1, b.y1, b.x2, b.y2), (0.0, 0.0, 40.0, 480.0));
+        let stretch = Letterbox::plan(640, 480, 320, 320, Fit::Stretch);
+        assert_eq!((stretch.scale_x, stretch.scale_y), (0.5, 320.0 / 480.0));
+    }
+
+    #[test]
+    fn preprocess_rejects_bad_buffers() {
+        let pre = Preprocess {
+            width: 4,
+            height: 4,
+            fit: Fit::Stretch,
+            interpolation: Interpolation::Linear,
+            normalize: Normalize {
+                swap_rb: false,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+            },
+        };
+        let rgb = Image::new(8, 8, 3);
+        assert_eq!(
+            pre.run(&rgb, &mut [0.0; 47]),
+            Err(GeometryError::TensorLen {
+                expected: 48,
+                found: 47
+            })
+        );
+        assert_eq!(
+            pre.run(&Image::new(8, 8, 1), &mut [0.0; 48]),
+            Err(GeometryError::Channels {
+                expected: 3,
+                found: 1
+            })
+        );
+        let err = resize(&rgb, 0, 3, Interpolation::Area, &mut Image::new(0, 0, 3));
+        assert!(matches!(err, Err(GeometryError::Empty { width: 0, .. })));
+    }
+}
