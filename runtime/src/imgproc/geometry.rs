@@ -773,6 +773,7 @@ struct TapRow<'a> {
     ay: &'a [f32],
 }
 
+#[cfg(target_arch = "x86_64")]
 impl<'a> TapRow<'a> {
     fn sub(self, range: std::ops::Range<usize>) -> TapRow<'a> {
         TapRow {
