@@ -79,6 +79,7 @@ fn bench(c: &mut Criterion) {
             placement: Placement::TopLeft,
             pad: 114,
         },
+        rounding: Default::default(),
         interpolation: linear,
         normalize: Normalize {
             swap_rb: true,

@@ -1287,6 +1287,7 @@ mod tests {
             width: 4,
             height: 4,
             fit: Fit::Stretch,
+            rounding: Rounding::Nearest,
             interpolation: Interpolation::Linear,
             normalize: Normalize {
                 swap_rb: false,
