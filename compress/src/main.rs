@@ -1,0 +1,190 @@
+//! `ocelli-compress`: optimise, quantise, prune and evaluate ONNX detectors for tract.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ocelli_compress::onnx::Model;
+use ocelli_compress::{Error, compare_models, data, measure, optimize, pattern_input};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Rewrite a float model so tract runs it fast, with the same outputs (within --tolerance).
+    Optimize {
+        input: PathBuf,
+        output: PathBuf,
+        /// Fix the input's width and height.
+        #[arg(long, num_args = 2, value_names = ["W", "H"])]
+        input_size: Option<Vec<usize>>,
+        /// Photos to check the outputs on (default: a synthetic input).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// The reference detector whose preprocessing feeds the photos (default: by file name).
+        #[arg(long)]
+        preset: Option<String>,
+        /// Largest output difference allowed, relative where outputs exceed 1.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f32,
+    },
+    /// Time models side by side in tract (taking turns), on a synthetic input.
+    Time {
+        models: Vec<PathBuf>,
+        #[arg(long, num_args = 2, value_names = ["W", "H"])]
+        input_size: Option<Vec<usize>>,
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
+    },
+    /// Time each of tract's operators on a model, most expensive first.
+    Profile {
+        model: PathBuf,
+        #[arg(long, num_args = 2, value_names = ["W", "H"])]
+        input_size: Option<Vec<usize>>,
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Operators listed.
+        #[arg(long, default_value_t = 25)]
+        top: usize,
+    },
+}
+
+fn size(v: &Option<Vec<usize>>) -> Option<[usize; 2]> {
+    v.as_ref().map(|v| [v[0], v[1]])
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Optimize {
+            input,
+            output,
+            input_size,
+            images,
+            preset,
+            tolerance,
+        } => {
+            let original = Model::load(&input)?;
+            eprintln!("optimize: {}: rewriting", input.display());
+            let mut model = original.clone();
+            let opts = optimize::Options {
+                input_size: size(&input_size),
+            };
+            let report = optimize::optimize(&mut model, &opts)?;
+            let shape = report.input_shape;
+            let inputs = match &images {
+                Some(dir) => {
+                    let cfg = data::detector_config(&input, preset.as_deref())?;
+                    data::input_tensors(dir, &cfg.preprocess, shape)?
+                }
+                None => vec![pattern_input(shape, 0.0, 1.0)],
+            };
+            eprintln!(
+                "optimize: checking outputs on {} input(s) through tract",
+                inputs.len()
+            );
+            model.path = output.clone();
+            let error = compare_models(&original, &model, shape, &inputs)?;
+            if error > tolerance {
+                return Err(Error::Mismatch {
+                    path: output,
+                    error,
+                    tolerance,
+                });
+            }
+            model.save(&output)?;
+            println!(
+                "{}: input {:?}; value_info stripped {}; batchnorms folded {}; constants folded {}; \
+                 softmaxes rewritten {}; nodes {} -> {}; max output difference {:.1e} on {} input(s)",
+                output.display(),
+                shape,
+                report.value_info_stripped,
+                report.batchnorms_folded,
+                report.constants_folded,
+                report.softmaxes_rewritten,
+                report.nodes_before,
+                report.nodes_after,
+                error,
+                inputs.len()
+            );
+            Ok(())
+        }
+        Command::Time {
+            models,
+            input_size,
+            rounds,
+        } => {
+            let loaded = models
+                .iter()
+                .map(|p| Model::load(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let shape = loaded[0].input_shape(size(&input_size))?;
+            let plans = loaded
+                .iter()
+                .map(|m| m.plan(shape))
+                .collect::<Result<Vec<_>, _>>()?;
+            let input = pattern_input(shape, 0.0, 1.0);
+            eprintln!(
+                "time: {} model(s), {rounds} rounds each, taking turns",
+                plans.len()
+            );
+            let times =
+                measure::time_interleaved(&plans.iter().collect::<Vec<_>>(), &input, 3, rounds)
+                    .map_err(|e| Error::run(&models[0], &e))?;
+            let base = measure::median(&times[0]);
+            for (p, t) in models.iter().zip(&times) {
+                let m = measure::median(t);
+                println!("{:>8.2} ms  {:>5.2}×  {}", m, m / base, p.display());
+            }
+            Ok(())
+        }
+        Command::Profile {
+            model,
+            input_size,
+            rounds,
+            top,
+        } => {
+            let m = Model::load(&model)?;
+            let shape = m.input_shape(size(&input_size))?;
+            let plan = m.plan(shape)?;
+            let input = pattern_input(shape, 0.0, 1.0);
+            let ops =
+                measure::profile(&plan, &input, rounds).map_err(|e| Error::run(&model, &e))?;
+            let total: f64 = ops.iter().map(|o| o.us).sum();
+            println!(
+                "{}: {:.2} ms per run (sum of operator medians)",
+                model.display(),
+                total / 1e3
+            );
+            println!("{:>9} {:>6}  {:<28} node", "us", "%", "op");
+            for o in ops.iter().take(top) {
+                println!(
+                    "{:>9.0} {:>5.1}%  {:<28} {}",
+                    o.us,
+                    100.0 * o.us / total,
+                    o.op,
+                    o.node
+                );
+            }
+            println!("by operator kind:");
+            for (op, us, n) in measure::by_op(&ops).iter().take(top) {
+                println!("{us:>9.0} {:>5.1}%  {op:<28} ×{n}", 100.0 * us / total);
+            }
+            Ok(())
+        }
+    }
+}
