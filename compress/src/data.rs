@@ -165,32 +165,39 @@ fn known() -> String {
         .join(", ")
 }
 
+/// The preset named `preset`, or the one whose model file stem starts the model's file name.
+fn find_preset(model: &Path, preset: Option<&str>) -> Result<Preset, DataError> {
+    let file = model
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    presets()
+        .into_iter()
+        .find(|p| match preset {
+            Some(name) => p.name == name,
+            None => file.starts_with(p.stem),
+        })
+        .ok_or_else(|| match preset {
+            Some(name) => DataError::UnknownPreset {
+                name: name.into(),
+                known: known(),
+            },
+            None => DataError::NoPreset {
+                path: model.into(),
+                known: known(),
+            },
+        })
+}
+
+/// The name of the preset [`detector_config`] would use.
+pub fn preset_name(model: &Path, preset: Option<&str>) -> Result<&'static str, DataError> {
+    find_preset(model, preset).map(|p| p.name)
+}
+
 /// The runtime configuration for `model`: the preset named `preset`, or the one whose model
 /// file stem starts the model's file name.
 pub fn detector_config(model: &Path, preset: Option<&str>) -> Result<DetectorConfig, DataError> {
-    let all = presets();
-    let found = match preset {
-        Some(name) => {
-            all.iter()
-                .find(|p| p.name == name)
-                .ok_or_else(|| DataError::UnknownPreset {
-                    name: name.into(),
-                    known: known(),
-                })?
-        }
-        None => {
-            let file = model
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            all.iter()
-                .find(|p| file.starts_with(p.stem))
-                .ok_or_else(|| DataError::NoPreset {
-                    path: model.into(),
-                    known: known(),
-                })?
-        }
-    };
+    let found = find_preset(model, preset)?;
     Ok(DetectorConfig {
         name: None,
         model: model.into(),

@@ -5,6 +5,7 @@
 //! rewrites it with standard ONNX operators only, and writes one that any ONNX runtime loads.
 
 pub mod data;
+pub mod eval;
 pub mod measure;
 pub mod onnx;
 pub mod optimize;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ocelli_compress::onnx::Model;
-use ocelli_compress::{Error, compare_models, data, measure, optimize, pattern_input};
+use ocelli_compress::{Error, compare_models, data, eval, measure, optimize, pattern_input};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -33,6 +33,33 @@ enum Command {
         #[arg(long, default_value_t = 1e-4)]
         tolerance: f32,
     },
+    /// Compare a candidate model with a reference through the runtime's detector: detection
+    /// agreement, latency (taking turns), file size and peak memory.
+    Eval {
+        #[arg(long)]
+        reference: PathBuf,
+        #[arg(long)]
+        candidate: PathBuf,
+        #[arg(long)]
+        images: PathBuf,
+        /// The reference detector whose pre/postprocessing both use (default: by file name).
+        #[arg(long)]
+        preset: Option<String>,
+        /// Timed runs of each model per image.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a model as the runtime does, run one image, print the process's peak memory (kB).
+    #[command(hide = true)]
+    Memprobe {
+        model: PathBuf,
+        image: PathBuf,
+        #[arg(long)]
+        preset: Option<String>,
+    },
     /// Time models side by side in tract (taking turns), on a synthetic input.
     Time {
         models: Vec<PathBuf>,
@@ -52,6 +79,18 @@ enum Command {
         #[arg(long, default_value_t = 25)]
         top: usize,
     },
+}
+
+/// Peak memory of a fresh process that loads `model` and runs `image`: models measured in one
+/// process would share (and hide) each other's peaks.
+fn memprobe(model: &std::path::Path, image: &std::path::Path, preset: Option<&str>) -> Option<u64> {
+    let mut cmd = std::process::Command::new(std::env::current_exe().ok()?);
+    cmd.arg("memprobe").arg(model).arg(image);
+    if let Some(p) = preset {
+        cmd.arg("--preset").arg(p);
+    }
+    let out = cmd.output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 fn size(v: &Option<Vec<usize>>) -> Option<[usize; 2]> {
@@ -121,6 +160,47 @@ fn run(cli: Cli) -> Result<(), Error> {
                 error,
                 inputs.len()
             );
+            Ok(())
+        }
+        Command::Eval {
+            reference,
+            candidate,
+            images,
+            preset,
+            rounds,
+            json,
+        } => {
+            let preset = Some(data::preset_name(&reference, preset.as_deref())?.to_string());
+            let opts = eval::Options { rounds, preset };
+            let mut report =
+                eval::eval(&reference, &candidate, &images, &opts, |m| eprintln!("{m}"))?;
+            let first = data::image_files(&images)?.remove(0);
+            for m in [&mut report.reference, &mut report.candidate] {
+                m.peak_rss_kb = memprobe(&m.path, &first, opts.preset.as_deref());
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serialisable")
+                );
+            } else {
+                print!("{}", eval::table(&report));
+            }
+            Ok(())
+        }
+        Command::Memprobe {
+            model,
+            image,
+            preset,
+        } => {
+            let cfg = data::detector_config(&model, preset.as_deref())?;
+            let mut d = ocelli::detect::Detector::load(&cfg, |p| p.to_path_buf())
+                .map_err(|e| Error::run(&model, &e.into()))?;
+            let rgb = data::load_image(&image)?;
+            let mut out = ocelli::detect::Detections::new();
+            d.detect(&rgb, &mut out)
+                .map_err(|e| Error::run(&model, &e.into()))?;
+            println!("{}", measure::peak_rss_kb().unwrap_or(0));
             Ok(())
         }
         Command::Time {
