@@ -33,6 +33,9 @@ fn det(class_id: u16, score: f32, x: f32) -> Detection {
     }
 }
 
+/// A detection and the index of its image.
+type Tagged = (usize, Detection);
+
 #[test]
 fn map_on_hand_made_cases() {
     let gt = [
@@ -40,7 +43,7 @@ fn map_on_hand_made_cases() {
         (0, det(2, 0.8, 50.0)),
         (1, det(1, 0.7, 0.0)),
     ];
-    let cases: [(&str, Vec<(usize, Detection)>, f64); 6] = [
+    let cases: [(&str, Vec<Tagged>, f64); 6] = [
         ("identical", gt.to_vec(), 1.0),
         ("nothing at all", vec![], 0.0),
         // Class 1: one of two found (AP 0.5); class 2 found (AP 1).
