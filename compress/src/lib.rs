@@ -9,6 +9,7 @@ pub mod eval;
 pub mod measure;
 pub mod onnx;
 pub mod optimize;
+pub mod probe;
 
 /// Any command's failure, shown as one line.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ocelli_compress::onnx::Model;
-use ocelli_compress::{Error, compare_models, data, eval, measure, optimize, pattern_input};
+use ocelli_compress::{Error, compare_models, data, eval, measure, optimize, pattern_input, probe};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -59,6 +59,17 @@ enum Command {
         image: PathBuf,
         #[arg(long)]
         preset: Option<String>,
+    },
+    /// Time chains of convolutions of typical shapes in each ONNX representation (float, QDQ,
+    /// QLinearConv on u8 or i8, QLinearConv with float between layers) in tract.
+    Probe {
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        #[arg(long)]
+        json: bool,
+        /// Also write each probe model here, to profile them one by one.
+        #[arg(long)]
+        save: Option<PathBuf>,
     },
     /// Time models side by side in tract (taking turns), on a synthetic input.
     Time {
@@ -203,6 +214,50 @@ fn run(cli: Cli) -> Result<(), Error> {
             println!("{}", measure::peak_rss_kb().unwrap_or(0));
             Ok(())
         }
+        Command::Probe { rounds, json, save } => {
+            if let Some(dir) = &save {
+                for s in probe::SHAPES {
+                    for r in probe::REPRS {
+                        let kind = if s.depthwise { "dw" } else { "conv" };
+                        let name =
+                            format!("{kind}{}_c{}_{}_{r:?}.onnx", s.kernel, s.channels, s.size);
+                        probe::chain_model(s, r).save(&dir.join(name))?;
+                    }
+                }
+            }
+            let rows =
+                probe::probe(&probe::SHAPES, rounds, |m| eprintln!("{m}")).map_err(Error::Model)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).expect("serialisable")
+                );
+                return Ok(());
+            }
+            println!("fastest of {rounds} runs, ms (ratio to float)");
+            print!("{:<26}", "layer (chain of 4, +ReLU)");
+            for r in probe::REPRS {
+                print!(" {:>14}", format!("{r:?}"));
+            }
+            println!();
+            for row in rows {
+                let s = row.shape;
+                let kind = if s.depthwise { "dw" } else { "conv" };
+                print!(
+                    "{:<26}",
+                    format!(
+                        "{kind} {}x{} c{} @{}",
+                        s.kernel, s.kernel, s.channels, s.size
+                    )
+                );
+                let base = row.ms[0].1;
+                for (_, ms) in &row.ms {
+                    print!(" {:>6.2} ({:.2}×)", ms, ms / base);
+                }
+                println!();
+            }
+            Ok(())
+        }
         Command::Time {
             models,
             input_size,
@@ -228,7 +283,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             let base = measure::median(&times[0]);
             for (p, t) in models.iter().zip(&times) {
                 let m = measure::median(t);
-                println!("{:>8.2} ms  {:>5.2}×  {}", m, m / base, p.display());
+                println!(
+                    "median {:>8.2} ms  {:>5.2}×   fastest {:>8.2} ms  {}",
+                    m,
+                    m / base,
+                    measure::min(t),
+                    p.display()
+                );
             }
             Ok(())
         }

@@ -64,6 +64,11 @@ pub fn median(xs: &[f64]) -> f64 {
     }
 }
 
+/// The smallest sample: under load from other processes, the best estimate of a run's own cost.
+pub fn min(xs: &[f64]) -> f64 {
+    xs.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
 /// Times every plan on `input`, taking turns so that load and frequency changes hit each
 /// alike; returns each plan's run times in milliseconds.
 pub fn time_interleaved(

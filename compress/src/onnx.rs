@@ -156,17 +156,18 @@ impl Model {
             .unwrap_or_default()
     }
 
-    /// The input's [1,3,H,W], with `size` (W,H) overriding the declared height and width.
+    /// The input's [1,C,H,W], with `size` (W,H) overriding the declared height and width.
     pub fn input_shape(&self, size: Option<[usize; 2]>) -> Result<[usize; 4], ModelError> {
         let dims = self.input_dims();
-        if dims.len() != 4 || dims[1].is_some_and(|c| c != 3) {
+        if dims.len() != 4 {
             return Err(self.graph_err(format!(
-                "input is {dims:?}, expected an image tensor [1,3,H,W]"
+                "input is {dims:?}, expected an image tensor [1,C,H,W]"
             )));
         }
+        let c = dims[1].unwrap_or(3);
         match (size, dims[2], dims[3]) {
-            (Some([w, h]), _, _) => Ok([1, 3, h, w]),
-            (None, Some(h), Some(w)) => Ok([1, 3, h, w]),
+            (Some([w, h]), _, _) => Ok([1, c, h, w]),
+            (None, Some(h), Some(w)) => Ok([1, c, h, w]),
             _ => {
                 Err(self
                     .graph_err("the input's height and width are not fixed: pass --input-size W H"))

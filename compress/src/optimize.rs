@@ -262,3 +262,142 @@ pub fn rewrite_softmax(model: &mut Model, facts: &Facts) -> Result<usize, ModelE
     }
     Ok(count)
 }
+
+/// tract runs a K×K convolution several times slower per multiply-add than a 1×1 one; the
+/// same convolution as Pad, K² strided Slices, one Concat over channels and a 1×1 Conv over
+/// K²·C channels runs at 1×1 speed. Dense convolutions only (group 1, no dilation).
+pub fn explicit_im2col(model: &mut Model, facts: &Facts) -> Result<usize, ModelError> {
+    let mut count = 0;
+    let mut i = 0;
+    while i < model.graph().node.len() {
+        let n = model.graph().node[i].clone();
+        let Some(plan) = im2col_plan(model, facts, &n) else {
+            i += 1;
+            continue;
+        };
+        let Im2colPlan {
+            k,
+            stride,
+            pads,
+            out_hw,
+            wshape,
+            weights,
+        } = plan;
+        let base = if n.name.is_empty() {
+            n.output[0].clone()
+        } else {
+            n.name.clone()
+        };
+        let fresh = |m: &Model, s: &str| m.fresh_name(&format!("{base}.{s}"));
+        let mut nodes = Vec::new();
+        let mut x = n.input[0].clone();
+        if pads.iter().any(|p| *p != 0) {
+            let padded = fresh(model, "pad");
+            let pads_name = fresh(model, "pads");
+            let p = [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]];
+            model.set_initializer(i64_proto(&pads_name, &[8], &p));
+            nodes.push(node("Pad", &padded, &[&x, &pads_name], &[&padded]));
+            x = padded;
+        }
+        let axes = fresh(model, "axes");
+        let steps = fresh(model, "steps");
+        model.set_initializer(i64_proto(&axes, &[2], &[2, 3]));
+        model.set_initializer(i64_proto(&steps, &[2], &[stride[0], stride[1]]));
+        let mut taps = Vec::new();
+        for dy in 0..k[0] {
+            for dx in 0..k[1] {
+                let tap = fresh(model, &format!("tap{dy}_{dx}"));
+                let starts = fresh(model, &format!("starts{dy}_{dx}"));
+                let ends = fresh(model, &format!("ends{dy}_{dx}"));
+                model.set_initializer(i64_proto(&starts, &[2], &[dy, dx]));
+                model.set_initializer(i64_proto(
+                    &ends,
+                    &[2],
+                    &[
+                        dy + (out_hw[0] - 1) * stride[0] + 1,
+                        dx + (out_hw[1] - 1) * stride[1] + 1,
+                    ],
+                ));
+                nodes.push(node(
+                    "Slice",
+                    &tap,
+                    &[&x, &starts, &ends, &axes, &steps],
+                    &[&tap],
+                ));
+                taps.push(tap);
+            }
+        }
+        let cols = fresh(model, "cols");
+        let mut cat = node(
+            "Concat",
+            &cols,
+            &taps.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            &[&cols],
+        );
+        cat.attribute.push(attr::int("axis", 1));
+        nodes.push(cat);
+        // Weight [O, C, KH, KW] → [O, KH·KW·C, 1, 1], tap-major to match the concatenation.
+        let (o, c, kh, kw) = (wshape[0], wshape[1], wshape[2], wshape[3]);
+        let mut w2 = vec![0f32; weights.len()];
+        for oo in 0..o {
+            for cc in 0..c {
+                for y in 0..kh {
+                    for xx in 0..kw {
+                        w2[oo * kh * kw * c + (y * kw + xx) * c + cc] =
+                            weights[((oo * c + cc) * kh + y) * kw + xx];
+                    }
+                }
+            }
+        }
+        let wname = fresh(model, "weight_1x1");
+        model.set_initializer(f32_proto(&wname, &[o, kh * kw * c, 1, 1], &w2));
+        let mut inputs = vec![cols.as_str(), wname.as_str()];
+        if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
+            inputs.push(b);
+        }
+        nodes.push(node("Conv", &base, &inputs, &[&n.output[0]]));
+        let added = nodes.len();
+        model.graph_mut().node.splice(i..=i, nodes);
+        i += added;
+        count += 1;
+    }
+    model.remove_dead();
+    Ok(count)
+}
+
+struct Im2colPlan {
+    k: [i64; 2],
+    stride: [i64; 2],
+    /// top, left, bottom, right
+    pads: [i64; 4],
+    out_hw: [i64; 2],
+    wshape: Vec<usize>,
+    weights: Vec<f32>,
+}
+
+fn im2col_plan(model: &Model, facts: &Facts, n: &pb::NodeProto) -> Option<Im2colPlan> {
+    if n.op_type != "Conv" || !n.domain.is_empty() {
+        return None;
+    }
+    if attr::get_int(n, "group").unwrap_or(1) != 1
+        || attr::get_ints(n, "dilations").is_some_and(|d| d.iter().any(|v| *v != 1))
+        || attr::get(n, "auto_pad").is_some_and(|a| !a.s.is_empty() && a.s != b"NOTSET")
+    {
+        return None;
+    }
+    let (wshape, weights) = model.constant_f32(&n.input[1])?;
+    if wshape.len() != 4 || (wshape[2] == 1 && wshape[3] == 1) {
+        return None;
+    }
+    let out = facts.shape(&n.output[0])?;
+    let stride = attr::get_ints(n, "strides").unwrap_or(vec![1, 1]);
+    let p = attr::get_ints(n, "pads").unwrap_or(vec![0; 4]);
+    Some(Im2colPlan {
+        k: [wshape[2] as i64, wshape[3] as i64],
+        stride: [stride[0], stride[1]],
+        pads: [p[0], p[1], p[2], p[3]],
+        out_hw: [out[2] as i64, out[3] as i64],
+        wshape,
+        weights,
+    })
+}
