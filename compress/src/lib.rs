@@ -4,12 +4,14 @@
 //! The model stays an ONNX protobuf (`tract_onnx::pb`) throughout: each command reads one,
 //! rewrites it with standard ONNX operators only, and writes one that any ONNX runtime loads.
 
+pub mod calib;
 pub mod data;
 pub mod eval;
 pub mod measure;
 pub mod onnx;
 pub mod optimize;
 pub mod probe;
+pub mod quantize;
 
 /// Any command's failure, shown as one line.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ocelli_compress::onnx::Model;
-use ocelli_compress::{Error, compare_models, data, eval, measure, optimize, pattern_input, probe};
+use ocelli_compress::{
+    Error, compare_models, data, eval, measure, optimize, pattern_input, probe, quantize,
+};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -78,6 +80,29 @@ enum Command {
         input_size: Option<Vec<usize>>,
         #[arg(long, default_value_t = 30)]
         rounds: usize,
+    },
+    /// Post-training static int8: calibrate on a folder of images, give each convolution the
+    /// fastest form tract runs for it, keep float what costs accuracy.
+    Quantize {
+        input: PathBuf,
+        output: PathBuf,
+        /// Calibration images (keep them apart from evaluation images).
+        #[arg(long)]
+        calib: PathBuf,
+        #[arg(long, value_enum, default_value = "entropy")]
+        method: ocelli_compress::calib::Method,
+        #[arg(long, num_args = 2, value_names = ["W", "H"])]
+        input_size: Option<Vec<usize>>,
+        #[arg(long)]
+        preset: Option<String>,
+        /// Least mAP@0.5 against float on the calibration images.
+        #[arg(long, default_value_t = 0.98)]
+        min_map: f64,
+        /// Largest score change of a matched detection on the calibration images.
+        #[arg(long, default_value_t = 0.1)]
+        max_drift: f32,
+        #[arg(long)]
+        json: bool,
     },
     /// Time each of tract's operators on a model, most expensive first.
     Profile {
@@ -291,6 +316,69 @@ fn run(cli: Cli) -> Result<(), Error> {
                     p.display()
                 );
             }
+            Ok(())
+        }
+        Command::Quantize {
+            input,
+            output,
+            calib,
+            method,
+            input_size,
+            preset,
+            min_map,
+            max_drift,
+            json,
+        } => {
+            let model = Model::load(&input)?;
+            let opts = quantize::Options {
+                method,
+                input_size: size(&input_size),
+                preset,
+                min_map,
+                max_score_drift: max_drift,
+                ..Default::default()
+            };
+            let (q, report) = quantize::quantize(&model, &calib, &opts, |m| eprintln!("{m}"))?;
+            q.save(&output)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serialisable")
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<44} {:>16} {:>9} {:>9}  {:<12} sensitivity",
+                "layer", "weights", "float ms", "int8 ms", "form"
+            );
+            for l in &report.layers {
+                println!(
+                    "{:<44} {:>16} {:>9.3} {:>9.3}  {:<12} {}",
+                    l.output,
+                    format!("{:?}", l.weight_shape),
+                    l.float_ms,
+                    l.int8_ms,
+                    format!("{:?}", l.form),
+                    l.sensitivity.map_or("-".into(), |s| format!("{s:.4}"))
+                );
+            }
+            let bytes = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "{}: {} ConvInteger, {} int8 weights, {} float; {} moved towards float; \
+                 {:.2} MB -> {:.2} MB ({:.2}×); agreement on {} calibration images: mAP@0.5 {:.3}, \
+                 max score drift {:.3}",
+                output.display(),
+                report.count(quantize::Form::ConvInteger),
+                report.count(quantize::Form::WeightInt8),
+                report.count(quantize::Form::Float),
+                report.reverted,
+                bytes(&input) as f64 / 1e6,
+                bytes(&output) as f64 / 1e6,
+                bytes(&output) as f64 / bytes(&input).max(1) as f64,
+                report.calibration_images,
+                report.map50,
+                report.score_drift_max
+            );
             Ok(())
         }
         Command::Profile {
