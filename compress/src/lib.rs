@@ -11,6 +11,7 @@ pub mod measure;
 pub mod onnx;
 pub mod optimize;
 pub mod probe;
+pub mod prune;
 pub mod quantize;
 
 /// Any command's failure, shown as one line.

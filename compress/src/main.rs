@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ocelli_compress::onnx::Model;
 use ocelli_compress::{
-    Error, compare_models, data, eval, measure, optimize, pattern_input, probe, quantize,
+    Error, compare_models, data, eval, measure, optimize, pattern_input, probe, prune, quantize,
 };
 
 #[derive(Parser)]
@@ -103,6 +103,17 @@ enum Command {
         max_drift: f32,
         #[arg(long)]
         json: bool,
+    },
+    /// Structured channel pruning: remove the weakest output channels of convolutions, with
+    /// the matching input channels of their readers.
+    Prune {
+        input: PathBuf,
+        output: PathBuf,
+        /// Fraction of each prunable channel group removed.
+        #[arg(long)]
+        ratio: f32,
+        #[arg(long, num_args = 2, value_names = ["W", "H"])]
+        input_size: Option<Vec<usize>>,
     },
     /// Time each of tract's operators on a model, most expensive first.
     Profile {
@@ -378,6 +389,38 @@ fn run(cli: Cli) -> Result<(), Error> {
                 report.calibration_images,
                 report.map50,
                 report.score_drift_max
+            );
+            Ok(())
+        }
+        Command::Prune {
+            input,
+            output,
+            ratio,
+            input_size,
+        } => {
+            let model = Model::load(&input)?;
+            eprintln!("prune: {}: grouping channels", input.display());
+            let opts = prune::Options {
+                ratio,
+                input_size: size(&input_size),
+            };
+            let (mut pruned, r) = prune::prune(&model, &opts)?;
+            pruned.path = output.clone();
+            // The pruned graph must still load and run.
+            let shape = pruned.input_shape(None)?;
+            measure::run(&pruned.plan(shape)?, &pattern_input(shape, 0.0, 1.0))
+                .map_err(|e| Error::run(&output, &e))?;
+            pruned.save(&output)?;
+            println!(
+                "{}: {}/{} channel groups pruned; channels {} -> {}; conv weights {} -> {} ({:.2}×)",
+                output.display(),
+                r.groups_pruned,
+                r.groups,
+                r.channels_before,
+                r.channels_after,
+                r.weights_before,
+                r.weights_after,
+                r.weights_after as f64 / r.weights_before.max(1) as f64
             );
             Ok(())
         }
