@@ -168,3 +168,63 @@ pub fn entropy(hist: &[u64], max: f32) -> f32 {
     }
     (best.1 as f32 + 0.5) * width
 }
+
+/// The mean of each channel of `tensors` ([N,C,H,W]) over every calibration input: what bias
+/// correction needs to cancel the systematic shift that rounding the weights introduces.
+pub fn channel_means(
+    model: &Model,
+    tensors: &[String],
+    inputs: &[Tensor],
+    shape: [usize; 4],
+    mut progress: impl FnMut(&str),
+) -> Result<HashMap<String, Vec<f32>>, ModelError> {
+    let mut observing = model.clone();
+    for t in tensors {
+        if !observing.is_graph_output(t) {
+            observing.graph_mut().output.push(float_unshaped(t));
+        }
+    }
+    let index: Vec<usize> = tensors
+        .iter()
+        .map(|t| {
+            observing
+                .graph()
+                .output
+                .iter()
+                .position(|o| &o.name == t)
+                .expect("added")
+        })
+        .collect();
+    let plan = observing.plan(shape)?;
+    let mut sums: Vec<Vec<f64>> = vec![Vec::new(); tensors.len()];
+    for (n, input) in inputs.iter().enumerate() {
+        progress(&format!(
+            "calibrate: channel means, image {}/{}",
+            n + 1,
+            inputs.len()
+        ));
+        let outs = measure::run(&plan, input).map_err(|e| model.tract_err(&e))?;
+        for (k, &ix) in index.iter().enumerate() {
+            let t = outs[ix].cast_to::<f32>().map_err(|e| model.tract_err(&e))?;
+            let c = t.shape().get(1).copied().unwrap_or(1);
+            let xs = t
+                .try_as_plain_ram()
+                .and_then(|r| Ok(r.as_slice::<f32>()?.to_vec()))
+                .map_err(|e| model.tract_err(&e))?;
+            let per = xs.len() / c.max(1);
+            sums[k].resize(c, 0.0);
+            for (ch, s) in sums[k].iter_mut().enumerate() {
+                *s += xs[ch * per..(ch + 1) * per]
+                    .iter()
+                    .map(|v| *v as f64)
+                    .sum::<f64>()
+                    / (per.max(1) * inputs.len()) as f64;
+            }
+        }
+    }
+    Ok(tensors
+        .iter()
+        .zip(sums)
+        .map(|(t, s)| (t.clone(), s.into_iter().map(|v| v as f32).collect()))
+        .collect())
+}

@@ -40,11 +40,14 @@ pub enum Repr {
     /// ConvInteger (i8 × i8 → i32, no zero points) then float scale, bias and ReLU, which tract
     /// can fuse into its matmul; QuantizeLinear (i8, zero point 0) before each layer.
     ConvInteger,
+    /// The same with the quantisation spelt as Mul, Round, Clip, Cast (vectorised float ops
+    /// in tract) instead of QuantizeLinear.
+    ConvIntegerCast,
     /// Each QLinearConv wrapped in its own QuantizeLinear/DequantizeLinear (float between layers).
     QLinearGlued,
 }
 
-pub const REPRS: [Repr; 8] = [
+pub const REPRS: [Repr; 9] = [
     Repr::Float,
     Repr::FloatIm2col,
     Repr::Qdq,
@@ -53,6 +56,7 @@ pub const REPRS: [Repr; 8] = [
     Repr::QLinearI8Sym,
     Repr::QLinearGlued,
     Repr::ConvInteger,
+    Repr::ConvIntegerCast,
 ];
 
 /// Typical layers of the reference detectors at 320×320.
@@ -181,7 +185,7 @@ pub fn chain_model(shape: ConvShape, repr: Repr) -> Model {
                 nodes.last_mut().unwrap().output[0] = "y".into();
             }
         }
-        Repr::ConvInteger => {}
+        Repr::ConvInteger | Repr::ConvIntegerCast => {}
         Repr::QLinearU8 | Repr::QLinearI8 | Repr::QLinearI8Sym | Repr::QLinearGlued => {
             let glued = repr == Repr::QLinearGlued;
             for l in 0..CHAIN {
@@ -218,7 +222,10 @@ pub fn chain_model(shape: ConvShape, repr: Repr) -> Model {
             }
         }
     }
-    if repr == Repr::ConvInteger {
+    if matches!(repr, Repr::ConvInteger | Repr::ConvIntegerCast) {
+        inits.push(f32_proto("inv_scale", &[], &[1.0 / 0.02]));
+        inits.push(f32_proto("lo", &[], &[-127.0]));
+        inits.push(f32_proto("hi", &[], &[127.0]));
         inits.push(f32_proto(
             "mul",
             &[1, c, 1, 1],

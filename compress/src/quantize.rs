@@ -98,6 +98,14 @@ impl Report {
     }
 }
 
+/// What calibration measured: each observed tensor's clipping magnitude (inputs of
+/// ConvInteger layers) and per-channel means (inputs of every layer, for bias correction).
+#[derive(Clone, Debug, Default)]
+pub struct Calibration {
+    pub thresholds: HashMap<String, f32>,
+    pub means: HashMap<String, Vec<f32>>,
+}
+
 /// Quantises `model` (a float model; `optimize` is applied first).
 pub fn quantize(
     model: &Model,
@@ -148,6 +156,8 @@ pub fn quantize(
         .filter(|l| l.form == Form::ConvInteger)
         .map(|l| l.input.clone())
         .collect();
+    let conv_inputs: Vec<String> = layers.iter().map(|l| l.input.clone()).collect();
+    let means = calib::channel_means(&float, &conv_inputs, &inputs, shape, &mut progress)?;
     let thresholds = calib::calibrate(
         &float,
         &observed,
@@ -165,9 +175,9 @@ pub fn quantize(
         rounds: 0,
         preset: Some(preset.to_string()),
     };
-    let mut quantized = apply(&float, &layers, &thresholds)?;
+    let cal = Calibration { thresholds, means };
+    let mut quantized = apply(&float, &layers, &cal)?;
     let mut reverted = 0;
-    let mut step = 1;
     let mut agreement;
     loop {
         let path = work.path(&format!("{}.int8.onnx", stem(&model.path)));
@@ -178,16 +188,9 @@ pub fn quantize(
             break;
         }
         if layers.iter().all(|l| l.sensitivity.is_none()) {
-            sensitivities(
-                &float,
-                &mut layers,
-                &thresholds,
-                &inputs,
-                shape,
-                &mut progress,
-            )?;
+            sensitivities(&float, &mut layers, &cal, &inputs, shape, &mut progress)?;
         }
-        // Move the most sensitive quantised layers one step towards float, more each round.
+        // Move the most sensitive quantised layer one step towards float.
         let mut order: Vec<usize> = (0..layers.len())
             .filter(|i| layers[*i].form != Form::Float)
             .collect();
@@ -198,7 +201,7 @@ pub fn quantize(
             let s = |i: &usize| layers[*i].sensitivity.unwrap_or(0.0);
             s(b).total_cmp(&s(a))
         });
-        for &i in order.iter().take(step) {
+        for &i in order.iter().take(1) {
             layers[i].form = match layers[i].form {
                 Form::ConvInteger => Form::WeightInt8,
                 _ => Form::Float,
@@ -211,8 +214,7 @@ pub fn quantize(
             "quantize: mAP@0.5 {:.3}, drift {:.3}: {reverted} layer(s) moved towards float",
             agreement.map50, agreement.score_drift_max
         ));
-        step *= 2;
-        quantized = apply(&float, &layers, &thresholds)?;
+        quantized = apply(&float, &layers, &cal)?;
     }
     let report = Report {
         method: opts.method,
@@ -280,13 +282,9 @@ pub fn quantize_weights(shape: &[usize], w: &[f32]) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
-/// The model with each layer in its form. `thresholds` holds the clipping magnitude of each
-/// ConvInteger layer's input.
-pub fn apply(
-    float: &Model,
-    layers: &[Layer],
-    thresholds: &HashMap<String, f32>,
-) -> Result<Model, ModelError> {
+/// The model with each layer in its form; biases absorb the mean shift of rounded weights
+/// where the calibration has the layer's input means.
+pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model, ModelError> {
     let mut m = float.clone();
     let mut quantized_inputs: HashMap<String, String> = HashMap::new();
     for l in layers.iter().filter(|l| l.form != Form::Float) {
@@ -302,6 +300,34 @@ pub fn apply(
             .ok_or_else(|| m.graph_err(format!("{}: weights not constant", l.output)))?;
         let (wq, ws) = quantize_weights(&wshape, &w);
         let o = wshape[0];
+        let bias_in = match conv.input.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => Some(
+                m.constant_f32(b)
+                    .ok_or_else(|| m.graph_err(format!("{}: bias not constant", l.output)))?
+                    .1,
+            ),
+            None => None,
+        };
+        let bias = match cal.means.get(&l.input) {
+            Some(mean) => {
+                let mut b = bias_in.unwrap_or_else(|| vec![0.0; o]);
+                let per = w.len() / o;
+                let (cin_g, k) = (wshape[1], wshape[2] * wshape[3]);
+                let groups = mean.len() / cin_g.max(1);
+                for (oo, bo) in b.iter_mut().enumerate() {
+                    let g = oo / (o / groups.max(1)).max(1);
+                    let mut shift = 0f32;
+                    for j in 0..per {
+                        let c = g * cin_g + j / k;
+                        let dw = w[oo * per + j] - wq[oo * per + j] as f32 * ws[oo];
+                        shift += dw * mean.get(c).copied().unwrap_or(0.0);
+                    }
+                    *bo += shift;
+                }
+                Some(b)
+            }
+            None => bias_in,
+        };
         let fresh = |m: &Model, s: &str| m.fresh_name(&format!("{}.{s}", l.output));
         let wq_name = fresh(&m, "wq");
         m.set_initializer(i8_proto(&wq_name, &wshape, &wq));
@@ -316,10 +342,17 @@ pub fn apply(
                 nodes.push(dq);
                 let mut c = conv.clone();
                 c.input[1] = d;
+                if let Some(b) = &bias {
+                    let bn = fresh(&m, "bias");
+                    m.set_initializer(f32_proto(&bn, &[o], b));
+                    c.input.resize(3, String::new());
+                    c.input[2] = bn;
+                }
                 nodes.push(c);
             }
             Form::ConvInteger => {
-                let thr = *thresholds
+                let thr = *cal
+                    .thresholds
                     .get(&l.input)
                     .ok_or_else(|| m.graph_err(format!("{}: input not calibrated", l.output)))?;
                 let sx = thr.max(1e-8) / 127.0;
@@ -349,19 +382,15 @@ pub fn apply(
                 let scale = fresh(&m, "scale");
                 let sc: Vec<f32> = ws.iter().map(|s| s * sx).collect();
                 m.set_initializer(f32_proto(&scale, &[1, o, 1, 1], &sc));
-                let bias = conv.input.get(2).filter(|b| !b.is_empty());
                 let scaled = if bias.is_some() {
                     fresh(&m, "scaled")
                 } else {
                     l.output.clone()
                 };
                 nodes.push(node("Mul", &scaled, &[&yf, &scale], &[&scaled]));
-                if let Some(b) = bias {
-                    let (_, bv) = m
-                        .constant_f32(b)
-                        .ok_or_else(|| m.graph_err(format!("{}: bias not constant", l.output)))?;
+                if let Some(bv) = &bias {
                     let bn = fresh(&m, "bias");
-                    m.set_initializer(f32_proto(&bn, &[1, o, 1, 1], &bv));
+                    m.set_initializer(f32_proto(&bn, &[1, o, 1, 1], bv));
                     nodes.push(node("Add", &l.output, &[&scaled, &bn], &[&l.output]));
                 }
             }
@@ -411,7 +440,11 @@ fn time_layer(
         form: Form::ConvInteger,
         sensitivity: None,
     };
-    let int8 = apply(&alone, &[layer], &HashMap::from([("x".to_string(), 1.0)]))?;
+    let cal = Calibration {
+        thresholds: HashMap::from([("x".to_string(), 1.0)]),
+        means: HashMap::new(),
+    };
+    let int8 = apply(&alone, &[layer], &cal)?;
     let shape: [usize; 4] = input_shape.try_into().expect("4-d");
     let plans: Vec<Plan> = vec![alone.plan(shape)?, int8.plan(shape)?];
     let input = crate::pattern_input(shape, -1.0, 1.0);
@@ -425,7 +458,7 @@ fn time_layer(
 fn sensitivities(
     float: &Model,
     layers: &mut [Layer],
-    thresholds: &HashMap<String, f32>,
+    cal: &Calibration,
     inputs: &[Tensor],
     shape: [usize; 4],
     progress: &mut impl FnMut(&str),
@@ -445,7 +478,7 @@ fn sensitivities(
         }
         progress(&format!("quantize: sensitivity of layer {}/{n}", i + 1));
         let one = [layer.clone()];
-        let m = apply(float, &one, thresholds)?;
+        let m = apply(float, &one, cal)?;
         let plan = m.plan(shape)?;
         let mut err = 0.0;
         for (input, r) in inputs.iter().zip(&reference) {

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use ocelli_compress::calib::entropy;
 use ocelli_compress::eval;
 use ocelli_compress::onnx::{Model, attr, f32_proto, float_unshaped, float_value, node};
-use ocelli_compress::quantize::{self, Form, Layer, apply, quantize_weights, relative_l2};
+use ocelli_compress::quantize::{
+    self, Calibration, Form, Layer, apply, quantize_weights, relative_l2,
+};
 use ocelli_compress::{measure, pattern_input};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -89,7 +91,10 @@ fn each_form_stays_close_to_float() {
     let shape = [1, 8, 16, 16];
     let input = pattern_input(shape, -1.0, 1.0);
     let reference = measure::run(&float.plan(shape).unwrap(), &input).unwrap();
-    let thresholds = HashMap::from([("x".to_string(), 1.0)]);
+    let cal = Calibration {
+        thresholds: HashMap::from([("x".to_string(), 1.0)]),
+        means: HashMap::new(),
+    };
     // (form, tolerance on the relative L2 error): weights alone lose less than weights and
     // activations; both are far from a broken island.
     for (form, tolerance) in [(Form::WeightInt8, 0.01), (Form::ConvInteger, 0.03)] {
@@ -103,7 +108,7 @@ fn each_form_stays_close_to_float() {
             form,
             sensitivity: None,
         };
-        let q = apply(&float, &[layer], &thresholds).unwrap();
+        let q = apply(&float, &[layer], &cal).unwrap();
         let ops: Vec<&str> = q.graph().node.iter().map(|n| n.op_type.as_str()).collect();
         let expected = if form == Form::ConvInteger {
             "ConvInteger"
