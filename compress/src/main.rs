@@ -114,6 +114,11 @@ enum Command {
         ratio: f32,
         #[arg(long, num_args = 2, value_names = ["W", "H"])]
         input_size: Option<Vec<usize>>,
+        /// Images whose mean activations of the removed channels go into the readers' biases.
+        #[arg(long)]
+        calib: Option<PathBuf>,
+        #[arg(long)]
+        preset: Option<String>,
     },
     /// Time each of tract's operators on a model, most expensive first.
     Profile {
@@ -397,12 +402,16 @@ fn run(cli: Cli) -> Result<(), Error> {
             output,
             ratio,
             input_size,
+            calib,
+            preset,
         } => {
             let model = Model::load(&input)?;
             eprintln!("prune: {}: grouping channels", input.display());
             let opts = prune::Options {
                 ratio,
                 input_size: size(&input_size),
+                calib,
+                preset,
             };
             let (mut pruned, r) = prune::prune(&model, &opts)?;
             pruned.path = output.clone();

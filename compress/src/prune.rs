@@ -9,18 +9,24 @@
 //! produces it.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 
 use serde::Serialize;
 use tract_onnx::pb;
 
-use crate::onnx::{Model, ModelError, attr, f32_proto};
-use crate::optimize;
+use crate::onnx::{Model, attr, f32_proto};
+use crate::{Error, calib, data, optimize};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Fraction of each prunable group's channels removed.
     pub ratio: f32,
     pub input_size: Option<[usize; 2]>,
+    /// Images whose mean activations of removed channels are folded into the readers'
+    /// biases, so that what the channels contributed on average is kept.
+    pub calib: Option<PathBuf>,
+    /// The preset that preprocesses those images (default: by file name).
+    pub preset: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -87,7 +93,36 @@ fn is_depthwise(n: &pb::NodeProto, wshape: &[usize]) -> bool {
 }
 
 /// Prunes `model` (optimised first, so BatchNorms are already in the convolutions).
-pub fn prune(model: &Model, opts: &Options) -> Result<(Model, Report), ModelError> {
+pub fn prune(model: &Model, opts: &Options) -> Result<(Model, Report), Error> {
+    let means = match &opts.calib {
+        Some(dir) => {
+            let mut m = model.clone();
+            let opt = optimize::Options {
+                input_size: opts.input_size,
+            };
+            let shape = optimize::optimize(&mut m, &opt)?.input_shape;
+            let cfg = data::detector_config(&model.path, opts.preset.as_deref())?;
+            let inputs = data::input_tensors(dir, &cfg.preprocess, shape)?;
+            let readers: Vec<String> = m
+                .graph()
+                .node
+                .iter()
+                .filter(|n| n.op_type == "Conv")
+                .map(|n| n.input[0].clone())
+                .collect();
+            calib::channel_means(&m, &readers, &inputs, shape, |_| {})?
+        }
+        None => HashMap::new(),
+    };
+    prune_with_means(model, opts, &means)
+}
+
+/// [`prune`] with the readers' input channel means given (by tensor name, after `optimize`).
+pub fn prune_with_means(
+    model: &Model,
+    opts: &Options,
+    means: &HashMap<String, Vec<f32>>,
+) -> Result<(Model, Report), Error> {
     let mut m = model.clone();
     let shape = optimize::optimize(
         &mut m,
@@ -291,18 +326,36 @@ pub fn prune(model: &Model, opts: &Options) -> Result<(Model, Report), ModelErro
                 nw.extend_from_slice(&w[at..at + k]);
             }
         }
+        // What the removed input channels added on average moves into the bias.
+        let mut shift = vec![0f32; o];
+        if let Some(mean) = means.get(&n.input[0]).filter(|_| !depthwise) {
+            let kept: HashSet<usize> = cols.iter().copied().collect();
+            for (oo, s) in shift.iter_mut().enumerate() {
+                for c in (0..i).filter(|c| !kept.contains(c)) {
+                    let at = (oo * i + c) * k;
+                    *s += w[at..at + k].iter().sum::<f32>() * mean.get(c).copied().unwrap_or(0.0);
+                }
+            }
+        }
         let wname = m.fresh_name(&format!("{}.pruned_w", n.output[0]));
         m.set_initializer(f32_proto(&wname, &[rows.len(), cols.len(), kh, kw], &nw));
         let idx = node_index(&m, &n.output[0]);
         m.graph_mut().node[idx].input[1] = wname;
-        if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
-            let (_, bv) = m
-                .constant_f32(b)
-                .ok_or_else(|| m.graph_err(format!("{b}: bias not constant")))?;
-            let nb: Vec<f32> = rows.iter().map(|r| bv[*r]).collect();
+        let bias = match n.input.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => Some(
+                m.constant_f32(b)
+                    .ok_or_else(|| m.graph_err(format!("{b}: bias not constant")))?
+                    .1,
+            ),
+            None => shift.iter().any(|s| *s != 0.0).then(|| vec![0.0; o]),
+        };
+        if let Some(bv) = bias {
+            let nb: Vec<f32> = rows.iter().map(|r| bv[*r] + shift[*r]).collect();
             let bname = m.fresh_name(&format!("{}.pruned_b", n.output[0]));
             m.set_initializer(f32_proto(&bname, &[nb.len()], &nb));
-            m.graph_mut().node[idx].input[2] = bname;
+            let node = &mut m.graph_mut().node[idx];
+            node.input.resize(3, String::new());
+            node.input[2] = bname;
         }
         if depthwise {
             attr::set(

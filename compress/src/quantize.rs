@@ -191,25 +191,20 @@ pub fn quantize(
             sensitivities(&float, &mut layers, &cal, &inputs, shape, &mut progress)?;
         }
         // Move the most sensitive quantised layer one step towards float.
-        let mut order: Vec<usize> = (0..layers.len())
+        let worst = (0..layers.len())
             .filter(|i| layers[*i].form != Form::Float)
-            .collect();
-        if order.is_empty() {
-            break;
-        }
-        order.sort_by(|a, b| {
-            let s = |i: &usize| layers[*i].sensitivity.unwrap_or(0.0);
-            s(b).total_cmp(&s(a))
-        });
-        for &i in order.iter().take(1) {
-            layers[i].form = match layers[i].form {
-                Form::ConvInteger => Form::WeightInt8,
-                _ => Form::Float,
-            };
-            // Its sensitivity now is that of the gentler form.
-            layers[i].sensitivity = layers[i].sensitivity.map(|s| s / 4.0);
-            reverted += 1;
-        }
+            .max_by(|a, b| {
+                let s = |i: &usize| layers[*i].sensitivity.unwrap_or(0.0);
+                s(a).total_cmp(&s(b))
+            });
+        let Some(i) = worst else { break };
+        layers[i].form = match layers[i].form {
+            Form::ConvInteger => Form::WeightInt8,
+            _ => Form::Float,
+        };
+        // What is left of its cost is that of the gentler form.
+        layers[i].sensitivity = layers[i].sensitivity.map(|s| s / 4.0);
+        reverted += 1;
         progress(&format!(
             "quantize: mAP@0.5 {:.3}, drift {:.3}: {reverted} layer(s) moved towards float",
             agreement.map50, agreement.score_drift_max

@@ -80,7 +80,7 @@ fn dead_channels_go_and_nothing_else_changes() {
         &model,
         &Options {
             ratio: 0.5,
-            input_size: None,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -121,7 +121,7 @@ fn live_channels_cost_accuracy() {
         &model,
         &Options {
             ratio: 0.5,
-            input_size: None,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -139,7 +139,7 @@ fn nanodet_prunes_and_still_runs() {
         &model,
         &Options {
             ratio: 0.25,
-            input_size: None,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -165,5 +165,55 @@ fn nanodet_prunes_and_still_runs() {
         shapes(&out),
         shapes(&reference),
         "outputs keep their shapes"
+    );
+}
+
+#[test]
+fn removed_channels_leave_their_mean_in_the_bias() {
+    // On a constant input every channel is constant, so its mean is all it ever contributes:
+    // with the means folded into the reader's bias, pruning live channels changes nothing.
+    let mut a = conv("a", "x", "wa", 1, 0);
+    a.output[0] = "a".into();
+    let model = Model::build(
+        13,
+        vec![
+            a,
+            node("Relu", "r", &["a"], &["r"]),
+            conv("y", "r", "wh", 1, 0),
+        ],
+        vec![float_value("x", &[Some(1), Some(4), Some(8), Some(8)])],
+        vec![float_unshaped("y")],
+        vec![
+            f32_proto("wa", &[16, 4, 1, 1], &ranked(16, 4, 1, &[])),
+            f32_proto("wa_b", &[16], &[0.1; 16]),
+            f32_proto("wh", &[3, 16, 1, 1], &ranked(3, 16, 1, &[])),
+            f32_proto("wh_b", &[3], &[0.0; 3]),
+        ],
+    );
+    let shape = [1, 4, 8, 8];
+    let input = pattern_input(shape, 0.5, 0.5);
+    let means = ocelli_compress::calib::channel_means(
+        &model,
+        &["r".into()],
+        &[input.clone()],
+        shape,
+        |_| {},
+    )
+    .unwrap();
+    let opts = Options {
+        ratio: 0.5,
+        ..Default::default()
+    };
+    let (pruned, report) = prune::prune_with_means(&model, &opts, &means).unwrap();
+    assert_eq!(report.groups_pruned, 1, "{report:?}");
+    let a = measure::run(&model.plan(shape).unwrap(), &input).unwrap();
+    let b = measure::run(&pruned.plan(shape).unwrap(), &input).unwrap();
+    let err = measure::max_error(&a, &b).unwrap();
+    assert!(err < 1e-4, "output moved by {err}");
+    let (without, _) = prune::prune_with_means(&model, &opts, &Default::default()).unwrap();
+    let c = measure::run(&without.plan(shape).unwrap(), &input).unwrap();
+    assert!(
+        measure::max_error(&a, &c).unwrap() > 1e-2,
+        "the compensation did something"
     );
 }
