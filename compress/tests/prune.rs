@@ -195,7 +195,7 @@ fn removed_channels_leave_their_mean_in_the_bias() {
     let means = ocelli_compress::calib::channel_means(
         &model,
         &["r".into()],
-        &[input.clone()],
+        std::slice::from_ref(&input),
         shape,
         |_| {},
     )
