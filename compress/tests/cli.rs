@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ocelli_compress::onnx::{Model, float_unshaped, float_value, node};
+
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 fn cached(name: &str) -> PathBuf {
@@ -35,8 +37,37 @@ fn bad_input_fails_with_one_line() {
     std::fs::write(broken.join("a.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let yunet = cached("yunet_n_320_320.onnx");
     let out = tmp.join("out.onnx");
+    // Valid ONNX that tract cannot load: an operator nobody implements.
+    let unknown = tmp.join("unknown_op.onnx");
+    Model::build(
+        13,
+        vec![node("NoSuchOperator", "n", &["x"], &["y"])],
+        vec![float_value("x", &[Some(1), Some(3), Some(8), Some(8)])],
+        vec![float_unshaped("y")],
+        vec![],
+    )
+    .save(&unknown)
+    .unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    let cases: [(&str, Vec<String>, &str); 4] = [
+    let cases: [(&str, Vec<String>, &str); 6] = [
+        (
+            "unknown operator",
+            vec!["optimize".into(), s(&unknown), s(&out)],
+            "tract cannot load",
+        ),
+        (
+            "undecodable evaluation image",
+            vec![
+                "eval".into(),
+                "--reference".into(),
+                s(&yunet),
+                "--candidate".into(),
+                s(&yunet),
+                "--images".into(),
+                s(&broken),
+            ],
+            "a.png",
+        ),
         (
             "not ONNX",
             vec!["optimize".into(), s(&not_onnx), s(&out)],
