@@ -128,13 +128,13 @@ pub fn quantize(
     let mut layers = convolutions(&float, &facts);
 
     // Speed: each distinct layer shape timed alone in both forms.
-    let mut timed: HashMap<String, (f64, f64)> = HashMap::new();
+    let mut timed: HashMap<String, LayerTimes> = HashMap::new();
     let total = layers.len();
     for (i, l) in layers.iter_mut().enumerate() {
         progress(&format!("quantize: timing layer {}/{total}", i + 1));
         let n = conv_node(&float, &l.output).clone();
         let key = format!("{:?}{:?}{:?}", l.weight_shape, l.input_shape, n.attribute);
-        let (f, q) = match timed.get(&key) {
+        let t = match timed.get(&key) {
             Some(t) => *t,
             None => {
                 let t = time_layer(&float, &n, &l.input_shape, opts.speed_rounds)?;
@@ -142,9 +142,11 @@ pub fn quantize(
                 t
             }
         };
-        l.float_ms = f;
-        l.int8_ms = q;
-        l.form = if f / q >= opts.min_speedup {
+        l.float_ms = t.float_ms;
+        l.int8_ms = t.int8_ms;
+        // Other processes only ever add time, so the fastest runs compare the layers' own
+        // costs; the medians must agree, or one lucky run would decide.
+        l.form = if t.float_ms / t.int8_ms >= opts.min_speedup && t.int8_median_faster {
             Form::ConvInteger
         } else {
             Form::WeightInt8
@@ -399,13 +401,13 @@ pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model
     Ok(m)
 }
 
-/// The layer alone, as a model, in float and as a ConvInteger island; fastest runs, ms.
+/// The layer alone, as a model, in float and as a ConvInteger island, timed taking turns.
 fn time_layer(
     float: &Model,
     conv: &pb::NodeProto,
     input_shape: &[usize],
     rounds: usize,
-) -> Result<(f64, f64), ModelError> {
+) -> Result<LayerTimes, ModelError> {
     let mut c = conv.clone();
     c.input[0] = "x".into();
     c.output[0] = "y".into();
@@ -445,7 +447,18 @@ fn time_layer(
     let input = crate::pattern_input(shape, -1.0, 1.0);
     let t = measure::time_interleaved(&plans.iter().collect::<Vec<_>>(), &input, 2, rounds)
         .map_err(|e| alone.tract_err(&e))?;
-    Ok((measure::min(&t[0]), measure::min(&t[1])))
+    Ok(LayerTimes {
+        float_ms: measure::min(&t[0]),
+        int8_ms: measure::min(&t[1]),
+        int8_median_faster: measure::median(&t[1]) < measure::median(&t[0]),
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LayerTimes {
+    float_ms: f64,
+    int8_ms: f64,
+    int8_median_faster: bool,
 }
 
 /// Each quantised layer's cost alone: the whole model's relative output error with only that

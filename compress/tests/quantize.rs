@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ocelli_compress::calib::entropy;
+use ocelli_compress::calib::{Method, calibrate, entropy};
 use ocelli_compress::eval;
 use ocelli_compress::onnx::{Model, attr, f32_proto, float_unshaped, float_value, node};
 use ocelli_compress::quantize::{
@@ -64,6 +64,44 @@ fn entropy_threshold_ignores_rare_outliers() {
     hist[2047] = 3;
     let t = entropy(&hist, 100.0);
     assert!(t > 5.0 && t < 30.0, "threshold {t} of a range of 100");
+}
+
+#[test]
+fn each_method_orders_its_thresholds_as_expected() {
+    // x → Relu → y, observed at y: values spread over 0..1 with one outlier at 50.
+    let model = Model::build(
+        13,
+        vec![node("Relu", "r", &["x"], &["y"])],
+        vec![float_value("x", &[Some(1), Some(3), Some(64), Some(64)])],
+        vec![float_unshaped("y")],
+        vec![],
+    );
+    let shape = [1, 3, 64, 64];
+    let mut input = pattern_input(shape, 0.0, 1.0);
+    input
+        .try_as_plain_ram_mut()
+        .unwrap()
+        .as_slice_mut::<f32>()
+        .unwrap()[100] = 50.0;
+    let t = |method| {
+        calibrate(
+            &model,
+            &["y".to_string()],
+            std::slice::from_ref(&input),
+            shape,
+            method,
+            |_| {},
+        )
+        .unwrap()["y"]
+    };
+    let (minmax, percentile, entropy) =
+        (t(Method::Minmax), t(Method::Percentile), t(Method::Entropy));
+    assert_eq!(minmax, 50.0, "the largest magnitude");
+    assert!(
+        percentile < 2.0,
+        "one outlier in 12288 is beyond the 99.99th percentile: {percentile}"
+    );
+    assert!(entropy < 5.0, "entropy clips the outlier: {entropy}");
 }
 
 /// x [1,8,16,16] → Conv 3×3 (8→16) → Relu.
