@@ -393,9 +393,7 @@ pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model
             }
             Form::Float => unreachable!("filtered"),
         }
-        let added = nodes.len();
         m.graph_mut().node.splice(idx..=idx, nodes);
-        debug_assert!(added > 0);
     }
     m.remove_dead();
     Ok(m)
