@@ -5,6 +5,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 export CARGO_TERM_COLOR := "never"
 
 import 'cross/cross.just'
+import 'compress/compress.just'
 
 # List the recipes.
 default:
