@@ -35,6 +35,7 @@ fetch *NAMES:
 fixtures: fetch
     python3 tests/reference/detectors.py target/fixtures/detectors
     python3 tests/reference/dbnet.py target/fixtures/dbnet
+    python3 compress/scripts/make_images.py target/fixtures/compress
     python3 tests/reference/opencv_geom.py target/fixtures/geom
     python3 tests/reference/opencv_morph.py target/fixtures
 
