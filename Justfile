@@ -62,6 +62,5 @@ package: dist
 
 # The packages install, upgrade (keeping an edited config) and purge cleanly.
 test-package: dist
-    cargo build -p ocelli --quiet
     tests/package.sh arm64 target/dist/ocelli-aarch64-unknown-linux-gnu
     tests/package.sh armhf target/dist/ocelli-armv7-unknown-linux-gnueabihf
