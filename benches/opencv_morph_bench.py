@@ -7,8 +7,9 @@
 times cv2.erode / cv2.dilate single-threaded (cv2.setNumThreads(1)) on the inputs the
 Criterion bench uses (the camera photo tiled to the size; masks thresholded at 128, as u8
 0/255 images for OpenCV), then prints a Markdown table: case, ours (Criterion's median),
-OpenCV (median of repeated runs), ratio ours / OpenCV, and the load average from `uptime`.
-CRITERION_DIR defaults to $CARGO_TARGET_DIR/criterion, else target/criterion.
+OpenCV, ratio ours / OpenCV, and the load average from `uptime`. Both sides report the
+median time of single calls (a batch of calls on a shared machine also times other
+processes). CRITERION_DIR defaults to $CARGO_TARGET_DIR/criterion, else target/criterion.
 """
 
 import json

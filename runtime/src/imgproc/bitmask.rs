@@ -1,12 +1,12 @@
 //! A bit-packed binary mask (one bit per pixel) and its morphology.
 //!
 //! Rows are stored as little-endian `u64` words, pixel `x` in bit `x % 64` of word `x / 64`,
-//! each row padded to whole words with zero bits. Morphology runs the same engine as the u8
-//! path ([`super::morph`]) with min/max replaced by AND/OR over whole words and horizontal
-//! shifts done as funnel shifts across word boundaries, 64 pixels per operation (256 or 512
-//! with AVX2/AVX-512). On binary images (0/255) its results equal the u8 path's, for every
-//! operation, with [`Border::Neutral`], [`Border::Replicate`] and `Border::Constant(0 | 255)`;
-//! other constants are read as set when nonzero.
+//! each row padded to whole words with zero bits. Morphology runs the engine of
+//! [`super::morph`] with min/max replaced by AND/OR of whole words and horizontal shifts done
+//! as funnel shifts across word boundaries: 64 pixels per operation, 256 with AVX2. On binary
+//! images (0/255) its results equal the u8 path's, for every operation, with
+//! [`Border::Neutral`], [`Border::Replicate`] and `Border::Constant(0 | 255)`; other constants
+//! are read as set when nonzero.
 
 use super::Image;
 use super::morph::kernels::{self as morph_kernels, ByteOp};

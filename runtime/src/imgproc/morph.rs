@@ -15,13 +15,18 @@
 //!   erode(src, kernel == 1) & erode(!src, kernel == −1).
 //!
 //! The engine works on rows of "lanes": u8 pixels here, 64-pixel words in
-//! [`super::bitmask`]. A rectangle is separated: a vertical min/max over whole rows, then a
-//! horizontal one by doubling (log2 of the width in shifted min/max). Other elements are cut
-//! into horizontal runs, each run computed once per source row and combined vertically. Every
-//! primitive is a shifted min/max of two rows, written with `std::arch` (SSE2, AVX2, AVX-512 on
-//! x86-64, NEON on aarch64) because the release profile's `opt-level = "s"` disables
-//! auto-vectorisation. [`reference`] holds the plain per-pixel definition the fast paths are
-//! tested against.
+//! [`super::bitmask`]. Its one primitive, a gather, writes the min/max of up to 16 rows read
+//! at pixel offsets, over a band of rows per call (the row loop runs inside the vector
+//! kernels). A rectangle is separated: a vertical pass over source rows (output rows in
+//! pairs, sharing the rows they have in common), then the horizontal window of each result,
+//! gathered directly or by doubling (`log2(width)` gathers). Other elements are cut into
+//! horizontal runs: runs shared by several kernel rows are computed once per source row as
+//! windows, the others are single-pixel terms, and each output row gathers them all.
+//! Horizontal reads go to guarded copies of the rows, whose margins hold the border's fill,
+//! so no kernel deals with image edges. The kernels use `std::arch` (SSE2, AVX2, AVX-512 on
+//! x86-64, NEON on aarch64; scalar elsewhere) because the release profile's `opt-level = "s"`
+//! disables auto-vectorisation. [`reference`] holds the plain per-pixel definition the fast
+//! paths are tested against.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -286,12 +291,13 @@ impl Simd {
         Simd::ALL.into_iter().filter(|s| s.is_available()).collect()
     }
 
-    /// The instruction set to use here: AVX2, else NEON, else SSE2, else scalar. AVX-512 is
-    /// not picked: these kernels are bound by loads and stores and run no faster with it
-    /// (measured on Zen 4), and it lowers the clock of some Intel parts.
+    /// The widest available instruction set. AVX-512 runs the u8 kernels no faster than
+    /// AVX2 (they are bound by loads and stores) but the bit-packed ones up to 1.3× faster at
+    /// 1920×1080 (measured on Zen 4).
     pub fn detect() -> Simd {
-        [Simd::Avx2, Simd::Neon, Simd::Sse2]
+        Simd::ALL
             .into_iter()
+            .rev()
             .find(|s| s.is_available())
             .unwrap_or(Simd::Scalar)
     }
