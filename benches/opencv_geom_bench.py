@@ -2,11 +2,13 @@
 """Single-threaded OpenCV timings for the cases of benches/geom.rs, for docs/perf.md.
 
     python3 benches/opencv_geom_bench.py [CASE ...]
-    python3 benches/opencv_geom_bench.py --criterion target/criterion   # side-by-side table
+    python3 benches/opencv_geom_bench.py --side-by-side BENCH_BINARY [ROUNDS]
 
-With --criterion, reads the medians Criterion saved for the same cases (run the Rust bench
-first) and prints a Markdown table: ours, ours with the portable kernel builds, OpenCV, ratio,
-and the `uptime` load averages while OpenCV was timed.
+--side-by-side takes the Criterion bench executable (`cargo bench --bench geom --no-run` prints
+its path) and, case by case, runs it for that case (and its `_portable` variant) then times
+OpenCV right after, so both see the same machine load; with several rounds each side keeps its
+fastest median. It prints a Markdown table: ours, ours with the portable kernel builds, OpenCV,
+ratio, and the load averages (`uptime`) at the start and end.
 
 Inputs are built the same way as in benches/geom.rs: astronaut.png (from ../shared/models/images,
 relative to the repository root) resized to 640x480 with INTER_LINEAR, its grey version, and a
@@ -18,6 +20,7 @@ like Criterion does (batches of calls, median over 30 batches).
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import time
 
@@ -95,32 +98,39 @@ def main():
         "canny_50_150_l2_grey_640x480": lambda: cv2.Canny(grey, 50, 150, L2gradient=True),
     }
     args = sys.argv[1:]
-    if args[:1] == ["--criterion"]:
-        return table(cases, pathlib.Path(args[1]))
+    if args[:1] == ["--side-by-side"]:
+        return side_by_side(cases, args[1], int(args[2]) if len(args) > 2 else 1)
     for name, fn in cases.items():
         if not args or name in args:
             print(f"{name} {bench(fn):.1f}")
 
 
-def criterion_median(root, name):
-    path = root / name / "new" / "estimates.json"
+def criterion_median(name):
+    path = ROOT / "target" / "criterion" / name / "new" / "estimates.json"
     if not path.exists():
         return None
     return json.loads(path.read_text())["median"]["point_estimate"] / 1000.0
 
 
-def table(cases, root):
-    load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
-    print("| case | ours (µs) | ours, portable (µs) | OpenCV (µs) | ours / OpenCV | load (1/5/15 min) |")
-    print("|---|---:|---:|---:|---:|---|")
-    for name, fn in cases.items():
-        ours = criterion_median(root, name)
-        if ours is None:
-            sys.exit(f"no Criterion result for {name} in {root}: run the Rust bench first")
-        portable = criterion_median(root, name + "_portable")
-        opencv = bench(fn)
+def side_by_side(cases, binary, rounds):
+    env = {k: v for k, v in os.environ.items() if k != "CARGO_TARGET_DIR"}  # results under ROOT/target
+    start_load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    best = {}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            subprocess.run([binary, "--bench", f"^{name}(_portable)?$"], cwd=ROOT, env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            timings = (criterion_median(name), criterion_median(name + "_portable"), bench(fn))
+            best[name] = [min(a, b) if a is not None and b is not None else a
+                          for a, b in zip(timings, best.get(name, timings))]
+    end_load = " / ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"Load average (1/5/15 min): {start_load} at the start, {end_load} at the end; {rounds} round(s).")
+    print()
+    print("| case | ours (µs) | ours, portable (µs) | OpenCV (µs) | ours / OpenCV |")
+    print("|---|---:|---:|---:|---:|")
+    for name, (ours, portable, opencv) in best.items():
         portable = f"{portable:.0f}" if portable is not None else "–"
-        print(f"| {name} | {ours:.0f} | {portable} | {opencv:.0f} | {ours / opencv:.2f} | {load} |")
+        print(f"| {name} | {ours:.0f} | {portable} | {opencv:.0f} | {ours / opencv:.2f} |")
 
 
 if __name__ == "__main__":

@@ -988,9 +988,9 @@ mod gather {
             && src.data.len() < i32::MAX as usize - 8
     }
 
-    /// One bilinear row; blocks of 8 pixels whose 2×2 neighbourhoods all lie inside the image
-    /// (and whose 4-byte reads stay inside the buffer) are gathered, the rest sampled by the
-    /// scalar path. Same arithmetic as `bilinear`, so results are identical.
+    /// One bilinear row, 8 pixels per step: pixels whose 2×2 neighbourhood lies inside the
+    /// image (and whose 4-byte reads stay inside the buffer) are gathered, the others sampled
+    /// with the border rule. Same arithmetic as `bilinear`, so results are identical.
     pub(super) fn bilinear_row(s: &Sampler, taps: TapRow, out: &mut [u8]) {
         let cn = s.src.channels;
         let (cols, rows) = (s.src.width as u32, s.src.height as u32);
@@ -999,31 +999,38 @@ mod gather {
         let n = taps.ix.len();
         let mut x = 0;
         while x + 8 <= n {
-            let block = x..x + 8;
+            let block = taps.sub(x..x + 8);
             let px = &mut out[x * cn..(x + 8) * cn];
-            let inside = taps.ix[block.clone()]
-                .iter()
-                .zip(&taps.iy[block.clone()])
-                .all(|(&ix, &iy)| {
-                    (ix as u32) < cols.wrapping_sub(1)
-                        && (iy as u32) < rows.wrapping_sub(1)
-                        && iy as usize * stride + ix as usize * cn + stride + cn + 4 <= len
-                });
-            if inside {
-                // SAFETY: `applies` checked AVX2; every gathered word lies inside `data`.
-                unsafe { block8(s.src, taps.sub(block), px) };
-            } else {
-                sample(s, cn, true, taps.sub(block), px);
+            let inside: [bool; 8] = std::array::from_fn(|j| {
+                let (ix, iy) = (block.ix[j], block.iy[j]);
+                (ix as u32) < cols.wrapping_sub(1)
+                    && (iy as u32) < rows.wrapping_sub(1)
+                    && iy as usize * stride + ix as usize * cn + stride + cn + 4 <= len
+            });
+            if inside.contains(&true) {
+                // SAFETY: `applies` checked AVX2; the gathers only read lanes marked inside,
+                // whose words lie inside `data`.
+                unsafe { block8(s.src, block, inside, px) };
+            }
+            for (j, _) in inside.iter().enumerate().filter(|(_, inside)| !**inside) {
+                let (ix, iy, ax, ay) = (block.ix[j], block.iy[j], block.ax[j], block.ay[j]);
+                let px = &mut px[j * cn..(j + 1) * cn];
+                if (ix as u32) < cols.wrapping_sub(1) && (iy as u32) < rows.wrapping_sub(1) {
+                    // Inside, but a 4-byte read would pass the end of the buffer.
+                    sample(s, cn, true, block.sub(j..j + 1), px);
+                } else {
+                    s.linear_border((ix, iy), (ax, ay), px);
+                }
             }
             x += 8;
         }
         sample(s, cn, true, taps.sub(x..n), &mut out[x * cn..]);
     }
 
-    /// Eight interior pixels: four gathers (one per tap, all channels at once), then per
-    /// channel the same `f32` blend as the scalar path.
+    /// Eight pixels, of which those marked `inside` are written: four gathers (one per tap, all
+    /// channels at once), then per channel the same `f32` blend as the scalar path.
     #[target_feature(enable = "avx2")]
-    unsafe fn block8(src: &Image, taps: TapRow, out: &mut [u8]) {
+    unsafe fn block8(src: &Image, taps: TapRow, inside: [bool; 8], out: &mut [u8]) {
         let cn = src.channels;
         let stride = (src.width * cn) as i32;
         let ints = |v: &[i32]| unsafe { _mm256_loadu_si256(v[..8].as_ptr().cast()) };
@@ -1033,12 +1040,23 @@ mod gather {
             _mm256_mullo_epi32(ints(taps.ix), _mm256_set1_epi32(cn as i32)),
         );
         let base = src.data.as_ptr().cast::<i32>();
-        // SAFETY (caller): each offset + tap + 4 bytes lies inside `src.data`.
-        let tap =
-            |delta: usize| unsafe { _mm256_i32gather_epi32::<1>(base.byte_add(delta), offsets) };
+        let mask = inside.map(|i| -i32::from(i));
+        let mask = ints(&mask);
+        // SAFETY (caller): for each lane in `mask`, offset + tap + 4 bytes lies inside
+        // `src.data`; other lanes are not read.
+        let tap = |delta: usize| unsafe {
+            _mm256_mask_i32gather_epi32::<1>(
+                _mm256_setzero_si256(),
+                base.byte_add(delta),
+                offsets,
+                mask,
+            )
+        };
         let [w00, w01, w10, w11] = [0, cn, stride as usize, stride as usize + cn].map(tap);
         let (ax, ay) = (floats(taps.ax), floats(taps.ay));
         let (zero, max) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
+        // Each pixel's channels packed into one 32-bit lane, little end first.
+        let mut packed = _mm256_setzero_si256();
         for c in 0..cn {
             let shift = _mm256_set1_epi32(8 * c as i32);
             let channel = |w: __m256i| {
@@ -1053,11 +1071,25 @@ mod gather {
             let v0 = blend(channel(w00), channel(w01), ax);
             let v1 = blend(channel(w10), channel(w11), ax);
             let v = _mm256_min_ps(_mm256_max_ps(blend(v0, v1, ay), zero), max);
-            let mut lanes = [0i32; 8];
-            // SAFETY: `lanes` holds 8 `i32`.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), _mm256_cvtps_epi32(v)) };
-            for (j, &l) in lanes.iter().enumerate() {
-                out[j * cn + c] = l as u8;
+            packed = _mm256_or_si256(packed, _mm256_sllv_epi32(_mm256_cvtps_epi32(v), shift));
+        }
+        let mut lanes = [0u32; 8];
+        // SAFETY: `lanes` holds 8 `u32`.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), packed) };
+        match cn {
+            1 => store::<1>(&lanes, inside, out),
+            3 => store::<3>(&lanes, inside, out),
+            _ => store::<4>(&lanes, inside, out),
+        }
+    }
+
+    /// Writes the first `CN` bytes of each inside lane to its pixel.
+    #[inline(always)]
+    fn store<const CN: usize>(lanes: &[u32; 8], inside: [bool; 8], out: &mut [u8]) {
+        for ((px, lane), inside) in out.chunks_exact_mut(CN).zip(lanes).zip(inside) {
+            if inside {
+                let bytes = lane.to_le_bytes();
+                px.copy_from_slice(&bytes[..CN]);
             }
         }
     }
