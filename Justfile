@@ -4,6 +4,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export CARGO_TERM_COLOR := "never"
 
+import 'cross/cross.just'
+import 'compress/compress.just'
+
 # List the recipes.
 default:
     @just --list
@@ -19,7 +22,9 @@ setup:
       apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     fi
-    python3 -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+    pip=(python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore)
+    "${pip[@]}" -r <(grep -v '^rapidocr-onnxruntime==' requirements-dev.txt)
+    "${pip[@]}" --no-deps "$(grep '^rapidocr-onnxruntime==' requirements-dev.txt)"
     rustup component add rustfmt clippy >/dev/null
 
 # Fetch the reference models and photos into models/cache (checksums verified).
@@ -29,7 +34,10 @@ fetch *NAMES:
 # Write the reference fixtures (OpenCV, onnxruntime) the tests compare against.
 fixtures: fetch
     python3 tests/reference/detectors.py target/fixtures/detectors
+    python3 tests/reference/dbnet.py target/fixtures/dbnet
+    python3 compress/scripts/make_images.py target/fixtures/compress
     python3 tests/reference/opencv_geom.py target/fixtures/geom
+    python3 tests/reference/opencv_morph.py target/fixtures
 
 # The demo: YOLOX-Nano and YuNet over the reference photos; annotated PNGs in out/demo.
 demo: setup (fetch "yolox_nano.onnx" "yunet_n_320_320.onnx" "images/astronaut.png" "images/chelsea.png" "images/coffee.png" "images/camera.png" "images/page.png" "images/text.png" "images/rocket.jpg")
@@ -41,8 +49,18 @@ test: setup fixtures
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace
-    for c in board-configs/*.toml; do cargo run -p ocelli --quiet -- check-config "$c"; done
+    tests/deploy.sh
 
 # Criterion benchmarks (release builds) and the side-by-side reference timings.
 bench:
     cargo bench -p ocelli
+
+# Debian packages for arm64 and armhf from the release binaries (target/dist).
+package: dist
+    packaging/build-deb.sh arm64 target/dist/ocelli-aarch64-unknown-linux-gnu
+    packaging/build-deb.sh armhf target/dist/ocelli-armv7-unknown-linux-gnueabihf
+
+# The packages install, upgrade (keeping an edited config) and purge cleanly.
+test-package: dist
+    tests/package.sh arm64 target/dist/ocelli-aarch64-unknown-linux-gnu
+    tests/package.sh armhf target/dist/ocelli-armv7-unknown-linux-gnueabihf

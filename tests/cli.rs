@@ -258,3 +258,310 @@ fn every_board_preset_passes_check_config() {
     }
     assert!(checked > 0, "no presets in board-configs/");
 }
+
+/// Every line of a JSON-lines output, each checked against the published schema.
+fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("docs/schema/frame.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if let Err(e) = validator.validate(&v) {
+                panic!("line does not fit the schema: {e}\n{l}");
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn motion_gate_skips_still_frames_and_runs_on_change() {
+    use ocelli::capture::decode_image;
+    use ocelli::imgproc::Image;
+    let dir = scratch("motion");
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let mut photo = Image::new(0, 0, 3);
+    decode_image(&cached("images/coffee.png"), &mut photo).unwrap();
+    for name in ["a", "b"] {
+        ocelli::overlay::save_png(&photo, &frames.join(format!("{name}.png"))).unwrap();
+    }
+    // Something appears at 60..180 × 200..320 in the third frame.
+    for y in 200..320 {
+        for x in 60..180 {
+            photo.data[(y * photo.width + x) * 3..][..3].fill(255);
+        }
+    }
+    ocelli::overlay::save_png(&photo, &frames.join("c.png")).unwrap();
+    let jsonl = dir.join("out.jsonl");
+    let extra = "\n[imaging.motion]\nthreshold = 25\nmin_area = 0.01\n";
+    let config = yolox_config(&dir, "", &frames);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[output]\n",
+        &format!("{extra}\n[output]\njsonl = {jsonl:?}\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = ocelli(&["run", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = read_jsonl(&jsonl);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for still in &lines[..2] {
+        assert_eq!(still["inference"], "skipped", "{still}");
+        assert_eq!(still["detections"].as_array().unwrap().len(), 0, "{still}");
+    }
+    let moved = &lines[2];
+    assert_eq!(moved["inference"], "ran", "{moved}");
+    assert!(
+        moved["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "motion_started"),
+        "{moved}"
+    );
+    let regions = moved["motion"]["regions"].as_array().unwrap();
+    let b: Vec<f64> = regions[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(
+        b[0] <= 60.0 && b[0] >= 40.0 && b[2] >= 180.0 && b[2] <= 200.0,
+        "{b:?}"
+    );
+    assert!(
+        b[1] <= 200.0 && b[1] >= 180.0 && b[3] >= 320.0 && b[3] <= 340.0,
+        "{b:?}"
+    );
+    assert!(
+        moved["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["label"] == "cup"),
+        "{moved}"
+    );
+}
+
+#[test]
+fn rectified_region_is_what_the_detector_sees() {
+    let dir = scratch("rectify");
+    let jsonl = dir.join("out.jsonl");
+    // The table around the cup on coffee.png, slightly skewed, warped to an upright 400×320 image.
+    let extra = "\n[imaging.rectify]\nquad = [[90, 0], [500, 0], [510, 380], [80, 390]]\nsize = [400, 320]\n";
+    let config = yolox_config(&dir, "", &cached("images/coffee.png"));
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[output]\n",
+        &format!("{extra}\n[output]\njsonl = {jsonl:?}\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = ocelli(&["run", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = read_jsonl(&jsonl);
+    assert_eq!(
+        (lines[0]["width"].as_u64(), lines[0]["height"].as_u64()),
+        (Some(400), Some(320))
+    );
+    let cup = lines[0]["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["label"] == "cup")
+        .cloned();
+    let cup = cup.unwrap_or_else(|| panic!("no cup in the rectified region: {}", lines[0]));
+    // The cup fills most of the rectified image.
+    let b: Vec<f64> = cup["box"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!((b[2] - b[0]) * (b[3] - b[1]) > 0.5 * 320.0 * 240.0, "{cup}");
+}
+
+/// Polls `cond` every 20 ms for up to `secs`.
+fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cleanly() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let dir = scratch("signals");
+    let jsonl = dir.join("out.jsonl");
+    let socket = dir.join("s.sock");
+    let good = format!(
+        "[source]\nkind = \"synthetic\"\nwidth = 320\nheight = 240\n\n[[detector]]\nmodel = {:?}\nfamily = \"yunet\"\n\
+         labels = \"face\"\n\n[output]\njsonl = {jsonl:?}\nsocket = {{ path = {socket:?} }}\n",
+        cached("yunet_n_320_320.onnx")
+    );
+    let config = write(&dir, "config.toml", &good);
+    let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ocelli"))
+        .args(["run", config.to_str().unwrap()])
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    let lines = || std::fs::read_to_string(&jsonl).map_or(0, |t| t.lines().count());
+    let log = || std::fs::read_to_string(dir.join("stderr")).unwrap();
+    wait_for(60, "first frames", || lines() >= 3);
+    assert!(socket.exists());
+
+    // A broken config: refused, logged, and the pipeline goes on.
+    write(
+        &dir,
+        "config.toml",
+        &good.replace("family = \"yunet\"", "family = \"yunett\""),
+    );
+    kill(pid, Signal::SIGHUP).unwrap();
+    wait_for(30, "the refusal", || log().contains("reload refused"));
+    let after = lines();
+    wait_for(30, "frames after the refused reload", || {
+        lines() > after + 2
+    });
+    assert!(log().contains("yunett"), "{}", log());
+
+    // A good new config is applied.
+    write(
+        &dir,
+        "config.toml",
+        &good.replace(
+            "[[detector]]",
+            "[imaging.motion]\nmin_area = 0.0\n\n[[detector]]",
+        ),
+    );
+    kill(pid, Signal::SIGHUP).unwrap();
+    wait_for(30, "the reload", || log().contains("reloaded"));
+
+    // SIGTERM: the frame in flight finishes, outputs are flushed, the socket is removed, exit 0.
+    let t = std::time::Instant::now();
+    kill(pid, Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}: {}", log());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "took {:?} to stop",
+        t.elapsed()
+    );
+    assert!(!socket.exists(), "socket left behind");
+    let frames = read_jsonl(&jsonl);
+    assert!(
+        frames.iter().any(|f| f.get("motion").is_some()),
+        "the reloaded config never took effect"
+    );
+    let ids: Vec<u64> = frames
+        .iter()
+        .map(|f| f["frame_id"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "frame ids not consecutive: {ids:?}"
+    );
+}
+
+#[test]
+fn a_lost_camera_is_reopened_with_backoff_while_the_socket_stays_up() {
+    use std::io::BufRead;
+    let dir = scratch("reconnect");
+    let jsonl = dir.join("out.jsonl");
+    let socket = dir.join("s.sock");
+    let text = format!(
+        "[source]\nkind = \"synthetic\"\nwidth = 160\nheight = 120\nframes = 12\n\
+         faults = [{{ after = 5, seconds = 1.2 }}]\n\n[reconnect]\ndelays_s = [0.2, 0.4]\n\n\
+         [output]\njsonl = {jsonl:?}\nsocket = {{ path = {socket:?} }}\n"
+    );
+    let config = write(&dir, "config.toml", &text);
+    let child = Command::new(env!("CARGO_BIN_EXE_ocelli"))
+        .args(["run", config.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(30, "the socket", || socket.exists());
+    let client = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(client)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("camera lost") && stderr.contains("camera back"),
+        "{stderr}"
+    );
+
+    let lines = read_jsonl(&jsonl);
+    let frames: Vec<_> = lines.iter().filter(|l| l["type"] == "frame").collect();
+    let ids: Vec<u64> = frames
+        .iter()
+        .map(|f| f["frame_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (0..12).collect::<Vec<_>>(), "frames lost or repeated");
+    let times: Vec<u64> = frames
+        .iter()
+        .map(|f| f["timestamp_us"].as_u64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[1] > w[0]),
+        "timestamps not increasing: {times:?}"
+    );
+    // Lost after frame 4, then attempts 0.2 s, 0.4 s, 0.4 s, … until 1.2 s have passed.
+    let notices: Vec<_> = lines.iter().filter(|l| l["type"] == "source").collect();
+    assert_eq!(notices[0]["state"], "lost", "{notices:?}");
+    assert_eq!(notices[0]["retry_in_ms"], 200, "{notices:?}");
+    assert!(
+        notices[1..]
+            .iter()
+            .all(|n| n["state"] == "reconnecting" && n["retry_in_ms"] == 400),
+        "{notices:?}"
+    );
+    assert!(
+        (3..=5).contains(&notices.len()),
+        "{} notices for a 1.2 s outage: {notices:?}",
+        notices.len()
+    );
+    let back = frames.iter().find(|f| f["frame_id"] == 5).unwrap();
+    assert_eq!(back["source_status"]["reconnects"], 1, "{back}");
+    assert!(
+        back["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "source_restored"),
+        "{back}"
+    );
+    // The client connected before the loss saw the notices and the frames after it.
+    let received = reader.join().unwrap();
+    assert!(
+        received.iter().any(|l| l.contains("\"type\":\"source\"")),
+        "{received:?}"
+    );
+    assert!(
+        received.iter().any(|l| l.contains("\"frame_id\":11,")),
+        "{received:?}"
+    );
+}

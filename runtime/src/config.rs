@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::detect::{DecodeConfig, Family};
 use crate::emit::SocketConfig;
 use crate::imgproc::geometry;
+use crate::imgproc::motion::MotionConfig;
 
 /// Why a config was rejected. Displayed as one line: `FILE:LINE: key: problem`.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,10 @@ pub struct Config {
     #[serde(default, rename = "detector")]
     pub detectors: Vec<DetectorConfig>,
     #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    #[serde(default)]
+    pub imaging: ImagingConfig,
+    #[serde(default)]
     pub output: OutputConfig,
     /// The folder relative paths are resolved against: the config file's own.
     #[serde(skip)]
@@ -84,7 +89,7 @@ impl Default for Board {
 }
 
 /// Where frames come from.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceConfig {
     /// A V4L2 camera.
@@ -120,7 +125,51 @@ pub enum SourceConfig {
         /// Stop after this many frames; unset runs forever.
         #[serde(default)]
         frames: Option<u64>,
+        /// Scripted camera losses, to exercise recovery.
+        #[serde(default)]
+        faults: Vec<Fault>,
     },
+}
+
+/// A scripted loss of the synthetic camera: after `after` frames it fails, and reopening
+/// fails until `seconds` have passed.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    pub after: u64,
+    pub seconds: f64,
+}
+
+/// How a lost camera is detected and reopened.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// Waits before each reopening attempt, in seconds; the last one repeats.
+    pub delays_s: Vec<f64>,
+    /// A camera that delivers no frame for this long counts as lost.
+    pub frame_timeout_s: f64,
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            delays_s: vec![1.0, 1.0, 1.0, 1.0, 1.0, 5.0, 30.0],
+            frame_timeout_s: 2.0,
+        }
+    }
+}
+
+impl ReconnectConfig {
+    /// The wait before attempt `n` (0-based).
+    pub fn delay(&self, attempt: usize) -> std::time::Duration {
+        let s = self
+            .delays_s
+            .get(attempt)
+            .or(self.delays_s.last())
+            .copied()
+            .unwrap_or(1.0);
+        std::time::Duration::from_secs_f64(s.max(0.0))
+    }
 }
 
 fn default_device() -> PathBuf {
@@ -153,7 +202,7 @@ pub struct DetectorConfig {
     /// The output layout; unset means recognised from the output shapes.
     #[serde(default)]
     pub family: Option<Family>,
-    /// `coco`, `face`, or a path to a text file with one label per line.
+    /// `coco`, `face`, `text`, or a path to a text file with one label per line.
     #[serde(default = "default_labels")]
     pub labels: String,
     /// Model input width and height, for models whose input shape is not fixed.
@@ -278,6 +327,28 @@ pub enum ChannelOrder {
     Bgr,
 }
 
+/// Classic imaging stages run on each frame before the detectors.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagingConfig {
+    /// Warp a quadrilateral region of the frame to an upright rectangle first.
+    #[serde(default)]
+    pub rectify: Option<RectifyConfig>,
+    /// Run the detectors only when enough of the frame moves.
+    #[serde(default)]
+    pub motion: Option<MotionConfig>,
+}
+
+/// Perspective rectification of a region of interest (a document, a shelf, a road sign).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RectifyConfig {
+    /// Corners of the region in source pixels: top-left, top-right, bottom-right, bottom-left.
+    pub quad: [[f32; 2]; 4],
+    /// Width and height of the rectified image; detections are reported in its pixels.
+    pub size: [usize; 2],
+}
+
 /// Where results go.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,6 +356,9 @@ pub struct OutputConfig {
     /// The JSON-lines Unix socket.
     #[serde(default)]
     pub socket: Option<SocketConfig>,
+    /// A file the same JSON lines are appended to, for logs and tests.
+    #[serde(default)]
+    pub jsonl: Option<PathBuf>,
     /// Annotated copies of the frames, as PNG files named after the frame.
     #[serde(default)]
     pub annotated_dir: Option<PathBuf>,
@@ -350,6 +424,54 @@ impl Config {
             }
             _ => {}
         }
+        let r = &self.reconnect;
+        if r.delays_s.is_empty() || r.delays_s.iter().any(|d| !(0.0..=3600.0).contains(d)) {
+            let key = [Key::Name("reconnect"), Key::Name("delays_s")];
+            return Err(err(
+                &key,
+                format!("{:?}", r.delays_s),
+                "one or more waits of 0 to 3600 s",
+            ));
+        }
+        if !(0.05..=3600.0).contains(&r.frame_timeout_s) {
+            let key = [Key::Name("reconnect"), Key::Name("frame_timeout_s")];
+            return Err(err(&key, r.frame_timeout_s.to_string(), "0.05 to 3600 s"));
+        }
+        if let Some(r) = &self.imaging.rectify {
+            let key = [
+                Key::Name("imaging"),
+                Key::Name("rectify"),
+                Key::Name("quad"),
+            ];
+            if geometry::get_perspective_transform(&r.quad, &rect_corners(r.size)).is_err() {
+                return Err(err(
+                    &key,
+                    format!("{:?}", r.quad),
+                    "four corners of a quadrilateral, no three in a line",
+                ));
+            }
+            if r.size[0] == 0 || r.size[1] == 0 {
+                let key = [
+                    Key::Name("imaging"),
+                    Key::Name("rectify"),
+                    Key::Name("size"),
+                ];
+                return Err(err(
+                    &key,
+                    format!("{:?}", r.size),
+                    "a non-zero width and height",
+                ));
+            }
+        }
+        if let Some(m) = &self.imaging.motion
+            && let Err(e) = crate::imgproc::motion::MotionGate::new(m.clone())
+        {
+            return Err(err(
+                &[Key::Name("imaging"), Key::Name("motion")],
+                e.to_string(),
+                "valid motion settings",
+            ));
+        }
         for (i, d) in self.detectors.iter().enumerate() {
             let key = |name| [Key::Name("detector"), Key::Index(i), Key::Name(name)];
             let model = self.resolve(&d.model);
@@ -370,7 +492,7 @@ impl Config {
                     ));
                 }
             }
-            if !matches!(d.labels.as_str(), "coco" | "face")
+            if !matches!(d.labels.as_str(), "coco" | "face" | "text")
                 && !self.resolve(Path::new(&d.labels)).is_file()
             {
                 return Err(err(
@@ -379,7 +501,7 @@ impl Config {
                         "{} does not exist",
                         self.resolve(Path::new(&d.labels)).display()
                     ),
-                    "\"coco\", \"face\" or a labels file with one label per line",
+                    "\"coco\", \"face\", \"text\" or a labels file with one label per line",
                 ));
             }
             if d.preprocess.std.contains(&0.0) {
@@ -392,6 +514,12 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The corners of a `size` rectangle, in the order of [`RectifyConfig::quad`].
+pub fn rect_corners(size: [usize; 2]) -> [[f32; 2]; 4] {
+    let (w, h) = (size[0] as f32, size[1] as f32);
+    [[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]]
 }
 
 /// A step in a path of keys, for locating a value in the source text.

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ocelli::config::Config;
 use ocelli::detect::load_plan;
-use ocelli::service::{Pipeline, install_signal_handlers};
 
 #[derive(Parser)]
 #[command(
@@ -64,10 +63,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match command {
         Command::Run { config } => {
-            let config = Config::load(&config)?;
-            install_signal_handlers()?;
-            let mut pipeline = Pipeline::open(&config)?;
-            let summary = pipeline.run()?;
+            let summary = ocelli::service::serve(&config)?;
             eprintln!(
                 "ocelli: {} frame(s), {} detection(s), {} bad frame(s)",
                 summary.frames, summary.detections, summary.bad_frames

@@ -15,7 +15,7 @@ use crate::imgproc::color::{self, ColorError, Layout, Order};
 
 pub use files::{ImageError, ImagesSource, decode_image};
 pub use synthetic::SyntheticSource;
-pub use v4l2::{V4l2Source, probe};
+pub use v4l2::{V4l2Params, V4l2Source, probe};
 
 /// Pixel layouts a frame can arrive in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +190,11 @@ impl CaptureError {
     pub fn is_frame_local(&self) -> bool {
         matches!(self, CaptureError::BadFrame { .. } | CaptureError::Image(_))
     }
+
+    /// Whether the camera went away: the source can be reopened.
+    pub fn is_lost(&self) -> bool {
+        matches!(self, CaptureError::Lost { .. })
+    }
 }
 
 /// A stream of frames.
@@ -197,13 +202,20 @@ pub trait Source {
     /// The next frame, `Ok(None)` at the end of a finite source.
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError>;
 
+    /// Closes and opens the device again after a loss; frame ids go on from where they were.
+    fn reopen(&mut self) -> Result<(), CaptureError> {
+        Ok(())
+    }
+
     /// A short description for logs.
     fn describe(&self) -> String;
 }
 
-/// Opens the source a config describes, resolving relative paths with `resolve`.
+/// Opens the source a config describes, resolving relative paths with `resolve`. A camera
+/// silent for `frame_timeout` counts as lost.
 pub fn open(
     config: &SourceConfig,
+    frame_timeout: std::time::Duration,
     resolve: impl Fn(&std::path::Path) -> PathBuf,
 ) -> Result<Box<dyn Source>, CaptureError> {
     Ok(match config {
@@ -214,14 +226,15 @@ pub fn open(
             height,
             fps,
             buffers,
-        } => Box::new(V4l2Source::open(
-            device,
-            format.as_deref(),
-            *width,
-            *height,
-            *fps,
-            *buffers,
-        )?),
+        } => Box::new(V4l2Source::open(V4l2Params {
+            device: device.clone(),
+            format: format.clone(),
+            width: *width,
+            height: *height,
+            fps: *fps,
+            buffers: *buffers,
+            timeout: frame_timeout,
+        })?),
         SourceConfig::Images { path, looping } => {
             Box::new(ImagesSource::open(&resolve(path), *looping)?)
         }
@@ -229,11 +242,15 @@ pub fn open(
             width,
             height,
             frames,
-        } => Box::new(SyntheticSource::new(
-            *width as usize,
-            *height as usize,
-            PixelFormat::Yuyv,
-            *frames,
-        )),
+            faults,
+        } => Box::new(
+            SyntheticSource::new(
+                *width as usize,
+                *height as usize,
+                PixelFormat::Yuyv,
+                *frames,
+            )
+            .with_faults(faults),
+        ),
     })
 }

@@ -1,8 +1,9 @@
 //! A moving test pattern in a camera pixel format, for tests, benchmarks and soak runs.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{CaptureError, Frame, PixelFormat, Source};
+use crate::config::Fault;
 
 /// Colour bars with a bright square that moves one step per frame, so consecutive frames differ
 /// (motion gating sees motion) while content stays deterministic.
@@ -14,6 +15,10 @@ pub struct SyntheticSource {
     id: u64,
     start: Instant,
     buf: Vec<u8>,
+    /// Scripted losses not yet played, soonest first.
+    faults: Vec<Fault>,
+    /// While set, the camera is away until then.
+    away_until: Option<Instant>,
 }
 
 const BARS_YUV: [[u8; 3]; 8] = [
@@ -43,6 +48,22 @@ impl SyntheticSource {
             id: 0,
             start: Instant::now(),
             buf: vec![0; len],
+            faults: Vec::new(),
+            away_until: None,
+        }
+    }
+
+    /// Plays `faults`: the camera is lost after `after` frames, for `seconds`.
+    pub fn with_faults(mut self, faults: &[Fault]) -> Self {
+        self.faults = faults.to_vec();
+        self.faults.sort_by_key(|f| std::cmp::Reverse(f.after));
+        self
+    }
+
+    fn lost(&self, why: &str) -> CaptureError {
+        CaptureError::Lost {
+            device: "synthetic".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotConnected, why.to_string()),
         }
     }
 
@@ -87,6 +108,16 @@ impl Source for SyntheticSource {
         if self.frames.is_some_and(|n| self.id >= n) {
             return Ok(None);
         }
+        if self.away_until.is_some() {
+            return Err(self.lost("scripted fault: camera away"));
+        }
+        if let Some(fault) = self.faults.last().copied()
+            && self.id >= fault.after
+        {
+            self.faults.pop();
+            self.away_until = Some(Instant::now() + Duration::from_secs_f64(fault.seconds));
+            return Err(self.lost("scripted fault: camera gone"));
+        }
         self.render();
         let id = self.id;
         self.id += 1;
@@ -100,6 +131,16 @@ impl Source for SyntheticSource {
             data: &self.buf,
             origin: "synthetic",
         }))
+    }
+
+    fn reopen(&mut self) -> Result<(), CaptureError> {
+        match self.away_until {
+            Some(t) if Instant::now() < t => Err(self.lost("scripted fault: still away")),
+            _ => {
+                self.away_until = None;
+                Ok(())
+            }
+        }
     }
 
     fn describe(&self) -> String {

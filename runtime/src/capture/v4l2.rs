@@ -1,6 +1,6 @@
 //! V4L2 cameras through the v4l crate: format negotiation and mmap streaming.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use v4l::buffer::Type;
@@ -23,33 +23,54 @@ const PREFERRED: [PixelFormat; 6] = [
     PixelFormat::Mjpeg,
 ];
 
-/// How long a dequeue may wait before the camera counts as silent.
-const FRAME_TIMEOUT: Duration = Duration::from_secs(2);
+/// What to open and ask for; kept to reopen the camera after a loss.
+#[derive(Clone, Debug, PartialEq)]
+pub struct V4l2Params {
+    pub device: PathBuf,
+    /// FourCC to ask for; `None` picks the first of [`PREFERRED`] the device offers.
+    pub format: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub buffers: u32,
+    /// A camera silent this long counts as lost.
+    pub timeout: Duration,
+}
 
 /// A streaming V4L2 capture device. Frames borrow the driver's mmap buffer: no copy.
 pub struct V4l2Source {
-    path: PathBuf,
+    params: V4l2Params,
     origin: String,
+    id: u64,
+    live: Option<Live>,
+}
+
+/// An open device and its running stream.
+struct Live {
     format: PixelFormat,
     width: usize,
     height: usize,
     stride: usize,
-    id: u64,
     // Declared before `device` so the stream (which stops capture on drop) goes first.
     stream: Stream<'static>,
-    #[allow(dead_code)] // keeps the file descriptor open for the stream's lifetime
-    device: Device,
+    _device: Device,
 }
 
 impl V4l2Source {
-    pub fn open(
-        path: &Path,
-        format: Option<&str>,
-        width: u32,
-        height: u32,
-        fps: u32,
-        buffers: u32,
-    ) -> Result<Self, CaptureError> {
+    pub fn open(params: V4l2Params) -> Result<Self, CaptureError> {
+        let live = Live::open(&params)?;
+        Ok(Self {
+            origin: params.device.display().to_string(),
+            params,
+            id: 0,
+            live: Some(live),
+        })
+    }
+}
+
+impl Live {
+    fn open(p: &V4l2Params) -> Result<Self, CaptureError> {
+        let path = p.device.as_path();
         let dev_err = |what| {
             move |source| CaptureError::Device {
                 device: path.into(),
@@ -64,61 +85,55 @@ impl V4l2Source {
             .iter()
             .filter_map(|d| PixelFormat::from_fourcc(&d.fourcc.repr))
             .collect();
-        let wanted = match format {
+        let format_err = |detail: String| CaptureError::Format {
+            device: path.into(),
+            detail,
+        };
+        let wanted = match p.format.as_deref() {
             Some(name) => {
-                let code: [u8; 4] =
-                    name.as_bytes()
-                        .try_into()
-                        .map_err(|_| CaptureError::Format {
-                            device: path.into(),
-                            detail: format!("{name:?} is not a four-character code"),
-                        })?;
-                let f = PixelFormat::from_fourcc(&code).ok_or_else(|| CaptureError::Format {
-                    device: path.into(),
-                    detail: format!("{name} is not one Ocelli converts"),
-                })?;
+                let code: [u8; 4] = name
+                    .as_bytes()
+                    .try_into()
+                    .map_err(|_| format_err(format!("{name:?} is not a four-character code")))?;
+                let f = PixelFormat::from_fourcc(&code)
+                    .ok_or_else(|| format_err(format!("{name} is not one Ocelli converts")))?;
                 if !offered.contains(&f) {
-                    return Err(CaptureError::Format {
-                        device: path.into(),
-                        detail: format!("{name} is not offered (offered: {})", list(&offered)),
-                    });
+                    return Err(format_err(format!(
+                        "{name} is not offered (offered: {})",
+                        list(&offered)
+                    )));
                 }
                 f
             }
             None => *PREFERRED
                 .iter()
                 .find(|f| offered.contains(f))
-                .ok_or_else(|| CaptureError::Format {
-                    device: path.into(),
-                    detail: "the device offers none of YUYV, NV12, RGB3, BGR3, GREY, MJPG".into(),
+                .ok_or_else(|| {
+                    format_err(
+                        "the device offers none of YUYV, NV12, RGB3, BGR3, GREY, MJPG".into(),
+                    )
                 })?,
         };
         let mut fmt = device.format().map_err(dev_err("get format"))?;
-        fmt.width = width;
-        fmt.height = height;
+        fmt.width = p.width;
+        fmt.height = p.height;
         fmt.fourcc = FourCC::new(&wanted.fourcc());
         let fmt = device.set_format(&fmt).map_err(dev_err("set format"))?;
-        let format =
-            PixelFormat::from_fourcc(&fmt.fourcc.repr).ok_or_else(|| CaptureError::Format {
-                device: path.into(),
-                detail: format!("driver switched to {}", fmt.fourcc),
-            })?;
+        let format = PixelFormat::from_fourcc(&fmt.fourcc.repr)
+            .ok_or_else(|| format_err(format!("driver switched to {}", fmt.fourcc)))?;
         // Not every driver supports frame intervals; the driver's default rate is fine then.
-        let _ = device.set_params(&v4l::video::capture::Parameters::with_fps(fps));
-        let mut stream = Stream::with_buffers(&device, Type::VideoCapture, buffers.max(2))
+        let _ = device.set_params(&v4l::video::capture::Parameters::with_fps(p.fps));
+        let mut stream = Stream::with_buffers(&device, Type::VideoCapture, p.buffers.max(2))
             .map_err(dev_err("map buffers"))?;
-        stream.set_timeout(FRAME_TIMEOUT);
+        stream.set_timeout(p.timeout);
         let (w, h) = (fmt.width as usize, fmt.height as usize);
         Ok(Self {
-            path: path.into(),
-            origin: path.display().to_string(),
             format,
             width: w,
             height: h,
             stride: (fmt.stride as usize).max(format.min_stride(w)),
-            id: 0,
             stream,
-            device,
+            _device: device,
         })
     }
 }
@@ -133,30 +148,45 @@ fn list(formats: &[PixelFormat]) -> String {
 
 impl Source for V4l2Source {
     fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
-        let (buf, meta) = self.stream.next().map_err(|source| CaptureError::Lost {
-            device: self.path.clone(),
+        let lost = |source| CaptureError::Lost {
+            device: self.params.device.clone(),
             source,
-        })?;
+        };
+        let Some(live) = self.live.as_mut() else {
+            return Err(lost(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "not open",
+            )));
+        };
+        // ENODEV (unplugged, driver unloaded) or a silence past the timeout; `reopen` recovers.
+        let (buf, meta) = live.stream.next().map_err(lost)?;
         let id = self.id;
         self.id += 1;
         let used = (meta.bytesused as usize).min(buf.len());
         Ok(Some(Frame {
             id,
             timestamp_us: (meta.timestamp.sec as u64) * 1_000_000 + meta.timestamp.usec as u64,
-            format: self.format,
-            width: self.width,
-            height: self.height,
-            stride: self.stride,
+            format: live.format,
+            width: live.width,
+            height: live.height,
+            stride: live.stride,
             data: &buf[..used],
             origin: &self.origin,
         }))
     }
 
+    fn reopen(&mut self) -> Result<(), CaptureError> {
+        // The old stream and descriptor go first: the device may only be opened once.
+        self.live = None;
+        self.live = Some(Live::open(&self.params)?);
+        Ok(())
+    }
+
     fn describe(&self) -> String {
-        format!(
-            "{} {}x{} {}",
-            self.origin, self.width, self.height, self.format
-        )
+        match &self.live {
+            Some(l) => format!("{} {}x{} {}", self.origin, l.width, l.height, l.format),
+            None => format!("{} (lost)", self.origin),
+        }
     }
 }
 

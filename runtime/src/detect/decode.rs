@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::labels::Labels;
 use super::{DecodeConfig, Detections, Family, MAX_DETECTIONS, Output, OutputInfo};
-use super::{nanodet, ssd, yolov8, yolov10, yolox, yunet};
+use super::{dbnet, nanodet, ssd, yolov8, yolov10, yolox, yunet};
 
 /// Turns one frame's raw model outputs into detections in MODEL-INPUT pixel coordinates.
 pub trait Decoder: Send {
@@ -45,9 +45,6 @@ pub enum DecodeError {
     /// A decoding setting is out of range; the message says which and why.
     #[error("detector.{field}: {reason}")]
     Config { field: &'static str, reason: String },
-    /// The family is known but this build has no decoder for it yet.
-    #[error("{0} models are not supported by this decoder set")]
-    Unsupported(Family),
     /// A frame's outputs differ from those the decoder was built for: the model changed
     /// under the decoder. Rebuild the decoder from the loaded model's outputs.
     #[error(
@@ -278,7 +275,7 @@ pub fn decoder_for(
         Family::Nanodet => Box::new(nanodet::Nanodet::new(&ctx)?),
         Family::Ssd => Box::new(ssd::Ssd::new(&ctx)?),
         Family::Yunet => Box::new(yunet::Yunet::new(&ctx)?),
-        Family::Dbnet => return Err(DecodeError::Unsupported(family)),
+        Family::Dbnet => Box::new(dbnet::Dbnet::new(&ctx)?),
     })
 }
 

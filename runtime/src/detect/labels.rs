@@ -129,6 +129,11 @@ impl Labels {
         Self(vec!["face".into()])
     }
 
+    /// The single class of text detectors.
+    pub fn text() -> Self {
+        Self(vec!["text".into()])
+    }
+
     /// Reads a text file with one label per line; line `n` names class `n - 1`. Trailing
     /// blank lines and surrounding whitespace are ignored.
     pub fn from_file(path: &Path) -> Result<Self, LabelsError> {
@@ -223,6 +228,7 @@ mod tests {
         assert_eq!(coco.id("cat"), Some(15));
         assert_eq!(coco.name(80), "unknown");
         assert_eq!(Labels::faces().name(0), "face");
+        assert_eq!(Labels::text().names(), ["text"]);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod decode;
 pub mod labels;
 pub mod nms;
 
+mod dbnet;
 mod nanodet;
 mod ssd;
 mod yolov10;
@@ -134,4 +135,4 @@ impl Default for DecodeConfig {
 
 pub mod model;
 
-pub use model::{DetectError, DetectTimes, Detector, ModelInfo, load_plan};
+pub use model::{DetectError, DetectTimes, Detector, Fitted, Inferred, ModelInfo, load_plan};

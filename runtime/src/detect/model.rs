@@ -13,7 +13,7 @@ use super::labels::Labels;
 use super::{Detections, Family, Output, OutputInfo};
 use crate::config::DetectorConfig;
 use crate::imgproc::Image;
-use crate::imgproc::geometry::Preprocess;
+use crate::imgproc::geometry::{Letterbox, Preprocess};
 
 /// Why a detector could not load or run.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,9 @@ pub struct Detector {
     outputs: Vec<OutputInfo>,
 }
 
+/// Most model outputs a detector reads (YuNet has 12): their views live on the stack.
+pub const MAX_OUTPUTS: usize = 16;
+
 type TypedSimpleState = SimpleState<TypedFact, Box<dyn TypedOp>>;
 
 impl Detector {
@@ -85,6 +88,7 @@ impl Detector {
         let labels = match cfg.labels.as_str() {
             "coco" => Labels::coco(),
             "face" => Labels::faces(),
+            "text" => Labels::text(),
             file => Labels::from_file(&resolve(Path::new(file)))?,
         };
         let (plan, info) = load_plan(&path, cfg.input_size)?;
@@ -134,27 +138,66 @@ impl Detector {
         rgb: &Image,
         out: &mut Detections,
     ) -> Result<DetectTimes, DetectError> {
-        let run_err = |e: anyhow::Error| DetectError::Run {
+        let t0 = Instant::now();
+        let fitted = self.preprocess(rgb)?;
+        let t1 = Instant::now();
+        let inferred = self.infer(fitted)?;
+        let t2 = Instant::now();
+        self.postprocess(&inferred, out)?;
+        let t3 = Instant::now();
+        Ok(DetectTimes {
+            preprocess_us: (t1 - t0).as_micros() as u64,
+            inference_us: (t2 - t1).as_micros() as u64,
+            postprocess_us: (t3 - t2).as_micros() as u64,
+        })
+    }
+
+    fn run_err(&self, e: anyhow::Error) -> DetectError {
+        DetectError::Run {
             name: self.name.clone(),
             reason: format!("{e:#}"),
-        };
-        let t0 = Instant::now();
+        }
+    }
+
+    /// Fits the frame into the model's input tensor.
+    pub fn preprocess(&self, rgb: &Image) -> Result<Fitted, DetectError> {
         let (w, h) = self.input_size();
-        let mut input = Tensor::zero::<f32>(&[1, 3, h, w]).map_err(run_err)?;
-        let fitted = {
-            let mut view = input.try_as_plain_ram_mut().map_err(run_err)?;
-            let slice = view.as_slice_mut::<f32>().map_err(run_err)?;
+        let mut input = Tensor::zero::<f32>(&[1, 3, h, w]).map_err(|e| self.run_err(e))?;
+        let letterbox = {
+            let mut view = input.try_as_plain_ram_mut().map_err(|e| self.run_err(e))?;
+            let slice = view.as_slice_mut::<f32>().map_err(|e| self.run_err(e))?;
             self.preprocess
                 .run(rgb, slice)
-                .map_err(|e| run_err(e.into()))?
+                .map_err(|e| self.run_err(e.into()))?
         };
-        let t1 = Instant::now();
+        Ok(Fitted {
+            input,
+            letterbox,
+            source_wh: (rgb.width, rgb.height),
+        })
+    }
+
+    /// Runs the model on a fitted frame.
+    pub fn infer(&mut self, fitted: Fitted) -> Result<Inferred, DetectError> {
         let outputs = self
             .state
-            .run(tvec!(input.into_tvalue()))
-            .map_err(run_err)?;
-        let t2 = Instant::now();
-        let views: TVec<Output> = outputs
+            .run(tvec!(fitted.input.into_tvalue()))
+            .map_err(|e| self.run_err(e))?;
+        Ok(Inferred {
+            outputs,
+            letterbox: fitted.letterbox,
+            source_wh: fitted.source_wh,
+        })
+    }
+
+    /// Decodes the outputs into `out`, in source-image pixels. Allocates nothing.
+    pub fn postprocess(
+        &mut self,
+        inferred: &Inferred,
+        out: &mut Detections,
+    ) -> Result<(), DetectError> {
+        let views: heapless::Vec<Output, MAX_OUTPUTS> = inferred
+            .outputs
             .iter()
             .zip(&self.outputs)
             .map(|(t, info)| {
@@ -165,7 +208,7 @@ impl Detector {
                 })
             })
             .collect::<TractResult<_>>()
-            .map_err(run_err)?;
+            .map_err(|e| self.run_err(e))?;
         out.clear();
         self.decoder
             .decode(&views, out)
@@ -173,21 +216,30 @@ impl Detector {
                 name: self.name.clone(),
                 reason: e.to_string(),
             })?;
-        let (sw, sh) = (rgb.width as f32, rgb.height as f32);
+        let (sw, sh) = inferred.source_wh;
         for d in out.iter_mut() {
-            d.bbox = fitted.box_to_source(&d.bbox, rgb.width, rgb.height);
+            d.bbox = inferred.letterbox.box_to_source(&d.bbox, sw, sh);
             for p in d.landmarks.iter_mut().flatten() {
-                let (x, y) = fitted.to_source(p[0], p[1]);
-                *p = [x.clamp(0.0, sw), y.clamp(0.0, sh)];
+                let (x, y) = inferred.letterbox.to_source(p[0], p[1]);
+                *p = [x.clamp(0.0, sw as f32), y.clamp(0.0, sh as f32)];
             }
         }
-        let t3 = Instant::now();
-        Ok(DetectTimes {
-            preprocess_us: (t1 - t0).as_micros() as u64,
-            inference_us: (t2 - t1).as_micros() as u64,
-            postprocess_us: (t3 - t2).as_micros() as u64,
-        })
+        Ok(())
     }
+}
+
+/// A frame fitted into a model's input tensor, and how to map back to the frame.
+pub struct Fitted {
+    input: Tensor,
+    letterbox: Letterbox,
+    source_wh: (usize, usize),
+}
+
+/// A model's raw outputs for one frame.
+pub struct Inferred {
+    outputs: TVec<TValue>,
+    letterbox: Letterbox,
+    source_wh: (usize, usize),
 }
 
 fn load_err(path: &Path, e: anyhow::Error) -> DetectError {
@@ -273,6 +325,15 @@ pub fn load_plan(
         })
         .collect::<TractResult<Vec<_>>>()
         .map_err(|e| load_err(path, e))?;
+    if outputs.len() > MAX_OUTPUTS {
+        return Err(DetectError::Load {
+            path: path.into(),
+            reason: format!(
+                "{} outputs, Ocelli reads at most {MAX_OUTPUTS}",
+                outputs.len()
+            ),
+        });
+    }
     let family = recognise(&outputs);
     let plan = typed.into_runnable().map_err(|e| load_err(path, e))?;
     Ok((

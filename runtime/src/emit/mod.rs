@@ -9,7 +9,8 @@ pub mod socket;
 pub mod tail;
 
 pub use record::{
-    Event, FrameRecord, Inference, Motion, SCHEMA_VERSION, SourceState, SourceStatus, StageLatency,
+    Event, FrameRecord, Inference, Motion, SCHEMA_VERSION, SourceNotice, SourceState, SourceStatus,
+    StageLatency,
 };
 pub use socket::{SocketConfig, SocketError, SocketServer, SocketStats};
 pub use tail::{TailError, tail};

@@ -72,6 +72,41 @@ pub enum Event {
     SourceRestored,
 }
 
+/// A line sent while the camera is away: no frame, only the source's state.
+#[derive(Clone, Copy, Debug)]
+pub struct SourceNotice<'a> {
+    pub status: SourceStatus,
+    /// Reopening attempts since this loss.
+    pub attempt: u32,
+    /// Wait before the next attempt.
+    pub retry_in_ms: u64,
+    /// Why the camera was lost, or why the last attempt failed.
+    pub error: &'a str,
+}
+
+impl SourceNotice<'_> {
+    /// Replaces `buf`'s contents with this notice as one JSON line, newline included.
+    pub fn write_line(&self, buf: &mut Vec<u8>) {
+        buf.clear();
+        serde_json::to_writer(&mut *buf, self).expect("writing JSON into a Vec cannot fail");
+        buf.push(b'\n');
+    }
+}
+
+impl Serialize for SourceNotice<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_struct("SourceNotice", 7)?;
+        m.serialize_field("schema", &SCHEMA_VERSION)?;
+        m.serialize_field("type", "source")?;
+        m.serialize_field("state", &self.status.state)?;
+        m.serialize_field("reconnects", &self.status.reconnects)?;
+        m.serialize_field("attempt", &self.attempt)?;
+        m.serialize_field("retry_in_ms", &self.retry_in_ms)?;
+        m.serialize_field("error", self.error)?;
+        m.end()
+    }
+}
+
 /// One frame's results, borrowing everything it reports.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameRecord<'a> {

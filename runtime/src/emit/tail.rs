@@ -39,6 +39,13 @@ enum Line {
         message: String,
     },
     Shutdown,
+    /// The camera is away.
+    Source {
+        state: String,
+        attempt: u32,
+        retry_in_ms: u64,
+        error: String,
+    },
     /// A type added by a later schema: shown as it is.
     #[serde(other)]
     Unknown,
@@ -141,6 +148,15 @@ fn print(line: &Line, raw: &str, out: &mut impl Write) -> io::Result<()> {
         ),
         Line::Error { message } => writeln!(out, "-- error: {message} --"),
         Line::Shutdown => writeln!(out, "-- server shut down --"),
+        Line::Source {
+            state,
+            attempt,
+            retry_in_ms,
+            error,
+        } => writeln!(
+            out,
+            "-- camera {state} (attempt {attempt}, next in {retry_in_ms} ms): {error} --"
+        ),
         Line::Unknown => writeln!(out, "-- {raw} --"),
     }
 }

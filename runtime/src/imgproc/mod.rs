@@ -58,3 +58,6 @@ impl<T: Copy + Default> Image<T> {
 
 pub mod bitmask;
 pub mod morph;
+pub mod motion;
+pub mod regions;
+pub mod threshold;

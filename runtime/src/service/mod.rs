@@ -1,0 +1,611 @@
+//! The running service: frames from the source through the imaging stages and detectors to
+//! the outputs, until the source ends or a signal says stop. SIGHUP reloads the config.
+
+mod systemd;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub use systemd::Notifier;
+
+use crate::capture::{self, CaptureError, Source};
+use crate::config::{Config, rect_corners};
+use crate::detect::{DetectError, Detection, Detections, Detector};
+use crate::emit::{
+    Event, FrameRecord, Inference, Motion, SocketServer, SourceNotice, SourceState, SourceStatus,
+    StageLatency,
+};
+use crate::imgproc::Image;
+use crate::imgproc::filter::Border;
+use crate::imgproc::geometry::{self, Interpolation};
+use crate::imgproc::motion::{MotionGate, MotionResult};
+use crate::overlay;
+
+/// Why the service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The socket could not be bound: check the folder exists and is writable.
+    #[error("socket: {0}")]
+    Socket(String),
+    /// An imaging stage (rectification, motion gate) failed on a frame.
+    #[error("imaging: {0}")]
+    Imaging(String),
+    /// Annotated frames could not be written: check the folder is writable and has space.
+    #[error("{path}: cannot write annotated frame: {source}")]
+    Annotate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The JSON-lines file could not be opened or written: check the path and free space.
+    #[error("{path}: cannot write results: {source}")]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(signal: nix::libc::c_int) {
+    if signal == nix::libc::SIGHUP {
+        RELOAD.store(true, Ordering::Relaxed);
+    } else {
+        STOP.store(true, Ordering::Relaxed);
+    }
+}
+
+/// SIGTERM and SIGINT finish the frame in flight and stop cleanly; SIGHUP reloads the config.
+pub fn install_signal_handlers() -> nix::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to atomics, which is async-signal-safe.
+        unsafe { sigaction(sig, &action)? };
+    }
+    Ok(())
+}
+
+/// Whether a stop was requested.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+/// What a run did, for the caller's exit status and summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    pub frames: u64,
+    /// Frames dropped because they could not be decoded or converted.
+    pub bad_frames: u64,
+    pub detections: u64,
+    /// Reloads applied, and reloads refused (the running config was kept).
+    pub reloads: u64,
+    pub failed_reloads: u64,
+    /// Times the camera was lost and reopened.
+    pub reconnects: u32,
+}
+
+/// Loads `config_path`, runs its pipeline until the source ends or SIGTERM, reloading on SIGHUP.
+pub fn serve(config_path: &Path) -> Result<RunSummary, ServiceError> {
+    let config = Config::load(config_path)?;
+    if let Some(kind) = &config.board.tract_cpu
+        && std::env::var_os("TRACT_CPU_AARCH64_KIND").is_none()
+    {
+        // SAFETY: still single-threaded: no other thread reads the environment yet, and tract
+        // reads this knob when the first model is loaded, just below.
+        unsafe { std::env::set_var("TRACT_CPU_AARCH64_KIND", kind) };
+    }
+    install_signal_handlers().map_err(|e| ServiceError::Imaging(format!("signals: {e}")))?;
+    let mut notifier = Notifier::from_env();
+    let mut pipeline = Pipeline::open(&config)?;
+    notifier.ready();
+    let summary = pipeline.run(&mut notifier, Some(config_path));
+    notifier.stopping();
+    summary
+}
+
+/// The detectors and the one class table they share in the stream.
+struct Detectors {
+    detectors: Vec<Detector>,
+    /// Where each detector's class ids start in the combined label table.
+    class_offsets: Vec<u16>,
+    labels: Vec<String>,
+}
+
+impl Detectors {
+    fn load(config: &Config) -> Result<Self, ServiceError> {
+        let detectors = config
+            .detectors
+            .iter()
+            .map(|d| Detector::load(d, |p| config.resolve(p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut labels = Vec::new();
+        let mut class_offsets = Vec::new();
+        for d in &detectors {
+            class_offsets.push(labels.len() as u16);
+            labels.extend_from_slice(d.labels.names());
+        }
+        Ok(Self {
+            detectors,
+            class_offsets,
+            labels,
+        })
+    }
+}
+
+/// Classic imaging before the detectors: rectification, then the motion gate.
+struct Imaging {
+    /// Homography from the source to the rectified image, and the rectified size.
+    rectify: Option<([[f64; 3]; 3], usize, usize)>,
+    rectified: Image,
+    motion: Option<MotionGate>,
+    moving: bool,
+}
+
+impl Imaging {
+    fn new(config: &Config) -> Result<Self, ServiceError> {
+        let imaging = |e: &dyn std::fmt::Display| ServiceError::Imaging(e.to_string());
+        Ok(Self {
+            rectify: match &config.imaging.rectify {
+                Some(r) => {
+                    let m = geometry::get_perspective_transform(&r.quad, &rect_corners(r.size))
+                        .map_err(|e| imaging(&e))?;
+                    Some((m, r.size[0], r.size[1]))
+                }
+                None => None,
+            },
+            rectified: Image::new(0, 0, 3),
+            motion: match &config.imaging.motion {
+                Some(m) => Some(MotionGate::new(m.clone()).map_err(|e| imaging(&e))?),
+                None => None,
+            },
+            moving: false,
+        })
+    }
+}
+
+/// Where results go besides the socket, which outlives reloads that keep its settings.
+struct Outputs {
+    jsonl: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+    annotated_dir: Option<PathBuf>,
+    print: bool,
+}
+
+impl Outputs {
+    fn open(config: &Config) -> Result<Self, ServiceError> {
+        let annotated_dir = config
+            .output
+            .annotated_dir
+            .as_ref()
+            .map(|d| config.resolve(d));
+        if let Some(dir) = &annotated_dir {
+            std::fs::create_dir_all(dir).map_err(|source| ServiceError::Annotate {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let jsonl = match &config.output.jsonl {
+            Some(p) => {
+                let path = config.resolve(p);
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|source| ServiceError::Output {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some((path, std::io::BufWriter::new(file)))
+            }
+            None => None,
+        };
+        Ok(Self {
+            jsonl,
+            annotated_dir,
+            print: config.output.print,
+        })
+    }
+
+    fn flush(&mut self) -> Result<(), ServiceError> {
+        if let Some((path, file)) = &mut self.jsonl {
+            file.flush().map_err(|source| ServiceError::Output {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn frame_timeout(config: &Config) -> Duration {
+    Duration::from_secs_f64(config.reconnect.frame_timeout_s)
+}
+
+fn bind_socket(config: &Config) -> Result<Option<SocketServer>, ServiceError> {
+    match &config.output.socket {
+        Some(s) => {
+            let mut s = s.clone();
+            s.path = config.resolve(&s.path);
+            Ok(Some(
+                SocketServer::bind(&s).map_err(|e| ServiceError::Socket(e.to_string()))?,
+            ))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The loaded pipeline: a source, imaging stages, detectors and outputs.
+pub struct Pipeline {
+    config: Config,
+    source: Box<dyn Source>,
+    imaging: Imaging,
+    detectors: Detectors,
+    socket: Option<SocketServer>,
+    outputs: Outputs,
+    rgb: Image,
+    motion: MotionResult,
+    per_detector: Detections,
+    detections: Detections,
+    line: Vec<u8>,
+    /// Reopenings since start, and whether the next frame is the first after one.
+    reconnects: u32,
+    restored: bool,
+}
+
+impl Pipeline {
+    /// Loads every detector, opens the source and binds the socket.
+    pub fn open(config: &Config) -> Result<Self, ServiceError> {
+        let detectors = Detectors::load(config)?;
+        let imaging = Imaging::new(config)?;
+        let outputs = Outputs::open(config)?;
+        let source = capture::open(&config.source, frame_timeout(config), |p| config.resolve(p))?;
+        let socket = bind_socket(config)?;
+        Ok(Self {
+            config: config.clone(),
+            source,
+            imaging,
+            detectors,
+            socket,
+            outputs,
+            rgb: Image::new(0, 0, 3),
+            motion: MotionResult::default(),
+            per_detector: Detections::new(),
+            detections: Detections::new(),
+            line: Vec::with_capacity(4096),
+            reconnects: 0,
+            restored: false,
+        })
+    }
+
+    /// Switches to `config`. Everything new is loaded and verified first (models, imaging,
+    /// outputs, and the source and socket when their settings changed); on any error the
+    /// running pipeline is untouched.
+    pub fn reload(&mut self, config: Config) -> Result<(), ServiceError> {
+        let detectors = Detectors::load(&config)?;
+        let imaging = Imaging::new(&config)?;
+        let mut outputs = Outputs::open(&config)?;
+        let source = match config.source == self.config.source {
+            true => None,
+            false => Some(capture::open(
+                &config.source,
+                frame_timeout(&config),
+                |p| config.resolve(p),
+            )?),
+        };
+        let socket = match config.output.socket == self.config.output.socket {
+            true => None,
+            false => Some(bind_socket(&config)?),
+        };
+        self.outputs.flush()?;
+        std::mem::swap(&mut self.outputs, &mut outputs);
+        self.detectors = detectors;
+        self.imaging = imaging;
+        if let Some(source) = source {
+            self.source = source;
+        }
+        if let Some(socket) = socket
+            && let Some(old) = std::mem::replace(&mut self.socket, socket)
+        {
+            old.shutdown();
+        }
+        self.config = config;
+        Ok(())
+    }
+
+    /// Runs until the source ends or a stop is requested; with `config_path`, SIGHUP reloads it.
+    pub fn run(
+        &mut self,
+        notifier: &mut Notifier,
+        config_path: Option<&Path>,
+    ) -> Result<RunSummary, ServiceError> {
+        let mut summary = RunSummary::default();
+        let mut origin = String::new();
+        let result = loop {
+            if stop_requested() {
+                break Ok(());
+            }
+            if let Some(path) = config_path
+                && RELOAD.swap(false, Ordering::Relaxed)
+            {
+                notifier.reloading();
+                match Config::load(path)
+                    .map_err(ServiceError::from)
+                    .and_then(|c| self.reload(c))
+                {
+                    Ok(()) => {
+                        eprintln!("ocelli: reloaded {}", path.display());
+                        summary.reloads += 1;
+                    }
+                    Err(e) => {
+                        eprintln!("ocelli: reload refused, keeping the running config: {e}");
+                        summary.failed_reloads += 1;
+                    }
+                }
+                notifier.ready();
+            }
+            notifier.watchdog();
+            let t0 = Instant::now();
+            let frame = match self.source.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break Ok(()),
+                Err(e) if e.is_frame_local() => {
+                    eprintln!("ocelli: {e}; frame dropped");
+                    summary.bad_frames += 1;
+                    continue;
+                }
+                Err(e) if e.is_lost() => match self.recover(&e, notifier) {
+                    Ok(()) => {
+                        summary.reconnects = self.reconnects;
+                        continue;
+                    }
+                    Err(e) => break Err(e),
+                },
+                Err(e) => break Err(e.into()),
+            };
+            if let Err(e) = frame.to_rgb(&mut self.rgb) {
+                eprintln!("ocelli: {e}; frame dropped");
+                summary.bad_frames += 1;
+                continue;
+            }
+            let (id, timestamp_us) = (frame.id, frame.timestamp_us);
+            origin.clear();
+            origin.push_str(frame.origin);
+            let latency = StageLatency {
+                capture: t0.elapsed().as_micros() as u32,
+                ..Default::default()
+            };
+            if summary.frames == 0 && self.outputs.print {
+                println!(
+                    "{:>6}  {:<28} {:<14} {:>6}  box (x1 y1 x2 y2)",
+                    "frame", "source", "label", "score"
+                );
+            }
+            if let Err(e) = self.process(id, timestamp_us, latency, &origin, &mut summary) {
+                break Err(e);
+            }
+        };
+        // Outputs are flushed and the socket removed however the loop ended.
+        if let Some(socket) = self.socket.take() {
+            socket.shutdown();
+        }
+        let flushed = self.outputs.flush();
+        result.and(flushed).map(|()| summary)
+    }
+
+    /// Reopens a lost camera with the configured backoff, telling clients before each
+    /// attempt; the socket and other outputs stay up. Returns once the camera is back or a
+    /// stop is requested.
+    fn recover(
+        &mut self,
+        lost: &CaptureError,
+        notifier: &mut Notifier,
+    ) -> Result<(), ServiceError> {
+        eprintln!("ocelli: {lost}; reconnecting");
+        notifier.status("camera lost, reconnecting");
+        let mut error = lost.to_string();
+        let mut state = SourceState::Lost;
+        for attempt in 0u32.. {
+            let delay = self.config.reconnect.delay(attempt as usize);
+            let status = SourceStatus {
+                state,
+                reconnects: self.reconnects,
+            };
+            let notice = SourceNotice {
+                status,
+                attempt,
+                retry_in_ms: delay.as_millis() as u64,
+                error: &error,
+            };
+            notice.write_line(&mut self.line);
+            emit_line(&self.socket, &mut self.outputs, &self.line)?;
+            // Wait in small steps: SIGTERM is honoured and the watchdog fed throughout.
+            let until = Instant::now() + delay;
+            while Instant::now() < until {
+                if stop_requested() {
+                    return Ok(());
+                }
+                notifier.watchdog();
+                std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+            }
+            state = SourceState::Reconnecting;
+            match self.source.reopen() {
+                Ok(()) => {
+                    self.reconnects += 1;
+                    self.restored = true;
+                    eprintln!("ocelli: camera back after {} attempt(s)", attempt + 1);
+                    notifier.status("running");
+                    return Ok(());
+                }
+                Err(e) => error = e.to_string(),
+            }
+        }
+        unreachable!("the attempts never run out")
+    }
+
+    /// Imaging, detection and outputs for the frame in `self.rgb`.
+    fn process(
+        &mut self,
+        id: u64,
+        timestamp_us: u64,
+        mut latency: StageLatency,
+        origin: &str,
+        summary: &mut RunSummary,
+    ) -> Result<(), ServiceError> {
+        let t0 = Instant::now();
+        let image = match self.imaging.rectify {
+            Some((m, w, h)) => {
+                geometry::warp_perspective(
+                    &self.rgb,
+                    &m,
+                    w,
+                    h,
+                    Interpolation::Linear,
+                    Border::Constant(0),
+                    &mut self.imaging.rectified,
+                )
+                .map_err(|e| ServiceError::Imaging(e.to_string()))?;
+                &mut self.imaging.rectified
+            }
+            None => &mut self.rgb,
+        };
+        let mut events: heapless::Vec<Event, 3> = heapless::Vec::new();
+        if std::mem::take(&mut self.restored) {
+            let _ = events.push(Event::SourceRestored);
+        }
+        let run_detectors = match &mut self.imaging.motion {
+            Some(gate) => {
+                gate.update(image, &mut self.motion)
+                    .map_err(|e| ServiceError::Imaging(e.to_string()))?;
+                if self.motion.moving != self.imaging.moving {
+                    self.imaging.moving = self.motion.moving;
+                    let _ = events.push(if self.motion.moving {
+                        Event::MotionStarted
+                    } else {
+                        Event::MotionStopped
+                    });
+                }
+                self.motion.moving
+            }
+            None => true,
+        };
+        latency.preprocess += t0.elapsed().as_micros() as u32;
+        let mut dropped = 0u32;
+        self.detections.clear();
+        if run_detectors {
+            let d = &mut self.detectors;
+            for (detector, offset) in d.detectors.iter_mut().zip(&d.class_offsets) {
+                let times = detector.detect(image, &mut self.per_detector)?;
+                latency.preprocess += times.preprocess_us as u32;
+                latency.inference += times.inference_us as u32;
+                latency.postprocess += times.postprocess_us as u32;
+                for d in &self.per_detector {
+                    if self
+                        .detections
+                        .push(Detection {
+                            class_id: d.class_id + offset,
+                            ..*d
+                        })
+                        .is_err()
+                    {
+                        dropped += 1;
+                    }
+                }
+            }
+        }
+        summary.frames += 1;
+        summary.detections += self.detections.len() as u64;
+        let labels = &self.detectors.labels;
+        let record = FrameRecord {
+            frame_id: id,
+            timestamp_us,
+            width: image.width as u32,
+            height: image.height as u32,
+            latency,
+            inference: if run_detectors {
+                Inference::Ran
+            } else {
+                Inference::Skipped
+            },
+            detections: &self.detections,
+            dropped_detections: dropped,
+            labels,
+            motion: self.imaging.motion.as_ref().map(|_| Motion {
+                area: self.motion.area,
+                regions: &self.motion.regions,
+            }),
+            source: Some(SourceStatus {
+                state: SourceState::Ok,
+                reconnects: self.reconnects,
+            }),
+            events: &events,
+        };
+        if self.socket.is_some() || self.outputs.jsonl.is_some() {
+            record.write_line(&mut self.line);
+            emit_line(&self.socket, &mut self.outputs, &self.line)?;
+        }
+        let labels = &self.detectors.labels;
+        if self.outputs.print {
+            print_frame(id, origin, &self.detections, labels);
+        }
+        if let Some(dir) = &self.outputs.annotated_dir {
+            let name = Path::new(origin)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| format!("frame-{id:06}"));
+            let path = dir.join(format!("{name}.png"));
+            overlay::draw_detections(image, &self.detections, |c| {
+                labels.get(c as usize).map_or("?", String::as_str)
+            });
+            overlay::save_png(image, &path)
+                .map_err(|source| ServiceError::Annotate { path, source })?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends a line to the socket and the JSON-lines file.
+fn emit_line(
+    socket: &Option<SocketServer>,
+    outputs: &mut Outputs,
+    line: &[u8],
+) -> Result<(), ServiceError> {
+    if let Some(socket) = socket {
+        socket.publish(line);
+    }
+    if let Some((path, file)) = &mut outputs.jsonl {
+        file.write_all(line)
+            .map_err(|source| ServiceError::Output {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+fn print_frame(id: u64, origin: &str, detections: &[Detection], labels: &[String]) {
+    let short = Path::new(origin)
+        .file_name()
+        .map_or(origin.into(), |n| n.to_string_lossy());
+    if detections.is_empty() {
+        println!("{id:>6}  {short:<28} (nothing)");
+    }
+    for d in detections {
+        let label = labels.get(d.class_id as usize).map_or("?", String::as_str);
+        println!(
+            "{id:>6}  {short:<28} {label:<14} {:>6.3}  {:.0} {:.0} {:.0} {:.0}",
+            d.score, d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! In steady state the path after inference (decoding, NMS, mapping boxes back to the frame,
+//! serialising the frame record, publishing it) allocates nothing per frame.
+//!
+//! Its own test binary: the counting allocator is global. It counts only on the pipeline
+//! thread, while it is marked, so the writer thread and the clients may allocate as they like.
+
+mod emit_fixtures;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use emit_fixtures::Scene;
+use ocelli::capture::decode_image;
+use ocelli::config::{ChannelOrder, DetectorConfig, PreprocessConfig, ResizeMode};
+use ocelli::detect::{DecodeConfig, Detections, Detector, Family};
+use ocelli::emit::{FrameRecord, SocketConfig, SocketServer, StageLatency};
+use ocelli::imgproc::Image;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    // try_with: the allocator also runs while thread-locals are torn down.
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards every call to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const WARM_UP: u64 = 200;
+const MEASURED: u64 = 1000;
+
+/// Counts the allocations `f` makes on this thread.
+fn allocations_in(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTING.set(true);
+    f();
+    COUNTING.set(false);
+    ALLOCATIONS.load(Ordering::Relaxed) - before
+}
+
+fn cached(name: &str) -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/cache")
+        .join(name);
+    assert!(p.exists(), "{} is missing: run `just fetch`", p.display());
+    p
+}
+
+/// Real models on real photos: inference once, then postprocess + record + publish per frame.
+#[test]
+fn postprocess_and_emit_allocate_nothing_per_frame() {
+    let dir = std::env::temp_dir().join(format!("ocelli-pipeline-alloc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = SocketServer::bind(&SocketConfig::new(dir.join("s.sock"))).unwrap();
+    let mut line = Vec::new();
+    let detector = |model: &str, family, labels: &str| DetectorConfig {
+        name: None,
+        model: cached(model),
+        sha256: None,
+        family: Some(family),
+        labels: labels.into(),
+        input_size: None,
+        preprocess: PreprocessConfig {
+            channels: ChannelOrder::Bgr,
+            ..Default::default()
+        },
+        decode: Default::default(),
+    };
+    // YuNet has twelve outputs, YOLOX one large one, NanoDet six with a GFL head.
+    for (model, family, labels) in [
+        ("yunet_n_320_320.onnx", Family::Yunet, "face"),
+        ("yolox_nano.onnx", Family::Yolox, "coco"),
+        ("nanodet_m_320.onnx", Family::Nanodet, "coco"),
+        ("ultraface_version-slim-320.onnx", Family::Ssd, "face"),
+        ("arch/yolov8n_320.onnx", Family::Yolov8, "coco"),
+        ("arch/yolov10n-e2e_320.onnx", Family::Yolov10, "coco"),
+    ] {
+        let cfg = detector(model, family, labels);
+        check_steady_state(&cfg, "images/astronaut.png", &server, &mut line);
+    }
+    // DBNet's mask path: threshold, dilation, connected components, rotated rectangles.
+    let mut cfg = detector("ch_PP-OCRv4_det_infer.onnx", Family::Dbnet, "text");
+    cfg.input_size = Some([384, 192]);
+    cfg.preprocess.resize = ResizeMode::Stretch;
+    cfg.preprocess.mean = [127.5; 3];
+    cfg.preprocess.std = [127.5; 3];
+    cfg.decode = DecodeConfig {
+        score_threshold: 0.6,
+        ..Default::default()
+    };
+    check_steady_state(&cfg, "images/page.png", &server, &mut line);
+    server.shutdown();
+}
+
+fn check_steady_state(
+    cfg: &DetectorConfig,
+    photo: &str,
+    server: &SocketServer,
+    line: &mut Vec<u8>,
+) {
+    let mut image = Image::new(0, 0, 3);
+    decode_image(&cached(photo), &mut image).unwrap();
+    let mut detector = Detector::load(cfg, |p| p.to_path_buf()).unwrap();
+    let inferred = detector
+        .infer(detector.preprocess(&image).unwrap())
+        .unwrap();
+    let mut detections = Detections::new();
+    let mut frame = |id: u64| {
+        detector.postprocess(&inferred, &mut detections).unwrap();
+        let record = FrameRecord {
+            frame_id: id,
+            timestamp_us: id * 33_000,
+            width: image.width as u32,
+            height: image.height as u32,
+            latency: StageLatency::default(),
+            inference: Default::default(),
+            detections: &detections,
+            dropped_detections: 0,
+            labels: detector.labels.names(),
+            motion: None,
+            source: None,
+            events: &[],
+        };
+        record.write_line(line);
+        server.publish(line);
+    };
+    (0..WARM_UP).for_each(&mut frame);
+    let allocations = allocations_in(|| (WARM_UP..WARM_UP + MEASURED).for_each(&mut frame));
+    let model = cfg.model.display();
+    assert_eq!(
+        allocations, 0,
+        "{model}: allocations over {MEASURED} frames after warm-up"
+    );
+    assert!(
+        !detections.is_empty() || model.to_string().contains("arch/"),
+        "{model}: nothing detected on {photo}"
+    );
+}
+
+#[test]
+fn record_and_publish_allocate_nothing_per_frame() {
+    let dir = std::env::temp_dir().join(format!("ocelli-emit-alloc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = SocketServer::bind(&SocketConfig::new(dir.join("s.sock"))).unwrap();
+    // One client reads everything, one never reads: both the steady and the dropping paths run.
+    let reader = UnixStream::connect(server.path()).unwrap();
+    let _stalled = UnixStream::connect(server.path()).unwrap();
+    let reading =
+        std::thread::spawn(move || BufReader::new(reader).lines().map_while(Result::ok).count());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.stats().clients < 2 {
+        assert!(Instant::now() < deadline, "clients did not connect");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    let scene = Scene::new();
+    let mut buf = Vec::new();
+    let mut publish = |i| {
+        scene.record(i).write_line(&mut buf);
+        server.publish(&buf);
+    };
+    (0..WARM_UP).for_each(&mut publish);
+    let allocations = allocations_in(|| (WARM_UP..WARM_UP + MEASURED).for_each(&mut publish));
+
+    while server.stats().dropped_frames == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no client was dropped for: the burst did not outrun them"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stats = server.stats();
+    server.shutdown();
+    let received = reading.join().unwrap();
+    eprintln!("{MEASURED} frames: {allocations} allocations; {received} lines received; {stats:?}");
+    assert_eq!(
+        allocations, 0,
+        "allocations on the publishing thread over {MEASURED} frames"
+    );
+}

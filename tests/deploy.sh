@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Fleet deployment files, validated statically (no container engine runs here): the Dockerfile
+# lints clean, the Kubernetes manifests fit the API schemas, and the DaemonSet's config passes
+# `ocelli check-config` with its models.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ocelli=${OCELLI:-$root/target/debug/ocelli}
+hadolint "$root/packaging/Dockerfile"
+kubernetes-validate --strict --quiet "$root"/packaging/k8s/*.yaml
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 - "$root/packaging/k8s/daemonset.yaml" "$root/models/cache" > "$work/ocelli.toml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "ConfigMap"]
+text = docs[0]["data"]["ocelli.toml"]
+# The image carries the models under /usr/share/ocelli/models; here they are in the cache.
+print(text.replace('"/usr/share/ocelli/models/', '"' + sys.argv[2] + "/"))
+PY
+"$ocelli" check-config "$work/ocelli.toml"
+echo "deployment files: Dockerfile, manifests and the DaemonSet's config: ok"
