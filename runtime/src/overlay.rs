@@ -7,10 +7,10 @@ use embedded_graphics::mono_font::MonoTextStyleBuilder;
 use embedded_graphics::mono_font::ascii::FONT_6X10;
 use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
-use embedded_graphics::primitives::{Circle, PrimitiveStyle, Rectangle};
+use embedded_graphics::primitives::{Circle, Line, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Baseline, Text};
 
-use crate::detect::Detection;
+use crate::detect::{Detection, Extras};
 use crate::imgproc::Image;
 
 /// An RGB [`Image`] as an embedded-graphics draw target; pixels outside are clipped.
@@ -96,6 +96,88 @@ pub fn draw_detections<'l>(
             )
             .into_styled(PrimitiveStyle::with_fill(Rgb888::new(0, 255, 255)))
             .draw(&mut canvas);
+        }
+    }
+}
+
+/// How much of a mask's colour covers the pixels under it.
+const MASK_ALPHA: u16 = 102; // of 256: 0.4
+
+/// Keypoints scoring less are not drawn (Ultralytics' plotting threshold).
+const KEYPOINT_MIN_SCORE: f32 = 0.25;
+
+const COCO_KEYPOINTS: usize = 17;
+
+/// COCO's person skeleton: pairs of keypoint indices (nose, eyes, ears, shoulders, elbows,
+/// wrists, hips, knees, ankles), as Ultralytics draws it.
+const COCO_SKELETON: [(usize, usize); 19] = [
+    (15, 13),
+    (13, 11),
+    (16, 14),
+    (14, 12),
+    (11, 12),
+    (5, 11),
+    (6, 12),
+    (5, 6),
+    (5, 7),
+    (6, 8),
+    (7, 9),
+    (8, 10),
+    (1, 2),
+    (0, 1),
+    (0, 2),
+    (1, 3),
+    (2, 4),
+    (3, 5),
+    (4, 6),
+];
+
+/// Draws each detection's mask (its class colour blended in) and keypoints (joined by COCO's
+/// skeleton when there are 17) onto `rgb`; call before [`draw_detections`] so boxes and
+/// labels stay on top. Masks of another image size are skipped.
+pub fn draw_extras(rgb: &mut Image, detections: &[Detection], extras: &Extras) {
+    let (w, h) = (rgb.width, rgb.height);
+    for (i, d) in detections.iter().enumerate() {
+        let Some(mask) = extras.mask(i) else {
+            continue;
+        };
+        if mask.size != [h as u32, w as u32] {
+            continue;
+        }
+        let colour = class_colour(d.class_id);
+        let colour = [colour.r(), colour.g(), colour.b()].map(u16::from);
+        for run in mask.runs() {
+            for at in run {
+                let (x, y) = ((at / h as u64) as usize, (at % h as u64) as usize);
+                let px = &mut rgb.data[(y * w + x) * 3..][..3];
+                for (p, c) in px.iter_mut().zip(colour) {
+                    *p = ((u16::from(*p) * (256 - MASK_ALPHA) + c * MASK_ALPHA) >> 8) as u8;
+                }
+            }
+        }
+    }
+    let thickness = ((w.max(h) / 320) as u32).max(2);
+    let mut canvas = Canvas(rgb);
+    let at = |p: &[f32; 3]| Point::new(p[0].round() as i32, p[1].round() as i32);
+    for i in 0..detections.len() {
+        let points = extras.keypoints(i);
+        if points.len() == COCO_KEYPOINTS {
+            for &(a, b) in &COCO_SKELETON {
+                let (pa, pb) = (&points[a], &points[b]);
+                if pa[2] >= KEYPOINT_MIN_SCORE && pb[2] >= KEYPOINT_MIN_SCORE {
+                    let _ = Line::new(at(pa), at(pb))
+                        .into_styled(PrimitiveStyle::with_stroke(
+                            Rgb888::new(51, 153, 255),
+                            thickness,
+                        ))
+                        .draw(&mut canvas);
+                }
+            }
+        }
+        for p in points.iter().filter(|p| p[2] >= KEYPOINT_MIN_SCORE) {
+            let _ = Circle::with_center(at(p), thickness * 2 + 1)
+                .into_styled(PrimitiveStyle::with_fill(Rgb888::new(255, 128, 0)))
+                .draw(&mut canvas);
         }
     }
 }
