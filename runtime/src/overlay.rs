@@ -198,3 +198,43 @@ pub fn save_png(rgb: &Image, path: &Path) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
     writer.finish().map_err(std::io::Error::other)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::BBox;
+
+    #[test]
+    fn masks_are_blended_in_and_skeletons_joined() {
+        let det = Detection {
+            class_id: 0,
+            score: 0.9,
+            bbox: BBox {
+                x1: 0.0,
+                y1: 0.0,
+                x2: 40.0,
+                y2: 30.0,
+            },
+            landmarks: None,
+        };
+        let mut extras = Extras::new();
+        extras.reset(40, 30);
+        let mask = Image::from_vec(2, 2, 1, vec![255, 0, 0, 255]).unwrap();
+        extras.push_mask(&mask, 3, 4);
+        // A person lying along y = 20, every keypoint sure but the last.
+        let points = (0..COCO_KEYPOINTS).map(|k| [2.0 + 2.0 * k as f32, 20.0, 0.9]);
+        extras.push_keypoints(points.map(|[x, y, s]| [x, y, if x > 30.0 { 0.1 } else { s }]));
+        let mut rgb = Image::new(40, 30, 3);
+        rgb.data.fill(100);
+        draw_extras(&mut rgb, &[det, det], &extras);
+        let px = |x: usize, y: usize| &rgb.data[(y * 40 + x) * 3..][..3];
+        // (100 * 154 + 255 * 102) >> 8 = 161 for the class colour's red.
+        assert_eq!(px(3, 4)[0], 161);
+        assert_eq!(px(4, 5)[0], 161);
+        assert_eq!(px(4, 4), [100, 100, 100]);
+        assert_eq!(px(3, 5), [100, 100, 100]);
+        assert_ne!(px(12, 20), [100, 100, 100], "keypoints drawn");
+        assert_eq!(px(38, 20), [100, 100, 100], "unsure keypoints are not");
+        assert_eq!(px(20, 5), [100, 100, 100]);
+    }
+}
