@@ -356,14 +356,17 @@ cases! { check_decoder:
     seg_640x480_matches_ultralytics => "seg_640x480",
     seg_300x400_matches_ultralytics => "seg_300x400",
     seg_320x320_matches_ultralytics => "seg_320x320",
+    seg_640x420_matches_ultralytics => "seg_640x420",
     pose_640x480_matches_ultralytics => "pose_640x480",
     pose_300x400_matches_ultralytics => "pose_300x400",
     pose_320x320_matches_ultralytics => "pose_320x320",
+    pose_640x420_matches_ultralytics => "pose_640x420",
 }
 
 cases! { check_detector:
     seg_640x480_end_to_end_matches_ultralytics => "seg_640x480",
     seg_300x400_end_to_end_matches_ultralytics => "seg_300x400",
+    seg_640x420_end_to_end_matches_ultralytics => "seg_640x420",
     pose_640x480_end_to_end_matches_ultralytics => "pose_640x480",
     pose_300x400_end_to_end_matches_ultralytics => "pose_300x400",
 }

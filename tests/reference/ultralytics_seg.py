@@ -357,14 +357,25 @@ def arch_case(outdir, case, model):
     print(f"{case:22} {[list(t.shape) for t in outs]}")
 
 
+def check_interpolation():
+    # OpenCV's INTER_LINEAR resize samples as torch's bilinear does (half-pixel centres,
+    # edges replicated): an independent check of the port.
+    x = np.random.default_rng(3).normal(size=(1, 1, 20, 30)).astype(np.float32)
+    for size in [(60, 90), (80, 90), (45, 70)]:
+        ours = interpolate_bilinear(x, size=size)[0, 0]
+        theirs = cv2.resize(x[0, 0], size[::-1], interpolation=cv2.INTER_LINEAR)
+        assert np.abs(ours - theirs).max() < 1e-5, size
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     outdir = sys.argv[1]
-    # Sources whose letterbox padding is whole prototype cells, so that Ultralytics does
-    # not first upsample the prototypes (see the decoder's notes): landscape, portrait, and
-    # the input size itself.
-    for source_wh in [(640, 480), (300, 400), (320, 320)]:
+    check_interpolation()
+    # Sources whose letterbox padding is whole prototype cells (landscape, portrait, the
+    # input size itself), and one where it is not (55 input pixels a side), so Ultralytics
+    # first upsamples the prototypes 4x.
+    for source_wh in [(640, 480), (300, 400), (320, 320), (640, 420)]:
         name = f"{source_wh[0]}x{source_wh[1]}"
         seg_case(outdir, f"seg_{name}", source_wh, np.random.default_rng(7))
         pose_case(outdir, f"pose_{name}", source_wh, np.random.default_rng(11))

@@ -92,11 +92,11 @@ impl Yolov8Seg {
             pw as f32 / self.input.0 as f32,
             ph as f32 / self.input.1 as f32,
         );
-        // The prototype cells the letterbox content covers: interpolation clamps to them.
+        // The prototype cells the letterbox content touches: interpolation clamps to them.
         let lb = &target.letterbox;
         let cells = |start: usize, len: usize, r: f32, n: usize| {
-            let a = ((start as f32 * r).round() as usize).min(n - 1);
-            let b = (((start + len) as f32 * r).round() as usize).clamp(a + 1, n);
+            let a = ((start as f32 * r).floor() as usize).min(n - 1);
+            let b = (((start + len) as f32 * r).ceil() as usize).clamp(a + 1, n);
             (a, b)
         };
         let (cx0, cx1) = cells(lb.left, lb.width, rx, pw);
