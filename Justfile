@@ -36,6 +36,7 @@ fixtures: fetch
     python3 tests/reference/detectors.py target/fixtures/detectors
     python3 tests/reference/dbnet.py target/fixtures/dbnet
     python3 compress/scripts/make_images.py target/fixtures/compress
+    python3 tests/reference/ultralytics_seg.py target/fixtures/seg
     python3 tests/reference/opencv_geom.py target/fixtures/geom
     python3 tests/reference/opencv_morph.py target/fixtures
 

@@ -7,10 +7,10 @@ use embedded_graphics::mono_font::MonoTextStyleBuilder;
 use embedded_graphics::mono_font::ascii::FONT_6X10;
 use embedded_graphics::pixelcolor::Rgb888;
 use embedded_graphics::prelude::*;
-use embedded_graphics::primitives::{Circle, PrimitiveStyle, Rectangle};
+use embedded_graphics::primitives::{Circle, Line, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Baseline, Text};
 
-use crate::detect::Detection;
+use crate::detect::{Detection, Extras};
 use crate::imgproc::Image;
 
 /// An RGB [`Image`] as an embedded-graphics draw target; pixels outside are clipped.
@@ -100,6 +100,88 @@ pub fn draw_detections<'l>(
     }
 }
 
+/// How much of a mask's colour covers the pixels under it.
+const MASK_ALPHA: u16 = 102; // of 256: 0.4
+
+/// Keypoints scoring less are not drawn (Ultralytics' plotting threshold).
+const KEYPOINT_MIN_SCORE: f32 = 0.25;
+
+const COCO_KEYPOINTS: usize = 17;
+
+/// COCO's person skeleton: pairs of keypoint indices (nose, eyes, ears, shoulders, elbows,
+/// wrists, hips, knees, ankles), as Ultralytics draws it.
+const COCO_SKELETON: [(usize, usize); 19] = [
+    (15, 13),
+    (13, 11),
+    (16, 14),
+    (14, 12),
+    (11, 12),
+    (5, 11),
+    (6, 12),
+    (5, 6),
+    (5, 7),
+    (6, 8),
+    (7, 9),
+    (8, 10),
+    (1, 2),
+    (0, 1),
+    (0, 2),
+    (1, 3),
+    (2, 4),
+    (3, 5),
+    (4, 6),
+];
+
+/// Draws each detection's mask (its class colour blended in) and keypoints (joined by COCO's
+/// skeleton when there are 17) onto `rgb`; call before [`draw_detections`] so boxes and
+/// labels stay on top. Masks of another image size are skipped.
+pub fn draw_extras(rgb: &mut Image, detections: &[Detection], extras: &Extras) {
+    let (w, h) = (rgb.width, rgb.height);
+    for (i, d) in detections.iter().enumerate() {
+        let Some(mask) = extras.mask(i) else {
+            continue;
+        };
+        if mask.size != [h as u32, w as u32] {
+            continue;
+        }
+        let colour = class_colour(d.class_id);
+        let colour = [colour.r(), colour.g(), colour.b()].map(u16::from);
+        for run in mask.runs() {
+            for at in run {
+                let (x, y) = ((at / h as u64) as usize, (at % h as u64) as usize);
+                let px = &mut rgb.data[(y * w + x) * 3..][..3];
+                for (p, c) in px.iter_mut().zip(colour) {
+                    *p = ((u16::from(*p) * (256 - MASK_ALPHA) + c * MASK_ALPHA) >> 8) as u8;
+                }
+            }
+        }
+    }
+    let thickness = ((w.max(h) / 320) as u32).max(2);
+    let mut canvas = Canvas(rgb);
+    let at = |p: &[f32; 3]| Point::new(p[0].round() as i32, p[1].round() as i32);
+    for i in 0..detections.len() {
+        let points = extras.keypoints(i);
+        if points.len() == COCO_KEYPOINTS {
+            for &(a, b) in &COCO_SKELETON {
+                let (pa, pb) = (&points[a], &points[b]);
+                if pa[2] >= KEYPOINT_MIN_SCORE && pb[2] >= KEYPOINT_MIN_SCORE {
+                    let _ = Line::new(at(pa), at(pb))
+                        .into_styled(PrimitiveStyle::with_stroke(
+                            Rgb888::new(51, 153, 255),
+                            thickness,
+                        ))
+                        .draw(&mut canvas);
+                }
+            }
+        }
+        for p in points.iter().filter(|p| p[2] >= KEYPOINT_MIN_SCORE) {
+            let _ = Circle::with_center(at(p), thickness * 2 + 1)
+                .into_styled(PrimitiveStyle::with_fill(Rgb888::new(255, 128, 0)))
+                .draw(&mut canvas);
+        }
+    }
+}
+
 /// Writes an RGB image as PNG.
 pub fn save_png(rgb: &Image, path: &Path) -> std::io::Result<()> {
     let file = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -115,4 +197,44 @@ pub fn save_png(rgb: &Image, path: &Path) -> std::io::Result<()> {
         .write_image_data(&rgb.data)
         .map_err(std::io::Error::other)?;
     writer.finish().map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::BBox;
+
+    #[test]
+    fn masks_are_blended_in_and_skeletons_joined() {
+        let det = Detection {
+            class_id: 0,
+            score: 0.9,
+            bbox: BBox {
+                x1: 0.0,
+                y1: 0.0,
+                x2: 40.0,
+                y2: 30.0,
+            },
+            landmarks: None,
+        };
+        let mut extras = Extras::new();
+        extras.reset(40, 30);
+        let mask = Image::from_vec(2, 2, 1, vec![255, 0, 0, 255]).unwrap();
+        extras.push_mask(&mask, 3, 4);
+        // A person lying along y = 20, every keypoint sure but the last.
+        let points = (0..COCO_KEYPOINTS).map(|k| [2.0 + 2.0 * k as f32, 20.0, 0.9]);
+        extras.push_keypoints(points.map(|[x, y, s]| [x, y, if x > 30.0 { 0.1 } else { s }]));
+        let mut rgb = Image::new(40, 30, 3);
+        rgb.data.fill(100);
+        draw_extras(&mut rgb, &[det, det], &extras);
+        let px = |x: usize, y: usize| &rgb.data[(y * 40 + x) * 3..][..3];
+        // (100 * 154 + 255 * 102) >> 8 = 161 for the class colour's red.
+        assert_eq!(px(3, 4)[0], 161);
+        assert_eq!(px(4, 5)[0], 161);
+        assert_eq!(px(4, 4), [100, 100, 100]);
+        assert_eq!(px(3, 5), [100, 100, 100]);
+        assert_ne!(px(12, 20), [100, 100, 100], "keypoints drawn");
+        assert_eq!(px(38, 20), [100, 100, 100], "unsure keypoints are not");
+        assert_eq!(px(20, 5), [100, 100, 100]);
+    }
 }

@@ -490,17 +490,29 @@ fn recognise_explains_unknown_layouts() {
         name: name.into(),
         shape: shape.to_vec(),
     };
-    assert_eq!(
-        recognise(&[info("map", &[1, 1, 640, 640])]).unwrap().0,
-        Family::Dbnet
-    );
+    for (outputs, family) in [
+        (vec![info("map", &[1, 1, 640, 640])], Family::Dbnet),
+        (vec![info("map", &[1, 21, 128, 128])], Family::Semantic),
+        (vec![info("output0", &[1, 56, 2100])], Family::Yolov8Pose),
+        (vec![info("output0", &[1, 57, 2100])], Family::Yolov8),
+        (
+            vec![
+                info("output1", &[1, 32, 80, 80]),
+                info("output0", &[1, 116, 2100]),
+            ],
+            Family::Yolov8Seg,
+        ),
+    ] {
+        let (found, why) = recognise(&outputs).unwrap();
+        assert_eq!(found, family, "{why}");
+    }
     for outputs in [
         vec![],
         vec![info("x", &[1, 10])],
         vec![info("x", &[2, 3549, 85])],
         vec![
             info("seg", &[1, 116, 2100]),
-            info("protos", &[1, 32, 80, 80]),
+            info("protos", &[1, 120, 80, 80]),
         ],
     ] {
         let err = recognise(&outputs).unwrap_err();

@@ -1,5 +1,6 @@
 //! In steady state the path after inference (decoding, NMS, mapping boxes back to the frame,
-//! serialising the frame record, publishing it) allocates nothing per frame.
+//! drawing masks and keypoints, serialising the frame record, publishing it) allocates
+//! nothing per frame.
 //!
 //! Its own test binary: the counting allocator is global. It counts only on the pipeline
 //! thread, while it is marked, so the writer thread and the clients may allocate as they like.
@@ -120,6 +121,22 @@ fn postprocess_and_emit_allocate_nothing_per_frame() {
         ..Default::default()
     };
     check_steady_state(&cfg, "images/page.png", &server, &mut line);
+    // Instance masks (prototype weighing, upsampling, cleaning, RLE) and keypoints. Their
+    // random weights score everything low: a low threshold gives them detections.
+    for (model, family) in [
+        ("arch/yolov8n-seg_320.onnx", Family::Yolov8Seg),
+        ("arch/yolov8n-pose_320.onnx", Family::Yolov8Pose),
+    ] {
+        let mut cfg = detector(model, family, "coco");
+        cfg.decode = DecodeConfig {
+            score_threshold: 1e-4,
+            mask_open: 3,
+            mask_close: 3,
+            mask_min_area: 8,
+            ..Default::default()
+        };
+        check_steady_state(&cfg, "images/astronaut.png", &server, &mut line);
+    }
     server.shutdown();
 }
 
@@ -146,6 +163,7 @@ fn check_steady_state(
             latency: StageLatency::default(),
             inference: Default::default(),
             detections: &detections,
+            extras: Some(detector.extras()),
             dropped_detections: 0,
             labels: detector.labels.names(),
             motion: None,
@@ -158,6 +176,12 @@ fn check_steady_state(
     (0..WARM_UP).for_each(&mut frame);
     let allocations = allocations_in(|| (WARM_UP..WARM_UP + MEASURED).for_each(&mut frame));
     let model = cfg.model.display();
+    if matches!(cfg.family, Some(Family::Yolov8Seg | Family::Yolov8Pose)) {
+        assert!(
+            !detections.is_empty() && detector.extras().len() == detections.len(),
+            "{model}: no masks or keypoints drawn"
+        );
+    }
     assert_eq!(
         allocations, 0,
         "{model}: allocations over {MEASURED} frames after warm-up"

@@ -10,13 +10,15 @@
 //! `area × unclip_ratio / perimeter` and dropped when under 5 px across. The detection is the
 //! axis-aligned box of the grown rectangle, clipped to the input.
 //!
-//! [`MaskRegions`] (mask → regions → mean and rectangle) serves any per-pixel map.
+//! [`MaskRegions`] (mask → morphology → regions → statistics, mean and rectangle) serves any
+//! per-pixel map: the semantic decoder uses it too.
 
 use super::decode::{Context, DecodeError, Decoder, FrameCheck, Thresholds};
+use super::extras::apply_ops;
 use super::nms::Candidates;
 use super::{BBox, Detection, Detections, Output};
 use crate::imgproc::Image;
-use crate::imgproc::morph::{Border, MorphError, MorphOp, Morphology, StructuringElement};
+use crate::imgproc::morph::{Border, MorphOp, Morphology, StructuringElement};
 use crate::imgproc::regions::{ComponentStats, Connectivity, Labeler};
 
 /// DB's `min_size`: regions whose rectangle is narrower are noise.
@@ -60,7 +62,9 @@ impl Dbnet {
         }
         ctx.check_classes(1)?;
         let dilation = StructuringElement::rect(2, 2).expect("2x2 is a valid element");
-        let regions = MaskRegions::new(w, h, Some(&dilation)).expect("2x2 dilation is valid");
+        let dilation = Morphology::new(MorphOp::Dilate, &dilation, None, 1, Border::Neutral)
+            .expect("2x2 dilation is valid");
+        let regions = MaskRegions::new(w, h, vec![dilation]);
         Ok(Self {
             frame: ctx.frame_check(),
             size: (w, h),
@@ -168,16 +172,16 @@ pub(crate) struct Region {
     pub rect: RotatedRect,
 }
 
-/// The connected regions of a mask built from a per-pixel map, optionally dilated, with the
-/// buffers to label and measure them kept from frame to frame.
+/// The connected regions of a mask built from a per-pixel map, cleaned by morphology, with
+/// the buffers to label and measure them kept from frame to frame.
 ///
 /// Every buffer, the labeller's tables included, is kept: labelling allocates nothing once
 /// the tables have grown to the frame's region count.
 pub(crate) struct MaskRegions {
     width: usize,
     mask: Image,
-    dilated: Image,
-    dilation: Option<Morphology>,
+    spare: Image,
+    cleanup: Vec<Morphology>,
     labeler: Labeler,
     labels: Image<i32>,
     stats: Vec<ComponentStats>,
@@ -187,80 +191,114 @@ pub(crate) struct MaskRegions {
 }
 
 impl MaskRegions {
-    /// Buffers for `width × height` maps; `dilation` is applied to the mask before labelling
-    /// (centred anchor, OpenCV's default border).
-    pub fn new(
-        width: usize,
-        height: usize,
-        dilation: Option<&StructuringElement>,
-    ) -> Result<Self, MorphError> {
-        let dilation = dilation
-            .map(|k| Morphology::new(MorphOp::Dilate, k, None, 1, Border::Neutral))
-            .transpose()?;
-        Ok(Self {
+    /// Buffers for `width × height` maps; `cleanup` runs on the mask, in order, before
+    /// labelling.
+    pub fn new(width: usize, height: usize, cleanup: Vec<Morphology>) -> Self {
+        Self {
             width,
             mask: Image::new(width, height, 1),
-            dilated: Image::new(width, height, 1),
-            dilation,
+            spare: Image::new(width, height, 1),
+            cleanup,
             labeler: Labeler::default(),
             labels: Image::new(width, height, 1),
             stats: Vec::new(),
             // Two ends per row; the monotone chain's hull holds at most twice its points.
             ends: Vec::with_capacity(2 * height),
             hull: Vec::with_capacity(4 * height + 2),
-        })
+        }
     }
 
-    /// Marks every pixel `i` (row-major) for which `set(i)` holds, dilates and labels the
-    /// 8-connected regions; returns how many there are. Regions are numbered from 1.
+    /// Marks every pixel `i` (row-major) for which `set(i)` holds, cleans the mask and
+    /// labels its 8-connected regions; returns how many there are. Regions are numbered
+    /// from 1.
     pub fn label(&mut self, set: impl Fn(usize) -> bool) -> usize {
         for (i, m) in self.mask.data.iter_mut().enumerate() {
             *m = if set(i) { 255 } else { 0 };
         }
-        let src = match &mut self.dilation {
-            Some(d) => {
-                d.apply(&self.mask, &mut self.dilated)
-                    .expect("the mask has one channel");
-                &self.dilated
-            }
-            None => &self.mask,
-        };
+        apply_ops(&mut self.cleanup, &mut self.mask, &mut self.spare);
         let labels = self
             .labeler
-            .label(src, &mut self.labels, &mut self.stats, Connectivity::Eight)
+            .label(
+                &self.mask,
+                &mut self.labels,
+                &mut self.stats,
+                Connectivity::Eight,
+            )
             .expect("the mask has one channel");
         labels - 1
+    }
+
+    /// Region `label`'s statistics (box, area, centroid), in map pixels.
+    pub fn stats(&self, label: usize) -> &ComponentStats {
+        &self.stats[label]
+    }
+
+    /// Calls `run(y, x0, x1)` for each row run `[x0, x1)` of region `label`, top to bottom.
+    pub fn runs(&self, label: usize, mut run: impl FnMut(usize, usize, usize)) {
+        let s = self.stats[label];
+        let (left, w) = (s.left as usize, s.width as usize);
+        for y in s.top as usize..(s.top + s.height) as usize {
+            let at = y * self.width + left;
+            let mut start = None;
+            for (x, &l) in self.labels.data[at..at + w].iter().enumerate() {
+                match (l as usize == label, start) {
+                    (true, None) => start = Some(x),
+                    (false, Some(x0)) => {
+                        run(y, left + x0, left + x);
+                        start = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(x0) = start {
+                run(y, left + x0, left + w);
+            }
+        }
+    }
+
+    /// The mean of `values` (row-major, one per pixel) over region `label`.
+    pub fn mean(&self, label: usize, values: &[f32]) -> f32 {
+        let mut sum = 0.0f64;
+        self.runs(label, |y, x0, x1| {
+            let at = y * self.width;
+            sum += values[at + x0..at + x1]
+                .iter()
+                .map(|&v| f64::from(v))
+                .sum::<f64>();
+        });
+        (sum / f64::from(self.stats[label].area.max(1))) as f32
     }
 
     /// The mean of `values` (row-major, one per pixel) over region `label`, and the
     /// minimum-area rectangle around its pixels.
     pub fn measure(&mut self, label: usize, values: &[f32]) -> Region {
-        let s = self.stats[label];
-        let (left, top) = (s.left as usize, s.top as usize);
-        let (w, h) = (s.width as usize, s.height as usize);
-        let mut sum = 0.0f64;
-        self.ends.clear();
-        for y in top..top + h {
-            let at = y * self.width + left;
-            let row = self.labels.data[at..at + w].iter().zip(&values[at..at + w]);
-            let mut ends: Option<[usize; 2]> = None;
-            for (x, (&l, &v)) in row.enumerate() {
-                if l as usize == label {
-                    sum += f64::from(v);
-                    ends = Some(ends.map_or([x, x], |[a, _]| [a, x]));
-                }
-            }
-            // Every row of a connected region's box holds some of its pixels.
-            if let Some([a, b]) = ends {
-                let y = y as i64;
-                self.ends.push([(left + a) as i64, y]);
+        let mean = self.mean(label, values);
+        let mut ends = std::mem::take(&mut self.ends);
+        ends.clear();
+        // Every row of a connected region's box holds some of its pixels; the first run of
+        // a row starts it and the last ends it.
+        let mut row: Option<(usize, usize, usize)> = None;
+        let flush = |r: Option<(usize, usize, usize)>, ends: &mut Vec<[i64; 2]>| {
+            if let Some((y, a, b)) = r {
+                ends.push([a as i64, y as i64]);
                 if b != a {
-                    self.ends.push([(left + b) as i64, y]);
+                    ends.push([b as i64, y as i64]);
                 }
             }
-        }
+        };
+        self.runs(label, |y, x0, x1| {
+            row = match row {
+                Some((ry, a, _)) if ry == y => Some((y, a, x1 - 1)),
+                other => {
+                    flush(other, &mut ends);
+                    Some((y, x0, x1 - 1))
+                }
+            };
+        });
+        flush(row, &mut ends);
+        self.ends = ends;
         Region {
-            mean: (sum / f64::from(s.area.max(1))) as f32,
+            mean,
             rect: self.min_area_rect(),
         }
     }
@@ -358,7 +396,7 @@ mod tests {
         fn regions_are_measured_exactly(
             cells in prop::collection::hash_set((0..SIDE, 0..SIDE), 1..120),
         ) {
-            let mut regions = MaskRegions::new(SIDE, SIDE, None).unwrap();
+            let mut regions = MaskRegions::new(SIDE, SIDE, Vec::new());
             let count = regions.label(|i| cells.contains(&(i % SIDE, i / SIDE)));
             let values: Vec<f32> = (0..SIDE * SIDE).map(|i| (i % 7) as f32).collect();
             for label in 1..=count {

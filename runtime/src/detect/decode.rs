@@ -9,13 +9,33 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::extras::{Extras, Target};
 use super::labels::Labels;
 use super::{DecodeConfig, Detections, Family, MAX_DETECTIONS, Output, OutputInfo};
-use super::{dbnet, nanodet, ssd, yolov8, yolov10, yolox, yunet};
+use super::{
+    dbnet, nanodet, semantic, ssd, yolov8, yolov8_pose, yolov8_seg, yolov10, yolox, yunet,
+};
 
 /// Turns one frame's raw model outputs into detections in MODEL-INPUT pixel coordinates.
 pub trait Decoder: Send {
     fn decode(&mut self, outputs: &[Output<'_>], out: &mut Detections) -> Result<(), DecodeError>;
+
+    /// Writes the masks and keypoints of the detections the last [`decode`](Self::decode)
+    /// wrote, in `target` pixels, into `extras` (reset first). `dets` are those detections,
+    /// in the same order, already mapped to `target`; a decoder drops the ones whose mask
+    /// comes out empty, keeping `extras` parallel to them. `outputs` are the same as for
+    /// `decode`. Families without masks or keypoints leave `extras` empty.
+    fn extras(
+        &mut self,
+        outputs: &[Output<'_>],
+        target: &Target,
+        dets: &mut Detections,
+        extras: &mut Extras,
+    ) -> Result<(), DecodeError> {
+        let _ = (outputs, dets);
+        extras.reset(target.width, target.height);
+        Ok(())
+    }
 }
 
 /// Why a decoder could not be built, or a frame could not be decoded.
@@ -90,19 +110,35 @@ impl AnchorPoint {
     }
 }
 
+/// How the semantic decoder gives pixels their class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MaskMode {
+    /// The class with the highest score: classes do not overlap.
+    Argmax,
+    /// Every class scoring above `mask_threshold`: classes may overlap.
+    Threshold,
+}
+
 impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Family::Yolox => "yolox",
             Family::Yolov8 => "yolov8",
+            Family::Yolov8Seg => "yolov8-seg",
+            Family::Yolov8Pose => "yolov8-pose",
             Family::Yolov10 => "yolov10",
             Family::Nanodet => "nanodet",
             Family::Ssd => "ssd",
             Family::Yunet => "yunet",
             Family::Dbnet => "dbnet",
+            Family::Semantic => "semantic",
         })
     }
 }
+
+/// Keypoints of the pose layout `recognise` knows: COCO's person.
+const POSE_KEYPOINTS: usize = 17;
 
 /// Recognise the family from output names/shapes; Err(explanation) when ambiguous/unknown.
 /// Ok((family, why)) where `why` is one human sentence, printed by `ocelli inspect`.
@@ -136,6 +172,13 @@ pub fn recognise(outputs: &[OutputInfo]) -> Result<(Family, String), String> {
                     "one output `{name}` [1,1,{h},{w}]: a probability map, the DBNet text layout"
                 ),
             )),
+            [1, c, h, w] => Ok((
+                Family::Semantic,
+                format!(
+                    "one output `{name}` [1,{c},{h},{w}]: a score map of {c} classes, semantic \
+                     segmentation"
+                ),
+            )),
             // x1,y1,x2,y2,score,class rows. A one-class YOLOX also has 6 columns, but its
             // anchor count over strides 8/16/32 is a multiple of 21 (and 300 is not).
             [1, k, 6] if k % 21 == 0 => Err(format!(
@@ -157,6 +200,17 @@ pub fn recognise(outputs: &[OutputInfo]) -> Result<(Family, String), String> {
                     c - 5
                 ),
             )),
+            // A 52-class detector has this shape too, but COCO's 17-keypoint pose is the
+            // common model.
+            [1, c, n] if c == 5 + 3 * POSE_KEYPOINTS && n > c => Ok((
+                Family::Yolov8Pose,
+                format!(
+                    "one output `{name}` [1,{c},{n}]: (4 box + 1 person score + \
+                     {POSE_KEYPOINTS} keypoints x (x, y, visibility)) x {n} anchors, the \
+                     YOLOv8/YOLO11 pose layout (a 52-class detector needs detector.family = \
+                     \"yolov8\")"
+                ),
+            )),
             [1, c, n] if c >= 5 && n > c => Ok((
                 Family::Yolov8,
                 format!(
@@ -167,6 +221,26 @@ pub fn recognise(outputs: &[OutputInfo]) -> Result<(Family, String), String> {
             )),
             _ => unknown(""),
         };
+    }
+    // Instance segmentation: boxes with mask coefficients, and the prototypes they weigh.
+    if let [a, b] = outputs {
+        let (boxes, protos) = if a.shape.len() == 3 { (a, b) } else { (b, a) };
+        if let ([1, c, n], [1, m, h, w]) = (boxes.shape.as_slice(), protos.shape.as_slice())
+            && n > c
+            && *c >= 5 + m
+        {
+            return Ok((
+                Family::Yolov8Seg,
+                format!(
+                    "outputs `{}` [1,{c},{n}] ((4 box + {} class scores + {m} mask \
+                     coefficients) x {n} anchors) and `{}` [1,{m},{h},{w}] (mask prototypes): \
+                     the YOLOv8/YOLO11 instance segmentation layout",
+                    boxes.name,
+                    c - 4 - m,
+                    protos.name
+                ),
+            ));
+        }
     }
     let rank3: Option<Vec<(usize, usize)>> = outputs
         .iter()
@@ -271,11 +345,14 @@ pub fn decoder_for(
     Ok(match family {
         Family::Yolox => Box::new(yolox::Yolox::new(&ctx)?),
         Family::Yolov8 => Box::new(yolov8::Yolov8::new(&ctx)?),
+        Family::Yolov8Seg => Box::new(yolov8_seg::Yolov8Seg::new(&ctx)?),
+        Family::Yolov8Pose => Box::new(yolov8_pose::Yolov8Pose::new(&ctx)?),
         Family::Yolov10 => Box::new(yolov10::Yolov10::new(&ctx)?),
         Family::Nanodet => Box::new(nanodet::Nanodet::new(&ctx)?),
         Family::Ssd => Box::new(ssd::Ssd::new(&ctx)?),
         Family::Yunet => Box::new(yunet::Yunet::new(&ctx)?),
         Family::Dbnet => Box::new(dbnet::Dbnet::new(&ctx)?),
+        Family::Semantic => Box::new(semantic::Semantic::new(&ctx)?),
     })
 }
 
@@ -304,6 +381,12 @@ fn check_config(cfg: &DecodeConfig) -> Result<(), DecodeError> {
     }
     if cfg.num_classes == Some(0) {
         return bad("num_classes", "a detector scores at least one class".into());
+    }
+    if cfg.num_keypoints == Some(0) {
+        return bad(
+            "num_keypoints",
+            "a pose model gives at least one keypoint".into(),
+        );
     }
     if cfg.reg_max == Some(0) {
         return bad(

@@ -3,18 +3,23 @@
 use serde::{Deserialize, Serialize};
 
 pub mod decode;
+pub mod extras;
 pub mod labels;
 pub mod nms;
 
 mod dbnet;
 mod nanodet;
+mod semantic;
 mod ssd;
 mod yolov10;
 mod yolov8;
+mod yolov8_pose;
+mod yolov8_seg;
 mod yolox;
 mod yunet;
 
-pub use decode::{AnchorPoint, DecodeError, Decoder, decoder_for, recognise};
+pub use decode::{AnchorPoint, DecodeError, Decoder, MaskMode, decoder_for, recognise};
+pub use extras::{Extras, Mask, Target};
 pub use labels::Labels;
 
 /// Most detections kept per frame; the rest are dropped (lowest scores first) and counted.
@@ -62,11 +67,19 @@ pub type Detections = heapless::Vec<Detection, MAX_DETECTIONS>;
 pub enum Family {
     Yolox,
     Yolov8,
+    /// YOLOv8/YOLO11 instance segmentation: boxes with mask coefficients, and prototypes.
+    #[serde(rename = "yolov8-seg")]
+    Yolov8Seg,
+    /// YOLOv8/YOLO11 pose: boxes with keypoints.
+    #[serde(rename = "yolov8-pose")]
+    Yolov8Pose,
     Yolov10,
     Nanodet,
     Ssd,
     Yunet,
     Dbnet,
+    /// Any per-pixel class score map: one region per connected area of a class.
+    Semantic,
 }
 
 /// A model output as the decoders see it: a name, a shape and row-major f32 data.
@@ -108,10 +121,28 @@ pub struct DecodeConfig {
     pub sigmoid_scores: bool,
     /// nanodet/PicoDet: where a grid cell's anchor point sits; `None` means NanoDet's.
     pub anchor_point: Option<AnchorPoint>,
-    /// dbnet: probability above which a pixel is text.
+    /// dbnet: probability above which a pixel is text; semantic (threshold mode): score
+    /// above which a pixel belongs to a class.
     pub mask_threshold: f32,
     /// dbnet: unclip ratio applied to each region's box.
     pub unclip_ratio: f32,
+    /// semantic: how pixels get their class; `None` is argmax over several classes and
+    /// threshold for a single-class map.
+    pub mask_mode: Option<MaskMode>,
+    /// semantic: the label whose pixels are no object (no regions are made of them).
+    pub background: Option<String>,
+    /// yolov8-pose: keypoints per detection; `None` takes them from the output shape with
+    /// `num_classes` (default 1) classes.
+    pub num_keypoints: Option<usize>,
+    /// yolov8-seg, semantic: side in pixels of the elliptical element that opens masks
+    /// (removes specks and thin spurs) before they are encoded; 0 = no opening.
+    pub mask_open: usize,
+    /// yolov8-seg, semantic: side of the element that then closes masks (fills pinholes
+    /// and narrow gaps); 0 = no closing.
+    pub mask_close: usize,
+    /// yolov8-seg, semantic: connected parts of a mask with fewer source-image pixels are
+    /// removed; a detection whose mask ends empty is dropped.
+    pub mask_min_area: u32,
 }
 
 impl Default for DecodeConfig {
@@ -129,6 +160,12 @@ impl Default for DecodeConfig {
             anchor_point: None,
             mask_threshold: 0.3,
             unclip_ratio: 1.6,
+            mask_mode: None,
+            background: None,
+            num_keypoints: None,
+            mask_open: 0,
+            mask_close: 0,
+            mask_min_area: 0,
         }
     }
 }

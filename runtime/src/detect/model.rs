@@ -9,6 +9,7 @@ use tract_onnx::tract_core::plan::SimpleState;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use super::decode::{DecodeError, Decoder, decoder_for, recognise};
+use super::extras::{Extras, Target};
 use super::labels::Labels;
 use super::{Detections, Family, Output, OutputInfo};
 use crate::config::DetectorConfig;
@@ -70,6 +71,7 @@ pub struct Detector {
     state: TypedSimpleState,
     decoder: Box<dyn Decoder>,
     outputs: Vec<OutputInfo>,
+    extras: Extras,
 }
 
 /// Most model outputs a detector reads (YuNet has 12): their views live on the stack.
@@ -124,7 +126,14 @@ impl Detector {
             state,
             decoder,
             outputs: info.outputs,
+            extras: Extras::new(),
         })
+    }
+
+    /// The masks and keypoints of the detections the last frame gave, in source-image
+    /// pixels: entry `i` belongs to detection `i`.
+    pub fn extras(&self) -> &Extras {
+        &self.extras
     }
 
     /// The model input's width and height.
@@ -132,7 +141,8 @@ impl Detector {
         (self.preprocess.width, self.preprocess.height)
     }
 
-    /// Runs one RGB frame; `out` receives detections in source-image pixels.
+    /// Runs one RGB frame; `out` receives detections in source-image pixels, and
+    /// [`extras`](Self::extras) their masks and keypoints.
     pub fn detect(
         &mut self,
         rgb: &Image,
@@ -190,7 +200,8 @@ impl Detector {
         })
     }
 
-    /// Decodes the outputs into `out`, in source-image pixels. Allocates nothing.
+    /// Decodes the outputs into `out` and [`extras`](Self::extras), in source-image pixels.
+    /// Allocates nothing once the buffers have grown to the frames' needs.
     pub fn postprocess(
         &mut self,
         inferred: &Inferred,
@@ -210,21 +221,27 @@ impl Detector {
             .collect::<TractResult<_>>()
             .map_err(|e| self.run_err(e))?;
         out.clear();
-        self.decoder
-            .decode(&views, out)
-            .map_err(|e| DetectError::Run {
-                name: self.name.clone(),
-                reason: e.to_string(),
-            })?;
+        let run_err = |e: DecodeError| DetectError::Run {
+            name: self.name.clone(),
+            reason: e.to_string(),
+        };
+        self.decoder.decode(&views, out).map_err(run_err)?;
         let (sw, sh) = inferred.source_wh;
+        let target = Target {
+            letterbox: inferred.letterbox,
+            width: sw,
+            height: sh,
+        };
         for d in out.iter_mut() {
             d.bbox = inferred.letterbox.box_to_source(&d.bbox, sw, sh);
             for p in d.landmarks.iter_mut().flatten() {
-                let (x, y) = inferred.letterbox.to_source(p[0], p[1]);
-                *p = [x.clamp(0.0, sw as f32), y.clamp(0.0, sh as f32)];
+                let (x, y) = target.point(p[0], p[1]);
+                *p = [x, y];
             }
         }
-        Ok(())
+        self.decoder
+            .extras(&views, &target, out, &mut self.extras)
+            .map_err(run_err)
     }
 }
 

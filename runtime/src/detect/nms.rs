@@ -19,11 +19,12 @@ pub struct Nms {
 }
 
 /// A detection waiting for NMS, with its arrival order to break score ties the way a stable
-/// sort does (and so the way the reference implementations do).
+/// sort does (and so the way the reference implementations do), and the decoder's tag.
 #[derive(Clone, Copy, Debug)]
 struct Candidate {
     det: Detection,
     seq: u32,
+    tag: u32,
 }
 
 fn best_first(a: &Candidate, b: &Candidate) -> Ordering {
@@ -65,12 +66,22 @@ impl Candidates {
 
     /// Adds a candidate; when the buffer is full, first drops its worse half.
     pub fn push(&mut self, det: Detection) {
+        self.push_tagged(det, 0);
+    }
+
+    /// Adds a candidate with a tag that [`select_tagged`](Self::select_tagged) gives back,
+    /// such as the anchor its mask coefficients or keypoints are read from.
+    pub fn push_tagged(&mut self, det: Detection, tag: u32) {
         if self.items.len() == self.cap {
             let keep = self.cap / 2;
             self.items.select_nth_unstable_by(keep, best_first);
             self.items.truncate(keep);
         }
-        self.items.push(Candidate { det, seq: self.seq });
+        self.items.push(Candidate {
+            det,
+            seq: self.seq,
+            tag,
+        });
         self.seq = self.seq.wrapping_add(1);
     }
 
@@ -78,6 +89,18 @@ impl Candidates {
     /// than `out` holds). With `nms`, a candidate is dropped when it overlaps an already kept
     /// one (of its class, unless class-agnostic) by more than `nms.iou`.
     pub fn select(&mut self, nms: Option<Nms>, max: usize, out: &mut Detections) {
+        self.select_tagged(nms, max, out, |_| {});
+    }
+
+    /// [`select`](Self::select), calling `kept` with the tag of each detection written, in
+    /// the order they are written.
+    pub fn select_tagged(
+        &mut self,
+        nms: Option<Nms>,
+        max: usize,
+        out: &mut Detections,
+        mut kept: impl FnMut(u32),
+    ) {
         out.clear();
         let max = max.min(out.capacity());
         self.items.sort_unstable_by(best_first);
@@ -94,6 +117,7 @@ impl Candidates {
             if !suppressed {
                 // Cannot fail: `max` is at most the capacity.
                 let _ = out.push(c.det);
+                kept(c.tag);
             }
         }
     }

@@ -2,18 +2,43 @@
 //!
 //! Column `i` holds anchor `i`: `cx, cy, w, h` in input pixels, then class scores (sigmoids
 //! applied, no objectness). As in Ultralytics' `non_max_suppression`, each anchor competes
-//! with its best class only.
+//! with its best class only. The segmentation and pose heads add rows after the scores and
+//! share the scan ([`Head`]).
 
 use super::decode::{
     Context, DecodeError, Decoder, FrameCheck, Thresholds, levels_text, total_cells,
 };
 use super::nms::{Candidates, Nms};
-use super::{BBox, Detection, Detections, Output};
+use super::{BBox, Detection, Detections, Output, OutputInfo};
 
 const STRIDES: [u32; 3] = [8, 16, 32];
 
 pub(crate) struct Yolov8 {
     frame: FrameCheck,
+    head: Head,
+}
+
+impl Yolov8 {
+    pub fn new(ctx: &Context) -> Result<Self, DecodeError> {
+        ctx.expect_count(1, "[1, 4 + classes, anchors]")?;
+        Ok(Self {
+            frame: ctx.frame_check(),
+            head: Head::new(ctx, &ctx.outputs[0], 0, "")?,
+        })
+    }
+}
+
+impl Decoder for Yolov8 {
+    fn decode(&mut self, outputs: &[Output<'_>], out: &mut Detections) -> Result<(), DecodeError> {
+        self.frame.check(outputs)?;
+        self.head.decode(outputs[0].data, out, |_| {});
+        Ok(())
+    }
+}
+
+/// The anchor scan of a `[1, 4 + classes + extra, N]` output, `extra` rows (mask
+/// coefficients, keypoints) following the class scores.
+pub(crate) struct Head {
     classes: usize,
     thresholds: Thresholds,
     nms: Nms,
@@ -23,24 +48,28 @@ pub(crate) struct Yolov8 {
     best: Vec<(f32, u16)>,
 }
 
-impl Yolov8 {
-    pub fn new(ctx: &Context) -> Result<Self, DecodeError> {
-        ctx.expect_count(1, "[1, 4 + classes, anchors]")?;
-        let out = &ctx.outputs[0];
+impl Head {
+    /// Checks `output` against the strides' anchor count; `extra_text` names the extra rows
+    /// in messages (`" + 32"`).
+    pub fn new(
+        ctx: &Context,
+        output: &OutputInfo,
+        extra: usize,
+        extra_text: &str,
+    ) -> Result<Self, DecodeError> {
         let levels = ctx.levels(&ctx.strides(&STRIDES));
         let anchors = total_cells(&levels);
         let expected = format!(
-            "[1, 4 + classes, {anchors}] ({} cells)",
+            "[1, 4 + classes{extra_text}, {anchors}] ({} cells)",
             levels_text(&levels)
         );
-        let (rows, n) = ctx.rank3(out, &expected)?;
-        if n != anchors || rows < 5 {
-            return Err(ctx.shape_error(out, expected));
+        let (rows, n) = ctx.rank3(output, &expected)?;
+        if n != anchors || rows < 5 + extra {
+            return Err(ctx.shape_error(output, expected));
         }
-        let classes = rows - 4;
+        let classes = rows - 4 - extra;
         ctx.check_classes(classes)?;
         Ok(Self {
-            frame: ctx.frame_check(),
             classes,
             thresholds: ctx.thresholds(classes)?,
             nms: ctx.nms(),
@@ -49,13 +78,21 @@ impl Yolov8 {
             best: vec![(f32::NEG_INFINITY, 0); anchors],
         })
     }
-}
 
-impl Decoder for Yolov8 {
-    fn decode(&mut self, outputs: &[Output<'_>], out: &mut Detections) -> Result<(), DecodeError> {
-        self.frame.check(outputs)?;
+    /// Number of classes scored.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Number of anchors (columns).
+    pub fn anchors(&self) -> usize {
+        self.best.len()
+    }
+
+    /// Scans `data`, runs NMS and writes the detections to `out`; `kept` gets the anchor of
+    /// each one, in order.
+    pub fn decode(&mut self, data: &[f32], out: &mut Detections, kept: impl FnMut(u32)) {
         self.candidates.clear();
-        let data = outputs[0].data;
         let n = self.best.len();
         self.best.fill((f32::NEG_INFINITY, 0));
         // Class-major scan: the layout is channels first, so this reads memory in order.
@@ -76,15 +113,16 @@ impl Decoder for Yolov8 {
                     x2: cx + w / 2.0,
                     y2: cy + h / 2.0,
                 };
-                self.candidates.push(Detection {
+                let det = Detection {
                     class_id: class,
                     score,
                     bbox,
                     landmarks: None,
-                });
+                };
+                self.candidates.push_tagged(det, i as u32);
             }
         }
-        self.candidates.select(Some(self.nms), self.max, out);
-        Ok(())
+        self.candidates
+            .select_tagged(Some(self.nms), self.max, out, kept);
     }
 }

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 
-use crate::detect::{BBox, Detection};
+use crate::detect::{BBox, Detection, Extras, Mask};
 
 /// The `schema` number of every line; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -120,6 +120,9 @@ pub struct FrameRecord<'a> {
     pub latency: StageLatency,
     pub inference: Inference,
     pub detections: &'a [Detection],
+    /// Masks and keypoints of the detections (entry `i` for detection `i`); `None` when no
+    /// detector gives any.
+    pub extras: Option<&'a Extras>,
     /// Detections cut by the per-frame bound.
     pub dropped_detections: u32,
     /// Label of each class id; ids past the end are named `class_<id>`.
@@ -154,6 +157,7 @@ impl Serialize for FrameRecord<'_> {
             "detections",
             &Dets {
                 dets: self.detections,
+                extras: self.extras,
                 labels,
             },
         )?;
@@ -250,15 +254,18 @@ impl Serialize for Landmarks {
 
 struct Dets<'a> {
     dets: &'a [Detection],
+    extras: Option<&'a Extras>,
     labels: Labels<'a>,
 }
 
 impl Serialize for Dets<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(self.dets.len()))?;
-        for &det in self.dets {
+        for (i, &det) in self.dets.iter().enumerate() {
             seq.serialize_element(&Det {
                 det,
+                mask: self.extras.and_then(|e| e.mask(i)),
+                keypoints: self.extras.map_or(&[], |e| e.keypoints(i)),
                 labels: self.labels,
             })?;
         }
@@ -268,13 +275,15 @@ impl Serialize for Dets<'_> {
 
 struct Det<'a> {
     det: Detection,
+    mask: Option<Mask<'a>>,
+    keypoints: &'a [[f32; 3]],
     labels: Labels<'a>,
 }
 
 impl Serialize for Det<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let d = &self.det;
-        let mut m = s.serialize_struct("Detection", 5)?;
+        let mut m = s.serialize_struct("Detection", 9)?;
         m.serialize_field("class_id", &d.class_id)?;
         self.labels.serialize_label(&mut m, d.class_id)?;
         m.serialize_field("score", &quantize(d.score, SCORE))?;
@@ -283,7 +292,51 @@ impl Serialize for Det<'_> {
             Some(points) => m.serialize_field("landmarks", &Landmarks(points))?,
             None => m.skip_field("landmarks")?,
         }
+        match &self.mask {
+            Some(mask) => {
+                m.serialize_field("mask", &Rle(mask))?;
+                m.serialize_field("area", &mask.area)?;
+                m.serialize_field("centroid", &Point(mask.centroid))?;
+            }
+            None => {
+                m.skip_field("mask")?;
+                m.skip_field("area")?;
+                m.skip_field("centroid")?;
+            }
+        }
+        if self.keypoints.is_empty() {
+            m.skip_field("keypoints")?;
+        } else {
+            m.serialize_field("keypoints", &Keypoints(self.keypoints))?;
+        }
         m.end()
+    }
+}
+
+/// COCO's uncompressed RLE: `{"size": [height, width], "counts": [...]}`.
+struct Rle<'a>(&'a Mask<'a>);
+
+impl Serialize for Rle<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_struct("Rle", 2)?;
+        m.serialize_field("size", &self.0.size)?;
+        m.serialize_field("counts", self.0.counts)?;
+        m.end()
+    }
+}
+
+/// `[x, y, score]` per keypoint.
+struct Keypoints<'a>(&'a [[f32; 3]]);
+
+impl Serialize for Keypoints<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|&[x, y, score]| {
+            [
+                quantize(x, PIXEL),
+                quantize(y, PIXEL),
+                quantize(score, SCORE),
+            ]
+        }))
     }
 }
 
@@ -392,6 +445,7 @@ mod tests {
             },
             inference: Inference::Ran,
             detections: &[],
+            extras: None,
             dropped_detections: 0,
             labels: &labels,
             motion: None,
@@ -438,6 +492,7 @@ mod tests {
             latency: StageLatency::default(),
             inference: Inference::Skipped,
             detections: &dets,
+            extras: None,
             dropped_detections: 3,
             labels: &labels,
             motion: Some(Motion {
@@ -488,6 +543,7 @@ mod tests {
             latency: StageLatency::default(),
             inference: Inference::Ran,
             detections: &dets,
+            extras: None,
             dropped_detections: 0,
             labels: &labels,
             motion: None,
@@ -495,5 +551,49 @@ mod tests {
             events: &[],
         };
         assert_eq!(line(&rec)["detections"][0]["label"], labels[0].as_str());
+    }
+
+    #[test]
+    fn masks_and_keypoints_go_with_their_detection() {
+        let labels = labels();
+        let dets = [
+            det(0, 0.9, [1.0, 0.0, 3.0, 2.0], None),
+            det(1, 0.8, [0.0, 0.0, 1.0, 1.0], None),
+            det(0, 0.7, [0.0, 0.0, 4.0, 3.0], None),
+        ];
+        let mut extras = Extras::new();
+        extras.reset(4, 3);
+        // Pixels (1, 0), (1, 1) and (2, 1) of a 4x3 image.
+        let mask = crate::imgproc::Image::from_vec(2, 2, 1, vec![255, 0, 255, 255]).unwrap();
+        extras.push_mask(&mask, 1, 0);
+        extras.push_from(&Extras::new(), 0);
+        extras.push_keypoints([[1.04, 2.0, 0.5], [3.0, 4.0, 0.12345]].into_iter());
+        let rec = FrameRecord {
+            frame_id: 0,
+            timestamp_us: 0,
+            width: 4,
+            height: 3,
+            latency: StageLatency::default(),
+            inference: Inference::Ran,
+            detections: &dets,
+            extras: Some(&extras),
+            dropped_detections: 0,
+            labels: &labels,
+            motion: None,
+            source: None,
+            events: &[],
+        };
+        let v = line(&rec);
+        assert_eq!(
+            v["detections"][0],
+            json!({"class_id": 0, "label": "person", "score": 0.9, "box": [1.0, 0.0, 3.0, 2.0],
+                   "mask": {"size": [3, 4], "counts": [3, 2, 2, 1, 4]},
+                   "area": 3, "centroid": [1.8, 1.2]})
+        );
+        assert_eq!(v["detections"][1].get("mask"), None);
+        assert_eq!(
+            v["detections"][2]["keypoints"],
+            json!([[1.0, 2.0, 0.5], [3.0, 4.0, 0.123]])
+        );
     }
 }

@@ -12,7 +12,7 @@ pub use systemd::Notifier;
 
 use crate::capture::{self, CaptureError, Source};
 use crate::config::{Config, rect_corners};
-use crate::detect::{DetectError, Detection, Detections, Detector};
+use crate::detect::{DetectError, Detection, Detections, Detector, Extras};
 use crate::emit::{
     Event, FrameRecord, Inference, Motion, SocketServer, SourceNotice, SourceState, SourceStatus,
     StageLatency,
@@ -258,6 +258,8 @@ pub struct Pipeline {
     motion: MotionResult,
     per_detector: Detections,
     detections: Detections,
+    /// Masks and keypoints of `detections`.
+    extras: Extras,
     line: Vec<u8>,
     /// Reopenings since start, and whether the next frame is the first after one.
     reconnects: u32,
@@ -283,6 +285,7 @@ impl Pipeline {
             motion: MotionResult::default(),
             per_detector: Detections::new(),
             detections: Detections::new(),
+            extras: Extras::new(),
             line: Vec::with_capacity(4096),
             reconnects: 0,
             restored: false,
@@ -503,6 +506,7 @@ impl Pipeline {
         latency.preprocess += t0.elapsed().as_micros() as u32;
         let mut dropped = 0u32;
         self.detections.clear();
+        self.extras.reset(image.width, image.height);
         if run_detectors {
             let d = &mut self.detectors;
             for (detector, offset) in d.detectors.iter_mut().zip(&d.class_offsets) {
@@ -510,7 +514,7 @@ impl Pipeline {
                 latency.preprocess += times.preprocess_us as u32;
                 latency.inference += times.inference_us as u32;
                 latency.postprocess += times.postprocess_us as u32;
-                for d in &self.per_detector {
+                for (i, d) in self.per_detector.iter().enumerate() {
                     if self
                         .detections
                         .push(Detection {
@@ -520,6 +524,8 @@ impl Pipeline {
                         .is_err()
                     {
                         dropped += 1;
+                    } else {
+                        self.extras.push_from(detector.extras(), i);
                     }
                 }
             }
@@ -539,6 +545,7 @@ impl Pipeline {
                 Inference::Skipped
             },
             detections: &self.detections,
+            extras: Some(&self.extras),
             dropped_detections: dropped,
             labels,
             motion: self.imaging.motion.as_ref().map(|_| Motion {
@@ -565,6 +572,7 @@ impl Pipeline {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| format!("frame-{id:06}"));
             let path = dir.join(format!("{name}.png"));
+            overlay::draw_extras(image, &self.detections, &self.extras);
             overlay::draw_detections(image, &self.detections, |c| {
                 labels.get(c as usize).map_or("?", String::as_str)
             });

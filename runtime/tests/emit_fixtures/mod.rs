@@ -90,6 +90,7 @@ impl Scene {
                 Inference::Ran
             },
             detections: &self.dets[k % 12..k % 12 + n],
+            extras: None,
             dropped_detections: k.is_multiple_of(17) as u32 * 4,
             labels: &self.labels,
             motion: (k % 2 == 1).then(|| Motion {

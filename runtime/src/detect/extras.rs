@@ -1,0 +1,423 @@
+//! Masks and keypoints beside a frame's detections, in fixed buffers reused from frame to
+//! frame, so that [`Detection`](super::Detection) stays small and `Copy`.
+//!
+//! Entry `i` belongs to detection `i`. Masks are COCO run-length encodings over the whole
+//! target image: column-major (down each column, then the next column to the right),
+//! alternating runs of clear and set pixels, clear first. This is COCO's uncompressed RLE
+//! (`pycocotools.mask.frPyObjects` reads it).
+
+use std::ops::Range;
+
+use super::decode::DecodeError;
+use super::{DecodeConfig, MAX_DETECTIONS};
+use crate::imgproc::Image;
+use crate::imgproc::geometry::Letterbox;
+use crate::imgproc::morph::{Border, MorphOp, Morphology, Shape, StructuringElement};
+use crate::imgproc::regions::{ComponentStats, Connectivity, Labeler};
+
+/// Where masks and keypoints are drawn: the image the model input was fitted from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Target {
+    /// How the image was fitted into the model input.
+    pub letterbox: Letterbox,
+    pub width: usize,
+    pub height: usize,
+}
+
+impl Target {
+    /// The model input itself: masks and keypoints in input pixels.
+    pub fn identity(width: usize, height: usize) -> Self {
+        Self {
+            letterbox: Letterbox {
+                scale_x: 1.0,
+                scale_y: 1.0,
+                left: 0,
+                top: 0,
+                width,
+                height,
+            },
+            width,
+            height,
+        }
+    }
+
+    /// A point of the model input in target pixels, clipped to the image.
+    pub fn point(&self, x: f32, y: f32) -> (f32, f32) {
+        let (x, y) = self.letterbox.to_source(x, y);
+        (
+            x.clamp(0.0, self.width as f32),
+            y.clamp(0.0, self.height as f32),
+        )
+    }
+
+    /// Where the centres of target column `x` and row `y` fall in the model input.
+    pub(crate) fn input_of(&self, x: usize, y: usize) -> (f32, f32) {
+        let lb = &self.letterbox;
+        (
+            lb.left as f32 + (x as f32 + 0.5) * lb.scale_x,
+            lb.top as f32 + (y as f32 + 0.5) * lb.scale_y,
+        )
+    }
+
+    /// The whole pixels whose index lies in `[x1, x2) × [y1, y2)` (Ultralytics' `crop_mask`
+    /// rule), clipped to the image: column range, row range.
+    pub(crate) fn pixels_in(&self, b: &super::BBox) -> (Range<usize>, Range<usize>) {
+        let span = |a: f32, b: f32, n: usize| {
+            let lo = a.max(0.0).ceil() as usize;
+            let hi = (b.max(0.0).ceil() as usize).min(n);
+            lo.min(hi)..hi
+        };
+        (span(b.x1, b.x2, self.width), span(b.y1, b.y2, self.height))
+    }
+}
+
+/// One detection's mask.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Mask<'a> {
+    /// Image height and width (COCO's `size`).
+    pub size: [u32; 2],
+    /// COCO run lengths, column-major, clear first.
+    pub counts: &'a [u32],
+    /// Set pixels.
+    pub area: u32,
+    /// Mean of the set pixels' centres, `[x, y]` in target pixels.
+    pub centroid: [f32; 2],
+}
+
+impl Mask<'_> {
+    /// The set pixels as ranges of column-major indices (`x * height + y`).
+    pub fn runs(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        let mut at = 0u64;
+        self.counts.chunks(2).filter_map(move |pair| {
+            at += u64::from(pair[0]);
+            let start = at;
+            at += u64::from(*pair.get(1)?);
+            Some(start..at)
+        })
+    }
+
+    /// Whether pixel `(x, y)` is set; linear in the number of runs.
+    pub fn contains(&self, x: usize, y: usize) -> bool {
+        let i = (x * self.size[0] as usize + y) as u64;
+        self.runs().any(|r| r.contains(&i))
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    counts: [u32; 2],
+    points: [u32; 2],
+    area: u32,
+    centroid: [f32; 2],
+}
+
+/// The masks and keypoints of a frame's detections.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    width: u32,
+    height: u32,
+    counts: Vec<u32>,
+    points: Vec<[f32; 3]>,
+    entries: heapless::Vec<Entry, MAX_DETECTIONS>,
+}
+
+impl Extras {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets the entries; masks from now on cover `width × height`.
+    pub fn reset(&mut self, width: usize, height: usize) {
+        self.width = width as u32;
+        self.height = height as u32;
+        self.counts.clear();
+        self.points.clear();
+        self.entries.clear();
+    }
+
+    /// Number of entries (detections past it have neither mask nor keypoints).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Detection `i`'s mask, if it has one.
+    pub fn mask(&self, i: usize) -> Option<Mask<'_>> {
+        let e = self.entries.get(i)?;
+        let [a, b] = e.counts;
+        (b > a).then(|| Mask {
+            size: [self.height, self.width],
+            counts: &self.counts[a as usize..b as usize],
+            area: e.area,
+            centroid: e.centroid,
+        })
+    }
+
+    /// Detection `i`'s keypoints `[x, y, score]` in target pixels; empty when it has none.
+    pub fn keypoints(&self, i: usize) -> &[[f32; 3]] {
+        self.entries.get(i).map_or(&[], |e| {
+            &self.points[e.points[0] as usize..e.points[1] as usize]
+        })
+    }
+
+    /// Appends entry `i` of `other` (an empty one when it has none), for a detection copied
+    /// from `other`'s list; `other`'s masks must cover the same image.
+    pub fn push_from(&mut self, other: &Extras, i: usize) {
+        let entry = self.entry_with(other.mask(i).map_or(&[], |m| m.counts), other.keypoints(i));
+        let e = other.entries.get(i).copied().unwrap_or_default();
+        self.push(Entry {
+            area: e.area,
+            centroid: e.centroid,
+            ..entry
+        });
+    }
+
+    /// Appends an entry with keypoints and no mask.
+    pub(crate) fn push_keypoints(&mut self, points: impl Iterator<Item = [f32; 3]>) {
+        let start = self.points.len() as u32;
+        self.points.extend(points);
+        let end = self.points.len() as u32;
+        let c = self.counts.len() as u32;
+        self.push(Entry {
+            counts: [c, c],
+            points: [start, end],
+            ..Entry::default()
+        });
+    }
+
+    /// Appends the mask of `mask`'s set pixels placed with its top-left pixel at
+    /// `(left, top)` of the target; returns its area. An empty mask appends nothing.
+    pub(crate) fn push_mask(&mut self, mask: &Image, left: usize, top: usize) -> u32 {
+        let height = u64::from(self.height);
+        let start = self.counts.len();
+        let (mut area, mut sum_x, mut sum_y) = (0u64, 0u64, 0u64);
+        // The run being built, as [first, last] column-major index, and where the previous
+        // run ended.
+        let mut run: Option<[u64; 2]> = None;
+        let mut end = 0u64;
+        let (w, h) = (mask.width, mask.height);
+        for x in 0..w {
+            let column = (left + x) as u64 * height + top as u64;
+            for y in 0..h {
+                if mask.data[y * w + x] == 0 {
+                    continue;
+                }
+                let i = column + y as u64;
+                area += 1;
+                sum_x += x as u64;
+                sum_y += y as u64;
+                run = match run {
+                    Some([first, last]) if last + 1 == i => Some([first, i]),
+                    Some([first, last]) => {
+                        self.counts
+                            .extend([(first - end) as u32, (last + 1 - first) as u32]);
+                        end = last + 1;
+                        Some([i, i])
+                    }
+                    None => Some([i, i]),
+                };
+            }
+        }
+        let Some([first, last]) = run else {
+            return 0;
+        };
+        self.counts
+            .extend([(first - end) as u32, (last + 1 - first) as u32]);
+        let total = u64::from(self.width) * height;
+        if total > last + 1 {
+            self.counts.push((total - last - 1) as u32);
+        }
+        let n = area as f64;
+        let p = self.points.len() as u32;
+        self.push(Entry {
+            counts: [start as u32, self.counts.len() as u32],
+            points: [p, p],
+            area: area as u32,
+            centroid: [
+                (left as f64 + sum_x as f64 / n + 0.5) as f32,
+                (top as f64 + sum_y as f64 / n + 0.5) as f32,
+            ],
+        });
+        area as u32
+    }
+
+    fn entry_with(&mut self, counts: &[u32], points: &[[f32; 3]]) -> Entry {
+        let c = self.counts.len() as u32;
+        self.counts.extend_from_slice(counts);
+        let p = self.points.len() as u32;
+        self.points.extend_from_slice(points);
+        Entry {
+            counts: [c, self.counts.len() as u32],
+            points: [p, self.points.len() as u32],
+            ..Entry::default()
+        }
+    }
+
+    fn push(&mut self, entry: Entry) {
+        // The entries are as many as the detections, which are at most MAX_DETECTIONS.
+        let _ = self.entries.push(entry);
+    }
+}
+
+/// The opening then closing that `mask_open` and `mask_close` ask for (elliptical elements,
+/// OpenCV's default border), in the order to apply them.
+pub(crate) fn cleanup_ops(cfg: &DecodeConfig) -> Result<Vec<Morphology>, DecodeError> {
+    let mut ops = Vec::new();
+    for (op, side, field) in [
+        (MorphOp::Open, cfg.mask_open, "mask_open"),
+        (MorphOp::Close, cfg.mask_close, "mask_close"),
+    ] {
+        if side > MAX_ELEMENT {
+            return Err(DecodeError::Config {
+                field,
+                reason: format!("{side} px is larger than {MAX_ELEMENT} px"),
+            });
+        }
+        if side > 1 {
+            let element = StructuringElement::new(Shape::Ellipse, side, side, None)
+                .expect("a nonzero side is a valid element");
+            ops.push(
+                Morphology::new(op, &element, None, 1, Border::Neutral)
+                    .expect("open and close with a centred anchor are valid"),
+            );
+        }
+    }
+    Ok(ops)
+}
+
+/// Largest `mask_open` / `mask_close`: masks are cleaned, not reshaped.
+const MAX_ELEMENT: usize = 99;
+
+/// Runs `ops` on `mask` in place, using `spare` as the other buffer.
+pub(crate) fn apply_ops(ops: &mut [Morphology], mask: &mut Image, spare: &mut Image) {
+    for op in ops {
+        op.apply(mask, spare).expect("masks have one channel");
+        std::mem::swap(mask, spare);
+    }
+}
+
+/// Cleans binary masks (0/255) before they are encoded: the configured opening and closing,
+/// then removal of the 8-connected parts smaller than `mask_min_area`. Its buffers are kept.
+pub(crate) struct MaskCleaner {
+    ops: Vec<Morphology>,
+    min_area: u32,
+    /// Pixels around a box the morphology may reach.
+    margin: usize,
+    spare: Image,
+    labeler: Labeler,
+    labels: Image<i32>,
+    stats: Vec<ComponentStats>,
+}
+
+impl MaskCleaner {
+    pub fn new(cfg: &DecodeConfig) -> Result<Self, DecodeError> {
+        Ok(Self {
+            ops: cleanup_ops(cfg)?,
+            min_area: cfg.mask_min_area,
+            margin: cfg.mask_open + cfg.mask_close,
+            spare: Image::new(0, 0, 1),
+            labeler: Labeler::default(),
+            labels: Image::new(0, 0, 1),
+            stats: Vec::new(),
+        })
+    }
+
+    /// How far around a mask's box cleaning may change pixels: a mask buffer this much larger
+    /// (within the image) is cleaned as the whole image would be.
+    pub fn margin(&self) -> usize {
+        self.margin
+    }
+
+    pub fn clean(&mut self, mask: &mut Image) {
+        apply_ops(&mut self.ops, mask, &mut self.spare);
+        if self.min_area <= 1 {
+            return;
+        }
+        let count = self
+            .labeler
+            .label(mask, &mut self.labels, &mut self.stats, Connectivity::Eight)
+            .expect("masks have one channel");
+        if self.stats[1..count]
+            .iter()
+            .all(|s| s.area as u32 >= self.min_area)
+        {
+            return;
+        }
+        for (m, &l) in mask.data.iter_mut().zip(&self.labels.data) {
+            if l != 0 && (self.stats[l as usize].area as u32) < self.min_area {
+                *m = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Encoding then decoding a mask placed anywhere in the image gives back its pixels,
+        /// its area and centroid.
+        #[test]
+        fn rle_round_trips(
+            (w, h, bits) in (1usize..9, 1usize..9).prop_flat_map(|(w, h)| {
+                (Just(w), Just(h), prop::collection::vec(any::<bool>(), w * h))
+            }),
+            left in 0usize..4,
+            top in 0usize..4,
+        ) {
+            let (iw, ih) = (w + left + 2, h + top + 1);
+            let mask = Image::from_vec(w, h, 1, bits.iter().map(|&b| u8::from(b) * 255).collect()).unwrap();
+            let mut extras = Extras::new();
+            extras.reset(iw, ih);
+            let area = extras.push_mask(&mask, left, top);
+            prop_assert_eq!(area as usize, bits.iter().filter(|&&b| b).count());
+            if area == 0 {
+                prop_assert!(extras.is_empty());
+                return Ok(());
+            }
+            let m = extras.mask(0).unwrap();
+            prop_assert_eq!(m.counts.iter().map(|&c| u64::from(c)).sum::<u64>(), (iw * ih) as u64);
+            prop_assert!(m.counts[1..].iter().all(|&c| c > 0), "{:?}", m.counts);
+            let (mut sx, mut sy) = (0.0, 0.0);
+            for x in 0..iw {
+                for y in 0..ih {
+                    let inside = (left..left + w).contains(&x) && (top..top + h).contains(&y);
+                    let set = inside && bits[(y - top) * w + x - left];
+                    prop_assert_eq!(m.contains(x, y), set, "({}, {})", x, y);
+                    if set {
+                        sx += x as f32 + 0.5;
+                        sy += y as f32 + 0.5;
+                    }
+                }
+            }
+            let n = area as f32;
+            prop_assert!((m.centroid[0] - sx / n).abs() < 1e-4 && (m.centroid[1] - sy / n).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn min_area_removes_small_parts_only() {
+        let cfg = DecodeConfig {
+            mask_min_area: 3,
+            ..DecodeConfig::default()
+        };
+        let mut cleaner = MaskCleaner::new(&cfg).unwrap();
+        #[rustfmt::skip]
+        let data = vec![
+            255, 255, 0, 0, 255,
+            255, 0,   0, 0, 0,
+            0,   0,   0, 255, 255,
+        ];
+        let mut mask = Image::from_vec(5, 3, 1, data).unwrap();
+        cleaner.clean(&mut mask);
+        assert_eq!(
+            mask.data,
+            [255, 255, 0, 0, 0, 255, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+    }
+}
