@@ -290,6 +290,16 @@ pub fn swap_rb(src: &[u8], layout: Layout, dst: &mut Image) -> Result<(), ColorE
     Ok(())
 }
 
+/// Three-channel rows copied as they are into a packed image, dropping any row padding.
+pub fn copy_rgb(src: &[u8], layout: Layout, dst: &mut Image) -> Result<(), ColorError> {
+    let rows = Rows::new("RGB24", src, layout, 3, layout.height)?;
+    dst.reshape(layout.width, layout.height, 3);
+    for y in 0..layout.height {
+        dst.row_mut(y).copy_from_slice(rows.row(y));
+    }
+    Ok(())
+}
+
 // OpenCV 5 weights luma in 15-bit fixed point (0.299, 0.587, 0.114 scaled by 2^15, summing to
 // 2^15); OpenCV 4 used 14 bits (4899/9617/1868), which differs by one level on ~0.3% of pixels.
 const R2Y: u32 = 9798;
