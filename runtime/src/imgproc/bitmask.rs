@@ -385,14 +385,15 @@ mod kernels {
         n: usize,
     ) {
         // SAFETY: per the contract; AVX-512 implies AVX2, which implies SSE2, and each kernel
-        // gets at least one vector of words per row.
+        // gets at least one vector of words per row. AVX-512 only from two vectors on: on
+        // shorter rows its overlapping last vector redoes too much.
         let done = match (simd, or) {
             #[cfg(target_arch = "x86_64")]
-            (Simd::Avx512, false) if n >= 8 => unsafe {
+            (Simd::Avx512, false) if n >= 16 => unsafe {
                 x86::avx512::<false>(dst, stride, srcs, rows, n)
             },
             #[cfg(target_arch = "x86_64")]
-            (Simd::Avx512, true) if n >= 8 => unsafe {
+            (Simd::Avx512, true) if n >= 16 => unsafe {
                 x86::avx512::<true>(dst, stride, srcs, rows, n)
             },
             #[cfg(target_arch = "x86_64")]

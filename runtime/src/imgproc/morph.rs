@@ -1408,14 +1408,15 @@ pub(crate) mod kernels {
     ) {
         let max = m == Extremum::Max;
         // SAFETY: per the contract; AVX-512 implies AVX2, which implies SSE2, and each kernel
-        // gets at least one vector of bytes per row.
+        // gets at least one vector of bytes per row. AVX-512 only from two vectors on: on
+        // shorter rows its overlapping last vector redoes too much.
         let done = match (simd, max) {
             #[cfg(target_arch = "x86_64")]
-            (Simd::Avx512, false) if n >= 64 => unsafe {
+            (Simd::Avx512, false) if n >= 128 => unsafe {
                 x86::avx512::<false>(dst, stride, srcs, rows, n)
             },
             #[cfg(target_arch = "x86_64")]
-            (Simd::Avx512, true) if n >= 64 => unsafe {
+            (Simd::Avx512, true) if n >= 128 => unsafe {
                 x86::avx512::<true>(dst, stride, srcs, rows, n)
             },
             #[cfg(target_arch = "x86_64")]
@@ -1493,16 +1494,17 @@ pub(crate) mod kernels {
             ByteOp::Or => OR,
         };
         // SAFETY: per the contract; AVX-512 implies AVX2, which implies SSE2, and each kernel
-        // gets at least one vector of bytes per row.
+        // gets at least one vector of bytes per row. AVX-512 only from two vectors on: on
+        // shorter rows its overlapping last vector redoes too much.
         let done = match (simd, op) {
             #[cfg(target_arch = "x86_64")]
-            (Simd::Avx512, MIN) if n >= 64 => unsafe { x86::vertical_avx512::<MIN>(args) },
+            (Simd::Avx512, MIN) if n >= 128 => unsafe { x86::vertical_avx512::<MIN>(args) },
             #[cfg(target_arch = "x86_64")]
-            (Simd::Avx512, MAX) if n >= 64 => unsafe { x86::vertical_avx512::<MAX>(args) },
+            (Simd::Avx512, MAX) if n >= 128 => unsafe { x86::vertical_avx512::<MAX>(args) },
             #[cfg(target_arch = "x86_64")]
-            (Simd::Avx512, AND) if n >= 64 => unsafe { x86::vertical_avx512::<AND>(args) },
+            (Simd::Avx512, AND) if n >= 128 => unsafe { x86::vertical_avx512::<AND>(args) },
             #[cfg(target_arch = "x86_64")]
-            (Simd::Avx512, OR) if n >= 64 => unsafe { x86::vertical_avx512::<OR>(args) },
+            (Simd::Avx512, OR) if n >= 128 => unsafe { x86::vertical_avx512::<OR>(args) },
             #[cfg(target_arch = "x86_64")]
             (Simd::Avx512 | Simd::Avx2, MIN) if n >= 32 => unsafe {
                 x86::vertical_avx2::<MIN>(args)
