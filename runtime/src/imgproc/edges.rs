@@ -76,6 +76,7 @@ fn derivative(
     if divisor == 1.0 && 255 * gain(kx) * gain(ky) <= i32::from(i16::MAX) {
         // Every partial sum fits 16 bits (apertures up to 5): twice the lanes of `i32`.
         let narrow = |k: &[i32]| k.iter().map(|&v| v as i16).collect::<Vec<_>>();
+        let mut acc16 = Vec::new();
         let (kx, ky) = (narrow(kx), narrow(ky));
         separable(
             src,
@@ -83,11 +84,11 @@ fn derivative(
             ky.len(),
             border,
             |row, h: &mut [i16]| row_u8_i16(row, &kx, cn, h),
-            |y, rows| vrow_i16(rows, &ky, &mut out[y * width..][..width]),
+            |y, rows| vrow_i16(rows, &ky, &mut acc16, &mut out[y * width..][..width]),
         );
         return;
     }
-    let mut acc = vec![0i32; width];
+    let mut acc = Vec::new();
     separable(
         src,
         kx.len(),
@@ -105,8 +106,8 @@ simd_fn! {
 }
 
 simd_fn! {
-    fn vrow_i16(rows: Window<'_, i16>, k: &[i16], out: &mut [i16]) {
-        vconv(rows, k, out)
+    fn vrow_i16(rows: Window<'_, i16>, k: &[i16], acc: &mut Vec<i16>, out: &mut [i16]) {
+        vconv(rows, k, acc, out, |a| a)
     }
 }
 
@@ -117,16 +118,15 @@ simd_fn! {
 }
 
 simd_fn! {
-    fn vrow_i32(rows: Window<'_, i32>, k: &[i32], acc: &mut [i32], divisor: f32, out: &mut [i16]) {
-        vconv(rows, k, acc);
-        for (d, &a) in out.iter_mut().zip(acc.iter()) {
+    fn vrow_i32(rows: Window<'_, i32>, k: &[i32], acc: &mut Vec<i32>, divisor: f32, out: &mut [i16]) {
+        vconv(rows, k, acc, out, |a| {
             let a = if divisor == 1.0 {
                 a
             } else {
                 (a as f32 / divisor).round_ties_even() as i32
             };
-            *d = a.clamp(i16::MIN.into(), i16::MAX.into()) as i16;
-        }
+            a.clamp(i16::MIN.into(), i16::MAX.into()) as i16
+        })
     }
 }
 

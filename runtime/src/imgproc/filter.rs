@@ -225,31 +225,91 @@ pub(crate) fn separable<H: Copy + Default>(
     }
 }
 
-/// Accumulates `Σ k[i] · row[i·cn + x]` over the kernel taps into `out` (zeroed first).
-#[inline(always)]
-pub(crate) fn hconv<T: Copy, A>(row: &[T], k: &[A], cn: usize, out: &mut [A])
-where
-    A: Copy + Default + std::ops::Add<Output = A> + std::ops::Mul<Output = A> + From<T>,
+/// Multiply-accumulate arithmetic of the filter passes.
+pub(crate) trait Mac<T>:
+    Copy + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + From<T>
 {
-    out.fill(A::default());
-    for (i, &w) in k.iter().enumerate() {
-        for (o, &p) in out.iter_mut().zip(&row[i * cn..]) {
-            *o = *o + A::from(p) * w;
+}
+
+impl<T, A> Mac<T> for A where
+    A: Copy + Default + std::ops::Add<Output = A> + std::ops::Mul<Output = A> + From<T>
+{
+}
+
+/// `out[x] = finish(Σ k[i] · taps[i][x])`: one pass with every tap in flight, so short kernels
+/// keep their sums in registers.
+#[inline(always)]
+fn dot_taps<T: Copy, A: Mac<T>, O, const N: usize>(
+    taps: [&[T]; N],
+    k: &[A],
+    out: &mut [O],
+    finish: impl Fn(A) -> O,
+) {
+    let n = out.len();
+    let (taps, k): ([&[T]; N], &[A; N]) = (taps.map(|t| &t[..n]), k.try_into().unwrap());
+    for (x, o) in out.iter_mut().enumerate() {
+        *o = finish((0..N).fold(A::default(), |s, i| s + A::from(taps[i][x]) * k[i]));
+    }
+}
+
+/// `out[x] = finish(Σ k[i] · taps[i][x])` for any number of taps, one tap per pass into `acc`.
+#[inline(always)]
+fn accumulate<'a, T: Copy + 'a, A: Mac<T>, O>(
+    taps: impl Iterator<Item = &'a [T]>,
+    k: &[A],
+    acc: &mut Vec<A>,
+    out: &mut [O],
+    finish: impl Fn(A) -> O,
+) {
+    acc.clear();
+    acc.resize(out.len(), A::default());
+    for (t, &w) in taps.zip(k) {
+        for (a, &p) in acc.iter_mut().zip(t) {
+            *a = *a + A::from(p) * w;
+        }
+    }
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = finish(a);
+    }
+}
+
+/// `out[x] = Σ k[i] · row[i·cn + x]` (horizontal pass over a padded row).
+#[inline(always)]
+pub(crate) fn hconv<T: Copy, A: Mac<T>>(row: &[T], k: &[A], cn: usize, out: &mut [A]) {
+    let tap = |i: usize| &row[i * cn..];
+    let id = |a| a;
+    match k.len() {
+        3 => dot_taps(std::array::from_fn::<_, 3, _>(tap), k, out, id),
+        5 => dot_taps(std::array::from_fn::<_, 5, _>(tap), k, out, id),
+        7 => dot_taps(std::array::from_fn::<_, 7, _>(tap), k, out, id),
+        _ => {
+            out.fill(A::default());
+            for (i, &w) in k.iter().enumerate() {
+                for (o, &p) in out.iter_mut().zip(tap(i)) {
+                    *o = *o + A::from(p) * w;
+                }
+            }
         }
     }
 }
 
-/// Accumulates `Σ k[j] · rows[j][x]` down the window into `acc` (zeroed first).
+/// `out[x] = finish(Σ k[j] · rows[j][x])` down the window (vertical pass); `acc` is scratch for
+/// long kernels.
 #[inline(always)]
-pub(crate) fn vconv<H: Copy, A>(rows: Window<'_, H>, k: &[A], acc: &mut [A])
-where
-    A: Copy + Default + std::ops::Add<Output = A> + std::ops::Mul<Output = A> + From<H>,
-{
-    acc.fill(A::default());
-    for (r, &w) in rows.rows().zip(k) {
-        for (a, &h) in acc.iter_mut().zip(r) {
-            *a = *a + A::from(h) * w;
-        }
+pub(crate) fn vconv<H: Copy, A: Mac<H>, O>(
+    rows: Window<'_, H>,
+    k: &[A],
+    acc: &mut Vec<A>,
+    out: &mut [O],
+    finish: impl Fn(A) -> O,
+) {
+    let mut it = rows.rows();
+    let mut row = |_| it.next().unwrap();
+    match k.len() {
+        3 => dot_taps(std::array::from_fn::<_, 3, _>(&mut row), k, out, finish),
+        5 => dot_taps(std::array::from_fn::<_, 5, _>(&mut row), k, out, finish),
+        7 => dot_taps(std::array::from_fn::<_, 7, _>(&mut row), k, out, finish),
+        _ => accumulate(rows.rows(), k, acc, out, finish),
     }
 }
 
@@ -293,7 +353,7 @@ pub fn box_blur(
     }
     if area <= 256 {
         let (ones_w, ones_h) = (vec![1u16; kw], vec![1u16; kh]);
-        let mut acc = vec![0u16; width];
+        let mut acc = Vec::new();
         separable(
             src,
             kw,
@@ -313,7 +373,7 @@ pub fn box_blur(
         );
     } else {
         let (ones_w, ones_h) = (vec![1u32; kw], vec![1u32; kh]);
-        let mut acc = vec![0u32; width];
+        let mut acc = Vec::new();
         separable(
             src,
             kw,
@@ -321,10 +381,13 @@ pub fn box_blur(
             border,
             |row, h: &mut [u32]| hconv(row, &ones_w, cn, h),
             |y, rows| {
-                vconv(rows, &ones_h, &mut acc);
-                for (d, &s) in out[y * width..][..width].iter_mut().zip(&acc) {
-                    *d = (s as f32 * scale).round_ties_even().min(255.0) as u8;
-                }
+                vconv(
+                    rows,
+                    &ones_h,
+                    &mut acc,
+                    &mut out[y * width..][..width],
+                    |s| (s as f32 * scale).round_ties_even().min(255.0) as u8,
+                )
             },
         );
     }
@@ -340,11 +403,8 @@ simd_fn! {
 
 simd_fn! {
     /// Vertical box sum and OpenCV's fixed-point division of one row.
-    fn box_vrow(rows: Window<'_, u16>, ones: &[u16], acc: &mut [u16], mul: u32, delta: u32, out: &mut [u8]) {
-        vconv(rows, ones, acc);
-        for (d, &s) in out.iter_mut().zip(acc.iter()) {
-            *d = (((u32::from(s) + delta) * mul) >> 23).min(255) as u8;
-        }
+    fn box_vrow(rows: Window<'_, u16>, ones: &[u16], acc: &mut Vec<u16>, mul: u32, delta: u32, out: &mut [u8]) {
+        vconv(rows, ones, acc, out, |s| (((u32::from(s) + delta) * mul) >> 23).min(255) as u8);
     }
 }
 
@@ -458,7 +518,7 @@ pub fn gaussian_blur(
     let width = src.width * cn;
     dst.reshape(src.width, src.height, cn);
     let out = &mut dst.data;
-    let mut acc = vec![0u32; width];
+    let mut acc = Vec::new();
     // Horizontal sums fit 16 bits (the kernel sums to 256), vertical ones 32.
     let kx: Vec<u16> = kx.iter().map(|&k| k as u16).collect();
     separable(
@@ -474,11 +534,8 @@ pub fn gaussian_blur(
 
 simd_fn! {
     /// Vertical Gaussian pass of one row and the single rounding to `u8`.
-    fn gaussian_vrow(rows: Window<'_, u16>, k: &[u32], acc: &mut [u32], out: &mut [u8]) {
-        vconv(rows, k, acc);
-        for (d, &a) in out.iter_mut().zip(acc.iter()) {
-            *d = ((a + (1 << 15)) >> 16).min(255) as u8;
-        }
+    fn gaussian_vrow(rows: Window<'_, u16>, k: &[u32], acc: &mut Vec<u32>, out: &mut [u8]) {
+        vconv(rows, k, acc, out, |a| ((a + (1 << 15)) >> 16).min(255) as u8);
     }
 }
 
