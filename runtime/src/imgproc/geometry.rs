@@ -877,15 +877,22 @@ impl Sampler<'_> {
     }
 
     /// Bilinear sample whose 2×2 neighbourhood leaves the image.
-    #[cold]
+    #[inline(always)]
     fn linear_border(&self, (ix, iy): (i32, i32), (ax, ay): (f32, f32), px: &mut [u8]) {
         let (cols, rows) = (self.src.width as i32, self.src.height as i32);
-        // A constant border only blends at the edge; further out it is the border value.
+        // A constant border only blends at the edge; further out it is the border value (often
+        // most of a warped frame, so this stays inline).
         if matches!(self.border, Border::Constant(_))
             && !((-1..cols).contains(&ix) && (-1..rows).contains(&iy))
         {
             return px.fill(self.value);
         }
+        self.blend_border((ix, iy), (ax, ay), px);
+    }
+
+    /// Bilinear sample straddling the edge: taps outside follow the border rule.
+    #[cold]
+    fn blend_border(&self, (ix, iy): (i32, i32), (ax, ay): (f32, f32), px: &mut [u8]) {
         let taps =
             [(ix, iy), (ix + 1, iy), (ix, iy + 1), (ix + 1, iy + 1)].map(|(x, y)| self.fetch(x, y));
         for (c, out) in px.iter_mut().enumerate() {
