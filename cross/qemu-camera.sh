@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The emulated camera test: boots Debian's arm64 kernel in qemu-system-aarch64 (TCG) with an
 # initramfs holding busybox, vivid and its dependencies, the aarch64 `ocelli` and a small model;
-# tests/qemu/init.sh streams detections for each pixel format, tests/qemu/check.py validates them.
+# tests/qemu/init.sh streams detections for each pixel format, then through a camera loss (vivid
+# disconnected, unloaded and loaded again); tests/qemu/check.py validates them.
 #
 # usage: cross/qemu-camera.sh BINARY [FORMAT...]
 #   BINARY: ocelli built for aarch64-unknown-linux-gnu (`just dist` leaves it in target/dist/)
@@ -33,7 +34,9 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage"/{bin,dev,proc,sys,tmp,run,modules,ocelli/board-configs,ocelli/models/cache}
 cp "$rootfs/bin/busybox" "$stage/bin/"
-aarch64-linux-gnu-gcc -static -O2 -o "$stage/bin/sockcat" "$root/tests/qemu/sockcat.c"
+for tool in sockcat v4l2button; do
+  aarch64-linux-gnu-gcc -static -O2 -o "$stage/bin/$tool" "$root/tests/qemu/$tool.c"
+done
 i=10
 for ko in $(modprobe -D -d "$rootfs" -S "$kver" vivid | awk '$1 == "insmod" {print $2}'); do
   name=$(basename "$ko")
@@ -65,7 +68,7 @@ set +e
 timeout "${QEMU_TIMEOUT:-900}" qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 \
   -accel tcg -nic none -nographic -no-reboot \
   -kernel "$rootfs/boot/vmlinuz-$kver" -initrd "$cache/initramfs.cpio.gz" \
-  -append "console=ttyAMA0 rdinit=/init quiet panic=-1 ocelli.formats=$(IFS=,; echo "${formats[*]}") ocelli.frames=$frames" \
+  -append "console=ttyAMA0 rdinit=/init quiet panic=-1 ocelli.formats=$(IFS=,; echo "${formats[*]}") ocelli.frames=$frames ocelli.reconnect=1" \
   | tee "$cache/console.log" | grep -v '^{'
 qemu_rc=${PIPESTATUS[0]}
 set -e
@@ -73,4 +76,4 @@ echo "qemu-camera: VM wall time $(($(date +%s) - start)) s, qemu exit status $qe
 # The checker runs whatever the exit status: it names the formats that did not complete.
 size=$(sed -n 's/^width = \([0-9]*\)/\1/p' "$config")x$(sed -n 's/^height = \([0-9]*\)/\1/p' "$config")
 python3 "$root/tests/qemu/check.py" --schema "$root/docs/schema/frame.schema.json" \
-  --frames "$frames" --size "$size" "$cache/console.log" "${formats[@]}"
+  --frames "$frames" --size "$size" "$cache/console.log" "${formats[@]}" reconnect

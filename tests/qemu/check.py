@@ -6,9 +6,12 @@ usage: python3 tests/qemu/check.py --schema docs/schema/frame.schema.json [--fra
 
 For every FORMAT, the VM's /init (tests/qemu/init.sh) printed the JSON lines a socket client
 received between `==== ocelli-frames FORMAT begin` and `==== ocelli-frames FORMAT end client=RC
-run=RC`. Each format must have: both exit statuses 0; at least N lines, every one valid against
-the schema; N frame lines (no client fell behind) of the requested size on which the detector
-ran; frame ids rising by one and capture timestamps rising. Prints one summary line per format;
+run=RC`; the `reconnect` block streamed YUYV through a camera loss. Each block must have: both
+exit statuses 0; at least N lines, every one valid against the schema; N frame lines (no client
+fell behind) of the requested size on which the
+detector ran; frame ids rising by one and capture timestamps rising. The `reconnect` block must
+also report the loss with `source` notices and carry frames before and after it, the first after
+it with reconnects 1 and a source_restored event. Prints one summary line per block;
 exit status 1 names every failure.
 """
 
@@ -97,6 +100,36 @@ def check_format(lines, client_rc, run_rc, validator, want, size):
     return errors, summary
 
 
+def check_reconnect(lines):
+    """The failures of the `reconnect` block beyond those of any stream: the loss is reported,
+    and frames come before it and after it from the reopened device."""
+    msgs = []
+    for line in lines:
+        try:
+            msgs.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # reported by check_format
+    notices = [i for i, m in enumerate(msgs) if m.get("type") == "source"]
+    if not notices:
+        return ["no `source` notice: the camera loss was not reported"]
+    errors = []
+    if msgs[notices[0]]["state"] != "lost":
+        errors.append(f"the first notice is {msgs[notices[0]]['state']!r}, expected 'lost'")
+    if len(notices) < 2:
+        errors.append("a single `source` notice: no reopening failed while the driver was away")
+    before = [m for m in msgs[: notices[0]] if m.get("type") == "frame"]
+    after = [m for m in msgs[notices[-1] :] if m.get("type") == "frame"]
+    if not before:
+        errors.append("no frame before the loss")
+    if not after:
+        errors.append("no frame after the camera came back")
+    elif after[0].get("source_status", {}).get("reconnects") != 1:
+        errors.append(f"the first frame after the loss has source_status {after[0].get('source_status')}, expected reconnects 1")
+    elif "source_restored" not in [e["type"] for e in after[0].get("events", [])]:
+        errors.append(f"the first frame after the loss has events {after[0].get('events')}, expected source_restored")
+    return errors
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--schema", required=True)
@@ -121,6 +154,8 @@ def main():
             failures += 1
             continue
         errors, summary = check_format(*found[fmt], validator, args.frames, size)
+        if fmt == "reconnect":
+            errors += check_reconnect(found[fmt][0])
         print(f"{fmt}: {'FAIL' if errors else 'ok'}: {summary}")
         for e in errors[:20]:
             print(f"    {e}")

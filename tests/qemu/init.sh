@@ -9,6 +9,7 @@
 #   ==== ocelli-frames FORMAT begin
 #   {...one JSON line per frame...}
 #   ==== ocelli-frames FORMAT end client=RC run=RC
+# With `ocelli.reconnect=1` a last block, `reconnect`, streams YUYV through a camera loss.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -28,16 +29,20 @@ cpus=$(nproc)
 log "kernel $(uname -r) $(uname -m), $cpus cpu(s)"
 # Modules are numbered in load order, dependencies first, vivid last: video capture nodes only,
 # single-planar, one instance per CPU.
+load_vivid() {
+  insmod /modules/*-vivid.ko n_devs="$cpus" node_types="$(yes 0x1 | head -n "$cpus" | paste -sd,)" \
+    multiplanar="$(yes 1 | head -n "$cpus" | paste -sd,)" || log "insmod vivid failed"
+  i=0
+  while [ ! -e "/dev/video$((cpus - 1))" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  log "vivid loaded: $(ls /dev/video* | tr '\n' ' ')"
+}
 for m in /modules/*.ko; do
   case $m in
-    *-vivid.ko) params="n_devs=$cpus node_types=$(yes 0x1 | head -n "$cpus" | paste -sd,) multiplanar=$(yes 1 | head -n "$cpus" | paste -sd,)" ;;
-    *) params="" ;;
+    *-vivid.ko) ;;
+    *) insmod "$m" || log "insmod $m failed" ;;
   esac
-  insmod "$m" $params || log "insmod $m failed"
 done
-i=0
-while [ ! -e "/dev/video$((cpus - 1))" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-log "vivid loaded: $(ls /dev/video* | tr '\n' ' ')"
+load_vivid
 /ocelli/ocelli probe /dev/video0 | grep -v -e 'Size:' -e 'Interval:'
 
 # One format on one device; the result block goes to /tmp/out-FORMAT.
@@ -79,6 +84,50 @@ for d in $(seq 0 $((cpus - 1))); do
 done
 wait
 for f in $formats; do cat "/tmp/out-$f" 2>/dev/null || echo "==== ocelli-frames $f missing"; done
+
+# Camera loss mid-stream, on one `ocelli run` and one client connection: vivid's Disconnect
+# button (an unplugged USB camera: ENODEV from then on), then the driver unloaded and loaded
+# again. The stream must carry the loss and go on from the new device, with reconnects = 1.
+wait_for() { # TRIES CONDITION...: poll every 0.2 s
+  n=$1; shift
+  while ! "$@"; do n=$((n - 1)); [ $n -gt 0 ] || return 1; sleep 0.2; done
+}
+count() { grep -c "\"type\":\"$1\"" /tmp/frames-reconnect.jsonl 2>/dev/null; }
+at_least() { [ "$(count "$1")" -ge "$2" ]; }
+unload_vivid() { rmmod vivid 2>/dev/null; }
+if [ "$(arg reconnect)" = 1 ]; then
+  cfg=/ocelli/board-configs/qemu-virt-reconnect.toml
+  socket=/tmp/ocelli-reconnect.sock
+  sed -e "s|path = \"[^\"]*\"|path = \"$socket\"|" "$config" > "$cfg"
+  printf '[reconnect]\ndelays_s = [0.5]\nframe_timeout_s = 5\n' >> "$cfg"
+  log "reconnect: ocelli run on /dev/video0"
+  /ocelli/ocelli run "$cfg" 2> /tmp/run-reconnect.log &
+  pid=$!
+  wait_for 3000 test -S "$socket"
+  # Room for the outage's notices (one per 0.5 s) besides the frames.
+  timeout 600 sockcat "$socket" $((frames + 50)) > /tmp/frames-reconnect.jsonl &
+  client=$!
+  wait_for 3000 at_least frame $((frames / 3)) || log "reconnect: no frames before the disconnect"
+  # vivid comes back by itself once its last user closes the device: hide the node first, as
+  # udev does on unplug, so that ocelli's reopening fails until the driver is back.
+  mv /dev/video0 /dev/video0.unplugged
+  v4l2button /dev/video0.unplugged Disconnect && log "reconnect: vivid disconnected"
+  wait_for 300 at_least source 2 || log "reconnect: no failed reopening after the disconnect"
+  # ocelli closed the dead device before trying to reopen it: the module is free to go.
+  wait_for 100 unload_vivid && log "reconnect: vivid unloaded"
+  rm -f /dev/video0.unplugged
+  load_vivid
+  wait $client
+  client_rc=$?
+  kill -TERM $pid 2>/dev/null
+  wait $pid
+  run_rc=$?
+  log "reconnect: done, ocelli run exited $run_rc"
+  sed 's/^/    /' /tmp/run-reconnect.log
+  echo "==== ocelli-frames reconnect begin"
+  cat /tmp/frames-reconnect.jsonl
+  echo "==== ocelli-frames reconnect end client=$client_rc run=$run_rc"
+fi
 
 log "done"
 poweroff -f
