@@ -18,10 +18,11 @@ fn cached(name: &str) -> PathBuf {
     p
 }
 
-fn ocelli(args: &[&str]) -> Output {
+/// The `ocelli` binary as a command. Cross-built, it is foreign to the host: it starts through
+/// the emulator that runs this test (cross/qemu-user.sh names itself here), which passes signals
+/// on to it.
+fn command(args: &[&str]) -> Command {
     let bin = env!("CARGO_BIN_EXE_ocelli");
-    // Cross-built, the binary is foreign to the host: start it through the emulator that runs
-    // this test (cross/qemu-user.sh names itself here).
     let mut command = match std::env::var_os("OCELLI_TEST_RUNNER") {
         Some(runner) => {
             let mut c = Command::new(runner);
@@ -30,7 +31,21 @@ fn ocelli(args: &[&str]) -> Output {
         }
         None => Command::new(bin),
     };
-    command.args(args).output().expect("ocelli runs")
+    command.args(args);
+    command
+}
+
+fn ocelli(args: &[&str]) -> Output {
+    command(args).output().expect("ocelli runs")
+}
+
+/// How much longer everything takes here: emulated, the detector runs 50-150 times slower.
+fn slowdown() -> u32 {
+    if std::env::var_os("OCELLI_TEST_RUNNER").is_some() {
+        20
+    } else {
+        1
+    }
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -241,6 +256,29 @@ fn inspect_recognises_each_reference_family() {
 }
 
 #[test]
+fn inspect_recognises_dbnet_at_a_given_input_size() {
+    let model = cached("ch_PP-OCRv4_det_infer.onnx");
+    let out = ocelli(&[
+        "inspect",
+        model.to_str().unwrap(),
+        "--input-size",
+        "384",
+        "192",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("output: sigmoid_0.tmp_0 [1, 1, 192, 384]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("family: dbnet ("), "{stdout}");
+}
+
+#[test]
 fn every_board_preset_passes_check_config() {
     let mut checked = 0;
     for entry in std::fs::read_dir(root().join("board-configs")).unwrap() {
@@ -385,9 +423,9 @@ fn rectified_region_is_what_the_detector_sees() {
     assert!((b[2] - b[0]) * (b[3] - b[1]) > 0.5 * 320.0 * 240.0, "{cup}");
 }
 
-/// Polls `cond` every 20 ms for up to `secs`.
+/// Polls `cond` every 20 ms for up to `secs` (stretched under emulation).
 fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs) * slowdown();
     while !cond() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -411,8 +449,7 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cle
     );
     let config = write(&dir, "config.toml", &good);
     let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ocelli"))
-        .args(["run", config.to_str().unwrap()])
+    let mut child = command(&["run", config.to_str().unwrap()])
         .stderr(stderr)
         .spawn()
         .unwrap();
@@ -454,7 +491,7 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cle
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}: {}", log());
     assert!(
-        t.elapsed() < std::time::Duration::from_secs(2),
+        t.elapsed() < std::time::Duration::from_secs(2) * slowdown(),
         "took {:?} to stop",
         t.elapsed()
     );
@@ -486,8 +523,7 @@ fn a_lost_camera_is_reopened_with_backoff_while_the_socket_stays_up() {
          [output]\njsonl = {jsonl:?}\nsocket = {{ path = {socket:?} }}\n"
     );
     let config = write(&dir, "config.toml", &text);
-    let child = Command::new(env!("CARGO_BIN_EXE_ocelli"))
-        .args(["run", config.to_str().unwrap()])
+    let child = command(&["run", config.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -308,26 +308,6 @@ fn pp_ocrv4_finds_the_seven_lines_of_page() {
 }
 
 #[test]
-fn inspect_says_dbnet() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ocelli"))
-        .args(["inspect", model_path(MODEL).to_str().unwrap()])
-        .args(["--input-size", "384", "192"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("output: sigmoid_0.tmp_0 [1, 1, 192, 384]"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("family: dbnet ("), "{stdout}");
-}
-
-#[test]
 fn decoder_refuses_other_maps_and_settings() {
     let fixture = Fixture::load("page");
     let build = |cfg: &DecodeConfig, infos: &[OutputInfo]| {
