@@ -40,14 +40,13 @@ while [ ! -e "/dev/video$((cpus - 1))" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i
 log "vivid loaded: $(ls /dev/video* | tr '\n' ' ')"
 /ocelli/ocelli probe /dev/video0 | grep -v -e 'Size:' -e 'Interval:'
 
-# One format on one device; the result block goes to /tmp/out-FORMAT. The socket moves to /tmp
-# and loses the preset's group, which this initramfs has no /etc/group for.
+# One format on one device; the result block goes to /tmp/out-FORMAT.
 stream() {
   dev=$1 f=$2
   cfg=/ocelli/board-configs/qemu-virt-$f.toml
   socket=/tmp/ocelli-$f.sock
   sed -e "s|^device = .*|device = \"$dev\"|" -e "s|^format = .*|format = \"$f\"|" \
-    -e "s|^socket = .*|socket = { path = \"$socket\" }|" "$config" > "$cfg"
+    -e "s|path = \"[^\"]*\"|path = \"$socket\"|" "$config" > "$cfg"
   log "$f: ocelli run on $dev"
   /ocelli/ocelli run "$cfg" 2> "/tmp/run-$f.log" &
   pid=$!
