@@ -56,6 +56,8 @@ for lib in $(aarch64-linux-gnu-readelf -d "$binary" | sed -n 's/.*(NEEDED).*\[\(
   cp -L "/usr/aarch64-linux-gnu/lib/$lib" "$stage/lib/"
 done
 cp "$config" "$stage/ocelli/board-configs/"
+# The preset gives its socket to the video group, which must exist here too.
+mkdir -p "$stage/etc" && echo "video:x:44:" > "$stage/etc/group"
 cp "$root/board-configs/$model" "$stage/ocelli/board-configs/$model"
 cp "$root/tests/qemu/init.sh" "$stage/init"
 chmod +x "$stage/init"

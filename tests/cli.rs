@@ -594,3 +594,64 @@ fn a_lost_camera_is_reopened_with_backoff_while_the_socket_stays_up() {
         "{received:?}"
     );
 }
+
+/// How many of tract's pool threads (named `ocelli-infer-N`) process `pid` has.
+fn inference_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| {
+        tasks
+            .filter_map(Result::ok)
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.starts_with("ocelli-infer"))
+            })
+            .count()
+    })
+}
+
+#[test]
+fn board_threads_give_tract_a_pool_and_the_same_detections() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let photos = cached("images/astronaut.png")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let frames = 12;
+    let run = |threads: usize| {
+        let dir = scratch(&format!("threads-{threads}"));
+        let jsonl = dir.join("out.jsonl");
+        let text = format!(
+            "[board]\nthreads = {threads}\n\n[source]\nkind = \"images\"\npath = {photos:?}\nloop = true\n\n\
+             [[detector]]\nmodel = {:?}\nfamily = \"yolox\"\npreprocess = {{ channels = \"bgr\" }}\n\n\
+             [output]\njsonl = {jsonl:?}\n",
+            cached("yolox_nano.onnx")
+        );
+        let config = write(&dir, "config.toml", &text);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ocelli"))
+            .args(["run", config.to_str().unwrap()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = || std::fs::read_to_string(&jsonl).map_or(0, |t| t.lines().count());
+        wait_for(120, "frames", || lines() >= frames);
+        let pool = inference_threads(child.id());
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        assert!(child.wait().unwrap().success());
+        let detections: Vec<_> = read_jsonl(&jsonl)
+            .into_iter()
+            .take(frames)
+            .map(|f| f["detections"].clone())
+            .collect();
+        (pool, detections)
+    };
+    let (pool1, one) = run(1);
+    let (pool2, two) = run(2);
+    assert_eq!(
+        (pool1, pool2),
+        (0, 2),
+        "pool threads with threads = 1 and 2"
+    );
+    // tract splits the work on tile and row boundaries: the sums, and so the results, are the
+    // same bits.
+    assert_eq!(one, two);
+}

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Fleet deployment files, validated statically (no container engine runs here): the Dockerfile
-# lints clean, the Kubernetes manifests fit the API schemas, and the DaemonSet's config passes
-# `ocelli check-config` with its models.
+# lints clean, the systemd unit's exposure is at most 2.0, the Kubernetes manifests fit the API
+# schemas, and the DaemonSet's config passes `ocelli check-config` with its models.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ocelli=${OCELLI:-$root/target/debug/ocelli}
 hadolint "$root/packaging/Dockerfile"
+# The unit's sandbox: systemd-analyze's exposure at most 2.0 (--threshold counts tenths).
+systemd-analyze security --offline=yes --threshold=20 "$root/packaging/ocelli.service" | tail -n1
 kubernetes-validate --strict --quiet "$root"/packaging/k8s/*.yaml
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -73,7 +73,8 @@ pub struct Board {
     pub target: Option<String>,
     /// tract CPU kind for aarch64 kernel selection (`TRACT_CPU_AARCH64_KIND`), e.g. `cortex_a72`.
     pub tract_cpu: Option<String>,
-    /// Inference threads (tract runs single-threaded; kept for presets and future executors).
+    /// Threads for tract's matrix products (its `multithread-mm` executor); 1 runs inference on
+    /// the frame loop's thread alone. A reload applies a change.
     pub threads: usize,
 }
 

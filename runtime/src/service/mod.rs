@@ -107,6 +107,7 @@ pub fn serve(config_path: &Path) -> Result<RunSummary, ServiceError> {
         // reads this knob when the first model is loaded, just below.
         unsafe { std::env::set_var("TRACT_CPU_AARCH64_KIND", kind) };
     }
+    use_threads(config.board.threads);
     install_signal_handlers().map_err(|e| ServiceError::Imaging(format!("signals: {e}")))?;
     let mut notifier = Notifier::from_env();
     let mut pipeline = Pipeline::open(&config)?;
@@ -114,6 +115,16 @@ pub fn serve(config_path: &Path) -> Result<RunSummary, ServiceError> {
     let summary = pipeline.run(&mut notifier, Some(config_path));
     notifier.stopping();
     summary
+}
+
+/// Runs tract's matrix products on a pool of `threads` threads, or on the calling thread alone
+/// for 1 (and 0). tract keeps one executor per process.
+pub fn use_threads(threads: usize) {
+    use tract_linalg::multithread::{Executor, set_default_executor};
+    set_default_executor(match threads {
+        0 | 1 => Executor::SingleThread,
+        n => Executor::multithread_with_name(n, "ocelli-infer"),
+    });
 }
 
 /// The detectors and the one class table they share in the stream.
@@ -322,6 +333,9 @@ impl Pipeline {
             && let Some(old) = std::mem::replace(&mut self.socket, socket)
         {
             old.shutdown();
+        }
+        if config.board.threads != self.config.board.threads {
+            use_threads(config.board.threads);
         }
         self.config = config;
         Ok(())

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""Judges the console log of the systemd test on the emulated board (cross/qemu-systemd.sh).
+
+usage: python3 tests/qemu/check_systemd.py --schema docs/schema/frame.schema.json [--frames N] LOG
+
+tests/qemu/systemd-test.sh printed `==== ocelli-fact NAME VALUE` observations and, after each
+step, the socket lines it read (blocks as in check.py). This checks that the package installed
+and started the hardened service, that detections streamed after every step, that the watchdog
+restarted a stalled pipeline, that broken configs were refused on SIGHUP while the same process
+kept streaming, that SIGTERM stopped it cleanly and that a purge left nothing. Prints one line per
+check; exit status 1 if any failed.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+import jsonschema
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from check import blocks, check_format  # noqa: E402
+
+FACT = re.compile(r"==== ocelli-fact (\S+) ?(.*)")
+STEPS = ["installed", "restarted", "reload-syntax", "reload-missing-model"]
+BROKEN = ["syntax", "missing-model"]
+
+
+def checks(facts, streams, validator, want):
+    """(name, passed, detail) for every claim the test makes."""
+    f = facts.get
+    out = [
+        ("package installs", f("install_rc") == "0", f"dpkg -i status {f('install_rc')}, {f('install_seconds')} s"),
+        ("unit enabled and running", (f("enabled"), f("active")) == ("enabled", "active/running"),
+         f"{f('enabled')}, {f('active')}"),
+        ("camera in the video group", f("video_group") == "video", f"/dev/video0 group {f('video_group')}"),
+        ("socket 0660 for the video group", f("socket_mode") == "660 video", f"socket {f('socket_mode')}"),
+        ("runs as its dynamic user", f("user") not in (None, "", "root"), f"user {f('user')}"),
+    ]
+    first_ids = {}
+    for step in STEPS:
+        if step not in streams:
+            out.append((f"stream after {step}", False, "no complete block (VM crashed or timed out?)"))
+            continue
+        errors, summary = check_format(*streams[step], validator, want, None)
+        out.append((f"stream after {step}", not errors, "; ".join([summary] + errors[:5])))
+        ids = [json.loads(l)["frame_id"] for l in streams[step][0] if '"type":"frame"' in l]
+        first_ids[step] = ids[0] if ids else None
+    restarts = f("restarts", "")
+    out.append((
+        "watchdog restarts a stalled pipeline",
+        f("watchdog_logged", "0") not in ("", "0") and restarts.isdigit() and int(restarts) >= 1
+        and f("restarted_pid") not in (None, "", "0", f("stalled_pid")),
+        f"SIGSTOP pid {f('stalled_pid')}: {f('watchdog_logged')} watchdog timeout(s) logged, "
+        f"NRestarts={restarts}, new pid {f('restarted_pid')} streaming after {f('restart_seconds')} s",
+    ))
+    for kind in BROKEN:
+        pids = (f(f"reload_{kind}_pid") or "").split()
+        last, first = f(f"reload_{kind}_last_id", ""), first_ids.get(f"reload-{kind}")
+        carried_on = last.isdigit() and first is not None and first > int(last)
+        out.append((
+            f"SIGHUP with a {kind} config keeps the old one",
+            f(f"reload_{kind}_rc") == "0" and f(f"reload_{kind}_refused") == "1"
+            and len(pids) == 2 and pids[0] == pids[1] and carried_on,
+            f"reload status {f(f'reload_{kind}_rc')}, {f(f'reload_{kind}_refused')} refusal(s) logged, "
+            f"pid {' -> '.join(pids)}, frame ids {last} -> {first}",
+        ))
+    out += [
+        ("SIGHUP with a good config applies it", f("reload_good_applied") == "1",
+         f"{f('reload_good_applied')} reload(s) logged"),
+        ("no restarts from reloads", f("restarts_after_reloads") == restarts,
+         f"NRestarts {restarts} -> {f('restarts_after_reloads')}"),
+        # ExecMainCode 1 is CLD_EXITED: the process exited by itself, with status 0.
+        ("SIGTERM stops cleanly", f("stop") == "success 1 0" and f("socket_after_stop") == "gone",
+         f"result/code/status {f('stop')}, socket {f('socket_after_stop')}"),
+        ("purge leaves nothing", f("purge_rc") == "0" and f("after_purge") == "inactive 0",
+         f"dpkg --purge status {f('purge_rc')}; unit state and leftovers: {f('after_purge')}"),
+    ]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--schema", required=True)
+    ap.add_argument("--frames", type=int, default=10)
+    ap.add_argument("log")
+    args = ap.parse_args()
+    with open(args.schema, encoding="utf-8") as fh:
+        schema = json.load(fh)
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    with open(args.log, encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
+    facts = {}
+    for line in text.splitlines():
+        if m := FACT.fullmatch(line.rstrip("\r")):
+            facts[m[1]] = m[2]
+    failed = 0
+    for name, ok, detail in checks(facts, blocks(text), validator, args.frames):
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+        failed += not ok
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+#!/bin/bash
+# The systemd test, run inside the emulated Debian arm64 board by ocelli-qemu-test.service once
+# the system is up. It only gathers evidence; tests/qemu/check_systemd.py judges it on the host.
+# Everything goes to the serial console:
+#   ==== ocelli-fact NAME VALUE                         one observation
+#   ==== ocelli-frames STEP begin / ... / end client=RC run=RC
+#                                                       socket lines read after STEP (run=0: active)
+#   ==== ocelli-journal begin / ... / end               the service's journal
+# Kernel command line: ocelli.frames=N lines per step.
+set -u
+here=$(dirname "$0")
+frames=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^ocelli\.frames=//p')
+frames=${frames:-10}
+unit=ocelli.service
+socket=/run/ocelli/ocelli.sock
+config=/etc/ocelli/ocelli.toml
+
+# However the test ends, the VM powers off at once (once the console has drained): its disk is
+# a throw-away snapshot.
+trap 'sleep 1; systemctl --force --force poweroff' EXIT
+
+log() { echo "[vm $(cut -d' ' -f1 /proc/uptime)s] $*"; }
+fact() { echo "==== ocelli-fact $1 ${2:-}"; }
+prop() { systemctl show -p "$1" --value "$unit"; }
+# Polls COMMAND every 0.5 s for at most SECONDS; the status says whether it came true.
+wait_for() {
+  local limit=$1
+  shift
+  for _ in $(seq $((limit * 2))); do "$@" && return 0; sleep 0.5; done
+  return 1
+}
+# Reads the socket for `frames` lines; STEP names the block.
+stream() {
+  timeout 300 "$here/sockcat" "$socket" "$frames" > /tmp/frames
+  local rc=$?
+  echo "==== ocelli-frames $1 begin"
+  cat /tmp/frames
+  systemctl is-active --quiet "$unit"
+  echo "==== ocelli-frames $1 end client=$rc run=$?"
+}
+# The service's journal for the log; the test stops here when the service never came up.
+journal() {
+  echo "==== ocelli-journal begin"
+  journalctl -u "$unit" -o short-monotonic --no-pager
+  echo "==== ocelli-journal end"
+}
+journal_has() { journalctl -u "$unit" -o cat --no-pager | grep -c -- "$1"; }
+more_than() { [ "$(journal_has "$1")" -gt "$2" ]; }
+
+log "systemd $(systemctl --version | head -n1 | cut -d' ' -f2), kernel $(uname -r) $(uname -m)"
+fact system_state "$(systemctl is-system-running)"
+# vivid as the board's camera: capture nodes only; udev gives them to the video group.
+modprobe vivid n_devs=1 node_types=0x1 multiplanar=1
+udevadm settle
+wait_for 10 test -c /dev/video0
+fact video_group "$(stat -c %G /dev/video0 2>/dev/null)"
+
+# Install: postinst enables the unit and starts it; Type=notify returns once READY=1.
+start=$(date +%s.%N)
+dpkg -i "$here/ocelli.deb" > /tmp/dpkg.log 2>&1
+fact install_rc $?
+sed 's/^/    /' /tmp/dpkg.log
+fact install_seconds "$(awk "BEGIN {printf \"%.1f\", $(date +%s.%N) - $start}")"
+fact enabled "$(systemctl is-enabled "$unit")"
+fact active "$(prop ActiveState)/$(prop SubState)"
+fact socket_mode "$(stat -c '%a %G' "$socket" 2>/dev/null)"
+fact user "$(ps -o user= -p "$(prop MainPID)")"
+systemctl is-active --quiet "$unit" || { journal; exit 1; }
+stream installed
+
+# A stalled pipeline: the frame loop stops sending WATCHDOG=1, systemd kills and restarts it.
+stalled=$(prop MainPID)
+fact stalled_pid "$stalled"
+kill -STOP "$stalled"
+start=$(date +%s)
+restarted() { [ "$(prop NRestarts)" -ge 1 ] && [ "$(prop ActiveState)" = active ] && [ "$(prop MainPID)" != "$stalled" ]; }
+wait_for 120 restarted
+fact restart_seconds $(($(date +%s) - start))
+fact restarts "$(prop NRestarts)"
+fact restarted_pid "$(prop MainPID)"
+fact watchdog_logged "$(journal_has 'Watchdog timeout')"
+wait_for 30 test -S "$socket"
+stream restarted
+
+# Reloads: each broken config is refused with a logged error, the running pipeline goes on
+# (same process, frame ids carry on); then a good config is applied.
+cp "$config" /tmp/good.toml
+broken() {
+  case $1 in
+    syntax) sed 's/^\[source\]$/[source/' /tmp/good.toml ;;
+    missing-model) sed 's|^model = .*|model = "/usr/share/ocelli/models/missing.onnx"|' /tmp/good.toml ;;
+  esac
+}
+for kind in syntax missing-model; do
+  pid=$(prop MainPID)
+  refused=$(journal_has 'reload refused')
+  "$here/sockcat" "$socket" 1 > /tmp/before
+  fact "reload_${kind}_last_id" "$(sed -n 's/.*"frame_id":\([0-9]*\).*/\1/p' /tmp/before)"
+  broken "$kind" > "$config"
+  systemctl reload "$unit"
+  fact "reload_${kind}_rc" $?
+  wait_for 60 more_than 'reload refused' "$refused"
+  fact "reload_${kind}_refused" $(($(journal_has 'reload refused') - refused))
+  fact "reload_${kind}_pid" "$pid $(prop MainPID)"
+  stream "reload-$kind"
+done
+cp /tmp/good.toml "$config"
+applied=$(journal_has 'ocelli: reloaded')
+systemctl reload "$unit"
+wait_for 60 more_than 'ocelli: reloaded' "$applied"
+fact reload_good_applied $(($(journal_has 'ocelli: reloaded') - applied))
+fact restarts_after_reloads "$(prop NRestarts)"
+
+# SIGTERM: the frame in flight finishes, the socket goes, exit status 0.
+systemctl stop "$unit"
+fact stop "$(prop Result) $(prop ExecMainCode) $(prop ExecMainStatus)"
+fact socket_after_stop "$(test -e "$socket" && echo present || echo gone)"
+
+# Purge: the unit, the config and the service's state go with the package.
+systemctl start "$unit"
+dpkg --purge ocelli > /tmp/dpkg.log 2>&1
+fact purge_rc $?
+sed 's/^/    /' /tmp/dpkg.log
+fact after_purge "$(systemctl is-active "$unit") $(ls -d /lib/systemd/system/ocelli.service /etc/ocelli /var/lib/private/ocelli /usr/bin/ocelli 2>/dev/null | wc -l)"
+
+journal
+log "done"
