@@ -10,7 +10,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::detect::{DecodeConfig, Family};
-use crate::emit::SocketConfig;
+use crate::emit::{HttpConfig, MqttConfig, SocketConfig};
 use crate::imgproc::geometry;
 use crate::imgproc::motion::MotionConfig;
 
@@ -129,6 +129,9 @@ pub enum SourceConfig {
         /// Scripted camera losses, to exercise recovery.
         #[serde(default)]
         faults: Vec<Fault>,
+        /// Frames per second, like a camera; unset delivers frames as fast as they are taken.
+        #[serde(default)]
+        fps: Option<f64>,
     },
 }
 
@@ -366,6 +369,12 @@ pub struct OutputConfig {
     /// A table of detections on stdout, for people.
     #[serde(default)]
     pub print: bool,
+    /// The same lines to an MQTT broker, through an on-disk spool.
+    #[serde(default)]
+    pub mqtt: Option<MqttConfig>,
+    /// Metrics, health and the latest annotated frame over HTTP; off unless configured.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
 }
 
 impl Config {

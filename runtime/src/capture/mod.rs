@@ -235,6 +235,7 @@ pub fn open(
             height,
             frames,
             faults,
+            fps,
         } => Box::new(
             SyntheticSource::new(
                 *width as usize,
@@ -242,7 +243,8 @@ pub fn open(
                 PixelFormat::Yuyv,
                 *frames,
             )
-            .with_faults(faults),
+            .with_faults(faults)
+            .with_fps(*fps),
         ),
     })
 }

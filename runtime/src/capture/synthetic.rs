@@ -19,6 +19,8 @@ pub struct SyntheticSource {
     faults: Vec<Fault>,
     /// While set, the camera is away until then.
     away_until: Option<Instant>,
+    /// Time between frames when paced like a camera.
+    interval: Option<Duration>,
 }
 
 const BARS_YUV: [[u8; 3]; 8] = [
@@ -50,7 +52,17 @@ impl SyntheticSource {
             buf: vec![0; len],
             faults: Vec::new(),
             away_until: None,
+            interval: None,
         }
+    }
+
+    /// Paces frames at `fps` like a camera would; `None` (or a rate that is not positive)
+    /// delivers them as fast as they are taken.
+    pub fn with_fps(mut self, fps: Option<f64>) -> Self {
+        self.interval = fps
+            .filter(|f| f.is_finite() && *f > 0.0)
+            .map(|f| Duration::from_secs_f64(1.0 / f));
+        self
     }
 
     /// Plays `faults`: the camera is lost after `after` frames, for `seconds`.
@@ -117,6 +129,10 @@ impl Source for SyntheticSource {
             self.faults.pop();
             self.away_until = Some(Instant::now() + Duration::from_secs_f64(fault.seconds));
             return Err(self.lost("scripted fault: camera gone"));
+        }
+        if let Some(interval) = self.interval {
+            let due = self.start + interval * self.id.min(u32::MAX.into()) as u32;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
         self.render();
         let id = self.id;

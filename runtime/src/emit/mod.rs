@@ -2,10 +2,14 @@
 //!
 //! [`record`] turns a frame's results into a line, [`socket`] serves lines to every client, and
 //! [`tail`](mod@tail) is the client behind `ocelli tail`. The line format is `docs/protocol.md`, checked by
-//! `docs/schema/frame.schema.json`.
+//! `docs/schema/frame.schema.json`. The same lines can go to an MQTT broker through an on-disk
+//! spool ([`mqtt`], [`spool`]), and [`http`] serves metrics and the latest annotated frame.
 
+pub mod http;
+pub mod mqtt;
 pub mod record;
 pub mod socket;
+pub mod spool;
 pub mod tail;
 
 pub use record::{
@@ -14,3 +18,6 @@ pub use record::{
 };
 pub use socket::{SocketConfig, SocketError, SocketServer, SocketStats};
 pub use tail::{TailError, tail};
+
+pub use http::{HttpConfig, HttpError, HttpServer, Metrics};
+pub use mqtt::{MqttConfig, MqttError, MqttOutput};

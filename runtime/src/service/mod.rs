@@ -14,8 +14,8 @@ use crate::capture::{self, CaptureError, Source};
 use crate::config::{Config, rect_corners};
 use crate::detect::{DetectError, Detection, Detections, Detector, Extras};
 use crate::emit::{
-    Event, FrameRecord, Inference, Motion, SocketServer, SourceNotice, SourceState, SourceStatus,
-    StageLatency,
+    Event, FrameRecord, HttpServer, Inference, Metrics, Motion, MqttOutput, SocketServer,
+    SourceNotice, SourceState, SourceStatus, StageLatency,
 };
 use crate::imgproc::Image;
 use crate::imgproc::filter::Border;
@@ -44,6 +44,10 @@ pub enum ServiceError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Mqtt(#[from] crate::emit::MqttError),
+    #[error(transparent)]
+    Http(#[from] crate::emit::HttpError),
     /// The JSON-lines file could not be opened or written: check the path and free space.
     #[error("{path}: cannot write results: {source}")]
     Output {
@@ -257,6 +261,39 @@ fn bind_socket(config: &Config) -> Result<Option<SocketServer>, ServiceError> {
     }
 }
 
+/// The network outputs: the MQTT output and the HTTP endpoint. They keep running across reloads;
+/// changes to their settings take effect on restart (the spool must not be opened twice).
+struct NetOutputs {
+    mqtt: Option<MqttOutput>,
+    http: Option<HttpServer>,
+}
+
+impl NetOutputs {
+    fn open(config: &Config) -> Result<Self, ServiceError> {
+        let mqtt = match &config.output.mqtt {
+            Some(m) => Some(MqttOutput::start(m, |p| config.resolve(p))?),
+            None => None,
+        };
+        let http = match &config.output.http {
+            Some(h) => {
+                let metrics = Metrics::new(mqtt.as_ref().map(|m| m.stats().clone()));
+                Some(HttpServer::start(h, std::sync::Arc::new(metrics))?)
+            }
+            None => None,
+        };
+        Ok(Self { mqtt, http })
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(http) = self.http.take() {
+            http.shutdown();
+        }
+        if let Some(mqtt) = self.mqtt.take() {
+            mqtt.shutdown();
+        }
+    }
+}
+
 /// The loaded pipeline: a source, imaging stages, detectors and outputs.
 pub struct Pipeline {
     config: Config,
@@ -265,6 +302,7 @@ pub struct Pipeline {
     detectors: Detectors,
     socket: Option<SocketServer>,
     outputs: Outputs,
+    net: NetOutputs,
     rgb: Image,
     motion: MotionResult,
     per_detector: Detections,
@@ -285,6 +323,7 @@ impl Pipeline {
         let outputs = Outputs::open(config)?;
         let source = capture::open(&config.source, frame_timeout(config), |p| config.resolve(p))?;
         let socket = bind_socket(config)?;
+        let net = NetOutputs::open(config)?;
         Ok(Self {
             config: config.clone(),
             source,
@@ -292,6 +331,7 @@ impl Pipeline {
             detectors,
             socket,
             outputs,
+            net,
             rgb: Image::new(0, 0, 3),
             motion: MotionResult::default(),
             per_detector: Detections::new(),
@@ -336,6 +376,11 @@ impl Pipeline {
         }
         if config.board.threads != self.config.board.threads {
             use_threads(config.board.threads);
+        }
+        if (&config.output.mqtt, &config.output.http)
+            != (&self.config.output.mqtt, &self.config.output.http)
+        {
+            eprintln!("ocelli: output.mqtt and output.http changes take effect on restart");
         }
         self.config = config;
         Ok(())
@@ -417,6 +462,7 @@ impl Pipeline {
         if let Some(socket) = self.socket.take() {
             socket.shutdown();
         }
+        self.net.shutdown();
         let flushed = self.outputs.flush();
         result.and(flushed).map(|()| summary)
     }
@@ -572,10 +618,15 @@ impl Pipeline {
             }),
             events: &events,
         };
-        if self.socket.is_some() || self.outputs.jsonl.is_some() {
+        let t_emit = Instant::now();
+        if self.socket.is_some() || self.outputs.jsonl.is_some() || self.net.mqtt.is_some() {
             record.write_line(&mut self.line);
             emit_line(&self.socket, &mut self.outputs, &self.line)?;
+            if let Some(mqtt) = &self.net.mqtt {
+                mqtt.publish(&self.line);
+            }
         }
+        let emit_us = t_emit.elapsed().as_micros() as u32;
         let labels = &self.detectors.labels;
         if self.outputs.print {
             print_frame(id, origin, &self.detections, labels);
@@ -592,6 +643,23 @@ impl Pipeline {
             });
             overlay::save_png(image, &path)
                 .map_err(|source| ServiceError::Annotate { path, source })?;
+        }
+        if let Some(http) = &self.net.http {
+            let annotated = self.outputs.annotated_dir.is_some();
+            http.offer_frame(image, |copy| {
+                if !annotated {
+                    overlay::draw_extras(copy, &self.detections, &self.extras);
+                    overlay::draw_detections(copy, &self.detections, |c| {
+                        labels.get(c as usize).map_or("?", String::as_str)
+                    });
+                }
+            });
+            let metrics = http.metrics();
+            metrics.frame_done(&latency, emit_us);
+            metrics.set_reconnects(self.reconnects);
+            if let Some(socket) = &self.socket {
+                metrics.set_socket_dropped(socket.stats().dropped_frames);
+            }
         }
         Ok(())
     }
