@@ -17,11 +17,14 @@ use crate::emit::{
     Event, FrameRecord, Inference, Motion, SocketServer, SourceNotice, SourceState, SourceStatus,
     StageLatency,
 };
+use crate::framebuffer::Framebuffer;
 use crate::imgproc::Image;
 use crate::imgproc::filter::Border;
 use crate::imgproc::geometry::{self, Interpolation};
 use crate::imgproc::motion::{MotionGate, MotionResult};
 use crate::overlay;
+use crate::snapshot::Snapshots;
+use crate::track::{self, Tracker};
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,10 @@ pub enum ServiceError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
+    Framebuffer(#[from] crate::framebuffer::FramebufferError),
     /// The JSON-lines file could not be opened or written: check the path and free space.
     #[error("{path}: cannot write results: {source}")]
     Output {
@@ -180,6 +187,8 @@ impl Imaging {
 struct Outputs {
     jsonl: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
     annotated_dir: Option<PathBuf>,
+    snapshots: Option<Snapshots>,
+    framebuffer: Option<Framebuffer>,
     print: bool,
 }
 
@@ -211,9 +220,19 @@ impl Outputs {
             }
             None => None,
         };
+        let snapshots = match &config.output.snapshots {
+            Some(s) => Some(Snapshots::open(s, config.resolve(&s.dir))?),
+            None => None,
+        };
+        let framebuffer = match &config.output.framebuffer {
+            Some(f) => Some(Framebuffer::open(f, config.resolve(&f.device))?),
+            None => None,
+        };
         Ok(Self {
             jsonl,
             annotated_dir,
+            snapshots,
+            framebuffer,
             print: config.output.print,
         })
     }
@@ -258,8 +277,9 @@ pub struct Pipeline {
     motion: MotionResult,
     per_detector: Detections,
     detections: Detections,
-    /// Masks and keypoints of `detections`.
+    /// Masks, keypoints and track ids of `detections`.
     extras: Extras,
+    tracker: Option<Tracker>,
     line: Vec<u8>,
     /// Reopenings since start, and whether the next frame is the first after one.
     reconnects: u32,
@@ -286,6 +306,7 @@ impl Pipeline {
             per_detector: Detections::new(),
             detections: Detections::new(),
             extras: Extras::new(),
+            tracker: config.track.as_ref().map(Tracker::new),
             line: Vec::with_capacity(4096),
             reconnects: 0,
             restored: false,
@@ -315,6 +336,9 @@ impl Pipeline {
         std::mem::swap(&mut self.outputs, &mut outputs);
         self.detectors = detectors;
         self.imaging = imaging;
+        if config.track != self.config.track {
+            self.tracker = config.track.as_ref().map(Tracker::new);
+        }
         if let Some(source) = source {
             self.source = source;
         }
@@ -483,7 +507,7 @@ impl Pipeline {
             }
             None => &mut self.rgb,
         };
-        let mut events: heapless::Vec<Event, 3> = heapless::Vec::new();
+        let mut events: heapless::Vec<Event, { track::MAX_EVENTS + 3 }> = heapless::Vec::new();
         if std::mem::take(&mut self.restored) {
             let _ = events.push(Event::SourceRestored);
         }
@@ -530,6 +554,13 @@ impl Pipeline {
                 }
             }
         }
+        // A frame the motion gate skipped says nothing about where objects went.
+        if run_detectors && let Some(tracker) = &mut self.tracker {
+            let t0 = Instant::now();
+            let (w, h) = (image.width, image.height);
+            tracker.update(w, h, &mut self.detections, &mut self.extras, &mut events);
+            latency.postprocess += t0.elapsed().as_micros() as u32;
+        }
         summary.frames += 1;
         summary.detections += self.detections.len() as u64;
         let labels = &self.detectors.labels;
@@ -566,18 +597,35 @@ impl Pipeline {
         if self.outputs.print {
             print_frame(id, origin, &self.detections, labels);
         }
-        if let Some(dir) = &self.outputs.annotated_dir {
+        let snapshot = match &mut self.outputs.snapshots {
+            Some(s) => s.due(timestamp_us, &events),
+            None => false,
+        };
+        let outputs = &mut self.outputs;
+        if outputs.annotated_dir.is_some() || outputs.framebuffer.is_some() || snapshot {
+            overlay::draw_extras(image, &self.detections, &self.extras);
+            overlay::draw_detections(image, &self.detections, |c| {
+                labels.get(c as usize).map_or("?", String::as_str)
+            });
+            if let Some(tracker) = &self.tracker {
+                let zones = &tracker.config().zones;
+                overlay::draw_tracks(image, &self.detections, &self.extras, zones);
+            }
+        }
+        if let Some(dir) = &outputs.annotated_dir {
             let name = Path::new(origin)
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| format!("frame-{id:06}"));
             let path = dir.join(format!("{name}.png"));
-            overlay::draw_extras(image, &self.detections, &self.extras);
-            overlay::draw_detections(image, &self.detections, |c| {
-                labels.get(c as usize).map_or("?", String::as_str)
-            });
             overlay::save_png(image, &path)
                 .map_err(|source| ServiceError::Annotate { path, source })?;
+        }
+        if snapshot && let Some(s) = &mut outputs.snapshots {
+            s.save(timestamp_us, id, image)?;
+        }
+        if let Some(fb) = &mut outputs.framebuffer {
+            fb.show(image)?;
         }
         Ok(())
     }
