@@ -186,8 +186,8 @@ pub fn draw_extras(rgb: &mut Image, detections: &[Detection], extras: &Extras) {
 /// Zone outlines and names, in yellow.
 const ZONE_COLOUR: Rgb888 = Rgb888::new(255, 221, 0);
 
-/// Draws each zone's outline and name, and `#id` inside the top-left corner of each tracked
-/// detection's box; call after [`draw_detections`].
+/// Draws each zone's outline and name, and `#id` inside the bottom-left corner of each
+/// tracked detection's box (the label is above its top); call after [`draw_detections`].
 pub fn draw_tracks(
     rgb: &mut Image,
     detections: &[Detection],
@@ -218,8 +218,8 @@ pub fn draw_tracks(
     }
     for (i, d) in detections.iter().enumerate() {
         if let Some(id) = extras.track_id(i) {
-            let corner = Point::new(d.bbox.x1.round() as i32, d.bbox.y1.round() as i32);
-            let offset = Point::new(thickness as i32, thickness as i32);
+            let corner = Point::new(d.bbox.x1.round() as i32, d.bbox.y2.round() as i32);
+            let offset = Point::new(thickness as i32, -(thickness as i32) - 10);
             let _ = Text::with_baseline(
                 &format!("#{id}"),
                 corner + offset,
