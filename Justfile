@@ -45,6 +45,12 @@ demo: setup (fetch "yolox_nano.onnx" "yunet_n_320_320.onnx" "images/astronaut.pn
     cargo run -p ocelli --quiet -- run board-configs/host-demo.toml
     @echo "annotated images: out/demo/"
 
+# docs/snapshot.png: annotated snapshots (tracking, a zone) of three demo photos, tiled.
+snapshot: (fetch "yolox_nano.onnx" "yunet_n_320_320.onnx" "images/astronaut.png" "images/chelsea.png" "images/coffee.png" "images/camera.png" "images/page.png" "images/text.png" "images/rocket.jpg")
+    rm -rf out/snapshots
+    cargo run -p ocelli --quiet -- run docs/snapshot.toml
+    python3 docs/snapshot.py out/snapshots docs/snapshot.png
+
 # The whole test suite, as CI runs it.
 test: setup fixtures
     cargo fmt --all -- --check

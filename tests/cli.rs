@@ -627,8 +627,7 @@ fn board_threads_give_tract_a_pool_and_the_same_detections() {
             cached("yolox_nano.onnx")
         );
         let config = write(&dir, "config.toml", &text);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ocelli"))
-            .args(["run", config.to_str().unwrap()])
+        let mut child = command(&["run", config.to_str().unwrap()])
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
@@ -654,4 +653,114 @@ fn board_threads_give_tract_a_pool_and_the_same_detections() {
     // tract splits the work on tile and row boundaries: the sums, and so the results, are the
     // same bits.
     assert_eq!(one, two);
+}
+
+#[test]
+fn an_object_sliding_across_image_files_keeps_its_track_id() {
+    use ocelli::capture::decode_image;
+    use ocelli::imgproc::Image;
+    let dir = scratch("track");
+    let frames = dir.join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    let mut photo = Image::new(0, 0, 3);
+    decode_image(&cached("images/coffee.png"), &mut photo).unwrap();
+    // The photo (its cup at 162..421 × 16..295) slides right 20 px a frame over a grey
+    // 800×480 canvas for nine frames; two empty frames follow.
+    let (w, h) = (800, 480);
+    for t in 0..11 {
+        let mut canvas = Image::new(w, h, 3);
+        canvas.data.fill(114);
+        if t < 9 {
+            for y in 0..photo.height {
+                let src = &photo.data[y * photo.width * 3..][..photo.width * 3];
+                canvas.data[((y + 40) * w + 20 * t) * 3..][..src.len()].copy_from_slice(src);
+            }
+        }
+        ocelli::overlay::save_png(&canvas, &frames.join(format!("{t:02}.png"))).unwrap();
+    }
+    let (jsonl, snaps, fb) = (dir.join("out.jsonl"), dir.join("snaps"), dir.join("fb"));
+    std::fs::write(&fb, b"").unwrap();
+    // The cup's bottom centre (x = 291.5 + 20 t) crosses x = 381 between frames 4 and 5.
+    let text = std::fs::read_to_string(yolox_config(&dir, "", &frames))
+        .unwrap()
+        .replace(
+            "[output]\n",
+            "[track]\nmin_hits = 2\nmax_missed = 1\n\n[[track.zone]]\nname = \"right\"\n\
+             polygon = [[381, 0], [800, 0], [800, 480], [381, 480]]\n\n[output]\n",
+        )
+        + &format!(
+            "jsonl = {jsonl:?}\n\n[output.snapshots]\ndir = {snaps:?}\nmin_interval_s = 0\n\n\
+             [output.framebuffer]\ndevice = {fb:?}\n\
+             geometry = {{ width = 200, height = 120, bits_per_pixel = 16 }}\n"
+        );
+    let config = write(&dir, "track.toml", &text);
+    let out = ocelli(&["run", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = read_jsonl(&jsonl);
+    assert_eq!(lines.len(), 11);
+    let cup = |line: &serde_json::Value| {
+        line["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["label"] == "cup")
+            .cloned()
+    };
+    let ids: Vec<Option<u64>> = lines
+        .iter()
+        .map(|l| cup(l).and_then(|d| d["track_id"].as_u64()))
+        .collect();
+    let id = ids[1].unwrap_or_else(|| panic!("the cup is tracked from frame 1: {ids:?}"));
+    assert_eq!(ids[0], None, "not confirmed on its first frame");
+    assert_eq!(
+        &ids[1..9],
+        [Some(id); 8],
+        "the same id on every frame: {ids:?}"
+    );
+    assert!(lines[9..].iter().all(|l| cup(l).is_none()));
+    let cup_events: Vec<(usize, String)> = lines
+        .iter()
+        .enumerate()
+        .flat_map(|(t, l)| {
+            let events = l["events"].as_array().unwrap().clone();
+            events
+                .into_iter()
+                .filter(|e| e["track_id"].as_u64() == Some(id))
+                .map(move |e| (t, format!("{} {}", e["type"], e["zone"])))
+        })
+        .collect();
+    let want = [
+        (1, r#""enter" null"#),
+        (5, r#""enter" "right""#),
+        (10, r#""exit" "right""#),
+        (10, r#""exit" null"#),
+    ];
+    assert_eq!(
+        cup_events,
+        want.map(|(t, e)| (t, e.to_string())),
+        "{cup_events:?}"
+    );
+    // Snapshots of the frames with an `enter` event, annotated, full size.
+    let mut shots: Vec<PathBuf> = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    shots.sort();
+    let entering = lines
+        .iter()
+        .filter(|l| {
+            let events = l["events"].as_array().unwrap();
+            events.iter().any(|e| e["type"] == "enter")
+        })
+        .count();
+    assert_eq!(shots.len(), entering, "{shots:?}");
+    let mut shot = Image::new(0, 0, 3);
+    decode_image(&shots[0], &mut shot).unwrap();
+    assert_eq!((shot.width, shot.height), (w, h));
+    // The framebuffer file holds the last frame, letterboxed to 200×120 at 16 bpp.
+    assert_eq!(std::fs::metadata(&fb).unwrap().len(), 200 * 120 * 2);
 }

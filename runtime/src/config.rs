@@ -59,6 +59,9 @@ pub struct Config {
     pub imaging: ImagingConfig,
     #[serde(default)]
     pub output: OutputConfig,
+    /// Object tracking and zones, after the detectors.
+    #[serde(default)]
+    pub track: Option<crate::track::TrackConfig>,
     /// The folder relative paths are resolved against: the config file's own.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -375,6 +378,12 @@ pub struct OutputConfig {
     /// Metrics, health and the latest annotated frame over HTTP; off unless configured.
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// Annotated frames saved when chosen events happen.
+    #[serde(default)]
+    pub snapshots: Option<crate::snapshot::SnapshotConfig>,
+    /// Annotated frames shown on a Linux framebuffer.
+    #[serde(default)]
+    pub framebuffer: Option<crate::framebuffer::FramebufferConfig>,
 }
 
 impl Config {
@@ -480,6 +489,18 @@ impl Config {
                 &[Key::Name("imaging"), Key::Name("motion")],
                 e.to_string(),
                 "valid motion settings",
+            ));
+        }
+        if let Some(Err(e)) = self.track.as_ref().map(|t| t.validate()) {
+            let crate::track::TrackError::Setting {
+                key,
+                found,
+                expected,
+            } = e;
+            return Err(err(
+                &[Key::Name("track")],
+                format!("{key} = {found}"),
+                expected,
             ));
         }
         for (i, d) in self.detectors.iter().enumerate() {

@@ -1,13 +1,17 @@
 //! Ocelli: camera frames in, detections out.
 //!
 //! One module per stage, in the order a frame travels:
-//! [`capture`] → [`imgproc`] → [`detect`] → [`emit`], with [`config`], [`overlay`] and
-//! [`service`] beside them.
+//! [`capture`] → [`imgproc`] → [`detect`] → [`track`] → [`emit`], with [`config`],
+//! [`overlay`] and [`service`] beside them; [`snapshot`] and [`framebuffer`] show the
+//! annotated frames.
 
 pub mod capture;
 pub mod config;
 pub mod detect;
 pub mod emit;
+pub mod framebuffer;
 pub mod imgproc;
 pub mod overlay;
 pub mod service;
+pub mod snapshot;
+pub mod track;

@@ -12,6 +12,7 @@ use embedded_graphics::text::{Baseline, Text};
 
 use crate::detect::{Detection, Extras};
 use crate::imgproc::Image;
+use crate::track::ZoneConfig;
 
 /// An RGB [`Image`] as an embedded-graphics draw target; pixels outside are clipped.
 pub struct Canvas<'a>(pub &'a mut Image);
@@ -178,6 +179,54 @@ pub fn draw_extras(rgb: &mut Image, detections: &[Detection], extras: &Extras) {
             let _ = Circle::with_center(at(p), thickness * 2 + 1)
                 .into_styled(PrimitiveStyle::with_fill(Rgb888::new(255, 128, 0)))
                 .draw(&mut canvas);
+        }
+    }
+}
+
+/// Zone outlines and names, in yellow.
+const ZONE_COLOUR: Rgb888 = Rgb888::new(255, 221, 0);
+
+/// Draws each zone's outline and name, and `#id` inside the bottom-left corner of each
+/// tracked detection's box (the label is above its top); call after [`draw_detections`].
+pub fn draw_tracks(
+    rgb: &mut Image,
+    detections: &[Detection],
+    extras: &Extras,
+    zones: &[ZoneConfig],
+) {
+    let thickness = ((rgb.width.max(rgb.height) / 320) as u32).max(2);
+    let mut canvas = Canvas(rgb);
+    let at = |p: &[f32; 2]| Point::new(p[0].round() as i32, p[1].round() as i32);
+    let text = |colour| {
+        MonoTextStyleBuilder::new()
+            .font(&FONT_6X10)
+            .text_color(Rgb888::BLACK)
+            .background_color(colour)
+            .build()
+    };
+    for zone in zones {
+        let corners = zone.polygon.iter().zip(zone.polygon.iter().cycle().skip(1));
+        for (a, b) in corners {
+            let _ = Line::new(at(a), at(b))
+                .into_styled(PrimitiveStyle::with_stroke(ZONE_COLOUR, thickness))
+                .draw(&mut canvas);
+        }
+        if let Some(first) = zone.polygon.first() {
+            let _ = Text::with_baseline(&zone.name, at(first), text(ZONE_COLOUR), Baseline::Top)
+                .draw(&mut canvas);
+        }
+    }
+    for (i, d) in detections.iter().enumerate() {
+        if let Some(id) = extras.track_id(i) {
+            let corner = Point::new(d.bbox.x1.round() as i32, d.bbox.y2.round() as i32);
+            let offset = Point::new(thickness as i32, -(thickness as i32) - 10);
+            let _ = Text::with_baseline(
+                &format!("#{id}"),
+                corner + offset,
+                text(class_colour(d.class_id)),
+                Baseline::Top,
+            )
+            .draw(&mut canvas);
         }
     }
 }

@@ -233,3 +233,61 @@ fn record_and_publish_allocate_nothing_per_frame() {
         "allocations on the publishing thread over {MEASURED} frames"
     );
 }
+
+/// Tracking, with zones that filter detections and give events, on objects that come, cross
+/// and go: nothing allocated per frame once its buffers have grown.
+#[test]
+fn tracking_allocates_nothing_per_frame() {
+    use ocelli::detect::{BBox, Detection, Extras};
+    use ocelli::emit::Event;
+    use ocelli::track::{TrackConfig, Tracker, ZoneConfig};
+    let config = TrackConfig {
+        min_hits: 2,
+        max_missed: 5,
+        byte_track: true,
+        only_in_zones: true,
+        zones: vec![ZoneConfig {
+            name: "left".into(),
+            polygon: vec![[0.0, 0.0], [500.0, 0.0], [500.0, 480.0], [0.0, 480.0]],
+        }],
+        ..TrackConfig::default()
+    };
+    let mut tracker = Tracker::new(&config);
+    let (mut detections, mut extras) = (Detections::new(), Extras::new());
+    let mut events: heapless::Vec<Event, 64> = heapless::Vec::new();
+    // Frame t: twenty objects sweeping across a 640-px-wide frame at different speeds and
+    // scores, each wrapping around every 64 frames.
+    let mut frame = |t: u64| {
+        detections.clear();
+        extras.reset(640, 480);
+        events.clear();
+        for k in 0..20u64 {
+            let x = ((t * (2 + k % 5) + 37 * k) % 640) as f32;
+            let y = (k * 20) as f32;
+            let score = if (t + k).is_multiple_of(7) { 0.3 } else { 0.9 };
+            let bbox = BBox {
+                x1: x,
+                y1: y,
+                x2: x + 30.0,
+                y2: y + 60.0,
+            };
+            let d = Detection {
+                class_id: (k % 3) as u16,
+                score,
+                bbox,
+                landmarks: None,
+            };
+            detections.push(d).unwrap();
+        }
+        tracker.update(640, 480, &mut detections, &mut extras, &mut events);
+    };
+    for t in 0..WARM_UP {
+        frame(t);
+    }
+    let n = allocations_in(|| {
+        for t in WARM_UP..WARM_UP + MEASURED {
+            frame(t);
+        }
+    });
+    assert_eq!(n, 0, "allocations over {MEASURED} tracked frames");
+}

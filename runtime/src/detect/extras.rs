@@ -1,5 +1,5 @@
-//! Masks and keypoints beside a frame's detections, in fixed buffers reused from frame to
-//! frame, so that [`Detection`](super::Detection) stays small and `Copy`.
+//! Masks, keypoints and track ids beside a frame's detections, in fixed buffers reused from
+//! frame to frame, so that [`Detection`](super::Detection) stays small and `Copy`.
 //!
 //! Entry `i` belongs to detection `i`. Masks are COCO run-length encodings over the whole
 //! target image: column-major (down each column, then the next column to the right),
@@ -110,9 +110,11 @@ struct Entry {
     points: [u32; 2],
     area: u32,
     centroid: [f32; 2],
+    /// 0: not tracked.
+    track_id: u32,
 }
 
-/// The masks and keypoints of a frame's detections.
+/// The masks, keypoints and track ids of a frame's detections.
 #[derive(Clone, Debug, Default)]
 pub struct Extras {
     width: u32,
@@ -190,8 +192,36 @@ impl Extras {
         self.push(Entry {
             area: e.area,
             centroid: e.centroid,
+            track_id: e.track_id,
             ..entry
         });
+    }
+
+    /// The id of the track detection `i` belongs to, once that track is confirmed.
+    pub fn track_id(&self, i: usize) -> Option<u32> {
+        self.entries
+            .get(i)
+            .and_then(|e| (e.track_id != 0).then_some(e.track_id))
+    }
+
+    /// Marks detection `i` as part of track `id` (non-zero); entries up to `i` are added
+    /// empty when the detections before it have no extras.
+    pub fn set_track_id(&mut self, i: usize, id: u32) {
+        while self.entries.len() <= i {
+            let (c, p) = (self.counts.len() as u32, self.points.len() as u32);
+            if self
+                .entries
+                .push(Entry {
+                    counts: [c, c],
+                    points: [p, p],
+                    ..Entry::default()
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+        self.entries[i].track_id = id;
     }
 
     /// Appends an entry with keypoints and no mask.
@@ -273,6 +303,7 @@ impl Extras {
                 (left as f64 + sum_x as f64 / n + 0.5) as f32,
                 (top as f64 + sum_y as f64 / n + 0.5) as f32,
             ],
+            track_id: 0,
         });
         area as u32
     }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 
 use crate::detect::{BBox, Detection, Extras, Mask};
+use crate::track::ZoneName;
 
 /// The `schema` number of every line; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -70,6 +71,18 @@ pub enum Event {
     MotionStopped,
     SourceLost,
     SourceRestored,
+    /// A track was confirmed (`zone: None`), or its anchor point moved into `zone`.
+    Enter {
+        track_id: u32,
+        class_id: u16,
+        zone: Option<ZoneName>,
+    },
+    /// A track ended, unseen for too long (`zone: None`), or its anchor point left `zone`.
+    Exit {
+        track_id: u32,
+        class_id: u16,
+        zone: Option<ZoneName>,
+    },
 }
 
 /// A line sent while the camera is away: no frame, only the source's state.
@@ -268,6 +281,7 @@ impl Serialize for Dets<'_> {
             seq.serialize_element(&Det {
                 det,
                 mask: self.extras.and_then(|e| e.mask(i)),
+                track_id: self.extras.and_then(|e| e.track_id(i)),
                 keypoints: self.extras.map_or(&[], |e| e.keypoints(i)),
                 labels: self.labels,
             })?;
@@ -279,6 +293,7 @@ impl Serialize for Dets<'_> {
 struct Det<'a> {
     det: Detection,
     mask: Option<Mask<'a>>,
+    track_id: Option<u32>,
     keypoints: &'a [[f32; 3]],
     labels: Labels<'a>,
 }
@@ -286,11 +301,15 @@ struct Det<'a> {
 impl Serialize for Det<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let d = &self.det;
-        let mut m = s.serialize_struct("Detection", 9)?;
+        let mut m = s.serialize_struct("Detection", 10)?;
         m.serialize_field("class_id", &d.class_id)?;
         self.labels.serialize_label(&mut m, d.class_id)?;
         m.serialize_field("score", &quantize(d.score, SCORE))?;
         m.serialize_field("box", &Corners(d.bbox))?;
+        match self.track_id {
+            Some(id) => m.serialize_field("track_id", &id)?,
+            None => m.skip_field("track_id")?,
+        }
         match d.landmarks {
             Some(points) => m.serialize_field("landmarks", &Landmarks(points))?,
             None => m.skip_field("landmarks")?,
@@ -383,19 +402,35 @@ struct EventLine<'a> {
 
 impl Serialize for EventLine<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (kind, class_id) = match self.event {
-            Event::Appeared { class_id } => ("appeared", Some(class_id)),
-            Event::Vanished { class_id } => ("vanished", Some(class_id)),
-            Event::MotionStarted => ("motion_started", None),
-            Event::MotionStopped => ("motion_stopped", None),
-            Event::SourceLost => ("source_lost", None),
-            Event::SourceRestored => ("source_restored", None),
+        let (kind, class_id, track) = match self.event {
+            Event::Appeared { class_id } => ("appeared", Some(class_id), None),
+            Event::Vanished { class_id } => ("vanished", Some(class_id), None),
+            Event::MotionStarted => ("motion_started", None, None),
+            Event::MotionStopped => ("motion_stopped", None, None),
+            Event::SourceLost => ("source_lost", None, None),
+            Event::SourceRestored => ("source_restored", None, None),
+            Event::Enter {
+                track_id,
+                class_id,
+                zone,
+            } => ("enter", Some(class_id), Some((track_id, zone))),
+            Event::Exit {
+                track_id,
+                class_id,
+                zone,
+            } => ("exit", Some(class_id), Some((track_id, zone))),
         };
-        let mut m = s.serialize_struct("Event", 3)?;
+        let mut m = s.serialize_struct("Event", 5)?;
         m.serialize_field("type", kind)?;
+        if let Some((track_id, _)) = track {
+            m.serialize_field("track_id", &track_id)?;
+        }
         if let Some(class_id) = class_id {
             m.serialize_field("class_id", &class_id)?;
             self.labels.serialize_label(&mut m, class_id)?;
+        }
+        if let Some((_, Some(zone))) = track {
+            m.serialize_field("zone", zone.as_str())?;
         }
         m.end()
     }
@@ -486,7 +521,21 @@ mod tests {
             x2: 3.0,
             y2: 4.0,
         }];
-        let events = [Event::Appeared { class_id: 1 }, Event::SourceRestored];
+        let door = crate::track::ZoneName::new("door");
+        let events = [
+            Event::Appeared { class_id: 1 },
+            Event::SourceRestored,
+            Event::Enter {
+                track_id: 4,
+                class_id: 0,
+                zone: None,
+            },
+            Event::Exit {
+                track_id: 4,
+                class_id: 0,
+                zone: door,
+            },
+        ];
         let rec = FrameRecord {
             frame_id: u64::MAX,
             timestamp_us: 5,
@@ -530,7 +579,9 @@ mod tests {
         );
         assert_eq!(
             v["events"],
-            json!([{"type": "appeared", "class_id": 1, "label": "bicycle"}, {"type": "source_restored"}])
+            json!([{"type": "appeared", "class_id": 1, "label": "bicycle"}, {"type": "source_restored"},
+                   {"type": "enter", "track_id": 4, "class_id": 0, "label": "person"},
+                   {"type": "exit", "track_id": 4, "class_id": 0, "label": "person", "zone": "door"}])
         );
     }
 
@@ -571,6 +622,7 @@ mod tests {
         extras.push_mask(&mask, 1, 0);
         extras.push_from(&Extras::new(), 0);
         extras.push_keypoints([[1.04, 2.0, 0.5], [3.0, 4.0, 0.12345]].into_iter());
+        extras.set_track_id(1, 7);
         let rec = FrameRecord {
             frame_id: 0,
             timestamp_us: 0,
@@ -594,6 +646,7 @@ mod tests {
                    "area": 3, "centroid": [1.8, 1.2]})
         );
         assert_eq!(v["detections"][1].get("mask"), None);
+        assert_eq!(v["detections"][1]["track_id"], 7);
         assert_eq!(
             v["detections"][2]["keypoints"],
             json!([[1.0, 2.0, 0.5], [3.0, 4.0, 0.123]])

@@ -17,11 +17,14 @@ use crate::emit::{
     Event, FrameRecord, HttpServer, Inference, Metrics, Motion, MqttOutput, SocketServer,
     SourceNotice, SourceState, SourceStatus, StageLatency,
 };
+use crate::framebuffer::Framebuffer;
 use crate::imgproc::Image;
 use crate::imgproc::filter::Border;
 use crate::imgproc::geometry::{self, Interpolation};
 use crate::imgproc::motion::{MotionGate, MotionResult};
 use crate::overlay;
+use crate::snapshot::Snapshots;
+use crate::track::{self, Tracker};
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,10 @@ pub enum ServiceError {
     Mqtt(#[from] crate::emit::MqttError),
     #[error(transparent)]
     Http(#[from] crate::emit::HttpError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
+    #[error(transparent)]
+    Framebuffer(#[from] crate::framebuffer::FramebufferError),
     /// The JSON-lines file could not be opened or written: check the path and free space.
     #[error("{path}: cannot write results: {source}")]
     Output {
@@ -195,6 +202,8 @@ impl Imaging {
 struct Outputs {
     jsonl: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
     annotated_dir: Option<PathBuf>,
+    snapshots: Option<Snapshots>,
+    framebuffer: Option<Framebuffer>,
     print: bool,
 }
 
@@ -226,9 +235,19 @@ impl Outputs {
             }
             None => None,
         };
+        let snapshots = match &config.output.snapshots {
+            Some(s) => Some(Snapshots::open(s, config.resolve(&s.dir))?),
+            None => None,
+        };
+        let framebuffer = match &config.output.framebuffer {
+            Some(f) => Some(Framebuffer::open(f, config.resolve(&f.device))?),
+            None => None,
+        };
         Ok(Self {
             jsonl,
             annotated_dir,
+            snapshots,
+            framebuffer,
             print: config.output.print,
         })
     }
@@ -307,8 +326,9 @@ pub struct Pipeline {
     motion: MotionResult,
     per_detector: Detections,
     detections: Detections,
-    /// Masks and keypoints of `detections`.
+    /// Masks, keypoints and track ids of `detections`.
     extras: Extras,
+    tracker: Option<Tracker>,
     line: Vec<u8>,
     /// Reopenings since start, and whether the next frame is the first after one.
     reconnects: u32,
@@ -337,6 +357,7 @@ impl Pipeline {
             per_detector: Detections::new(),
             detections: Detections::new(),
             extras: Extras::new(),
+            tracker: config.track.as_ref().map(Tracker::new),
             line: Vec::with_capacity(4096),
             reconnects: 0,
             restored: false,
@@ -366,6 +387,9 @@ impl Pipeline {
         std::mem::swap(&mut self.outputs, &mut outputs);
         self.detectors = detectors;
         self.imaging = imaging;
+        if config.track != self.config.track {
+            self.tracker = config.track.as_ref().map(Tracker::new);
+        }
         if let Some(source) = source {
             self.source = source;
         }
@@ -543,7 +567,7 @@ impl Pipeline {
             }
             None => &mut self.rgb,
         };
-        let mut events: heapless::Vec<Event, 3> = heapless::Vec::new();
+        let mut events: heapless::Vec<Event, { track::MAX_EVENTS + 3 }> = heapless::Vec::new();
         if std::mem::take(&mut self.restored) {
             let _ = events.push(Event::SourceRestored);
         }
@@ -590,6 +614,13 @@ impl Pipeline {
                 }
             }
         }
+        // A frame the motion gate skipped says nothing about where objects went.
+        if run_detectors && let Some(tracker) = &mut self.tracker {
+            let t0 = Instant::now();
+            let (w, h) = (image.width, image.height);
+            tracker.update(w, h, &mut self.detections, &mut self.extras, &mut events);
+            latency.postprocess += t0.elapsed().as_micros() as u32;
+        }
         summary.frames += 1;
         summary.detections += self.detections.len() as u64;
         let labels = &self.detectors.labels;
@@ -631,27 +662,39 @@ impl Pipeline {
         if self.outputs.print {
             print_frame(id, origin, &self.detections, labels);
         }
-        if let Some(dir) = &self.outputs.annotated_dir {
+        let snapshot = match &mut self.outputs.snapshots {
+            Some(s) => s.due(timestamp_us, &events),
+            None => false,
+        };
+        let outputs = &mut self.outputs;
+        let (detections, extras, tracker) = (&self.detections, &self.extras, &self.tracker);
+        let annotate = |image: &mut Image| {
+            overlay::draw_extras(image, detections, extras);
+            overlay::draw_detections(image, detections, |c| {
+                labels.get(c as usize).map_or("?", String::as_str)
+            });
+            if let Some(tracker) = tracker {
+                overlay::draw_tracks(image, detections, extras, &tracker.config().zones);
+            }
+        };
+        let annotated =
+            outputs.annotated_dir.is_some() || outputs.framebuffer.is_some() || snapshot;
+        if annotated {
+            annotate(image);
+        }
+        if let Some(dir) = &outputs.annotated_dir {
             let name = Path::new(origin)
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| format!("frame-{id:06}"));
             let path = dir.join(format!("{name}.png"));
-            overlay::draw_extras(image, &self.detections, &self.extras);
-            overlay::draw_detections(image, &self.detections, |c| {
-                labels.get(c as usize).map_or("?", String::as_str)
-            });
             overlay::save_png(image, &path)
                 .map_err(|source| ServiceError::Annotate { path, source })?;
         }
         if let Some(http) = &self.net.http {
-            let annotated = self.outputs.annotated_dir.is_some();
             http.offer_frame(image, |copy| {
                 if !annotated {
-                    overlay::draw_extras(copy, &self.detections, &self.extras);
-                    overlay::draw_detections(copy, &self.detections, |c| {
-                        labels.get(c as usize).map_or("?", String::as_str)
-                    });
+                    annotate(copy);
                 }
             });
             let metrics = http.metrics();
@@ -660,6 +703,12 @@ impl Pipeline {
             if let Some(socket) = &self.socket {
                 metrics.set_socket_dropped(socket.stats().dropped_frames);
             }
+        }
+        if snapshot && let Some(s) = &mut outputs.snapshots {
+            s.save(timestamp_us, id, image)?;
+        }
+        if let Some(fb) = &mut outputs.framebuffer {
+            fb.show(image)?;
         }
         Ok(())
     }
