@@ -704,8 +704,12 @@ impl Pipeline {
                 metrics.set_socket_dropped(socket.stats().dropped_frames);
             }
         }
-        if snapshot && let Some(s) = &mut outputs.snapshots {
-            s.save(timestamp_us, id, image)?;
+        // A full or read-only disk costs the snapshots, not the detections.
+        if snapshot
+            && let Some(s) = &mut outputs.snapshots
+            && let Err(e) = s.save(timestamp_us, id, image)
+        {
+            eprintln!("ocelli: frame {id}: snapshot not saved: {e}");
         }
         if let Some(fb) = &mut outputs.framebuffer {
             fb.show(image)?;
