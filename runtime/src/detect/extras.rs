@@ -14,7 +14,6 @@ use crate::imgproc::Image;
 use crate::imgproc::bitmask::BitMask;
 use crate::imgproc::geometry::Letterbox;
 use crate::imgproc::morph::{Border, MorphOp, Morphology, Shape, StructuringElement};
-use crate::imgproc::regions::{ComponentStats, Connectivity, Labeler};
 
 /// Where masks and keypoints are drawn: the image the model input was fitted from.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -342,9 +341,11 @@ pub(crate) struct MaskCleaner {
     margin: usize,
     bits: BitMask,
     spare: BitMask,
-    labeler: Labeler,
-    labels: Image<i32>,
-    stats: Vec<ComponentStats>,
+    /// The set runs `[y, x0, x1)` of the mask, row by row, their union-find parents and
+    /// their parts' areas.
+    runs: Vec<[u32; 3]>,
+    parent: Vec<u32>,
+    area: Vec<u32>,
 }
 
 impl MaskCleaner {
@@ -355,9 +356,9 @@ impl MaskCleaner {
             margin: cfg.mask_open + cfg.mask_close,
             bits: BitMask::default(),
             spare: BitMask::default(),
-            labeler: Labeler::default(),
-            labels: Image::new(0, 0, 1),
-            stats: Vec::new(),
+            runs: Vec::new(),
+            parent: Vec::new(),
+            area: Vec::new(),
         })
     }
 
@@ -376,25 +377,71 @@ impl MaskCleaner {
             }
             self.bits.store(mask);
         }
-        if self.min_area <= 1 {
-            return;
+        if self.min_area > 1 {
+            self.remove_small_parts(mask);
         }
-        let count = self
-            .labeler
-            .label(mask, &mut self.labels, &mut self.stats, Connectivity::Eight)
-            .expect("masks have one channel");
-        if self.stats[1..count]
-            .iter()
-            .all(|s| s.area as u32 >= self.min_area)
-        {
-            return;
+    }
+
+    /// Clears the 8-connected parts with fewer than `min_area` pixels: union-find over the
+    /// row runs, which are few next to the pixels.
+    fn remove_small_parts(&mut self, mask: &mut Image) {
+        let w = mask.width;
+        let (runs, parent, area) = (&mut self.runs, &mut self.parent, &mut self.area);
+        runs.clear();
+        parent.clear();
+        let mut above = 0..0;
+        for (y, row) in mask.data.chunks_exact(w.max(1)).enumerate() {
+            let first = runs.len();
+            let mut x = 0;
+            loop {
+                x = skip(row, x, 0);
+                if x == w {
+                    break;
+                }
+                // A byte that is neither 0 nor 255 still makes a run.
+                let end = skip(row, x, 255).max(x + 1);
+                parent.push(runs.len() as u32);
+                runs.push([y as u32, x as u32, end as u32]);
+                x = end;
+            }
+            // Runs touch when they overlap or meet at a corner; both rows are in order.
+            let (mut i, mut j) = (above.start, first);
+            while i < above.end && j < runs.len() {
+                let ([_, a0, a1], [_, b0, b1]) = (runs[i], runs[j]);
+                if a0 <= b1 && b0 <= a1 {
+                    let (ra, rb) = (find(parent, i as u32), find(parent, j as u32));
+                    parent[ra.max(rb) as usize] = ra.min(rb);
+                }
+                if a1 < b1 {
+                    i += 1;
+                } else {
+                    j += 1;
+                }
+            }
+            above = first..runs.len();
         }
-        for (m, &l) in mask.data.iter_mut().zip(&self.labels.data) {
-            if l != 0 && (self.stats[l as usize].area as u32) < self.min_area {
-                *m = 0;
+        area.clear();
+        area.resize(runs.len(), 0);
+        for (k, &[_, x0, x1]) in runs.iter().enumerate() {
+            area[find(parent, k as u32) as usize] += x1 - x0;
+        }
+        for (k, &[y, x0, x1]) in runs.iter().enumerate() {
+            if area[find(parent, k as u32) as usize] < self.min_area {
+                let at = y as usize * w;
+                mask.data[at + x0 as usize..at + x1 as usize].fill(0);
             }
         }
     }
+}
+
+/// The root of `i`, halving the path on the way.
+fn find(parent: &mut [u32], mut i: u32) -> u32 {
+    while parent[i as usize] != i {
+        let up = parent[parent[i as usize] as usize];
+        parent[i as usize] = up;
+        i = up;
+    }
+    i
 }
 
 #[cfg(test)]
@@ -440,6 +487,29 @@ mod tests {
             }
             let n = area as f32;
             prop_assert!((m.centroid[0] - sx / n).abs() < 1e-4 && (m.centroid[1] - sy / n).abs() < 1e-4);
+        }
+    }
+
+    proptest! {
+        /// Small parts go, as connected components with statistics say they should.
+        #[test]
+        fn min_area_matches_connected_components(
+            (w, h, bits) in (1usize..24, 1usize..24).prop_flat_map(|(w, h)| {
+                (Just(w), Just(h), prop::collection::vec(prop::bool::weighted(0.45), w * h))
+            }),
+            min_area in 2u32..12,
+        ) {
+            use crate::imgproc::regions::{Connectivity, connected_components};
+            let mask = Image::from_vec(w, h, 1, bits.iter().map(|&b| u8::from(b) * 255).collect()).unwrap();
+            let (mut labels, mut stats) = (Image::new(0, 0, 1), Vec::new());
+            connected_components(&mask, &mut labels, &mut stats, Connectivity::Eight).unwrap();
+            let want: Vec<u8> = labels.data.iter().map(|&l| {
+                u8::from(l != 0 && stats[l as usize].area as u32 >= min_area) * 255
+            }).collect();
+            let cfg = DecodeConfig { mask_min_area: min_area, ..DecodeConfig::default() };
+            let mut cleaned = mask.clone();
+            MaskCleaner::new(&cfg).unwrap().clean(&mut cleaned);
+            prop_assert_eq!(cleaned.data, want);
         }
     }
 
