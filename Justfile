@@ -5,6 +5,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 export CARGO_TERM_COLOR := "never"
 
 import 'cross/cross.just'
+import 'compress/compress.just'
 
 # List the recipes.
 default:
@@ -34,6 +35,7 @@ fetch *NAMES:
 fixtures: fetch
     python3 tests/reference/detectors.py target/fixtures/detectors
     python3 tests/reference/dbnet.py target/fixtures/dbnet
+    python3 compress/scripts/make_images.py target/fixtures/compress
     python3 tests/reference/ultralytics_seg.py target/fixtures/seg
     python3 tests/reference/opencv_geom.py target/fixtures/geom
     python3 tests/reference/opencv_morph.py target/fixtures
@@ -61,6 +63,5 @@ package: dist
 
 # The packages install, upgrade (keeping an edited config) and purge cleanly.
 test-package: dist
-    cargo build -p ocelli --quiet
     tests/package.sh arm64 target/dist/ocelli-aarch64-unknown-linux-gnu
     tests/package.sh armhf target/dist/ocelli-armv7-unknown-linux-gnueabihf

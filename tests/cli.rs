@@ -278,6 +278,24 @@ fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs YOLOX-Nano on `source` with the `imaging` tables added, and returns the JSON lines.
+fn run_with_imaging(dir: &Path, imaging: &str, source: &Path) -> Vec<serde_json::Value> {
+    let jsonl = dir.join("out.jsonl");
+    let config = yolox_config(dir, "", source);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[output]\n",
+        &format!("\n{imaging}\n[output]\njsonl = {jsonl:?}\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = ocelli(&["run", config.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_jsonl(&jsonl)
+}
+
 #[test]
 fn motion_gate_skips_still_frames_and_runs_on_change() {
     use ocelli::capture::decode_image;
@@ -297,21 +315,8 @@ fn motion_gate_skips_still_frames_and_runs_on_change() {
         }
     }
     ocelli::overlay::save_png(&photo, &frames.join("c.png")).unwrap();
-    let jsonl = dir.join("out.jsonl");
-    let extra = "\n[imaging.motion]\nthreshold = 25\nmin_area = 0.01\n";
-    let config = yolox_config(&dir, "", &frames);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[output]\n",
-        &format!("{extra}\n[output]\njsonl = {jsonl:?}\n"),
-    );
-    std::fs::write(&config, text).unwrap();
-    let out = ocelli(&["run", config.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = read_jsonl(&jsonl);
+    let extra = "[imaging.motion]\nthreshold = 25\nmin_area = 0.01\n";
+    let lines = run_with_imaging(&dir, extra, &frames);
     assert_eq!(lines.len(), 3, "{lines:?}");
     for still in &lines[..2] {
         assert_eq!(still["inference"], "skipped", "{still}");
@@ -355,22 +360,10 @@ fn motion_gate_skips_still_frames_and_runs_on_change() {
 #[test]
 fn rectified_region_is_what_the_detector_sees() {
     let dir = scratch("rectify");
-    let jsonl = dir.join("out.jsonl");
     // The table around the cup on coffee.png, slightly skewed, warped to an upright 400×320 image.
-    let extra = "\n[imaging.rectify]\nquad = [[90, 0], [500, 0], [510, 380], [80, 390]]\nsize = [400, 320]\n";
-    let config = yolox_config(&dir, "", &cached("images/coffee.png"));
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "[output]\n",
-        &format!("{extra}\n[output]\njsonl = {jsonl:?}\n"),
-    );
-    std::fs::write(&config, text).unwrap();
-    let out = ocelli(&["run", config.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = read_jsonl(&jsonl);
+    let extra =
+        "[imaging.rectify]\nquad = [[90, 0], [500, 0], [510, 380], [80, 390]]\nsize = [400, 320]\n";
+    let lines = run_with_imaging(&dir, extra, &cached("images/coffee.png"));
     assert_eq!(
         (lines[0]["width"].as_u64(), lines[0]["height"].as_u64()),
         (Some(400), Some(320))

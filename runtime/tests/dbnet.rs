@@ -5,6 +5,8 @@
 //! Generate the fixtures from the repository root with
 //! `python3 tests/reference/dbnet.py target/fixtures/dbnet`.
 
+mod matching;
+
 use std::path::PathBuf;
 
 use ocelli::capture::decode_image;
@@ -187,7 +189,6 @@ fn photo(file: &str) -> Image {
 /// Same count, best first, and each reference region matched one-to-one by a detection of
 /// class 0 with its score within 0.01 and its box within [`BOX_TOLERANCE`].
 fn assert_matches(what: &str, got: &[Detection], expected: &[Detection]) {
-    let context = || format!("{what}\n got:      {got:?}\n expected: {expected:?}");
     let close = |a: &Detection, e: &Detection| {
         let near = |x: f32, y: f32| (x - y).abs() <= BOX_TOLERANCE;
         let (ab, eb) = (a.bbox, e.bbox);
@@ -198,19 +199,7 @@ fn assert_matches(what: &str, got: &[Detection], expected: &[Detection]) {
             && near(ab.x2, eb.x2)
             && near(ab.y2, eb.y2)
     };
-    assert!(
-        got.windows(2).all(|w| w[0].score >= w[1].score),
-        "not best first: {}",
-        context()
-    );
-    assert_eq!(got.len(), expected.len(), "region count: {}", context());
-    let mut free: Vec<&Detection> = got.iter().collect();
-    for e in expected {
-        let Some(i) = free.iter().position(|a| close(a, e)) else {
-            panic!("no match for {e:?}: {}", context());
-        };
-        free.swap_remove(i);
-    }
+    matching::assert_one_to_one(what, got, expected, close);
 }
 
 /// The decoder on onnxruntime's map must find DB's regions.

@@ -6,6 +6,8 @@
 //! for real photos. Generate them from the repository root with
 //! `python3 tests/reference/detectors.py target/fixtures/detectors`.
 
+mod matching;
+
 use std::path::PathBuf;
 
 use ocelli::capture::decode_image;
@@ -278,20 +280,7 @@ fn check_model(model: &str) {
 }
 
 fn assert_matches(what: &str, got: &[Detection], expected: &[Detection]) {
-    let context = || format!("{what}\n got:      {got:?}\n expected: {expected:?}");
-    assert!(
-        got.windows(2).all(|w| w[0].score >= w[1].score),
-        "not best first: {}",
-        context()
-    );
-    assert_eq!(got.len(), expected.len(), "detection count: {}", context());
-    let mut free: Vec<&Detection> = got.iter().collect();
-    for e in expected {
-        let Some(i) = free.iter().position(|a| close(a, e)) else {
-            panic!("no match for {e:?}: {}", context());
-        };
-        free.swap_remove(i);
-    }
+    matching::assert_one_to_one(what, got, expected, close);
 }
 
 fn model_path(file: &str) -> PathBuf {

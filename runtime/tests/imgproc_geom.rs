@@ -192,22 +192,31 @@ fn manifest() -> &'static [Case] {
     })
 }
 
-/// Runs `body` over every case of `op`, then fails listing every case that did not match.
+/// Runs `body` over every case of `op`, once with the dispatched row kernels (AVX2 where the CPU
+/// has it) and once with the portable ones, then fails listing every case that did not match.
 fn check(op: &str, body: impl Fn(&Case) -> Result<(), String>) {
     let cases: Vec<&Case> = manifest().iter().filter(|c| c.op == op).collect();
     assert!(
         !cases.is_empty(),
         "no fixtures for {op}: regenerate them with tests/reference/opencv_geom.py"
     );
-    let failures: Vec<String> = cases
-        .iter()
-        .filter_map(|c| body(c).err().map(|e| format!("{op}/{}: {e}", c.name)))
-        .collect();
+    let run = |build: &str| -> Vec<String> {
+        cases
+            .iter()
+            .filter_map(|c| {
+                body(c)
+                    .err()
+                    .map(|e| format!("{op}/{} ({build}): {e}", c.name))
+            })
+            .collect()
+    };
+    let mut failures = run("dispatched");
+    failures.extend(filter::portable_kernels(|| run("portable")));
     assert!(
         failures.is_empty(),
-        "{} of {} cases differ:\n{}",
+        "{} of {} runs differ:\n{}",
         failures.len(),
-        cases.len(),
+        2 * cases.len(),
         failures.join("\n")
     );
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use crate::config::SourceConfig;
 use crate::imgproc::Image;
-use crate::imgproc::color::{self, ColorError, Layout, Order};
+use crate::imgproc::color::{self, Layout, Order};
 
 pub use files::{ImageError, ImagesSource, decode_image};
 pub use synthetic::SyntheticSource;
@@ -119,22 +119,14 @@ impl Frame<'_> {
                     PixelFormat::Nv12 => color::nv12_to_rgb(self.data, layout, Order::Rgb, rgb),
                     PixelFormat::Grey => color::grey_to_rgb(self.data, layout, rgb),
                     PixelFormat::Bgr24 => color::swap_rb(self.data, layout, rgb),
-                    PixelFormat::Rgb24 | PixelFormat::Mjpeg => copy_rgb(self.data, layout, rgb),
+                    PixelFormat::Rgb24 | PixelFormat::Mjpeg => {
+                        color::copy_rgb(self.data, layout, rgb)
+                    }
                 }
                 .map_err(|e| bad(e.to_string()))
             }
         }
     }
-}
-
-/// RGB24 rows into `rgb`, dropping any row padding.
-fn copy_rgb(src: &[u8], layout: Layout, rgb: &mut Image) -> Result<(), ColorError> {
-    // Swapping twice is the identity: reuse the checked row walk of `swap_rb`.
-    color::swap_rb(src, layout, rgb)?;
-    for px in rgb.data.chunks_exact_mut(3) {
-        px.swap(0, 2);
-    }
-    Ok(())
 }
 
 pub(crate) fn decode_jpeg_into(data: &[u8], rgb: &mut Image) -> Result<(), String> {
@@ -253,4 +245,57 @@ pub fn open(
             .with_faults(faults),
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(format: PixelFormat, stride: usize, data: &[u8]) -> Frame<'_> {
+        Frame {
+            id: 7,
+            timestamp_us: 0,
+            format,
+            width: 2,
+            height: 2,
+            stride,
+            data,
+            origin: "test",
+        }
+    }
+
+    #[test]
+    fn padded_rgb24_and_bgr24_rows_become_packed_rgb() {
+        // Two rows of two pixels, each row padded by two bytes.
+        let data = [1, 2, 3, 4, 5, 6, 0, 0, 7, 8, 9, 10, 11, 12, 0, 0];
+        let mut rgb = Image::new(0, 0, 3);
+        frame(PixelFormat::Rgb24, 8, &data)
+            .to_rgb(&mut rgb)
+            .unwrap();
+        assert_eq!(rgb.data, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        frame(PixelFormat::Bgr24, 8, &data)
+            .to_rgb(&mut rgb)
+            .unwrap();
+        assert_eq!(rgb.data, [3, 2, 1, 6, 5, 4, 9, 8, 7, 12, 11, 10]);
+    }
+
+    #[test]
+    fn truncated_frames_are_errors_naming_the_frame() {
+        let mut rgb = Image::new(0, 0, 3);
+        for format in [
+            PixelFormat::Yuyv,
+            PixelFormat::Nv12,
+            PixelFormat::Rgb24,
+            PixelFormat::Grey,
+            PixelFormat::Mjpeg,
+        ] {
+            let err = frame(format, format.min_stride(2), &[1, 2, 3])
+                .to_rgb(&mut rgb)
+                .unwrap_err();
+            assert!(
+                matches!(err, CaptureError::BadFrame { id: 7, .. }),
+                "{format}: {err}"
+            );
+        }
+    }
 }

@@ -87,10 +87,15 @@ pub struct SourceNotice<'a> {
 impl SourceNotice<'_> {
     /// Replaces `buf`'s contents with this notice as one JSON line, newline included.
     pub fn write_line(&self, buf: &mut Vec<u8>) {
-        buf.clear();
-        serde_json::to_writer(&mut *buf, self).expect("writing JSON into a Vec cannot fail");
-        buf.push(b'\n');
+        write_json_line(self, buf);
     }
+}
+
+/// Replaces `buf`'s contents with `value` as one JSON line; no allocation once `buf` has grown.
+fn write_json_line(value: &impl Serialize, buf: &mut Vec<u8>) {
+    buf.clear();
+    serde_json::to_writer(&mut *buf, value).expect("writing JSON into a Vec cannot fail");
+    buf.push(b'\n');
 }
 
 impl Serialize for SourceNotice<'_> {
@@ -135,9 +140,7 @@ pub struct FrameRecord<'a> {
 impl FrameRecord<'_> {
     /// Replaces `buf`'s contents with this record as one JSON line, newline included.
     pub fn write_line(&self, buf: &mut Vec<u8>) {
-        buf.clear();
-        serde_json::to_writer(&mut *buf, self).expect("writing JSON into a Vec cannot fail");
-        buf.push(b'\n');
+        write_json_line(self, buf);
     }
 }
 

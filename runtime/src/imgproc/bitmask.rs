@@ -1,17 +1,18 @@
 //! A bit-packed binary mask (one bit per pixel) and its morphology.
 //!
 //! Rows are stored as little-endian `u64` words, pixel `x` in bit `x % 64` of word `x / 64`,
-//! each row padded to whole words with zero bits. Morphology runs the same engine as the u8
-//! path ([`super::morph`]) with min/max replaced by AND/OR over whole words and horizontal
-//! shifts done as funnel shifts across word boundaries, 64 pixels per operation (256 or 512
-//! with AVX2/AVX-512). On binary images (0/255) its results equal the u8 path's, for every
-//! operation, with [`Border::Neutral`], [`Border::Replicate`] and `Border::Constant(0 | 255)`;
-//! other constants are read as set when nonzero.
+//! each row padded to whole words with zero bits. Morphology runs the engine of
+//! [`super::morph`] with min/max replaced by AND/OR of whole words and horizontal shifts done
+//! as funnel shifts across word boundaries: 64 pixels per operation, 256 with AVX2. On binary
+//! images (0/255) its results equal the u8 path's, for every operation, with
+//! [`Border::Neutral`], [`Border::Replicate`] and `Border::Constant(0 | 255)`; other constants
+//! are read as set when nonzero.
 
 use super::Image;
+use super::morph::kernels::{self as morph_kernels, ByteOp};
 use super::morph::{
-    Border, Extremum, Geometry, Lanes, MorphError, MorphOp, Morphology, Shifted, Simd,
-    StructuringElement, run,
+    Border, Extremum, Geometry, Lanes, MAX_TERMS, MorphError, MorphOp, Morphology, Simd,
+    StructuringElement, Term, run,
 };
 
 /// A binary mask, one bit per pixel.
@@ -190,21 +191,10 @@ pub fn morphology_ex(
 
 pub(crate) struct Bits;
 
-/// What a funnel kernel does with the shifted word `v`.
-const COPY: u8 = 0;
-const AND: u8 = 1;
-const OR: u8 = 2;
-
-fn op_of(m: Extremum) -> u8 {
-    match m {
-        Extremum::Min => AND,
-        Extremum::Max => OR,
-    }
-}
-
 impl Lanes for Bits {
     type Unit = u64;
     const PX: usize = 64;
+    const DIRECT: usize = 5;
 
     fn splat(value: u8) -> u64 {
         if value != 0 { !0 } else { 0 }
@@ -214,16 +204,118 @@ impl Lanes for Bits {
         0u64.wrapping_sub(row[x / 64] >> (x % 64) & 1)
     }
 
-    fn combine(simd: Simd, m: Extremum, dst: &mut [u64], a: &[u64], b: Shifted<u64>, w: usize) {
-        funnel(simd, op_of(m), dst, Some(a), b, w);
+    fn margin(reach: usize) -> usize {
+        // A shifted word joins two source words: one more word of look-ahead.
+        reach.div_ceil(64) + 1
     }
 
-    fn accumulate(simd: Simd, m: Extremum, dst: &mut [u64], b: Shifted<u64>, w: usize) {
-        funnel(simd, op_of(m), dst, None, b, w);
+    fn fill_margins(row: &mut [u64], w: usize, margin: usize, left: u64, right: u64) {
+        let n = w.div_ceil(64);
+        row[..margin].fill(left);
+        if !w.is_multiple_of(64) {
+            let keep = (1u64 << (w % 64)) - 1;
+            let last = &mut row[margin + n - 1];
+            *last = (*last & keep) | (right & !keep);
+        }
+        row[margin + n..].fill(right);
     }
 
-    fn shift(simd: Simd, dst: &mut [u64], b: Shifted<u64>, w: usize) {
-        funnel(simd, COPY, dst, None, b, w);
+    fn vertical(
+        simd: Simd,
+        m: Extremum,
+        dst: &mut [u64],
+        dst_stride: usize,
+        src: &[u64],
+        stride: usize,
+        rows: usize,
+        kh: usize,
+        n: usize,
+    ) {
+        if rows == 0 || n == 0 {
+            return;
+        }
+        assert!(
+            (rows - 1) * dst_stride + n <= dst.len(),
+            "dst rows out of bounds"
+        );
+        assert!(
+            (rows + kh - 2) * stride + n <= src.len(),
+            "src rows out of bounds"
+        );
+        // AND and OR are byte-wise: the u8 kernel runs on the words' bytes.
+        let op = match m {
+            Extremum::Min => ByteOp::And,
+            Extremum::Max => ByteOp::Or,
+        };
+        let (dst, src) = (dst.as_mut_ptr().cast::<u8>(), src.as_ptr().cast::<u8>());
+        // SAFETY: the rows were bounds-checked above; `simd` went through `is_available`.
+        unsafe {
+            morph_kernels::vertical(
+                simd,
+                op,
+                dst,
+                8 * dst_stride,
+                src,
+                8 * stride,
+                rows,
+                kh,
+                8 * n,
+            )
+        };
+    }
+
+    fn gather(
+        simd: Simd,
+        m: Extremum,
+        dst: &mut [u64],
+        stride: usize,
+        rows: usize,
+        n: usize,
+        terms: &[Term<u64>],
+        acc: bool,
+    ) {
+        if rows == 0 || n == 0 {
+            return;
+        }
+        // Packed rows read unshifted (every stride == n): one run over the whole band.
+        let packed = |t: &Term<u64>| t.stride == n && t.shift == 0;
+        let (rows, n) = if rows > 1 && stride == n && terms.iter().all(packed) {
+            (1, rows * n)
+        } else {
+            (rows, n)
+        };
+        assert!(
+            (rows - 1) * stride + n <= dst.len(),
+            "dst rows out of bounds"
+        );
+        let d = dst.as_mut_ptr();
+        let mut srcs = [kernels::Source {
+            ptr: std::ptr::null(),
+            shift: 0,
+            stride: 0,
+        }; MAX_TERMS + 1];
+        let first = usize::from(acc);
+        if acc {
+            srcs[0] = kernels::Source {
+                ptr: d.cast_const(),
+                shift: 0,
+                stride,
+            };
+        }
+        for (s, t) in srcs[first..].iter_mut().zip(terms) {
+            let (q, shift) = (t.shift / 64, (t.shift % 64) as u32);
+            let end = (rows - 1) * t.stride + q + n + usize::from(shift != 0);
+            assert!(end <= t.data.len(), "term rows out of bounds");
+            *s = kernels::Source {
+                ptr: t.data[q..].as_ptr(),
+                shift,
+                stride: t.stride,
+            };
+        }
+        let srcs = &srcs[..first + terms.len()];
+        // SAFETY: every row of dst and of each term was bounds-checked above; a source equal to
+        // dst (acc) has no shift; `simd` went through `Simd::is_available`.
+        unsafe { kernels::gather(simd, m == Extremum::Max, d, stride, srcs, rows, n) };
     }
 
     fn trim(image: &mut [u64], g: Geometry) {
@@ -252,145 +344,175 @@ impl Lanes for Bits {
     }
 }
 
-/// `dst[k] = op(a[k], B[k])` over the `w.div_ceil(64)` words of the output, where `B` is `b`
-/// read `b.shift` pixels further: word `k` of `B` joins source words `k + q` and `k + q + 1`
-/// (`shift = 64 q + r`). `a` is `dst` itself when `None`.
-fn funnel(simd: Simd, op: u8, dst: &mut [u64], a: Option<&[u64]>, b: Shifted<u64>, w: usize) {
-    let n = w.div_ceil(64);
-    let (q, r) = (b.shift.div_euclid(64), b.shift.rem_euclid(64) as u32);
-    let nb = b.width.div_ceil(64) as isize;
-    // Source words that need no completion with the fill.
-    let clean = if b.width.is_multiple_of(64) {
-        nb
-    } else {
-        nb - 1
-    };
-    let word = |i: isize| -> u64 {
-        if (0..clean).contains(&i) {
-            b.row[i as usize]
-        } else if i < nb && i >= 0 {
-            let keep = (1u64 << (b.width % 64)) - 1;
-            (b.row[i as usize] & keep) | (b.fill & !keep)
-        } else {
-            b.fill
-        }
-    };
-    let shifted = |k: usize| {
-        let i = k as isize + q;
-        if r == 0 {
-            word(i)
-        } else {
-            (word(i) >> r) | (word(i + 1) << (64 - r))
-        }
-    };
-    // Words whose sources are all clean go to the kernel; the few others are done here.
-    let lo = (-q).clamp(0, n as isize) as usize;
-    let hi = (clean - q - isize::from(r != 0)).clamp(lo as isize, n as isize) as usize;
-    for k in (0..lo).chain(hi..n) {
-        let v = shifted(k);
-        let x = a.map_or(dst[k], |a| a[k]);
-        dst[k] = match op {
-            COPY => v,
-            AND => x & v,
-            _ => x | v,
-        };
-    }
-    if lo < hi {
-        let d = dst[lo..hi].as_mut_ptr();
-        let x = a.map_or(d.cast_const(), |a| a[lo..hi].as_ptr());
-        let from = (lo as isize + q) as usize;
-        let src = &b.row[from..from + (hi - lo) + usize::from(r != 0)];
-        match op {
-            COPY => kernels::funnel::<COPY>(simd, d, x, src.as_ptr(), r, hi - lo),
-            AND => kernels::funnel::<AND>(simd, d, x, src.as_ptr(), r, hi - lo),
-            _ => kernels::funnel::<OR>(simd, d, x, src.as_ptr(), r, hi - lo),
-        }
-    }
-}
-
-/// `dst[k] = op(a[k], v)` with `v = b[k] >> r | b[k + 1] << (64 - r)` (`v = b[k]` when `r == 0`)
-/// over `n` words; `a` may be `dst` itself.
+/// `dst[r][k] = AND|OR over sources of (p[k] >> shift | p[k + 1] << (64 - shift))` for
+/// `r < rows`, `k < n`, `p` the source's row `r` (`p[k]` alone when `shift == 0`); a source
+/// may be `dst` itself, unshifted.
 mod kernels {
-    use super::{AND, COPY, Simd};
+    use super::{MAX_TERMS, Simd};
 
-    pub(super) fn funnel<const OP: u8>(
+    #[derive(Clone, Copy)]
+    pub(super) struct Source {
+        pub ptr: *const u64,
+        pub shift: u32,
+        pub stride: usize,
+    }
+
+    /// Row pointers of the sources, moved down a row by [`next_row`].
+    fn first_row(srcs: &[Source]) -> [*const u64; MAX_TERMS + 1] {
+        let mut ptrs = [std::ptr::null(); MAX_TERMS + 1];
+        for (p, s) in ptrs.iter_mut().zip(srcs) {
+            *p = s.ptr;
+        }
+        ptrs
+    }
+
+    fn next_row(ptrs: &mut [*const u64; MAX_TERMS + 1], srcs: &[Source]) {
+        for (p, s) in ptrs.iter_mut().zip(srcs) {
+            *p = p.wrapping_add(s.stride);
+        }
+    }
+
+    /// # Safety
+    /// For every `r < rows`: `n` words writable at `dst + r * stride`, and readable at every
+    /// source's row `r` plus one when its shift is not 0; `simd` available.
+    pub(super) unsafe fn gather(
         simd: Simd,
+        or: bool,
         dst: *mut u64,
-        a: *const u64,
-        b: *const u64,
-        r: u32,
+        stride: usize,
+        srcs: &[Source],
+        rows: usize,
         n: usize,
     ) {
-        // SAFETY: the caller passes `n` writable words at dst, `n` readable at a (or a == dst),
-        // `n + (r != 0)` readable at b; `simd` went through `Simd::is_available`.
-        unsafe {
-            let done = match simd {
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx512 => x86::avx512::<OP>(dst, a, b, r, n),
-                #[cfg(target_arch = "x86_64")]
-                Simd::Avx2 => x86::avx2::<OP>(dst, a, b, r, n),
-                #[cfg(target_arch = "x86_64")]
-                Simd::Sse2 => x86::sse2::<OP>(dst, a, b, r, n),
-                #[cfg(target_arch = "aarch64")]
-                Simd::Neon => arm::neon::<OP>(dst, a, b, r, n),
-                _ => 0,
-            };
-            for k in done..n {
-                let lo = *b.add(k);
-                let v = if r == 0 {
-                    lo
-                } else {
-                    (lo >> r) | (*b.add(k + 1) << (64 - r))
+        // SAFETY: per the contract; AVX-512 implies AVX2, which implies SSE2, and each kernel
+        // gets at least one vector of words per row. AVX-512 only from two vectors on: on
+        // shorter rows its overlapping last vector redoes too much.
+        let done = match (simd, or) {
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512, false) if n >= 16 => unsafe {
+                x86::avx512::<false>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512, true) if n >= 16 => unsafe {
+                x86::avx512::<true>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2, false) if n >= 4 => unsafe {
+                x86::avx2::<false>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2, true) if n >= 4 => unsafe {
+                x86::avx2::<true>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, false) if n >= 2 => unsafe {
+                x86::sse2::<false>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "x86_64")]
+            (Simd::Avx512 | Simd::Avx2 | Simd::Sse2, true) if n >= 2 => unsafe {
+                x86::sse2::<true>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "aarch64")]
+            (Simd::Neon, false) if n >= 2 => unsafe {
+                arm::neon::<false>(dst, stride, srcs, rows, n)
+            },
+            #[cfg(target_arch = "aarch64")]
+            (Simd::Neon, true) if n >= 2 => unsafe {
+                arm::neon::<true>(dst, stride, srcs, rows, n)
+            },
+            _ => false,
+        };
+        if done {
+            return;
+        }
+        let mut ptrs = first_row(srcs);
+        for r in 0..rows {
+            let d = dst.wrapping_add(r * stride);
+            for k in 0..n {
+                let word = |(p, s): (*const u64, &Source)| {
+                    // SAFETY: per the contract.
+                    unsafe {
+                        let lo = *p.add(k);
+                        if s.shift == 0 {
+                            lo
+                        } else {
+                            (lo >> s.shift) | (*p.add(k + 1) << (64 - s.shift))
+                        }
+                    }
                 };
-                *dst.add(k) = match OP {
-                    COPY => v,
-                    AND => *a.add(k) & v,
-                    _ => *a.add(k) | v,
-                };
+                let mut words = ptrs.iter().copied().zip(srcs).map(word);
+                let first = words.next().expect("a source");
+                let v = words.fold(first, |v, u| if or { v | u } else { v & u });
+                // SAFETY: per the contract.
+                unsafe { *d.add(k) = v };
             }
+            next_row(&mut ptrs, srcs);
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     mod x86 {
-        use super::{AND, COPY};
+        use super::{Source, first_row, next_row};
         use std::arch::x86_64::*;
 
-        /// One x86 kernel per vector width ($words u64 per vector); returns the words done.
+        /// One x86 kernel per vector width ($words u64 per vector); needs `n >= $words`. The
+        /// last vector of a row ends at `n`, overlapping the previous one: AND and OR are
+        /// idempotent.
         macro_rules! kernel {
             ($name:ident, $feature:literal, $words:literal, $load:ident, $store:ident,
              $srl:ident, $sll:ident, $and:ident, $or:ident) => {
                 #[target_feature(enable = $feature)]
-                pub(in super::super) unsafe fn $name<const OP: u8>(
+                pub(in super::super) unsafe fn $name<const OR: bool>(
                     dst: *mut u64,
-                    a: *const u64,
-                    b: *const u64,
-                    r: u32,
+                    stride: usize,
+                    srcs: &[Source],
+                    rows: usize,
                     n: usize,
-                ) -> usize {
-                    let mut k = 0;
-                    // SAFETY: the loop condition keeps every access within the words the
-                    // caller guarantees (b + 1 is read only when r != 0).
-                    unsafe {
-                        let right = _mm_cvtsi32_si128(r as i32);
-                        let left = _mm_cvtsi32_si128(64 - r as i32);
-                        while k + $words <= n {
-                            let lo = $load(b.add(k).cast());
-                            let v = if r == 0 {
-                                lo
-                            } else {
-                                $or($srl(lo, right), $sll($load(b.add(k + 1).cast()), left))
-                            };
-                            let v = match OP {
-                                COPY => v,
-                                AND => $and($load(a.add(k).cast()), v),
-                                _ => $or($load(a.add(k).cast()), v),
-                            };
-                            $store(dst.add(k).cast(), v);
-                            k += $words;
-                        }
+                ) -> bool {
+                    let mut counts =
+                        [(_mm_setzero_si128(), _mm_setzero_si128()); super::MAX_TERMS + 1];
+                    for (c, s) in counts.iter_mut().zip(srcs) {
+                        *c = (
+                            _mm_cvtsi32_si128(s.shift as i32),
+                            _mm_cvtsi32_si128(64 - s.shift as i32),
+                        );
                     }
-                    k
+                    let mut ptrs = first_row(srcs);
+                    for r in 0..rows {
+                        let dst = dst.wrapping_add(r * stride);
+                        // SAFETY: every access stays within the words of row r the caller
+                        // guarantees (p + 1 is read only when the shift is not 0).
+                        unsafe {
+                            let word = |i: usize, k: usize| {
+                                let lo = $load(ptrs[i].add(k).cast());
+                                if srcs[i].shift == 0 {
+                                    lo
+                                } else {
+                                    let (right, left) = counts[i];
+                                    $or(
+                                        $srl(lo, right),
+                                        $sll($load(ptrs[i].add(k + 1).cast()), left),
+                                    )
+                                }
+                            };
+                            let mut k = 0;
+                            while k < n {
+                                let at = k.min(n - $words);
+                                let mut v = word(0, at);
+                                for i in 1..srcs.len() {
+                                    v = if OR {
+                                        $or(v, word(i, at))
+                                    } else {
+                                        $and(v, word(i, at))
+                                    };
+                                }
+                                $store(dst.add(at).cast(), v);
+                                k = at + $words;
+                            }
+                        }
+                        next_row(&mut ptrs, srcs);
+                    }
+                    true
                 }
             };
         }
@@ -432,41 +554,55 @@ mod kernels {
 
     #[cfg(target_arch = "aarch64")]
     mod arm {
-        use super::{AND, COPY};
+        use super::{Source, first_row, next_row};
         use std::arch::aarch64::*;
 
+        /// As the x86 kernels, two words per vector; needs `n >= 2`. USHL by a negative count
+        /// shifts right.
         #[target_feature(enable = "neon")]
-        pub(in super::super) unsafe fn neon<const OP: u8>(
+        pub(in super::super) unsafe fn neon<const OR: bool>(
             dst: *mut u64,
-            a: *const u64,
-            b: *const u64,
-            r: u32,
+            stride: usize,
+            srcs: &[Source],
+            rows: usize,
             n: usize,
-        ) -> usize {
-            let mut k = 0;
-            // SAFETY: as for the x86 kernels; USHL by a negative count shifts right.
-            unsafe {
-                let (right, left) = (vdupq_n_s64(-i64::from(r)), vdupq_n_s64(64 - i64::from(r)));
-                while k + 2 <= n {
-                    let lo = vld1q_u64(b.add(k));
-                    let v = if r == 0 {
-                        lo
-                    } else {
-                        vorrq_u64(
-                            vshlq_u64(lo, right),
-                            vshlq_u64(vld1q_u64(b.add(k + 1)), left),
-                        )
+        ) -> bool {
+            let mut ptrs = first_row(srcs);
+            for r in 0..rows {
+                let dst = dst.wrapping_add(r * stride);
+                // SAFETY: every access stays within the words of row r the caller guarantees.
+                unsafe {
+                    let word = |i: usize, k: usize| {
+                        let lo = vld1q_u64(ptrs[i].add(k));
+                        let shift = i64::from(srcs[i].shift);
+                        if shift == 0 {
+                            lo
+                        } else {
+                            let (right, left) = (vdupq_n_s64(-shift), vdupq_n_s64(64 - shift));
+                            vorrq_u64(
+                                vshlq_u64(lo, right),
+                                vshlq_u64(vld1q_u64(ptrs[i].add(k + 1)), left),
+                            )
+                        }
                     };
-                    let v = match OP {
-                        COPY => v,
-                        AND => vandq_u64(vld1q_u64(a.add(k)), v),
-                        _ => vorrq_u64(vld1q_u64(a.add(k)), v),
-                    };
-                    vst1q_u64(dst.add(k), v);
-                    k += 2;
+                    let mut k = 0;
+                    while k < n {
+                        let at = k.min(n - 2);
+                        let mut v = word(0, at);
+                        for i in 1..srcs.len() {
+                            v = if OR {
+                                vorrq_u64(v, word(i, at))
+                            } else {
+                                vandq_u64(v, word(i, at))
+                            };
+                        }
+                        vst1q_u64(dst.add(at), v);
+                        k = at + 2;
+                    }
                 }
+                next_row(&mut ptrs, srcs);
             }
-            k
+            true
         }
     }
 }

@@ -5,6 +5,7 @@
 //! error, never a panic: camera frames can arrive truncated.
 
 use super::Image;
+use super::filter::simd_fn;
 use thiserror::Error;
 
 /// Geometry of a raw frame inside its buffer.
@@ -159,25 +160,57 @@ const CVR: i32 = 1_673_527;
 const SHIFT: u32 = 20;
 const HALF: i32 = 1 << (SHIFT - 1);
 
-/// The chroma terms of one U/V pair, rounding included.
+/// Two output pixels sharing one U/V pair, in RGB order or (`BGR`) swapped.
 #[inline(always)]
-fn chroma(u: u8, v: u8) -> [i32; 3] {
+fn yuv_pair<const BGR: bool>(y0: u8, y1: u8, u: u8, v: u8, out: &mut [u8]) {
     let (u, v) = (i32::from(u) - 128, i32::from(v) - 128);
-    [HALF + CVR * v, HALF + CVG * v + CUG * u, HALF + CUB * u]
+    let (r, g, b) = (HALF + CVR * v, HALF + CVG * v + CUG * u, HALF + CUB * u);
+    let (first, last) = if BGR { (b, r) } else { (r, b) };
+    let y0 = (i32::from(y0) - 16).max(0) * CY;
+    let y1 = (i32::from(y1) - 16).max(0) * CY;
+    let level = |y: i32, c: i32| ((y + c) >> SHIFT).clamp(0, 255) as u8;
+    out[0] = level(y0, first);
+    out[1] = level(y0, g);
+    out[2] = level(y0, last);
+    out[3] = level(y1, first);
+    out[4] = level(y1, g);
+    out[5] = level(y1, last);
 }
 
-/// One output pixel from a luma sample and its chroma terms, in `order`.
-#[inline(always)]
-fn pixel(y: u8, [r, g, b]: [i32; 3], order: Order, out: &mut [u8]) {
-    let y = (i32::from(y) - 16).max(0) * CY;
-    let px = |c: i32| ((y + c) >> SHIFT).clamp(0, 255) as u8;
-    let (first, last) = match order {
-        Order::Rgb => (r, b),
-        Order::Bgr => (b, r),
-    };
-    out[0] = px(first);
-    out[1] = px(g);
-    out[2] = px(last);
+simd_fn! {
+    fn yuyv_row(src: &[u8], order: Order, out: &mut [u8]) {
+        let pairs = src.chunks_exact(4).zip(out.chunks_exact_mut(6));
+        match order {
+            Order::Rgb => {
+                for (s, d) in pairs {
+                    yuv_pair::<false>(s[0], s[2], s[1], s[3], d);
+                }
+            }
+            Order::Bgr => {
+                for (s, d) in pairs {
+                    yuv_pair::<true>(s[0], s[2], s[1], s[3], d);
+                }
+            }
+        }
+    }
+}
+
+simd_fn! {
+    fn nv12_row(luma: &[u8], uv: &[u8], order: Order, out: &mut [u8]) {
+        let pairs = luma.chunks_exact(2).zip(uv.chunks_exact(2)).zip(out.chunks_exact_mut(6));
+        match order {
+            Order::Rgb => {
+                for ((l, c), d) in pairs {
+                    yuv_pair::<false>(l[0], l[1], c[0], c[1], d);
+                }
+            }
+            Order::Bgr => {
+                for ((l, c), d) in pairs {
+                    yuv_pair::<true>(l[0], l[1], c[0], c[1], d);
+                }
+            }
+        }
+    }
 }
 
 /// YUYV (YUY2: `Y0 U Y1 V` per pixel pair) to three channels, as `COLOR_YUV2RGB_YUYV` /
@@ -193,12 +226,7 @@ pub fn yuyv_to_rgb(
     let rows = Rows::new(FORMAT, src, layout, 2, layout.height)?;
     dst.reshape(layout.width, layout.height, 3);
     for y in 0..layout.height {
-        let out = dst.row_mut(y);
-        for (s, d) in rows.row(y).chunks_exact(4).zip(out.chunks_exact_mut(6)) {
-            let c = chroma(s[1], s[3]);
-            pixel(s[0], c, order, &mut d[..3]);
-            pixel(s[2], c, order, &mut d[3..]);
-        }
+        yuyv_row(rows.row(y), order, dst.row_mut(y));
     }
     Ok(())
 }
@@ -216,20 +244,22 @@ pub fn nv12_to_rgb(
     let rows = Rows::new(FORMAT, src, layout, 1, layout.height * 3 / 2)?;
     dst.reshape(layout.width, layout.height, 3);
     for y in 0..layout.height {
-        let uv = rows.row(layout.height + y / 2);
-        let out = dst.row_mut(y);
-        for ((l, c), d) in rows
-            .row(y)
-            .chunks_exact(2)
-            .zip(uv.chunks_exact(2))
-            .zip(out.chunks_exact_mut(6))
-        {
-            let c = chroma(c[0], c[1]);
-            pixel(l[0], c, order, &mut d[..3]);
-            pixel(l[1], c, order, &mut d[3..]);
-        }
+        nv12_row(
+            rows.row(y),
+            rows.row(layout.height + y / 2),
+            order,
+            dst.row_mut(y),
+        );
     }
     Ok(())
+}
+
+simd_fn! {
+    fn grey_row(src: &[u8], out: &mut [u8]) {
+        for (&g, d) in src.iter().zip(out.chunks_exact_mut(3)) {
+            d.fill(g);
+        }
+    }
 }
 
 /// One grey channel replicated into three, as `COLOR_GRAY2RGB`.
@@ -237,11 +267,17 @@ pub fn grey_to_rgb(src: &[u8], layout: Layout, dst: &mut Image) -> Result<(), Co
     let rows = Rows::new("GREY", src, layout, 1, layout.height)?;
     dst.reshape(layout.width, layout.height, 3);
     for y in 0..layout.height {
-        for (&g, d) in rows.row(y).iter().zip(dst.row_mut(y).chunks_exact_mut(3)) {
-            d.fill(g);
-        }
+        grey_row(rows.row(y), dst.row_mut(y));
     }
     Ok(())
+}
+
+simd_fn! {
+    fn swap_row(src: &[u8], out: &mut [u8]) {
+        for (s, d) in src.chunks_exact(3).zip(out.chunks_exact_mut(3)) {
+            d.copy_from_slice(&[s[2], s[1], s[0]]);
+        }
+    }
 }
 
 /// RGB24 to BGR24 or back (`COLOR_RGB2BGR`): swaps the first and third channels.
@@ -249,13 +285,17 @@ pub fn swap_rb(src: &[u8], layout: Layout, dst: &mut Image) -> Result<(), ColorE
     let rows = Rows::new("RGB24", src, layout, 3, layout.height)?;
     dst.reshape(layout.width, layout.height, 3);
     for y in 0..layout.height {
-        for (s, d) in rows
-            .row(y)
-            .chunks_exact(3)
-            .zip(dst.row_mut(y).chunks_exact_mut(3))
-        {
-            d.copy_from_slice(&[s[2], s[1], s[0]]);
-        }
+        swap_row(rows.row(y), dst.row_mut(y));
+    }
+    Ok(())
+}
+
+/// Three-channel rows copied as they are into a packed image, dropping any row padding.
+pub fn copy_rgb(src: &[u8], layout: Layout, dst: &mut Image) -> Result<(), ColorError> {
+    let rows = Rows::new("RGB24", src, layout, 3, layout.height)?;
+    dst.reshape(layout.width, layout.height, 3);
+    for y in 0..layout.height {
+        dst.row_mut(y).copy_from_slice(rows.row(y));
     }
     Ok(())
 }
@@ -266,6 +306,16 @@ const R2Y: u32 = 9798;
 const G2Y: u32 = 19235;
 const B2Y: u32 = 3735;
 const Y_SHIFT: u32 = 15;
+
+simd_fn! {
+    /// Luma of one row whose first and third channels are weighted `w0` and `w2`.
+    fn luma_row(src: &[u8], w0: u32, w2: u32, out: &mut [u8]) {
+        for (s, d) in src.chunks_exact(3).zip(out.iter_mut()) {
+            let sum = u32::from(s[0]) * w0 + u32::from(s[1]) * G2Y + u32::from(s[2]) * w2;
+            *d = ((sum + (1 << (Y_SHIFT - 1))) >> Y_SHIFT) as u8;
+        }
+    }
+}
 
 /// Three channels to grey, as `COLOR_RGB2GRAY` / `COLOR_BGR2GRAY` (per `order` of the input).
 pub fn rgb_to_grey(
@@ -281,10 +331,7 @@ pub fn rgb_to_grey(
     };
     dst.reshape(layout.width, layout.height, 1);
     for y in 0..layout.height {
-        for (s, d) in rows.row(y).chunks_exact(3).zip(dst.row_mut(y)) {
-            let sum = u32::from(s[0]) * w0 + u32::from(s[1]) * G2Y + u32::from(s[2]) * w2;
-            *d = ((sum + (1 << (Y_SHIFT - 1))) >> Y_SHIFT) as u8;
-        }
+        luma_row(rows.row(y), w0, w2, dst.row_mut(y));
     }
     Ok(())
 }

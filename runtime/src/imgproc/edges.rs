@@ -1,7 +1,7 @@
 //! Image derivatives (Sobel, Scharr) and Canny edges, integer-exact with OpenCV on `u8` input.
 
 use super::Image;
-use super::filter::{Border, hconv, separable};
+use super::filter::{Border, Window, hconv, separable, simd_fn, vconv};
 use thiserror::Error;
 
 /// Why an edge operation was refused.
@@ -72,30 +72,62 @@ fn derivative(
     let width = src.width * cn;
     dst.reshape(src.width, src.height, cn);
     let out = &mut dst.data;
-    let mut acc = vec![0i32; width];
+    let gain = |k: &[i32]| k.iter().map(|v| v.abs()).sum::<i32>();
+    if divisor == 1.0 && 255 * gain(kx) * gain(ky) <= i32::from(i16::MAX) {
+        // Every partial sum fits 16 bits (apertures up to 5): twice the lanes of `i32`.
+        let narrow = |k: &[i32]| k.iter().map(|&v| v as i16).collect::<Vec<_>>();
+        let mut acc16 = Vec::new();
+        let (kx, ky) = (narrow(kx), narrow(ky));
+        separable(
+            src,
+            kx.len(),
+            ky.len(),
+            border,
+            |row, h: &mut [i16]| row_u8_i16(row, &kx, cn, h),
+            |y, rows| vrow_i16(rows, &ky, &mut acc16, &mut out[y * width..][..width]),
+        );
+        return;
+    }
+    let mut acc = Vec::new();
     separable(
         src,
         kx.len(),
         ky.len(),
         border,
-        |row, h: &mut [i32]| hconv(row, kx, cn, h),
-        |y, rows| {
-            acc.fill(0);
-            for (r, &k) in rows.iter().zip(ky) {
-                for (a, &h) in acc.iter_mut().zip(r.iter()) {
-                    *a += h * k;
-                }
-            }
-            for (d, &a) in out[y * width..(y + 1) * width].iter_mut().zip(&acc) {
-                let a = if divisor == 1.0 {
-                    a
-                } else {
-                    (a as f32 / divisor).round_ties_even() as i32
-                };
-                *d = a.clamp(i16::MIN.into(), i16::MAX.into()) as i16;
-            }
-        },
+        |row, h: &mut [i32]| row_u8_i32(row, kx, cn, h),
+        |y, rows| vrow_i32(rows, ky, &mut acc, divisor, &mut out[y * width..][..width]),
     );
+}
+
+simd_fn! {
+    fn row_u8_i16(row: &[u8], k: &[i16], cn: usize, out: &mut [i16]) {
+        hconv(row, k, cn, out)
+    }
+}
+
+simd_fn! {
+    fn vrow_i16(rows: Window<'_, i16>, k: &[i16], acc: &mut Vec<i16>, out: &mut [i16]) {
+        vconv(rows, k, acc, out, |a| a)
+    }
+}
+
+simd_fn! {
+    fn row_u8_i32(row: &[u8], k: &[i32], cn: usize, out: &mut [i32]) {
+        hconv(row, k, cn, out)
+    }
+}
+
+simd_fn! {
+    fn vrow_i32(rows: Window<'_, i32>, k: &[i32], acc: &mut Vec<i32>, divisor: f32, out: &mut [i16]) {
+        vconv(rows, k, acc, out, |a| {
+            let a = if divisor == 1.0 {
+                a
+            } else {
+                (a as f32 / divisor).round_ties_even() as i32
+            };
+            a.clamp(i16::MIN.into(), i16::MAX.into()) as i16
+        })
+    }
 }
 
 /// Sobel derivative of order (`dx`, `dy`) with a `ksize` aperture (1, 3, 5, 7; 1 means a 3-tap
@@ -150,26 +182,34 @@ pub fn scharr(
     Ok(())
 }
 
-/// Gradient magnitude per pixel from Sobel derivatives, keeping the channel with the largest
-/// magnitude (and its derivatives) for colour images.
-fn magnitude_row(
-    dx: &[i16],
-    dy: &[i16],
+/// `|dx| + |dy|` (L1) or `dx² + dy²` (L2), in `int` with OpenCV's wrap-around (saturated
+/// 7-tap derivatives can reach 2^31).
+#[inline(always)]
+fn magnitude(x: i16, y: i16, l2: bool) -> i32 {
+    let (x, y) = (i32::from(x), i32::from(y));
+    if l2 {
+        (x * x).wrapping_add(y * y)
+    } else {
+        x.abs() + y.abs()
+    }
+}
+
+simd_fn! {
+    fn magnitude_row(dx: &[i16], dy: &[i16], l2: bool, mag: &mut [i32]) {
+        for ((m, &x), &y) in mag.iter_mut().zip(dx).zip(dy) {
+            *m = magnitude(x, y, l2);
+        }
+    }
+}
+
+/// For colour images: per pixel, the channel with the largest magnitude, with its derivatives.
+fn strongest_channel(
+    (dx, dy): (&[i16], &[i16]),
     cn: usize,
     l2: bool,
     mag: &mut [i32],
-    gx: &mut [i16],
-    gy: &mut [i16],
+    (gx, gy): (&mut [i16], &mut [i16]),
 ) {
-    // OpenCV sums in `int` with wrap-around (saturated 7-tap derivatives can reach 2^31).
-    let m = |x: i16, y: i16| {
-        let (x, y) = (i32::from(x), i32::from(y));
-        if l2 {
-            (x * x).wrapping_add(y * y)
-        } else {
-            x.abs() + y.abs()
-        }
-    };
     for (j, ((mg, ox), oy)) in mag
         .iter_mut()
         .zip(gx.iter_mut())
@@ -177,14 +217,47 @@ fn magnitude_row(
         .enumerate()
     {
         let mut best = j * cn;
-        let mut bm = m(dx[best], dy[best]);
+        let mut bm = magnitude(dx[best], dy[best], l2);
         for k in j * cn + 1..(j + 1) * cn {
-            let v = m(dx[k], dy[k]);
+            let v = magnitude(dx[k], dy[k], l2);
             if v > bm {
                 (best, bm) = (k, v);
             }
         }
         (*mg, *ox, *oy) = (bm, dx[best], dy[best]);
+    }
+}
+
+simd_fn! {
+    /// Non-maximum suppression of one row (magnitude rows framed by a zero column on each side):
+    /// a pixel above `low` that beats both neighbours across the edge becomes 2 (edge) when above
+    /// `high`, else 0 (weak candidate); every other pixel becomes 1. The gradient direction is
+    /// quantised with tan 22.5° in 15-bit fixed point, as OpenCV does. Branch-free, so it
+    /// vectorises.
+    fn suppress_row(mags: [&[i32]; 3], grads: (&[i16], &[i16]), thresholds: (i32, i32), out: &mut [u8]) {
+        let ([prev, cur, next], (gx, gy), (low, high)) = (mags, grads, thresholds);
+        let w = out.len();
+        let (prev, cur, next, gx, gy) = (&prev[..w + 2], &cur[..w + 2], &next[..w + 2], &gx[..w], &gy[..w]);
+        // `pick(c, a, b)` is `if c { a } else { b }` as bit masks: LLVM would turn a select of
+        // loads into a load from a selected address, which does not vectorise.
+        let pick = |c: bool, a: i32, b: i32| b ^ ((a ^ b) & -i32::from(c));
+        for j in 0..w {
+            let m = cur[j + 1];
+            let (left, right, up, down) = (cur[j], cur[j + 2], prev[j + 1], next[j + 1]);
+            let (up_left, up_right, down_left, down_right) = (prev[j], prev[j + 2], next[j], next[j + 2]);
+            let (xs, ys) = (i32::from(gx[j]), i32::from(gy[j]));
+            let (x, y) = (xs.abs(), ys.abs() << 15);
+            let tg22x = x * 13573;
+            let horizontal = y < tg22x;
+            let vertical = y > tg22x.wrapping_add(x << 16);
+            // Diagonal neighbours: up-left/down-right when dx and dy share a sign.
+            let same_sign = (xs ^ ys) >= 0;
+            let a = pick(horizontal, left, pick(vertical, up, pick(same_sign, up_left, up_right)));
+            let b = pick(horizontal, right, pick(vertical, down, pick(same_sign, down_right, down_left)));
+            let beats_b = pick(horizontal | vertical, i32::from(m >= b), i32::from(m > b)) != 0;
+            let keep = (m > low) & (m > a) & beats_b;
+            out[j] = pick(keep, pick(m > high, 2, 0), 1) as u8;
+        }
     }
 }
 
@@ -239,54 +312,42 @@ pub fn canny(
     let stride = w + 2;
     let mut map = vec![1u8; stride * (h + 2)];
     let mut stack: Vec<usize> = Vec::new();
-    // Magnitude rows (previous, current, next) with a zero column on each side.
+    // Magnitude rows (previous, current, next) with a zero column on each side, and for colour
+    // images the derivatives of the strongest channel of the current and next rows.
     let mut mags = [vec![0i32; w + 2], vec![0i32; w + 2], vec![0i32; w + 2]];
     let mut grads = [
-        (vec![0i16; w], vec![0i16; w]),
-        (vec![0i16; w], vec![0i16; w]),
+        [vec![0i16; w], vec![0i16; w]],
+        [vec![0i16; w], vec![0i16; w]],
     ];
+    let low = low.clamp(i32::MIN.into(), i32::MAX.into()) as i32;
+    let high = high.clamp(i32::MIN.into(), i32::MAX.into()) as i32;
     for i in 0..=h {
         mags.rotate_left(1);
         grads.swap(0, 1);
-        if i < h {
-            let [.., next] = &mut mags;
-            let (gx, gy) = &mut grads[1];
-            magnitude_row(dxi.row(i), dyi.row(i), cn, l2, &mut next[1..=w], gx, gy);
+        let next = &mut mags[2][1..=w];
+        if i == h {
+            next.fill(0);
+        } else if cn == 1 {
+            magnitude_row(dxi.row(i), dyi.row(i), l2, next);
         } else {
-            mags[2].fill(0);
+            let [gx, gy] = &mut grads[1];
+            strongest_channel((dxi.row(i), dyi.row(i)), cn, l2, next, (gx, gy));
         }
         if i == 0 {
             continue;
         }
         // Row i - 1 now has both neighbours.
         let [prev, cur, next] = &mags;
-        let (gx, gy) = &grads[0];
-        let row = i * stride + 1;
-        for j in 0..w {
-            let m = cur[j + 1];
-            if i64::from(m) <= low {
-                continue;
-            }
-            let (xs, ys) = (gx[j], gy[j]);
-            let x = i64::from(xs).abs();
-            let y = i64::from(ys).abs() << 15;
-            let tg22x = x * 13573;
-            let c = j + 1;
-            let is_max = if y < tg22x {
-                m > cur[c - 1] && m >= cur[c + 1]
-            } else if y > tg22x + (x << 16) {
-                m > prev[c] && m >= next[c]
-            } else {
-                let s: isize = if (xs ^ ys) < 0 { -1 } else { 1 };
-                m > prev[(c as isize - s) as usize] && m > next[(c as isize + s) as usize]
-            };
-            if is_max {
-                if i64::from(m) > high {
-                    map[row + j] = 2;
-                    stack.push(row + j);
-                } else {
-                    map[row + j] = 0;
-                }
+        let (gx, gy) = if cn == 1 {
+            (dxi.row(i - 1), dyi.row(i - 1))
+        } else {
+            (grads[0][0].as_slice(), grads[0][1].as_slice())
+        };
+        let map_row = &mut map[i * stride + 1..][..w];
+        suppress_row([prev, cur, next], (gx, gy), (low, high), map_row);
+        for (j, &v) in map_row.iter().enumerate() {
+            if v == 2 {
+                stack.push(i * stride + 1 + j);
             }
         }
     }
@@ -317,4 +378,35 @@ pub fn canny(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sobel_kernels_match_opencv() {
+        assert_eq!(sobel_kernel(1, 5), [-1, -2, 0, 2, 1]);
+        assert_eq!(sobel_kernel(2, 5), [1, 0, -2, 0, 1]);
+        assert_eq!(sobel_kernel(0, 7), [1, 6, 15, 20, 15, 6, 1]);
+        assert_eq!(sobel_kernel(1, 7), [-1, -4, -5, 0, 5, 4, 1]);
+    }
+
+    #[test]
+    fn bad_orders_and_apertures_are_errors() {
+        let img = Image::new(4, 4, 1);
+        let mut d16 = Image::<i16>::new(0, 0, 1);
+        assert_eq!(
+            sobel(&img, 0, 0, 3, Border::default(), &mut d16),
+            Err(EdgeError::Order { dx: 0, dy: 0 })
+        );
+        assert!(matches!(
+            sobel(&img, 3, 0, 3, Border::default(), &mut d16),
+            Err(EdgeError::Aperture { ksize: 3, .. })
+        ));
+        assert!(matches!(
+            canny(&img, 1.0, 2.0, 4, false, &mut Image::new(0, 0, 1)),
+            Err(EdgeError::Aperture { ksize: 4, .. })
+        ));
+    }
 }

@@ -5,7 +5,53 @@
 //! a ring of `kh` rows, which the vertical pass combines into one output row.
 
 use super::Image;
+use std::cell::Cell;
 use thiserror::Error;
+
+thread_local! {
+    static PORTABLE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether row kernels may use their AVX2 build on this thread.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn avx2() -> bool {
+    std::is_x86_feature_detected!("avx2") && !PORTABLE.with(Cell::get)
+}
+
+/// Runs `f` with every row kernel in its portable build on this thread, so tests can check the
+/// AVX2 builds against it.
+#[doc(hidden)]
+pub fn portable_kernels<R>(f: impl FnOnce() -> R) -> R {
+    let old = PORTABLE.replace(true);
+    let r = f();
+    PORTABLE.set(old);
+    r
+}
+
+/// Defines a row kernel compiled twice from one body: portable, and on x86-64 with AVX2, which
+/// is picked at run time when the CPU has it. The body must be plain loops and inlined helpers,
+/// so each build vectorises with its own registers; both give identical results.
+macro_rules! simd_fn {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn imp($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            if $crate::imgproc::filter::avx2() {
+                #[target_feature(enable = "avx2")]
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    imp($($arg),*)
+                }
+                // SAFETY: `avx2()` checked the CPU supports the enabled features.
+                return unsafe { avx2($($arg),*) };
+            }
+            imp($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_fn;
 
 /// Why a filter was refused.
 #[derive(Clone, Debug, Error, PartialEq)]
@@ -82,68 +128,80 @@ pub(crate) struct Padded<'a> {
     src: &'a Image,
     border: Border,
     left: usize,
-    /// Per padded column: source column, or `None` for a constant sample.
-    cols: Vec<Option<usize>>,
+    /// Source column (or `None` for a constant) of each left and right border pixel.
+    left_cols: Vec<Option<usize>>,
+    right_cols: Vec<Option<usize>>,
     buf: Vec<u8>,
 }
 
 impl<'a> Padded<'a> {
     pub(crate) fn new(src: &'a Image, border: Border, left: usize, right: usize) -> Self {
-        let cols = (0..src.width + left + right)
-            .map(|x| border.index(x as isize - left as isize, src.width))
-            .collect();
-        let buf = vec![0; (src.width + left + right) * src.channels];
+        let w = src.width as isize;
+        let cols =
+            |range: std::ops::Range<isize>| range.map(|x| border.index(x, src.width)).collect();
         Self {
             src,
             border,
             left,
-            cols,
-            buf,
+            left_cols: cols(-(left as isize)..0),
+            right_cols: cols(w..w + right as isize),
+            buf: vec![0; (src.width + left + right) * src.channels],
         }
     }
 
     /// Padded row `y` (may lie outside the image); `(width + left + right) × channels` samples.
     pub(crate) fn row(&mut self, y: isize) -> &[u8] {
         let cn = self.src.channels;
+        let fill = match self.border {
+            Border::Constant(v) => v,
+            _ => 0,
+        };
         let Some(sy) = self.border.index(y, self.src.height) else {
-            let Border::Constant(v) = self.border else {
-                unreachable!()
-            };
-            self.buf.fill(v);
+            self.buf.fill(fill);
             return &self.buf;
         };
         let row = self.src.row(sy);
-        let inner = self.left * cn..(self.left + self.src.width) * cn;
-        self.buf[inner.clone()].copy_from_slice(row);
-        for (x, c) in self.cols.iter().enumerate() {
-            if inner.contains(&(x * cn)) {
-                continue;
-            }
-            let px = &mut self.buf[x * cn..(x + 1) * cn];
+        let (left, rest) = self.buf.split_at_mut(self.left * cn);
+        let (inner, right) = rest.split_at_mut(row.len());
+        inner.copy_from_slice(row);
+        for (px, c) in left
+            .chunks_exact_mut(cn)
+            .zip(&self.left_cols)
+            .chain(right.chunks_exact_mut(cn).zip(&self.right_cols))
+        {
             match c {
                 Some(sx) => px.copy_from_slice(&row[sx * cn..(sx + 1) * cn]),
-                None => {
-                    let Border::Constant(v) = self.border else {
-                        unreachable!()
-                    };
-                    px.fill(v);
-                }
+                None => px.fill(fill),
             }
         }
         &self.buf
     }
 }
 
+/// The `kh` horizontally filtered rows around one output row, top to bottom.
+pub(crate) struct Window<'a, H> {
+    ring: &'a [Vec<H>],
+    start: usize,
+}
+
+impl<'a, H> Window<'a, H> {
+    #[inline(always)]
+    pub(crate) fn rows(&self) -> impl Iterator<Item = &'a [H]> + '_ {
+        let n = self.ring.len();
+        (0..n).map(move |j| self.ring[(self.start + j) % n].as_slice())
+    }
+}
+
 /// Runs a separable filter with anchor at the kernel centre (`k / 2`): `hpass` filters a padded
 /// source row (`kw - 1` extra pixels) into a row of `H`; `vpass` combines the `kh` horizontal
-/// rows around an output row into output row `y`.
+/// rows around output row `y` into that row.
 pub(crate) fn separable<H: Copy + Default>(
     src: &Image,
     kw: usize,
     kh: usize,
     border: Border,
     mut hpass: impl FnMut(&[u8], &mut [H]),
-    mut vpass: impl FnMut(usize, &[&[H]]),
+    mut vpass: impl FnMut(usize, Window<'_, H>),
 ) {
     let (ax, ay) = (kw / 2, kh / 2);
     let mut padded = Padded::new(src, border, ax, kw - 1 - ax);
@@ -157,22 +215,101 @@ pub(crate) fn separable<H: Copy + Default>(
             let p = y as isize + j as isize - ay as isize;
             hpass(padded.row(p), &mut ring[(y + j) % kh]);
         }
-        let rows: Vec<&[H]> = (0..kh).map(|j| ring[(y + j) % kh].as_slice()).collect();
-        vpass(y, &rows);
+        vpass(
+            y,
+            Window {
+                ring: &ring,
+                start: y % kh,
+            },
+        );
     }
 }
 
-/// Accumulates `Σ k[i] · row[i·cn + x]` over the kernel taps into `out` (zeroed first).
-#[inline]
-pub(crate) fn hconv<T: Copy, A>(row: &[T], k: &[A], cn: usize, out: &mut [A])
-where
-    A: Copy + Default + std::ops::Add<Output = A> + std::ops::Mul<Output = A> + From<T>,
+/// Multiply-accumulate arithmetic of the filter passes.
+pub(crate) trait Mac<T>:
+    Copy + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + From<T>
 {
-    out.fill(A::default());
-    for (i, &w) in k.iter().enumerate() {
-        for (o, &p) in out.iter_mut().zip(&row[i * cn..]) {
-            *o = *o + A::from(p) * w;
+}
+
+impl<T, A> Mac<T> for A where
+    A: Copy + Default + std::ops::Add<Output = A> + std::ops::Mul<Output = A> + From<T>
+{
+}
+
+/// `out[x] = finish(Σ k[i] · taps[i][x])`: one pass with every tap in flight, so short kernels
+/// keep their sums in registers.
+#[inline(always)]
+fn dot_taps<T: Copy, A: Mac<T>, O, const N: usize>(
+    taps: [&[T]; N],
+    k: &[A],
+    out: &mut [O],
+    finish: impl Fn(A) -> O,
+) {
+    let n = out.len();
+    let (taps, k): ([&[T]; N], &[A; N]) = (taps.map(|t| &t[..n]), k.try_into().unwrap());
+    for (x, o) in out.iter_mut().enumerate() {
+        *o = finish((0..N).fold(A::default(), |s, i| s + A::from(taps[i][x]) * k[i]));
+    }
+}
+
+/// `out[x] = finish(Σ k[i] · taps[i][x])` for any number of taps, one tap per pass into `acc`.
+#[inline(always)]
+fn accumulate<'a, T: Copy + 'a, A: Mac<T>, O>(
+    taps: impl Iterator<Item = &'a [T]>,
+    k: &[A],
+    acc: &mut Vec<A>,
+    out: &mut [O],
+    finish: impl Fn(A) -> O,
+) {
+    acc.clear();
+    acc.resize(out.len(), A::default());
+    for (t, &w) in taps.zip(k) {
+        for (a, &p) in acc.iter_mut().zip(t) {
+            *a = *a + A::from(p) * w;
         }
+    }
+    for (o, &a) in out.iter_mut().zip(acc.iter()) {
+        *o = finish(a);
+    }
+}
+
+/// `out[x] = Σ k[i] · row[i·cn + x]` (horizontal pass over a padded row).
+#[inline(always)]
+pub(crate) fn hconv<T: Copy, A: Mac<T>>(row: &[T], k: &[A], cn: usize, out: &mut [A]) {
+    let tap = |i: usize| &row[i * cn..];
+    let id = |a| a;
+    match k.len() {
+        3 => dot_taps(std::array::from_fn::<_, 3, _>(tap), k, out, id),
+        5 => dot_taps(std::array::from_fn::<_, 5, _>(tap), k, out, id),
+        7 => dot_taps(std::array::from_fn::<_, 7, _>(tap), k, out, id),
+        _ => {
+            out.fill(A::default());
+            for (i, &w) in k.iter().enumerate() {
+                for (o, &p) in out.iter_mut().zip(tap(i)) {
+                    *o = *o + A::from(p) * w;
+                }
+            }
+        }
+    }
+}
+
+/// `out[x] = finish(Σ k[j] · rows[j][x])` down the window (vertical pass); `acc` is scratch for
+/// long kernels.
+#[inline(always)]
+pub(crate) fn vconv<H: Copy, A: Mac<H>, O>(
+    rows: Window<'_, H>,
+    k: &[A],
+    acc: &mut Vec<A>,
+    out: &mut [O],
+    finish: impl Fn(A) -> O,
+) {
+    let mut it = rows.rows();
+    let mut row = |_| it.next().unwrap();
+    match k.len() {
+        3 => dot_taps(std::array::from_fn::<_, 3, _>(&mut row), k, out, finish),
+        5 => dot_taps(std::array::from_fn::<_, 5, _>(&mut row), k, out, finish),
+        7 => dot_taps(std::array::from_fn::<_, 7, _>(&mut row), k, out, finish),
+        _ => accumulate(rows.rows(), k, acc, out, finish),
     }
 }
 
@@ -195,7 +332,6 @@ pub fn box_blur(
     let area = kw * kh;
     dst.reshape(src.width, src.height, src.channels);
     let cn = src.channels;
-    let ones_w = vec![1u32; kw];
     // OpenCV sums in 16 bits when they fit and then divides in fixed point
     // (`ColumnSum<ushort, uchar>`): out = (s + delta) · mul >> 23, which rounds a little
     // differently from the nearest integer (2×1 and 1×2 kernels even add one).
@@ -203,40 +339,78 @@ pub fn box_blur(
         let scalef = f64::from(1u32 << 23) / area as f64;
         let floor = scalef.floor();
         if scalef - floor < 0.5 {
-            (floor as u64, area as u64 / 2 + 1)
+            (floor as u32, area as u32 / 2 + 1)
         } else {
-            (floor as u64 + 1, area as u64 / 2)
+            (floor as u32 + 1, area as u32 / 2)
         }
     };
     let scale = (1.0 / area as f64) as f32;
     let out = &mut dst.data;
     let width = src.width * cn;
-    separable(
-        src,
-        kw,
-        kh,
-        border,
-        |row, h: &mut [u32]| hconv(row, &ones_w, cn, h),
-        |y, rows| {
-            let o = &mut out[y * width..(y + 1) * width];
-            o.iter_mut().enumerate().for_each(|(i, d)| {
-                let s: u32 = rows.iter().map(|r| r[i]).sum();
-                *d = if area == 1 {
-                    s as u8
-                } else if area <= 256 {
-                    (((u64::from(s) + delta) * mul) >> 23).min(255) as u8
-                } else {
-                    (s as f32 * scale).round_ties_even().min(255.0) as u8
-                };
-            });
-        },
-    );
+    if area == 1 {
+        out.copy_from_slice(&src.data);
+        return Ok(());
+    }
+    if area <= 256 {
+        let (ones_w, ones_h) = (vec![1u16; kw], vec![1u16; kh]);
+        let mut acc = Vec::new();
+        separable(
+            src,
+            kw,
+            kh,
+            border,
+            |row, h: &mut [u16]| row_u8_u16(row, &ones_w, cn, h),
+            |y, rows| {
+                box_vrow(
+                    rows,
+                    &ones_h,
+                    &mut acc,
+                    mul,
+                    delta,
+                    &mut out[y * width..][..width],
+                )
+            },
+        );
+    } else {
+        let (ones_w, ones_h) = (vec![1u32; kw], vec![1u32; kh]);
+        let mut acc = Vec::new();
+        separable(
+            src,
+            kw,
+            kh,
+            border,
+            |row, h: &mut [u32]| hconv(row, &ones_w, cn, h),
+            |y, rows| {
+                vconv(
+                    rows,
+                    &ones_h,
+                    &mut acc,
+                    &mut out[y * width..][..width],
+                    |s| (s as f32 * scale).round_ties_even().min(255.0) as u8,
+                )
+            },
+        );
+    }
     Ok(())
+}
+
+simd_fn! {
+    /// Horizontal pass into 16-bit sums (box: ones; Gaussian: 8-bit fixed-point taps).
+    fn row_u8_u16(row: &[u8], k: &[u16], cn: usize, out: &mut [u16]) {
+        hconv(row, k, cn, out)
+    }
+}
+
+simd_fn! {
+    /// Vertical box sum and OpenCV's fixed-point division of one row.
+    fn box_vrow(rows: Window<'_, u16>, ones: &[u16], acc: &mut Vec<u16>, mul: u32, delta: u32, out: &mut [u8]) {
+        vconv(rows, ones, acc, out, |s| (((u32::from(s) + delta) * mul) >> 23).min(255) as u8);
+    }
 }
 
 /// The Gaussian kernel OpenCV uses (`getGaussianKernel`, bit-exact variant): `ksize` taps with
 /// standard deviation `sigma`, or, when `sigma <= 0`, `0.3·((ksize-1)·0.5 - 1) + 0.8` (fixed
-/// binomial tables for ksize 1, 3, 5, 7). Sums to one.
+/// tables for ksize 1, 3, 5, 7 and 9). Sums to one.
 pub fn gaussian_kernel(ksize: usize, sigma: f64) -> Vec<f64> {
     if sigma <= 0.0 {
         match ksize {
@@ -344,26 +518,25 @@ pub fn gaussian_blur(
     let width = src.width * cn;
     dst.reshape(src.width, src.height, cn);
     let out = &mut dst.data;
-    let mut acc = vec![0u32; width];
+    let mut acc = Vec::new();
+    // Horizontal sums fit 16 bits (the kernel sums to 256), vertical ones 32.
+    let kx: Vec<u16> = kx.iter().map(|&k| k as u16).collect();
     separable(
         src,
         kw,
         kh,
         border,
-        |row, h: &mut [u32]| hconv(row, &kx, cn, h),
-        |y, rows| {
-            acc.fill(0);
-            for (r, &k) in rows.iter().zip(&ky) {
-                for (a, &h) in acc.iter_mut().zip(r.iter()) {
-                    *a += h * k;
-                }
-            }
-            for (d, &a) in out[y * width..(y + 1) * width].iter_mut().zip(&acc) {
-                *d = ((a + (1 << 15)) >> 16).min(255) as u8;
-            }
-        },
+        |row, h: &mut [u16]| row_u8_u16(row, &kx, cn, h),
+        |y, rows| gaussian_vrow(rows, &ky, &mut acc, &mut out[y * width..][..width]),
     );
     Ok(())
+}
+
+simd_fn! {
+    /// Vertical Gaussian pass of one row and the single rounding to `u8`.
+    fn gaussian_vrow(rows: Window<'_, u16>, k: &[u32], acc: &mut Vec<u32>, out: &mut [u8]) {
+        vconv(rows, k, acc, out, |a| ((a + (1 << 15)) >> 16).min(255) as u8);
+    }
 }
 
 /// Median of each 3×3 or 5×5 neighbourhood per channel (`cv::medianBlur`; the border replicates
@@ -382,23 +555,105 @@ pub fn median_blur(src: &Image, ksize: usize, dst: &mut Image) -> Result<(), Fil
     let width = src.width * cn;
     dst.reshape(src.width, src.height, cn);
     let mut padded = Padded::new(src, Border::Replicate, r, r);
-    let rows: Vec<Vec<u8>> = (0..src.height + 2 * r)
-        .map(|y| padded.row(y as isize - r as isize).to_vec())
+    let mut ring: Vec<Vec<u8>> = (0..ksize)
+        .map(|j| padded.row(j as isize - r as isize).to_vec())
         .collect();
-    let mut window = [0u8; 25];
+    let mut work = vec![0u8; ksize * ksize * width];
     for y in 0..src.height {
-        let out = &mut dst.data[y * width..(y + 1) * width];
-        for (i, d) in out.iter_mut().enumerate() {
-            let mut n = 0;
-            for row in &rows[y..y + ksize] {
-                for k in 0..ksize {
-                    window[n] = row[i + k * cn];
-                    n += 1;
-                }
-            }
-            let w = &mut window[..n];
-            *d = *w.select_nth_unstable(n / 2).1;
+        if y > 0 {
+            ring.rotate_left(1);
+            ring[ksize - 1].copy_from_slice(padded.row((y + r) as isize));
         }
+        for (tap, (row, dx)) in work.chunks_exact_mut(width).zip(
+            ring.iter()
+                .flat_map(|row| (0..ksize).map(move |dx| (row, dx))),
+        ) {
+            tap.copy_from_slice(&row[dx * cn..dx * cn + width]);
+        }
+        median_row(&mut work, &mut dst.data[y * width..][..width]);
     }
     Ok(())
+}
+
+/// Devillard's median-of-9 exchange network (19 compare-exchanges; the median ends in slot 4).
+#[rustfmt::skip]
+const MEDIAN9: [(u8, u8); 19] = [
+    (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
+    (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
+];
+
+/// Devillard's median-of-25 exchange network (99 compare-exchanges; the median ends in slot 12).
+#[rustfmt::skip]
+const MEDIAN25: [(u8, u8); 99] = [
+    (0, 1), (3, 4), (2, 4), (2, 3), (6, 7), (5, 7), (5, 6), (9, 10), (8, 10), (8, 9), (12, 13),
+    (11, 13), (11, 12), (15, 16), (14, 16), (14, 15), (18, 19), (17, 19), (17, 18), (21, 22),
+    (20, 22), (20, 21), (23, 24), (2, 5), (3, 6), (0, 6), (0, 3), (4, 7), (1, 7), (1, 4), (11, 14),
+    (8, 14), (8, 11), (12, 15), (9, 15), (9, 12), (13, 16), (10, 16), (10, 13), (20, 23), (17, 23),
+    (17, 20), (21, 24), (18, 24), (18, 21), (19, 22), (8, 17), (9, 18), (0, 18), (0, 9), (10, 19),
+    (1, 19), (1, 10), (11, 20), (2, 20), (2, 11), (12, 21), (3, 21), (3, 12), (13, 22), (4, 22),
+    (4, 13), (14, 23), (5, 23), (5, 14), (15, 24), (6, 24), (6, 15), (7, 16), (7, 19), (13, 21),
+    (15, 23), (7, 13), (7, 15), (1, 9), (3, 11), (5, 17), (11, 17), (9, 17), (4, 10), (6, 12),
+    (7, 14), (4, 6), (4, 7), (12, 14), (10, 14), (6, 7), (10, 12), (6, 10), (6, 17), (12, 17),
+    (7, 17), (7, 10), (12, 18), (7, 12), (10, 18), (12, 20), (10, 20), (10, 12),
+];
+
+simd_fn! {
+    /// Medians of one row: `work` holds the row's 9 or 25 shifted taps back to back; the
+    /// exchange network runs across whole rows of taps (each exchange one long vector loop).
+    fn median_row(work: &mut [u8], out: &mut [u8]) {
+        let n = out.len();
+        let network: &[(u8, u8)] = if work.len() == 9 * n { &MEDIAN9 } else { &MEDIAN25 };
+        for &(a, b) in network {
+            let (a, b) = (usize::from(a), usize::from(b));
+            let (lo, hi) = (a.min(b), a.max(b));
+            let (head, tail) = work.split_at_mut(hi * n);
+            let (x, y) = (&mut head[lo * n..][..n], &mut tail[..n]);
+            let (first, second) = if a < b { (x, y) } else { (y, x) };
+            for (p, q) in first.iter_mut().zip(second.iter_mut()) {
+                let (u, v) = (*p, *q);
+                (*p, *q) = (u.min(v), u.max(v));
+            }
+        }
+        let mid = work.len() / n / 2;
+        out.copy_from_slice(&work[mid * n..][..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn borders_follow_border_interpolate() {
+        let at = |b: Border, p: isize| b.index(p, 4);
+        assert_eq!(
+            [-2, -1, 4, 5].map(|p| at(Border::Reflect101, p)),
+            [Some(2), Some(1), Some(2), Some(1)]
+        );
+        assert_eq!(
+            [-2, -1, 4, 5].map(|p| at(Border::Reflect, p)),
+            [Some(1), Some(0), Some(3), Some(2)]
+        );
+        assert_eq!(
+            [-2, 5].map(|p| at(Border::Replicate, p)),
+            [Some(0), Some(3)]
+        );
+        assert_eq!(at(Border::Constant(7), -1), None);
+        assert_eq!(Border::Reflect101.index(-3, 1), Some(0));
+    }
+
+    #[test]
+    fn gaussian_needs_odd_sizes() {
+        let img = Image::new(4, 4, 1);
+        let err = gaussian_blur(
+            &img,
+            (4, 3),
+            0.0,
+            0.0,
+            Border::default(),
+            &mut Image::new(0, 0, 1),
+        );
+        assert!(matches!(err, Err(FilterError::KernelSize { width: 4, .. })));
+        assert_eq!(gaussian_kernel(3, 0.0), [0.25, 0.5, 0.25]);
+    }
 }

@@ -11,7 +11,7 @@
 //! detector's input never needs a full-size intermediate image.
 
 use super::Image;
-use super::filter::Border;
+use super::filter::{Border, simd_fn};
 use crate::detect::BBox;
 use thiserror::Error;
 
@@ -63,10 +63,22 @@ fn check_size(what: &'static str, width: usize, height: usize) -> Result<(), Geo
     Ok(())
 }
 
-/// `saturate_cast<uchar>(float)`: round half to even, then clamp.
+/// Rounds half to even for |v| < 2^22 by pushing the fraction out of the mantissa, which needs
+/// no SSE4.1 `roundss` (the portable x86-64 build would call `roundevenf` per sample).
 #[inline(always)]
+fn round_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    (v + MAGIC) - MAGIC
+}
+
+/// `saturate_cast<uchar>(float)`: round half to even and clamp (NaN becomes 0).
+#[inline(always)]
+#[expect(clippy::manual_clamp, reason = "`clamp` keeps NaN, `max` maps it to 0")]
 fn sat_u8(v: f32) -> u8 {
-    v.round_ties_even().clamp(0.0, 255.0) as u8
+    let v = round_even(v.max(0.0).min(255.0));
+    // SAFETY: `v` is an integer in 0..=255 (`max` maps NaN to 0). The checked `as` conversion
+    // would not vectorise.
+    unsafe { v.to_int_unchecked::<i32>() as u8 }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -101,7 +113,7 @@ enum Kind {
 /// Two-tap separable interpolation: horizontal in `i32` (source × 2048), vertical with OpenCV's
 /// SIMD rounding (`VResizeLinearVec_32s8u`), which is what `resize` returns for `u8`.
 struct Linear {
-    /// Per destination sample: element offsets of the two taps, and their weights.
+    /// Per destination pixel: offsets of the first sample of the two taps, and their weights.
     xofs: Vec<[usize; 2]>,
     alpha: Vec<[i32; 2]>,
     /// Per destination row: the two source rows (clamped), and their weights.
@@ -239,13 +251,11 @@ impl<'a> Resizer<'a> {
             let ys = linear_axis(sh, height, area, false);
             let row = |s: isize| s.clamp(0, sh as isize - 1) as usize;
             Kind::Linear(Box::new(Linear {
-                xofs: (0..width * cn)
-                    .map(|i| {
-                        let s = xs[i / cn].0 as usize;
-                        [s * cn + i % cn, (s + 1).min(sw - 1) * cn + i % cn]
-                    })
+                xofs: xs
+                    .iter()
+                    .map(|&(s, _)| [s as usize * cn, (s as usize + 1).min(sw - 1) * cn])
                     .collect(),
-                alpha: (0..width * cn).map(|i| xs[i / cn].1).collect(),
+                alpha: xs.iter().map(|&(_, a)| a).collect(),
                 yofs: ys.iter().map(|&(s, _)| [row(s), row(s + 1)]).collect(),
                 beta: ys.iter().map(|&(_, b)| b).collect(),
                 rows: [vec![0; width * cn], vec![0; width * cn]],
@@ -278,30 +288,97 @@ impl<'a> Resizer<'a> {
 fn area_fast_row(src: &Image, kx: usize, ky: usize, xofs: &[usize], y: usize, out: &mut [u8]) {
     let cn = src.channels;
     if kx == 2 && ky == 2 {
-        // OpenCV's vector kernel rounds half up here (everything else rounds half to even).
-        let (r0, r1) = (src.row(2 * y), src.row(2 * y + 1));
-        for (d, &o) in out.iter_mut().zip(xofs) {
-            let s =
-                u32::from(r0[o]) + u32::from(r0[o + cn]) + u32::from(r1[o]) + u32::from(r1[o + cn]);
-            *d = ((s + 2) >> 2) as u8;
-        }
-        return;
+        return halve_row(src.row(2 * y), src.row(2 * y + 1), cn, out);
     }
     let scale = 1.0 / (kx * ky) as f32;
-    let rows: Vec<&[u8]> = (0..ky).map(|k| src.row(y * ky + k)).collect();
+    let rows = &src.data[y * ky * src.width * cn..][..ky * src.width * cn];
     for (d, &o) in out.iter_mut().zip(xofs) {
         let s: u32 = rows
-            .iter()
+            .chunks_exact(src.width * cn)
             .flat_map(|r| (0..kx).map(move |k| u32::from(r[o + k * cn])))
             .sum();
         *d = sat_u8(s as f32 * scale);
     }
 }
 
+/// One output row of a 2×2 average over source rows `r0`, `r1`.
+#[inline(always)]
+fn halve<const CN: usize>(r0: &[u8], r1: &[u8], out: &mut [u8]) {
+    for ((d, a), b) in out
+        .chunks_exact_mut(CN)
+        .zip(r0.chunks_exact(2 * CN))
+        .zip(r1.chunks_exact(2 * CN))
+    {
+        for c in 0..CN {
+            let s = u16::from(a[c]) + u16::from(a[c + CN]) + u16::from(b[c]) + u16::from(b[c + CN]);
+            // OpenCV's vector kernel rounds half up here (everything else rounds half to even).
+            d[c] = ((s + 2) >> 2) as u8;
+        }
+    }
+}
+
+simd_fn! {
+    fn halve_row(r0: &[u8], r1: &[u8], cn: usize, out: &mut [u8]) {
+        match cn {
+            1 => halve::<1>(r0, r1, out),
+            2 => halve::<2>(r0, r1, out),
+            3 => halve::<3>(r0, r1, out),
+            4 => halve::<4>(r0, r1, out),
+            _ => {
+                for (i, d) in out.iter_mut().enumerate() {
+                    let o = (i / cn) * 2 * cn + i % cn;
+                    let s = u16::from(r0[o]) + u16::from(r0[o + cn]) + u16::from(r1[o]) + u16::from(r1[o + cn]);
+                    *d = ((s + 2) >> 2) as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Horizontal two-tap pass of one source row of `CN` channels (source × 2048 in `i32`).
+#[inline(always)]
+fn linear_hrow<const CN: usize>(
+    src: &[u8],
+    xofs: &[[usize; 2]],
+    alpha: &[[i32; 2]],
+    dst: &mut [i32],
+) {
+    for ((d, &[o0, o1]), &[a0, a1]) in dst.chunks_exact_mut(CN).zip(xofs).zip(alpha) {
+        let (p0, p1): (&[u8; CN], &[u8; CN]) = (
+            src[o0..o0 + CN].try_into().unwrap(),
+            src[o1..o1 + CN].try_into().unwrap(),
+        );
+        for c in 0..CN {
+            d[c] = i32::from(p0[c]) * a0 + i32::from(p1[c]) * a1;
+        }
+    }
+}
+
+simd_fn! {
+    /// Vertical two-tap blend with OpenCV's rounding (`VResizeLinearVec_32s8u`).
+    fn linear_vrow(h0: &[i32], h1: &[i32], b0: i32, b1: i32, out: &mut [u8]) {
+        for ((d, &h0), &h1) in out.iter_mut().zip(h0).zip(h1) {
+            let v = (((h0 >> 4) * b0) >> 16) + (((h1 >> 4) * b1) >> 16);
+            *d = ((v + 2) >> 2).clamp(0, 255) as u8;
+        }
+    }
+}
+
 impl Linear {
-    fn hresize(&self, src: &[u8], dst: &mut [i32]) {
-        for ((d, &[o0, o1]), &[a0, a1]) in dst.iter_mut().zip(&self.xofs).zip(&self.alpha) {
-            *d = i32::from(src[o0]) * a0 + i32::from(src[o1]) * a1;
+    fn hresize(&self, src: &[u8], cn: usize, dst: &mut [i32]) {
+        match cn {
+            1 => linear_hrow::<1>(src, &self.xofs, &self.alpha, dst),
+            3 => linear_hrow::<3>(src, &self.xofs, &self.alpha, dst),
+            4 => linear_hrow::<4>(src, &self.xofs, &self.alpha, dst),
+            _ => {
+                for ((d, &[o0, o1]), &[a0, a1]) in
+                    dst.chunks_exact_mut(cn).zip(&self.xofs).zip(&self.alpha)
+                {
+                    for (c, d) in d.iter_mut().enumerate() {
+                        *d = i32::from(src[o0 + c]) * a0 + i32::from(src[o1 + c]) * a1;
+                    }
+                }
+            }
         }
     }
 
@@ -314,16 +391,13 @@ impl Linear {
         for (slot, s) in [(0, s0), (1, s1)] {
             if self.cached[slot] != Some(s) {
                 let mut row = std::mem::take(&mut self.rows[slot]);
-                self.hresize(src.row(s), &mut row);
+                self.hresize(src.row(s), src.channels, &mut row);
                 self.rows[slot] = row;
                 self.cached[slot] = Some(s);
             }
         }
         let [b0, b1] = self.beta[y];
-        for ((d, &h0), &h1) in out.iter_mut().zip(&self.rows[0]).zip(&self.rows[1]) {
-            let v = (((h0 >> 4) * b0) >> 16) + (((h1 >> 4) * b1) >> 16);
-            *d = ((v + 2) >> 2).clamp(0, 255) as u8;
-        }
+        linear_vrow(&self.rows[0], &self.rows[1], b0, b1, out);
     }
 }
 
@@ -511,38 +585,44 @@ pub struct Normalize {
 }
 
 impl Normalize {
-    /// Table of every normalised value, per output channel.
-    fn lut(&self) -> [[f32; 256]; 3] {
-        let mut lut = [[0.0; 256]; 3];
-        for (c, table) in lut.iter_mut().enumerate() {
-            for (v, out) in table.iter_mut().enumerate() {
-                *out = (v as f32 - self.mean[c]) / self.std[c];
-            }
-        }
-        lut
-    }
-
-    /// Source channel feeding output channel `c`.
-    fn source_channel(&self, c: usize) -> usize {
-        if self.swap_rb { 2 - c } else { c }
-    }
-
     /// Normalises a whole 3-channel image into `out` (`3 × height × width` floats).
     pub fn apply(&self, img: &Image, out: &mut [f32]) -> Result<(), GeometryError> {
         check_channels(img)?;
         check_tensor(out, img.width, img.height)?;
-        let lut = self.lut();
         let plane = img.width * img.height;
-        for (c, table) in lut.iter().enumerate() {
-            let sc = self.source_channel(c);
-            for (o, px) in out[c * plane..][..plane]
-                .iter_mut()
-                .zip(img.data.chunks_exact(3))
-            {
-                *o = table[usize::from(px[sc])];
-            }
-        }
+        let (r, rest) = out.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        normalize_row(&img.data, *self, r, g, b);
         Ok(())
+    }
+}
+
+/// `(x - mean) / std` in `f32`, the same arithmetic in the fused and unfused paths.
+#[inline(always)]
+fn normalize<const SWAP: bool>(
+    src: &[u8],
+    n: Normalize,
+    r: &mut [f32],
+    g: &mut [f32],
+    b: &mut [f32],
+) {
+    let ([m0, m1, m2], [s0, s1, s2]) = (n.mean, n.std);
+    for (((px, r), g), b) in src.chunks_exact(3).zip(r).zip(g).zip(b) {
+        let (first, last) = if SWAP { (px[2], px[0]) } else { (px[0], px[2]) };
+        *r = (f32::from(first) - m0) / s0;
+        *g = (f32::from(px[1]) - m1) / s1;
+        *b = (f32::from(last) - m2) / s2;
+    }
+}
+
+simd_fn! {
+    /// Splits interleaved pixels into three normalised planes.
+    fn normalize_row(src: &[u8], n: Normalize, r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
+        if n.swap_rb {
+            normalize::<true>(src, n, r, g, b)
+        } else {
+            normalize::<false>(src, n, r, g, b)
+        }
     }
 }
 
@@ -602,30 +682,38 @@ impl Preprocess {
             self.rounding,
         );
         let mut resizer = Resizer::new(src, lb.width, lb.height, self.interpolation)?;
-        let lut = self.normalize.lut();
         let plane = self.width * self.height;
-        if let Fit::Letterbox { pad, .. } = self.fit {
-            for (c, p) in out.chunks_exact_mut(plane).enumerate() {
-                fill_padding(p, self.width, &lb, lut[c][usize::from(pad)]);
-            }
-        }
-        let sc = [0, 1, 2].map(|c| self.normalize.source_channel(c));
-        let mut row = vec![0u8; lb.width * 3];
         let (r_plane, rest) = out.split_at_mut(plane);
         let (g_plane, b_plane) = rest.split_at_mut(plane);
+        if let Fit::Letterbox { pad, .. } = self.fit {
+            let mut value = [0.0; 3];
+            let [vr, vg, vb] = &mut value;
+            normalize_row(
+                &[pad; 3],
+                self.normalize,
+                std::slice::from_mut(vr),
+                std::slice::from_mut(vg),
+                std::slice::from_mut(vb),
+            );
+            for (p, v) in [&mut *r_plane, &mut *g_plane, &mut *b_plane]
+                .into_iter()
+                .zip(value)
+            {
+                fill_padding(p, self.width, &lb, v);
+            }
+        }
+        let mut row = vec![0u8; lb.width * 3];
         for y in 0..lb.height {
             resizer.row(y, &mut row);
             let start = (lb.top + y) * self.width + lb.left;
-            let dst = (
-                &mut r_plane[start..start + lb.width],
-                &mut g_plane[start..start + lb.width],
-                &mut b_plane[start..start + lb.width],
+            let span = start..start + lb.width;
+            normalize_row(
+                &row,
+                self.normalize,
+                &mut r_plane[span.clone()],
+                &mut g_plane[span.clone()],
+                &mut b_plane[span],
             );
-            for (((px, r), g), b) in row.chunks_exact(3).zip(dst.0).zip(dst.1).zip(dst.2) {
-                *r = lut[0][usize::from(px[sc[0]])];
-                *g = lut[1][usize::from(px[sc[1]])];
-                *b = lut[2][usize::from(px[sc[2]])];
-            }
         }
         Ok(lb)
     }
@@ -653,77 +741,400 @@ fn fma32(a: f32, b: f32, c: f32) -> f32 {
     (f64::from(a) * f64::from(b) + f64::from(c)) as f32
 }
 
-/// Keeps coordinates finite and well inside `i32`; NaN lands outside the image like OpenCV's
-/// `INT_MIN`.
+/// Coordinates are kept within ±2^22, far outside any image, where [`round_even`] is exact
+/// and conversions to `i32` cannot overflow.
+const COORD_LIMIT: f32 = 4_194_304.0;
+
+/// Clamps a coordinate to ±[`COORD_LIMIT`]; NaN lands outside the image (`max` ignores it),
+/// like OpenCV's `INT_MIN`.
 #[inline(always)]
+#[expect(
+    clippy::manual_clamp,
+    reason = "`clamp` keeps NaN, `max` maps it outside"
+)]
 fn sane(v: f32) -> f32 {
-    if v.is_nan() { -1e9 } else { v.clamp(-1e9, 1e9) }
+    v.max(-COORD_LIMIT).min(COORD_LIMIT)
 }
 
-/// Samples `src` at the float coordinates `map` fills in for each destination row.
+/// Integer value of a [`sane`] coordinate that is already integral.
+#[inline(always)]
+fn to_i32(v: f32) -> i32 {
+    debug_assert!(v.abs() <= COORD_LIMIT);
+    // SAFETY: `v` is finite and within ±2^22 (see `sane`), so it fits `i32`. The checked `as`
+    // conversion would not vectorise.
+    unsafe { v.to_int_unchecked() }
+}
+
+/// `floor` of a [`sane`] coordinate with plain conversions (no SSE4.1 `roundss` needed).
+#[inline(always)]
+fn floor(v: f32) -> f32 {
+    let t = to_i32(v) as f32;
+    if t > v { t - 1.0 } else { t }
+}
+
+/// How a warp maps destination pixels to source coordinates: the inverse transform, in `f32`
+/// as OpenCV 5's kernels hold it (row terms included).
+#[derive(Clone, Copy, Debug)]
+enum Mapping {
+    Affine([f32; 6]),
+    Perspective([f32; 9]),
+}
+
+/// Source positions of one destination row: integer parts and (bilinear) fractions.
+struct Taps {
+    ix: Vec<i32>,
+    iy: Vec<i32>,
+    ax: Vec<f32>,
+    ay: Vec<f32>,
+}
+
+impl Taps {
+    fn view(&self, range: std::ops::Range<usize>) -> TapRow<'_> {
+        TapRow {
+            ix: &self.ix[range.clone()],
+            iy: &self.iy[range.clone()],
+            ax: &self.ax[range.clone()],
+            ay: &self.ay[range],
+        }
+    }
+}
+
+/// A run of [`Taps`].
+#[derive(Clone, Copy)]
+struct TapRow<'a> {
+    ix: &'a [i32],
+    iy: &'a [i32],
+    ax: &'a [f32],
+    ay: &'a [f32],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<'a> TapRow<'a> {
+    fn sub(self, range: std::ops::Range<usize>) -> TapRow<'a> {
+        TapRow {
+            ix: &self.ix[range.clone()],
+            iy: &self.iy[range.clone()],
+            ax: &self.ax[range.clone()],
+            ay: &self.ay[range],
+        }
+    }
+}
+
+/// Fills `taps` from the source coordinates `coords` gives each destination column.
+#[inline(always)]
+fn fill_taps(linear: bool, taps: &mut Taps, coords: impl Fn(f32) -> (f32, f32)) {
+    let Taps { ix, iy, ax, ay } = taps;
+    let columns = (0..ix.len() as i32).zip(ix.iter_mut().zip(iy.iter_mut()));
+    if linear {
+        for ((x, (ix, iy)), (ax, ay)) in columns.zip(ax.iter_mut().zip(ay.iter_mut())) {
+            let (sx, sy) = coords(x as f32);
+            let (sx, sy) = (sane(sx), sane(sy));
+            let (fx, fy) = (floor(sx), floor(sy));
+            (*ix, *iy, *ax, *ay) = (to_i32(fx), to_i32(fy), sx - fx, sy - fy);
+        }
+    } else {
+        for (x, (ix, iy)) in columns {
+            let (sx, sy) = coords(x as f32);
+            (*ix, *iy) = (to_i32(round_even(sane(sx))), to_i32(round_even(sane(sy))));
+        }
+    }
+}
+
+simd_fn! {
+    /// Source positions of each pixel of destination row `y`: rounded for nearest sampling,
+    /// floored with fractions for bilinear.
+    fn map_row(mapping: Mapping, y: usize, linear: bool, taps: &mut Taps) {
+        let y = y as f32;
+        match mapping {
+            Mapping::Affine([a, b, c, d, e, f]) => {
+                let (mx, my) = (y * b + c, y * e + f);
+                fill_taps(linear, taps, |x| (fma32(a, x, mx), fma32(d, x, my)))
+            }
+            Mapping::Perspective(m) => {
+                let (mx, my, mw) = (y * m[1] + m[2], y * m[4] + m[5], y * m[7] + m[8]);
+                fill_taps(linear, taps, |x| {
+                    let w = fma32(m[6], x, mw);
+                    (fma32(m[0], x, mx) / w, fma32(m[3], x, my) / w)
+                })
+            }
+        }
+    }
+}
+
+/// Where warps read pixels: the source, its border rule and the constant border value.
+struct Sampler<'a> {
+    src: &'a Image,
+    border: Border,
+    value: u8,
+}
+
+impl Sampler<'_> {
+    /// Offset of source pixel (`x`, `y`) after the border rule; `None` for the constant border.
+    fn fetch(&self, x: i32, y: i32) -> Option<usize> {
+        let sx = self.border.index(x as isize, self.src.width)?;
+        let sy = self.border.index(y as isize, self.src.height)?;
+        Some((sy * self.src.width + sx) * self.src.channels)
+    }
+
+    /// Bilinear sample whose 2×2 neighbourhood leaves the image.
+    #[inline(always)]
+    fn linear_border(&self, (ix, iy): (i32, i32), (ax, ay): (f32, f32), px: &mut [u8]) {
+        let (cols, rows) = (self.src.width as i32, self.src.height as i32);
+        // A constant border only blends at the edge; further out it is the border value (often
+        // most of a warped frame, so this stays inline).
+        if matches!(self.border, Border::Constant(_))
+            && !((-1..cols).contains(&ix) && (-1..rows).contains(&iy))
+        {
+            return px.fill(self.value);
+        }
+        self.blend_border((ix, iy), (ax, ay), px);
+    }
+
+    /// Bilinear sample straddling the edge: taps outside follow the border rule.
+    #[cold]
+    fn blend_border(&self, (ix, iy): (i32, i32), (ax, ay): (f32, f32), px: &mut [u8]) {
+        let taps =
+            [(ix, iy), (ix + 1, iy), (ix, iy + 1), (ix + 1, iy + 1)].map(|(x, y)| self.fetch(x, y));
+        for (c, out) in px.iter_mut().enumerate() {
+            let p = taps.map(|t| f32::from(t.map_or(self.value, |o| self.src.data[o + c])));
+            *out = bilinear(p, ax, ay);
+        }
+    }
+
+    /// Nearest sample outside the image.
+    #[cold]
+    fn nearest_border(&self, ix: i32, iy: i32, px: &mut [u8]) {
+        match self.fetch(ix, iy) {
+            Some(o) => px.copy_from_slice(&self.src.data[o..o + px.len()]),
+            None => px.fill(self.value),
+        }
+    }
+}
+
+/// OpenCV 5's bilinear blend of `[p00, p01, p10, p11]` in `f32`.
+#[inline(always)]
+fn bilinear([p00, p01, p10, p11]: [f32; 4], ax: f32, ay: f32) -> u8 {
+    let v0 = p00 + ax * (p01 - p00);
+    let v1 = p10 + ax * (p11 - p10);
+    sat_u8(v0 + ay * (v1 - v0))
+}
+
+/// Samples one destination row at `taps` (`cn` is a constant after inlining for the common
+/// channel counts).
+#[inline(always)]
+fn sample(s: &Sampler, cn: usize, linear: bool, taps: TapRow, out: &mut [u8]) {
+    let (cols, rows) = (s.src.width as u32, s.src.height as u32);
+    let stride = s.src.width * cn;
+    let data = &s.src.data[..];
+    let pixels = out.chunks_exact_mut(cn).zip(taps.ix.iter().zip(taps.iy));
+    if !linear {
+        for (px, (&ix, &iy)) in pixels {
+            if (ix as u32) < cols && (iy as u32) < rows {
+                let o = iy as usize * stride + ix as usize * cn;
+                px.copy_from_slice(&data[o..o + cn]);
+            } else {
+                s.nearest_border(ix, iy, px);
+            }
+        }
+        return;
+    }
+    for ((px, (&ix, &iy)), (&ax, &ay)) in pixels.zip(taps.ax.iter().zip(taps.ay)) {
+        if (ix as u32) < cols.wrapping_sub(1) && (iy as u32) < rows.wrapping_sub(1) {
+            let o = iy as usize * stride + ix as usize * cn;
+            let (r0, r1) = (&data[o..o + 2 * cn], &data[o + stride..o + stride + 2 * cn]);
+            if (2..=4).contains(&cn) {
+                // Channels as the lanes of one 4-wide vector (the last channel repeated), so
+                // the blend is a handful of vector instructions.
+                let lanes = |r: &[u8], at: usize| -> [f32; 4] {
+                    std::array::from_fn(|c| f32::from(r[at + c.min(cn - 1)]))
+                };
+                let (p00, p01, p10, p11) =
+                    (lanes(r0, 0), lanes(r0, cn), lanes(r1, 0), lanes(r1, cn));
+                let blend = |a: [f32; 4], b: [f32; 4], t: f32| -> [f32; 4] {
+                    std::array::from_fn(|c| a[c] + t * (b[c] - a[c]))
+                };
+                let v = blend(blend(p00, p01, ax), blend(p10, p11, ax), ay);
+                for (d, v) in px.iter_mut().zip(v) {
+                    *d = sat_u8(v);
+                }
+            } else {
+                for c in 0..cn {
+                    let p = [r0[c], r0[c + cn], r1[c], r1[c + cn]].map(f32::from);
+                    px[c] = bilinear(p, ax, ay);
+                }
+            }
+        } else {
+            s.linear_border((ix, iy), (ax, ay), px);
+        }
+    }
+}
+
+simd_fn! {
+    fn sample_row(s: &Sampler, linear: bool, taps: TapRow, out: &mut [u8]) {
+        match s.src.channels {
+            1 => sample(s, 1, linear, taps, out),
+            3 => sample(s, 3, linear, taps, out),
+            4 => sample(s, 4, linear, taps, out),
+            cn => sample(s, cn, linear, taps, out),
+        }
+    }
+}
+
+/// Bilinear warps 8 pixels at a time with AVX2 gathers: scalar code cannot vectorise the
+/// per-pixel loads, and one 32-bit gather fetches all channels of a tap.
+#[cfg(target_arch = "x86_64")]
+mod gather {
+    use super::{Image, Sampler, TapRow, sample};
+    use std::arch::x86_64::*;
+
+    /// Whether [`bilinear_row`] can run: AVX2 builds enabled and available, channels that fit
+    /// one 32-bit word, offsets that fit `i32`.
+    pub(super) fn applies(src: &Image) -> bool {
+        crate::imgproc::filter::avx2()
+            && matches!(src.channels, 1 | 3 | 4)
+            && src.data.len() < i32::MAX as usize - 8
+    }
+
+    /// One bilinear row, 8 pixels per step: pixels whose 2×2 neighbourhood lies inside the
+    /// image (and whose 4-byte reads stay inside the buffer) are gathered, the others sampled
+    /// with the border rule. Same arithmetic as `bilinear`, so results are identical.
+    pub(super) fn bilinear_row(s: &Sampler, taps: TapRow, out: &mut [u8]) {
+        let cn = s.src.channels;
+        let (cols, rows) = (s.src.width as u32, s.src.height as u32);
+        let stride = s.src.width * cn;
+        let len = s.src.data.len();
+        let n = taps.ix.len();
+        let mut x = 0;
+        while x + 8 <= n {
+            let block = taps.sub(x..x + 8);
+            let px = &mut out[x * cn..(x + 8) * cn];
+            let inside: [bool; 8] = std::array::from_fn(|j| {
+                let (ix, iy) = (block.ix[j], block.iy[j]);
+                (ix as u32) < cols.wrapping_sub(1)
+                    && (iy as u32) < rows.wrapping_sub(1)
+                    && iy as usize * stride + ix as usize * cn + stride + cn + 4 <= len
+            });
+            if inside.contains(&true) {
+                // SAFETY: `applies` checked AVX2; the gathers only read lanes marked inside,
+                // whose words lie inside `data`.
+                unsafe { block8(s.src, block, inside, px) };
+            }
+            for (j, _) in inside.iter().enumerate().filter(|(_, inside)| !**inside) {
+                let (ix, iy, ax, ay) = (block.ix[j], block.iy[j], block.ax[j], block.ay[j]);
+                let px = &mut px[j * cn..(j + 1) * cn];
+                if (ix as u32) < cols.wrapping_sub(1) && (iy as u32) < rows.wrapping_sub(1) {
+                    // Inside, but a 4-byte read would pass the end of the buffer.
+                    sample(s, cn, true, block.sub(j..j + 1), px);
+                } else {
+                    s.linear_border((ix, iy), (ax, ay), px);
+                }
+            }
+            x += 8;
+        }
+        sample(s, cn, true, taps.sub(x..n), &mut out[x * cn..]);
+    }
+
+    /// Eight pixels, of which those marked `inside` are written: four gathers (one per tap, all
+    /// channels at once), then per channel the same `f32` blend as the scalar path.
+    #[target_feature(enable = "avx2")]
+    unsafe fn block8(src: &Image, taps: TapRow, inside: [bool; 8], out: &mut [u8]) {
+        let cn = src.channels;
+        let stride = (src.width * cn) as i32;
+        let ints = |v: &[i32]| unsafe { _mm256_loadu_si256(v[..8].as_ptr().cast()) };
+        let floats = |v: &[f32]| unsafe { _mm256_loadu_ps(v[..8].as_ptr()) };
+        let offsets = _mm256_add_epi32(
+            _mm256_mullo_epi32(ints(taps.iy), _mm256_set1_epi32(stride)),
+            _mm256_mullo_epi32(ints(taps.ix), _mm256_set1_epi32(cn as i32)),
+        );
+        let base = src.data.as_ptr().cast::<i32>();
+        let mask = inside.map(|i| -i32::from(i));
+        let mask = ints(&mask);
+        // SAFETY (caller): for each lane in `mask`, offset + tap + 4 bytes lies inside
+        // `src.data`; other lanes are not read.
+        let tap = |delta: usize| unsafe {
+            _mm256_mask_i32gather_epi32::<1>(
+                _mm256_setzero_si256(),
+                base.byte_add(delta),
+                offsets,
+                mask,
+            )
+        };
+        let [w00, w01, w10, w11] = [0, cn, stride as usize, stride as usize + cn].map(tap);
+        let (ax, ay) = (floats(taps.ax), floats(taps.ay));
+        let (zero, max) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
+        // Each pixel's channels packed into one 32-bit lane, little end first.
+        let mut packed = _mm256_setzero_si256();
+        for c in 0..cn {
+            let shift = _mm256_set1_epi32(8 * c as i32);
+            let channel = |w: __m256i| {
+                _mm256_cvtepi32_ps(_mm256_and_si256(
+                    _mm256_srlv_epi32(w, shift),
+                    _mm256_set1_epi32(0xff),
+                ))
+            };
+            let blend = |a: __m256, b: __m256, t: __m256| {
+                _mm256_add_ps(a, _mm256_mul_ps(t, _mm256_sub_ps(b, a)))
+            };
+            let v0 = blend(channel(w00), channel(w01), ax);
+            let v1 = blend(channel(w10), channel(w11), ax);
+            let v = _mm256_min_ps(_mm256_max_ps(blend(v0, v1, ay), zero), max);
+            packed = _mm256_or_si256(packed, _mm256_sllv_epi32(_mm256_cvtps_epi32(v), shift));
+        }
+        let mut lanes = [0u32; 8];
+        // SAFETY: `lanes` holds 8 `u32`.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), packed) };
+        match cn {
+            1 => store::<1>(&lanes, inside, out),
+            3 => store::<3>(&lanes, inside, out),
+            _ => store::<4>(&lanes, inside, out),
+        }
+    }
+
+    /// Writes the first `CN` bytes of each inside lane to its pixel.
+    #[inline(always)]
+    fn store<const CN: usize>(lanes: &[u32; 8], inside: [bool; 8], out: &mut [u8]) {
+        for ((px, lane), inside) in out.chunks_exact_mut(CN).zip(lanes).zip(inside) {
+            if inside {
+                let bytes = lane.to_le_bytes();
+                px.copy_from_slice(&bytes[..CN]);
+            }
+        }
+    }
+}
+
+/// Samples `src` through `mapping` into a `width × height` `dst`.
 fn warp(
     src: &Image,
-    width: usize,
-    height: usize,
+    (width, height): (usize, usize),
+    mapping: Mapping,
     interpolation: Interpolation,
     border: Border,
     dst: &mut Image,
-    map: impl Fn(usize, &mut [[f32; 2]]),
 ) -> Result<(), GeometryError> {
     check_size("source image", src.width, src.height)?;
     check_size("destination size", width, height)?;
-    let cn = src.channels;
-    dst.reshape(width, height, cn);
-    let mut coords = vec![[0.0f32; 2]; width];
-    let (cols, rows) = (src.width as i32, src.height as i32);
-    let stride = src.width * cn;
-    // A source sample with the border rule applied; `None` when it comes from a constant border.
-    let fetch = |x: i32, y: i32| -> Option<usize> {
-        let sx = border.index(x as isize, src.width)?;
-        let sy = border.index(y as isize, src.height)?;
-        Some(sy * stride + sx * cn)
+    dst.reshape(width, height, src.channels);
+    let value = match border {
+        Border::Constant(v) => v,
+        _ => 0,
     };
-    let bval = match border {
-        Border::Constant(v) => f32::from(v),
-        _ => 0.0,
+    let sampler = Sampler { src, border, value };
+    let linear = interpolation != Interpolation::Nearest;
+    let mut taps = Taps {
+        ix: vec![0; width],
+        iy: vec![0; width],
+        ax: vec![0.0; width],
+        ay: vec![0.0; width],
     };
     for y in 0..height {
-        map(y, &mut coords);
-        let out = dst.row_mut(y);
-        for (px, &[sx, sy]) in out.chunks_exact_mut(cn).zip(&coords) {
-            let (sx, sy) = (sane(sx), sane(sy));
-            if interpolation == Interpolation::Nearest {
-                let (ix, iy) = (sx.round_ties_even() as i32, sy.round_ties_even() as i32);
-                match fetch(ix, iy) {
-                    Some(o) => px.copy_from_slice(&src.data[o..o + cn]),
-                    None => px.fill(bval as u8),
-                }
-                continue;
-            }
-            let (fx, fy) = (sx.floor(), sy.floor());
-            let (ix, iy) = (fx as i32, fy as i32);
-            let (ax, ay) = (sx - fx, sy - fy);
-            let inside = (0..cols - 1).contains(&ix) && (0..rows - 1).contains(&iy);
-            if !inside
-                && matches!(border, Border::Constant(_))
-                && !((-1..cols).contains(&ix) && (-1..rows).contains(&iy))
-            {
-                px.fill(bval as u8);
-                continue;
-            }
-            let taps = [
-                fetch(ix, iy),
-                fetch(ix + 1, iy),
-                fetch(ix, iy + 1),
-                fetch(ix + 1, iy + 1),
-            ];
-            for (c, out) in px.iter_mut().enumerate() {
-                let p = taps.map(|t| t.map_or(bval, |o| f32::from(src.data[o + c])));
-                let v0 = p[0] + ax * (p[1] - p[0]);
-                let v1 = p[2] + ax * (p[3] - p[2]);
-                *out = sat_u8(v0 + ay * (v1 - v0));
-            }
+        map_row(mapping, y, linear, &mut taps);
+        let row = taps.view(0..width);
+        #[cfg(target_arch = "x86_64")]
+        if linear && gather::applies(src) {
+            gather::bilinear_row(&sampler, row, dst.row_mut(y));
+            continue;
         }
+        sample_row(&sampler, linear, row, dst.row_mut(y));
     }
     Ok(())
 }
@@ -744,23 +1155,8 @@ pub fn warp_affine(
     let inv = if det != 0.0 { 1.0 / det } else { 0.0 };
     let (a, b, d, e) = (e * inv, -b * inv, -d * inv, a * inv);
     let (c, f) = (-a * c - b * f, -d * c - e * f);
-    // OpenCV's kernels work on the inverse in `f32`, row terms included.
-    let [a, b, c, d, e, f] = [a, b, c, d, e, f].map(|v| v as f32);
-    warp(
-        src,
-        width,
-        height,
-        interpolation,
-        border,
-        dst,
-        |y, coords| {
-            let y = y as f32;
-            let (mx, my) = (y * b + c, y * e + f);
-            for (x, xy) in coords.iter_mut().enumerate() {
-                *xy = [fma32(a, x as f32, mx), fma32(d, x as f32, my)];
-            }
-        },
-    )
+    let mapping = Mapping::Affine([a, b, c, d, e, f].map(|v| v as f32));
+    warp(src, (width, height), mapping, interpolation, border, dst)
 }
 
 /// Warps `src` by the homography `m` (source → destination, as `cv::warpPerspective` without
@@ -785,24 +1181,11 @@ pub fn warp_perspective(
     };
     warp(
         src,
-        width,
-        height,
+        (width, height),
+        Mapping::Perspective(inv),
         interpolation,
         border,
         dst,
-        |y, coords| {
-            let y = y as f32;
-            let (mx, my, mw) = (
-                y * inv[1] + inv[2],
-                y * inv[4] + inv[5],
-                y * inv[7] + inv[8],
-            );
-            for (x, xy) in coords.iter_mut().enumerate() {
-                let x = x as f32;
-                let w = fma32(inv[6], x, mw);
-                *xy = [fma32(inv[0], x, mx) / w, fma32(inv[3], x, my) / w];
-            }
-        },
     )
 }
 
@@ -907,4 +1290,66 @@ pub fn get_perspective_transform(
         return Err(GeometryError::Singular);
     }
     Ok([[b[0], b[1], b[2]], [b[3], b[4], b[5]], [b[6], b[7], 1.0]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letterbox_plan_maps_back_to_the_source() {
+        let centre = Fit::Letterbox {
+            placement: Placement::Centre,
+            pad: 114,
+        };
+        let lb = Letterbox::plan(640, 480, 320, 320, centre);
+        assert_eq!((lb.left, lb.top, lb.width, lb.height), (0, 40, 320, 240));
+        assert_eq!(lb.to_source(160.0, 160.0), (320.0, 240.0));
+        let b = lb.box_to_source(
+            &BBox {
+                x1: -5.0,
+                y1: 40.0,
+                x2: 20.0,
+                y2: 400.0,
+            },
+            640,
+            480,
+        );
+        assert_eq!((b.x1, b.y1, b.x2, b.y2), (0.0, 0.0, 40.0, 480.0));
+        let stretch = Letterbox::plan(640, 480, 320, 320, Fit::Stretch);
+        assert_eq!((stretch.scale_x, stretch.scale_y), (0.5, 320.0 / 480.0));
+    }
+
+    #[test]
+    fn preprocess_rejects_bad_buffers() {
+        let pre = Preprocess {
+            width: 4,
+            height: 4,
+            fit: Fit::Stretch,
+            rounding: Rounding::Nearest,
+            interpolation: Interpolation::Linear,
+            normalize: Normalize {
+                swap_rb: false,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+            },
+        };
+        let rgb = Image::new(8, 8, 3);
+        assert_eq!(
+            pre.run(&rgb, &mut [0.0; 47]),
+            Err(GeometryError::TensorLen {
+                expected: 48,
+                found: 47
+            })
+        );
+        assert_eq!(
+            pre.run(&Image::new(8, 8, 1), &mut [0.0; 48]),
+            Err(GeometryError::Channels {
+                expected: 3,
+                found: 1
+            })
+        );
+        let err = resize(&rgb, 0, 3, Interpolation::Area, &mut Image::new(0, 0, 3));
+        assert!(matches!(err, Err(GeometryError::Empty { width: 0, .. })));
+    }
 }

@@ -1,0 +1,230 @@
+//! Activation ranges for post-training quantisation: the float model run through tract on
+//! calibration images, the chosen tensors observed, a clipping threshold per tensor.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use tract_onnx::prelude::*;
+
+use crate::measure;
+use crate::onnx::{Model, ModelError, float_unshaped};
+
+/// How a tensor's observed values become its symmetric clipping threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, clap::ValueEnum)]
+pub enum Method {
+    /// The largest magnitude seen.
+    Minmax,
+    /// The 99.99th percentile of magnitudes: a few outliers do not stretch the range.
+    Percentile,
+    /// The threshold whose 128-level quantisation loses the least information (KL
+    /// divergence between the clipped and quantised histograms, as TensorRT calibrates).
+    Entropy,
+}
+
+const BINS: usize = 2048;
+const LEVELS: usize = 128;
+const PERCENTILE: f64 = 0.9999;
+
+/// Magnitude histograms of each observed tensor over every calibration input.
+struct Observed {
+    absmax: Vec<f32>,
+    hist: Vec<Vec<u64>>,
+}
+
+/// Runs `model` on `inputs`, observing `tensors`; returns each tensor's threshold.
+pub fn calibrate(
+    model: &Model,
+    tensors: &[String],
+    inputs: &[Tensor],
+    shape: [usize; 4],
+    method: Method,
+    mut progress: impl FnMut(&str),
+) -> Result<HashMap<String, f32>, ModelError> {
+    if tensors.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut observing = model.clone();
+    for t in tensors {
+        if !observing.is_graph_output(t) {
+            observing.graph_mut().output.push(float_unshaped(t));
+        }
+    }
+    let index: Vec<usize> = tensors
+        .iter()
+        .map(|t| {
+            observing
+                .graph()
+                .output
+                .iter()
+                .position(|o| &o.name == t)
+                .expect("added")
+        })
+        .collect();
+    let plan = observing.plan(shape)?;
+    let mut obs = Observed {
+        absmax: vec![0.0; tensors.len()],
+        hist: vec![vec![0; BINS]; tensors.len()],
+    };
+    // Two passes: the ranges first, then histograms over them (entropy and percentile).
+    let passes = if method == Method::Minmax { 1 } else { 2 };
+    for pass in 0..passes {
+        for (n, input) in inputs.iter().enumerate() {
+            progress(&format!(
+                "calibrate: pass {}/{passes}, image {}/{}",
+                pass + 1,
+                n + 1,
+                inputs.len()
+            ));
+            let outs = measure::run(&plan, input).map_err(|e| model.tract_err(&e))?;
+            for (k, &ix) in index.iter().enumerate() {
+                let t = outs[ix].cast_to::<f32>().map_err(|e| model.tract_err(&e))?;
+                let xs = t
+                    .try_as_plain_ram()
+                    .and_then(|r| Ok(r.as_slice::<f32>()?.to_vec()))
+                    .map_err(|e| model.tract_err(&e))?;
+                if pass == 0 {
+                    let m = xs.iter().fold(0f32, |m, x| m.max(x.abs()));
+                    obs.absmax[k] = obs.absmax[k].max(m);
+                } else {
+                    let w = obs.absmax[k].max(f32::MIN_POSITIVE) / BINS as f32;
+                    let h = &mut obs.hist[k];
+                    for x in xs {
+                        h[((x.abs() / w) as usize).min(BINS - 1)] += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(tensors
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let max = obs.absmax[k].max(1e-8);
+            let thr = match method {
+                Method::Minmax => max,
+                Method::Percentile => percentile(&obs.hist[k], max),
+                Method::Entropy => entropy(&obs.hist[k], max),
+            };
+            (t.clone(), thr)
+        })
+        .collect())
+}
+
+fn percentile(hist: &[u64], max: f32) -> f32 {
+    let total: u64 = hist.iter().sum();
+    let target = (total as f64 * PERCENTILE).ceil() as u64;
+    let mut acc = 0;
+    for (i, h) in hist.iter().enumerate() {
+        acc += h;
+        if acc >= target {
+            return (i + 1) as f32 * max / hist.len() as f32;
+        }
+    }
+    max
+}
+
+/// TensorRT's entropy calibration over a magnitude histogram.
+pub fn entropy(hist: &[u64], max: f32) -> f32 {
+    let width = max / hist.len() as f32;
+    let mut best = (f64::INFINITY, hist.len());
+    for i in (LEVELS..=hist.len()).step_by(8) {
+        // Reference: the first i bins, everything beyond folded into the last one.
+        let mut p: Vec<f64> = hist[..i].iter().map(|v| *v as f64).collect();
+        p[i - 1] += hist[i..].iter().sum::<u64>() as f64;
+        // Candidate: the same i bins merged into LEVELS levels, spread back over the bins
+        // that were non-empty.
+        let mut q = vec![0f64; i];
+        for l in 0..LEVELS {
+            let (a, b) = (
+                l * i / LEVELS,
+                ((l + 1) * i / LEVELS).max(l * i / LEVELS + 1),
+            );
+            let sum: f64 = hist[a..b].iter().map(|v| *v as f64).sum();
+            let nonzero = hist[a..b].iter().filter(|v| **v > 0).count();
+            if nonzero > 0 {
+                for j in a..b {
+                    if hist[j] > 0 {
+                        q[j] = sum / nonzero as f64;
+                    }
+                }
+            }
+        }
+        let (ps, qs): (f64, f64) = (p.iter().sum(), q.iter().sum());
+        if ps == 0.0 || qs == 0.0 {
+            continue;
+        }
+        let kl: f64 = p
+            .iter()
+            .zip(&q)
+            .filter(|(p, _)| **p > 0.0)
+            .map(|(p, q)| {
+                let (p, q) = (p / ps, (q / qs).max(1e-12));
+                p * (p / q).ln()
+            })
+            .sum();
+        if kl < best.0 {
+            best = (kl, i);
+        }
+    }
+    (best.1 as f32 + 0.5) * width
+}
+
+/// The mean of each channel of `tensors` ([N,C,H,W]) over every calibration input: what bias
+/// correction needs to cancel the systematic shift that rounding the weights introduces.
+pub fn channel_means(
+    model: &Model,
+    tensors: &[String],
+    inputs: &[Tensor],
+    shape: [usize; 4],
+    mut progress: impl FnMut(&str),
+) -> Result<HashMap<String, Vec<f32>>, ModelError> {
+    let mut observing = model.clone();
+    for t in tensors {
+        if !observing.is_graph_output(t) {
+            observing.graph_mut().output.push(float_unshaped(t));
+        }
+    }
+    let index: Vec<usize> = tensors
+        .iter()
+        .map(|t| {
+            observing
+                .graph()
+                .output
+                .iter()
+                .position(|o| &o.name == t)
+                .expect("added")
+        })
+        .collect();
+    let plan = observing.plan(shape)?;
+    let mut sums: Vec<Vec<f64>> = vec![Vec::new(); tensors.len()];
+    for (n, input) in inputs.iter().enumerate() {
+        progress(&format!(
+            "calibrate: channel means, image {}/{}",
+            n + 1,
+            inputs.len()
+        ));
+        let outs = measure::run(&plan, input).map_err(|e| model.tract_err(&e))?;
+        for (k, &ix) in index.iter().enumerate() {
+            let t = outs[ix].cast_to::<f32>().map_err(|e| model.tract_err(&e))?;
+            let c = t.shape().get(1).copied().unwrap_or(1);
+            let xs = t
+                .try_as_plain_ram()
+                .and_then(|r| Ok(r.as_slice::<f32>()?.to_vec()))
+                .map_err(|e| model.tract_err(&e))?;
+            let per = xs.len() / c.max(1);
+            sums[k].resize(c, 0.0);
+            for (ch, s) in sums[k].iter_mut().enumerate() {
+                *s += xs[ch * per..(ch + 1) * per]
+                    .iter()
+                    .map(|v| *v as f64)
+                    .sum::<f64>()
+                    / (per.max(1) * inputs.len()) as f64;
+            }
+        }
+    }
+    Ok(tensors
+        .iter()
+        .zip(sums)
+        .map(|(t, s)| (t.clone(), s.into_iter().map(|v| v as f32).collect()))
+        .collect())
+}

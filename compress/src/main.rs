@@ -1,0 +1,471 @@
+//! `ocelli-compress`: optimise, quantise, prune and evaluate ONNX detectors for tract.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ocelli_compress::onnx::Model;
+use ocelli_compress::{
+    Error, compare_models, data, eval, measure, optimize, pattern_input, probe, prune, quantize,
+};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Rewrite a float model so tract runs it fast, with the same outputs (within --tolerance).
+    Optimize {
+        input: PathBuf,
+        output: PathBuf,
+        /// Fix the input's width and height.
+        #[arg(long, num_args = 2, value_names = ["W", "H"])]
+        input_size: Option<Vec<usize>>,
+        /// Photos to check the outputs on (default: a synthetic input).
+        #[arg(long)]
+        images: Option<PathBuf>,
+        /// The reference detector whose preprocessing feeds the photos (default: by file name).
+        #[arg(long)]
+        preset: Option<String>,
+        /// Largest output difference allowed, relative where outputs exceed 1.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f32,
+    },
+    /// Compare a candidate model with a reference through the runtime's detector: detection
+    /// agreement, latency (taking turns), file size and peak memory.
+    Eval {
+        #[arg(long)]
+        reference: PathBuf,
+        #[arg(long)]
+        candidate: PathBuf,
+        #[arg(long)]
+        images: PathBuf,
+        /// The reference detector whose pre/postprocessing both use (default: by file name).
+        #[arg(long)]
+        preset: Option<String>,
+        /// Timed runs of each model per image.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a model as the runtime does, run one image, print the process's peak memory (kB).
+    #[command(hide = true)]
+    Memprobe {
+        model: PathBuf,
+        image: PathBuf,
+        #[arg(long)]
+        preset: Option<String>,
+    },
+    /// Time chains of convolutions of typical shapes in each ONNX representation (float, QDQ,
+    /// QLinearConv on u8 or i8, QLinearConv with float between layers) in tract.
+    Probe {
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        #[arg(long)]
+        json: bool,
+        /// Also write each probe model here, to profile them one by one.
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
+    /// Time models side by side in tract (taking turns), on a synthetic input.
+    Time {
+        models: Vec<PathBuf>,
+        #[arg(long, num_args = 2, value_names = ["W", "H"])]
+        input_size: Option<Vec<usize>>,
+        #[arg(long, default_value_t = 30)]
+        rounds: usize,
+    },
+    /// Post-training static int8: calibrate on a folder of images, give each convolution the
+    /// fastest form tract runs for it, keep float what costs accuracy.
+    Quantize {
+        input: PathBuf,
+        output: PathBuf,
+        /// Calibration images (keep them apart from evaluation images).
+        #[arg(long)]
+        calib: PathBuf,
+        #[arg(long, value_enum, default_value = "entropy")]
+        method: ocelli_compress::calib::Method,
+        #[arg(long, num_args = 2, value_names = ["W", "H"])]
+        input_size: Option<Vec<usize>>,
+        #[arg(long)]
+        preset: Option<String>,
+        /// Least mAP@0.5 against float on the calibration images.
+        #[arg(long, default_value_t = 0.98)]
+        min_map: f64,
+        /// Largest score change of a matched detection on the calibration images.
+        #[arg(long, default_value_t = 0.1)]
+        max_drift: f32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Structured channel pruning: remove the weakest output channels of convolutions, with
+    /// the matching input channels of their readers.
+    Prune {
+        input: PathBuf,
+        output: PathBuf,
+        /// Fraction of each prunable channel group removed.
+        #[arg(long)]
+        ratio: f32,
+        #[arg(long, num_args = 2, value_names = ["W", "H"])]
+        input_size: Option<Vec<usize>>,
+        /// Images whose mean activations of the removed channels go into the readers' biases.
+        #[arg(long)]
+        calib: Option<PathBuf>,
+        #[arg(long)]
+        preset: Option<String>,
+    },
+    /// Time each of tract's operators on a model, most expensive first.
+    Profile {
+        model: PathBuf,
+        #[arg(long, num_args = 2, value_names = ["W", "H"])]
+        input_size: Option<Vec<usize>>,
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Operators listed.
+        #[arg(long, default_value_t = 25)]
+        top: usize,
+    },
+}
+
+/// Peak memory of a fresh process that loads `model` and runs `image`: models measured in one
+/// process would share (and hide) each other's peaks.
+fn memprobe(model: &std::path::Path, image: &std::path::Path, preset: Option<&str>) -> Option<u64> {
+    let mut cmd = std::process::Command::new(std::env::current_exe().ok()?);
+    cmd.arg("memprobe").arg(model).arg(image);
+    if let Some(p) = preset {
+        cmd.arg("--preset").arg(p);
+    }
+    let out = cmd.output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn size(v: &Option<Vec<usize>>) -> Option<[usize; 2]> {
+    v.as_ref().map(|v| [v[0], v[1]])
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Optimize {
+            input,
+            output,
+            input_size,
+            images,
+            preset,
+            tolerance,
+        } => {
+            let original = Model::load(&input)?;
+            eprintln!("optimize: {}: rewriting", input.display());
+            let mut model = original.clone();
+            let opts = optimize::Options {
+                input_size: size(&input_size),
+            };
+            let report = optimize::optimize(&mut model, &opts)?;
+            let shape = report.input_shape;
+            let inputs = match &images {
+                Some(dir) => {
+                    let cfg = data::detector_config(&input, preset.as_deref())?;
+                    data::input_tensors(dir, &cfg.preprocess, shape)?
+                }
+                None => vec![pattern_input(shape, 0.0, 1.0)],
+            };
+            eprintln!(
+                "optimize: checking outputs on {} input(s) through tract",
+                inputs.len()
+            );
+            model.path = output.clone();
+            let error = compare_models(&original, &model, shape, &inputs)?;
+            if error > tolerance {
+                return Err(Error::Mismatch {
+                    path: output,
+                    error,
+                    tolerance,
+                });
+            }
+            model.save(&output)?;
+            println!(
+                "{}: input {:?}; value_info stripped {}; batchnorms folded {}; constants folded {}; \
+                 softmaxes rewritten {}; nodes {} -> {}; max output difference {:.1e} on {} input(s)",
+                output.display(),
+                shape,
+                report.value_info_stripped,
+                report.batchnorms_folded,
+                report.constants_folded,
+                report.softmaxes_rewritten,
+                report.nodes_before,
+                report.nodes_after,
+                error,
+                inputs.len()
+            );
+            Ok(())
+        }
+        Command::Eval {
+            reference,
+            candidate,
+            images,
+            preset,
+            rounds,
+            json,
+        } => {
+            let preset = Some(data::preset_name(&reference, preset.as_deref())?.to_string());
+            let opts = eval::Options { rounds, preset };
+            let mut report =
+                eval::eval(&reference, &candidate, &images, &opts, |m| eprintln!("{m}"))?;
+            let first = data::image_files(&images)?.remove(0);
+            for m in [&mut report.reference, &mut report.candidate] {
+                m.peak_rss_kb = memprobe(&m.path, &first, opts.preset.as_deref());
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serialisable")
+                );
+            } else {
+                print!("{}", eval::table(&report));
+            }
+            Ok(())
+        }
+        Command::Memprobe {
+            model,
+            image,
+            preset,
+        } => {
+            let cfg = data::detector_config(&model, preset.as_deref())?;
+            let mut d = ocelli::detect::Detector::load(&cfg, |p| p.to_path_buf())
+                .map_err(|e| Error::run(&model, &e.into()))?;
+            let rgb = data::load_image(&image)?;
+            let mut out = ocelli::detect::Detections::new();
+            d.detect(&rgb, &mut out)
+                .map_err(|e| Error::run(&model, &e.into()))?;
+            println!("{}", measure::peak_rss_kb().unwrap_or(0));
+            Ok(())
+        }
+        Command::Probe { rounds, json, save } => {
+            if let Some(dir) = &save {
+                for s in probe::SHAPES {
+                    for r in probe::REPRS {
+                        let kind = if s.depthwise { "dw" } else { "conv" };
+                        let name =
+                            format!("{kind}{}_c{}_{}_{r:?}.onnx", s.kernel, s.channels, s.size);
+                        probe::chain_model(s, r).save(&dir.join(name))?;
+                    }
+                }
+            }
+            let rows =
+                probe::probe(&probe::SHAPES, rounds, |m| eprintln!("{m}")).map_err(Error::Model)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).expect("serialisable")
+                );
+                return Ok(());
+            }
+            println!("fastest of {rounds} runs, ms (ratio to float)");
+            print!("{:<26}", "layer (chain of 4, +ReLU)");
+            for r in probe::REPRS {
+                print!(" {:>14}", format!("{r:?}"));
+            }
+            println!();
+            for row in rows {
+                let s = row.shape;
+                let kind = if s.depthwise { "dw" } else { "conv" };
+                print!(
+                    "{:<26}",
+                    format!(
+                        "{kind} {}x{} c{} @{}",
+                        s.kernel, s.kernel, s.channels, s.size
+                    )
+                );
+                let base = row.ms[0].1;
+                for (_, ms) in &row.ms {
+                    print!(" {:>6.2} ({:.2}×)", ms, ms / base);
+                }
+                println!();
+            }
+            Ok(())
+        }
+        Command::Time {
+            models,
+            input_size,
+            rounds,
+        } => {
+            let loaded = models
+                .iter()
+                .map(|p| Model::load(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let shape = loaded[0].input_shape(size(&input_size))?;
+            let plans = loaded
+                .iter()
+                .map(|m| m.plan(shape))
+                .collect::<Result<Vec<_>, _>>()?;
+            let input = pattern_input(shape, 0.0, 1.0);
+            eprintln!(
+                "time: {} model(s), {rounds} rounds each, taking turns",
+                plans.len()
+            );
+            let times =
+                measure::time_interleaved(&plans.iter().collect::<Vec<_>>(), &input, 3, rounds)
+                    .map_err(|e| Error::run(&models[0], &e))?;
+            let base = measure::median(&times[0]);
+            for (p, t) in models.iter().zip(&times) {
+                let m = measure::median(t);
+                println!(
+                    "median {:>8.2} ms  {:>5.2}×   fastest {:>8.2} ms  {}",
+                    m,
+                    m / base,
+                    measure::min(t),
+                    p.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Quantize {
+            input,
+            output,
+            calib,
+            method,
+            input_size,
+            preset,
+            min_map,
+            max_drift,
+            json,
+        } => {
+            let model = Model::load(&input)?;
+            let opts = quantize::Options {
+                method,
+                input_size: size(&input_size),
+                preset,
+                min_map,
+                max_score_drift: max_drift,
+                ..Default::default()
+            };
+            let (q, report) = quantize::quantize(&model, &calib, &opts, |m| eprintln!("{m}"))?;
+            q.save(&output)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serialisable")
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<44} {:>16} {:>9} {:>9}  {:<12} sensitivity",
+                "layer", "weights", "float ms", "int8 ms", "form"
+            );
+            for l in &report.layers {
+                println!(
+                    "{:<44} {:>16} {:>9.3} {:>9.3}  {:<12} {}",
+                    l.output,
+                    format!("{:?}", l.weight_shape),
+                    l.float_ms,
+                    l.int8_ms,
+                    format!("{:?}", l.form),
+                    l.sensitivity.map_or("-".into(), |s| format!("{s:.4}"))
+                );
+            }
+            let bytes = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+            println!(
+                "{}: {} ConvInteger, {} int8 weights, {} float; {} moved towards float; \
+                 {:.2} MB -> {:.2} MB ({:.2}×); agreement on {} calibration images: mAP@0.5 {:.3}, \
+                 max score drift {:.3}",
+                output.display(),
+                report.count(quantize::Form::ConvInteger),
+                report.count(quantize::Form::WeightInt8),
+                report.count(quantize::Form::Float),
+                report.reverted,
+                bytes(&input) as f64 / 1e6,
+                bytes(&output) as f64 / 1e6,
+                bytes(&output) as f64 / bytes(&input).max(1) as f64,
+                report.calibration_images,
+                report.map50,
+                report.score_drift_max
+            );
+            Ok(())
+        }
+        Command::Prune {
+            input,
+            output,
+            ratio,
+            input_size,
+            calib,
+            preset,
+        } => {
+            let model = Model::load(&input)?;
+            eprintln!("prune: {}: grouping channels", input.display());
+            let opts = prune::Options {
+                ratio,
+                input_size: size(&input_size),
+                calib,
+                preset,
+            };
+            let (mut pruned, r) = prune::prune(&model, &opts)?;
+            pruned.path = output.clone();
+            // The pruned graph must still load and run.
+            let shape = pruned.input_shape(None)?;
+            measure::run(&pruned.plan(shape)?, &pattern_input(shape, 0.0, 1.0))
+                .map_err(|e| Error::run(&output, &e))?;
+            pruned.save(&output)?;
+            println!(
+                "{}: {}/{} channel groups pruned; channels {} -> {}; conv weights {} -> {} ({:.2}×)",
+                output.display(),
+                r.groups_pruned,
+                r.groups,
+                r.channels_before,
+                r.channels_after,
+                r.weights_before,
+                r.weights_after,
+                r.weights_after as f64 / r.weights_before.max(1) as f64
+            );
+            Ok(())
+        }
+        Command::Profile {
+            model,
+            input_size,
+            rounds,
+            top,
+        } => {
+            let m = Model::load(&model)?;
+            let shape = m.input_shape(size(&input_size))?;
+            let plan = m.plan(shape)?;
+            let input = pattern_input(shape, 0.0, 1.0);
+            let ops =
+                measure::profile(&plan, &input, rounds).map_err(|e| Error::run(&model, &e))?;
+            let total: f64 = ops.iter().map(|o| o.us).sum();
+            println!(
+                "{}: {:.2} ms per run (sum of operator medians)",
+                model.display(),
+                total / 1e3
+            );
+            println!("{:>9} {:>6}  {:<28} node", "us", "%", "op");
+            for o in ops.iter().take(top) {
+                println!(
+                    "{:>9.0} {:>5.1}%  {:<28} {}",
+                    o.us,
+                    100.0 * o.us / total,
+                    o.op,
+                    o.node
+                );
+            }
+            println!("by operator kind:");
+            for (op, us, n) in measure::by_op(&ops).iter().take(top) {
+                println!("{us:>9.0} {:>5.1}%  {op:<28} ×{n}", 100.0 * us / total);
+            }
+            Ok(())
+        }
+    }
+}

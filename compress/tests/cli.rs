@@ -1,0 +1,117 @@
+//! The binary on bad input: one line on stderr, a failing exit status, no output file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ocelli_compress::onnx::{Model, float_unshaped, float_value, node};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn cached(name: &str) -> PathBuf {
+    let p = Path::new(ROOT).join("models/cache").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `models/fetch.sh`",
+        p.display()
+    );
+    p
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ocelli-compress-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn bad_input_fails_with_one_line() {
+    let tmp = scratch("bad");
+    let not_onnx = cached("images/coffee.png");
+    let truncated = tmp.join("truncated.onnx");
+    let bytes = std::fs::read(cached("yunet_n_320_320.onnx")).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let empty = tmp.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let broken = tmp.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("a.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    let yunet = cached("yunet_n_320_320.onnx");
+    let out = tmp.join("out.onnx");
+    // Valid ONNX that tract cannot load: an operator nobody implements.
+    let unknown = tmp.join("unknown_op.onnx");
+    Model::build(
+        13,
+        vec![node("NoSuchOperator", "n", &["x"], &["y"])],
+        vec![float_value("x", &[Some(1), Some(3), Some(8), Some(8)])],
+        vec![float_unshaped("y")],
+        vec![],
+    )
+    .save(&unknown)
+    .unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let cases: [(&str, Vec<String>, &str); 6] = [
+        (
+            "unknown operator",
+            vec!["optimize".into(), s(&unknown), s(&out)],
+            "tract cannot load",
+        ),
+        (
+            "undecodable evaluation image",
+            vec![
+                "eval".into(),
+                "--reference".into(),
+                s(&yunet),
+                "--candidate".into(),
+                s(&yunet),
+                "--images".into(),
+                s(&broken),
+            ],
+            "a.png",
+        ),
+        (
+            "not ONNX",
+            vec!["optimize".into(), s(&not_onnx), s(&out)],
+            "not an ONNX model",
+        ),
+        (
+            "truncated",
+            vec!["optimize".into(), s(&truncated), s(&out)],
+            "truncated.onnx",
+        ),
+        (
+            "empty calibration folder",
+            vec![
+                "quantize".into(),
+                s(&yunet),
+                s(&out),
+                "--calib".into(),
+                s(&empty),
+            ],
+            "no PNG or JPEG",
+        ),
+        (
+            "undecodable image",
+            vec![
+                "quantize".into(),
+                s(&yunet),
+                s(&out),
+                "--calib".into(),
+                s(&broken),
+            ],
+            "a.png",
+        ),
+    ];
+    for (name, args, expected) in cases {
+        let o = Command::new(env!("CARGO_BIN_EXE_ocelli-compress"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert!(!o.status.success(), "{name}: succeeded");
+        assert_eq!(errors.len(), 1, "{name}: {stderr}");
+        assert!(errors[0].contains(expected), "{name}: {}", errors[0]);
+        assert!(!out.exists(), "{name}: wrote an output");
+    }
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

@@ -1,0 +1,217 @@
+//! `quantize`: weights, calibration thresholds, the ConvInteger island against float, and
+//! YuNet end to end on the calibration and held-out images.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use ocelli_compress::calib::{Method, calibrate, entropy};
+use ocelli_compress::eval;
+use ocelli_compress::onnx::{Model, attr, f32_proto, float_unshaped, float_value, node};
+use ocelli_compress::quantize::{
+    self, Calibration, Form, Layer, apply, quantize_weights, relative_l2,
+};
+use ocelli_compress::{measure, pattern_input};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn fixtures(sub: &str) -> PathBuf {
+    let p = Path::new(ROOT).join("target/fixtures/compress").join(sub);
+    assert!(
+        p.is_dir(),
+        "{} is missing: run `python3 compress/scripts/make_images.py target/fixtures/compress`",
+        p.display()
+    );
+    p
+}
+
+fn cached(name: &str) -> PathBuf {
+    let p = Path::new(ROOT).join("models/cache").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `models/fetch.sh`",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn weights_round_trip_within_half_a_step_per_channel() {
+    let w: Vec<f32> = (0..2 * 18)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * if i < 18 { 0.01 } else { 3.0 })
+        .collect();
+    let (q, s) = quantize_weights(&[2, 2, 3, 3], &w);
+    assert_eq!(s.len(), 2);
+    assert!(s[1] > 100.0 * s[0], "channels keep their own scales: {s:?}");
+    for (i, (x, q)) in w.iter().zip(&q).enumerate() {
+        let step = s[i / 18];
+        assert!(
+            (x - *q as f32 * step).abs() <= step / 2.0 + 1e-6,
+            "weight {i}"
+        );
+        assert!(*q >= -127, "symmetric range");
+    }
+    let (_, s) = quantize_weights(&[1, 4], &[0.0; 4]);
+    assert_eq!(s, [1.0], "an all-zero channel keeps a usable scale");
+}
+
+#[test]
+fn entropy_threshold_ignores_rare_outliers() {
+    // Most mass below 10% of the range, a handful of outliers at the top.
+    let mut hist = vec![0u64; 2048];
+    for (i, h) in hist.iter_mut().enumerate().take(200) {
+        *h = 1000 - i as u64 * 4;
+    }
+    hist[2047] = 3;
+    let t = entropy(&hist, 100.0);
+    assert!(t > 5.0 && t < 30.0, "threshold {t} of a range of 100");
+}
+
+#[test]
+fn each_method_orders_its_thresholds_as_expected() {
+    // x → Relu → y, observed at y: values spread over 0..1 with one outlier at 50.
+    let model = Model::build(
+        13,
+        vec![node("Relu", "r", &["x"], &["y"])],
+        vec![float_value("x", &[Some(1), Some(3), Some(64), Some(64)])],
+        vec![float_unshaped("y")],
+        vec![],
+    );
+    let shape = [1, 3, 64, 64];
+    let mut input = pattern_input(shape, 0.0, 1.0);
+    input
+        .try_as_plain_ram_mut()
+        .unwrap()
+        .as_slice_mut::<f32>()
+        .unwrap()[100] = 50.0;
+    let t = |method| {
+        calibrate(
+            &model,
+            &["y".to_string()],
+            std::slice::from_ref(&input),
+            shape,
+            method,
+            |_| {},
+        )
+        .unwrap()["y"]
+    };
+    let (minmax, percentile, entropy) =
+        (t(Method::Minmax), t(Method::Percentile), t(Method::Entropy));
+    assert_eq!(minmax, 50.0, "the largest magnitude");
+    assert!(
+        percentile < 2.0,
+        "one outlier in 12288 is beyond the 99.99th percentile: {percentile}"
+    );
+    assert!(entropy < 5.0, "entropy clips the outlier: {entropy}");
+}
+
+/// x [1,8,16,16] → Conv 3×3 (8→16) → Relu.
+fn conv_relu() -> Model {
+    let w: Vec<f32> = (0..16 * 8 * 9)
+        .map(|i| ((i * 7919 % 255) as f32 / 255.0 - 0.5) * 0.3)
+        .collect();
+    let mut c = node("Conv", "c", &["x", "w", "b"], &["c"]);
+    c.attribute.push(attr::ints("pads", &[1, 1, 1, 1]));
+    Model::build(
+        13,
+        vec![c, node("Relu", "r", &["c"], &["y"])],
+        vec![float_value("x", &[Some(1), Some(8), Some(16), Some(16)])],
+        vec![float_unshaped("y")],
+        vec![
+            f32_proto("w", &[16, 8, 3, 3], &w),
+            f32_proto("b", &[16], &[0.05; 16]),
+        ],
+    )
+}
+
+#[test]
+fn each_form_stays_close_to_float() {
+    let float = conv_relu();
+    let shape = [1, 8, 16, 16];
+    let input = pattern_input(shape, -1.0, 1.0);
+    let reference = measure::run(&float.plan(shape).unwrap(), &input).unwrap();
+    let cal = Calibration {
+        thresholds: HashMap::from([("x".to_string(), 1.0)]),
+        means: HashMap::new(),
+    };
+    // (form, tolerance on the relative L2 error): weights alone lose less than weights and
+    // activations; both are far from a broken island.
+    for (form, tolerance) in [(Form::WeightInt8, 0.01), (Form::ConvInteger, 0.03)] {
+        let layer = Layer {
+            output: "c".into(),
+            input: "x".into(),
+            weight_shape: vec![16, 8, 3, 3],
+            input_shape: shape.to_vec(),
+            float_ms: 0.0,
+            int8_ms: 0.0,
+            form,
+            sensitivity: None,
+        };
+        let q = apply(&float, &[layer], &cal).unwrap();
+        let ops: Vec<&str> = q.graph().node.iter().map(|n| n.op_type.as_str()).collect();
+        let expected = if form == Form::ConvInteger {
+            "ConvInteger"
+        } else {
+            "DequantizeLinear"
+        };
+        assert!(ops.contains(&expected), "{form:?}: {ops:?}");
+        let out = measure::run(&q.plan(shape).unwrap(), &input).unwrap();
+        let err = relative_l2(&reference, &out).unwrap();
+        assert!(
+            err > 0.0 && err < tolerance,
+            "{form:?}: relative error {err}"
+        );
+    }
+}
+
+#[test]
+fn yunet_int8_is_small_and_agrees_on_held_out_images() {
+    let path = cached("yunet_n_320_320.onnx");
+    let model = Model::load(&path).unwrap();
+    let opts = quantize::Options {
+        speed_rounds: 3,
+        ..Default::default()
+    };
+    let (q, report) = quantize::quantize(&model, &fixtures("calib"), &opts, |_| {}).unwrap();
+    assert!(
+        report.map50 >= 0.98,
+        "calibration agreement {}",
+        report.map50
+    );
+    let dir = std::env::temp_dir().join(format!("ocelli-compress-q-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("yunet_n_320_320.int8.onnx");
+    q.save(&out).unwrap();
+    let r = eval::eval(
+        &path,
+        &out,
+        &fixtures("eval"),
+        &eval::Options {
+            rounds: 0,
+            preset: None,
+        },
+        |_| {},
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        r.size_ratio <= 0.35,
+        "int8 file is {:.3}× the float one",
+        r.size_ratio
+    );
+    assert!(r.reference.detections > 0, "faces in the held-out images");
+    assert!(r.map50 >= 0.95, "held-out agreement {}", r.map50);
+}
+
+#[test]
+fn an_empty_calibration_folder_is_one_clear_error() {
+    let dir = std::env::temp_dir().join(format!("ocelli-compress-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = Model::load(&cached("yunet_n_320_320.onnx")).unwrap();
+    let e = quantize::quantize(&model, &dir, &Default::default(), |_| {}).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("no PNG or JPEG") && !msg.contains('\n'),
+        "{msg}"
+    );
+}
