@@ -9,6 +9,7 @@
 use std::ops::Range;
 
 use super::decode::DecodeError;
+use super::polygons::Tracer;
 use super::{DecodeConfig, MAX_DETECTIONS};
 use crate::imgproc::Image;
 use crate::imgproc::bitmask::BitMask;
@@ -103,10 +104,33 @@ impl Mask<'_> {
     }
 }
 
+/// One detection's mask as polygons ([`polygons`](super::polygons)): the outer contour of
+/// each part, vertices on pixel corners in target pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Polygons<'a> {
+    points: &'a [[u32; 2]],
+    /// Where each polygon ends in `points`; the first starts at `start`.
+    ends: &'a [u32],
+    start: u32,
+}
+
+impl<'a> Polygons<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a [[u32; 2]]> + 'a {
+        let (points, mut start) = (self.points, self.start as usize);
+        self.ends.iter().map(move |&e| {
+            let p = &points[start..e as usize];
+            start = e as usize;
+            p
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
     counts: [u32; 2],
     points: [u32; 2],
+    /// Range of `polygon_ends`.
+    polygons: [u32; 2],
     area: u32,
     centroid: [f32; 2],
 }
@@ -121,6 +145,10 @@ pub struct Extras {
     entries: heapless::Vec<Entry, MAX_DETECTIONS>,
     /// A column-major copy of the mask being encoded.
     columns: Vec<u8>,
+    /// Traces each mask's polygons as it is encoded, when polygons are asked for.
+    tracer: Option<Tracer>,
+    polygon_points: Vec<[u32; 2]>,
+    polygon_ends: Vec<u32>,
 }
 
 /// The first index from `i` whose byte is not `value` (0 or 255), or `s.len()`; eight bytes
@@ -144,12 +172,23 @@ impl Extras {
         Self::default()
     }
 
+    /// Extras whose masks also carry polygons simplified to `tolerance` pixels (0 keeps
+    /// every corner).
+    pub fn with_polygons(tolerance: f32) -> Self {
+        Self {
+            tracer: Some(Tracer::new(tolerance)),
+            ..Self::default()
+        }
+    }
+
     /// Forgets the entries; masks from now on cover `width × height`.
     pub fn reset(&mut self, width: usize, height: usize) {
         self.width = width as u32;
         self.height = height as u32;
         self.counts.clear();
         self.points.clear();
+        self.polygon_points.clear();
+        self.polygon_ends.clear();
         self.entries.clear();
     }
 
@@ -174,6 +213,16 @@ impl Extras {
         })
     }
 
+    /// Detection `i`'s mask as polygons, if it has a mask and polygons were asked for.
+    pub fn polygons(&self, i: usize) -> Option<Polygons<'_>> {
+        let [a, b] = self.entries.get(i)?.polygons.map(|v| v as usize);
+        (b > a).then(|| Polygons {
+            points: &self.polygon_points,
+            ends: &self.polygon_ends[a..b],
+            start: a.checked_sub(1).map_or(0, |p| self.polygon_ends[p]),
+        })
+    }
+
     /// Detection `i`'s keypoints `[x, y, score]` in target pixels; empty when it has none.
     pub fn keypoints(&self, i: usize) -> &[[f32; 3]] {
         self.entries.get(i).map_or(&[], |e| {
@@ -185,10 +234,16 @@ impl Extras {
     /// from `other`'s list; `other`'s masks must cover the same image.
     pub fn push_from(&mut self, other: &Extras, i: usize) {
         let entry = self.entry_with(other.mask(i).map_or(&[], |m| m.counts), other.keypoints(i));
+        let first = self.polygon_ends.len() as u32;
+        for polygon in other.polygons(i).iter().flat_map(Polygons::iter) {
+            self.polygon_points.extend_from_slice(polygon);
+            self.polygon_ends.push(self.polygon_points.len() as u32);
+        }
         let e = other.entries.get(i).copied().unwrap_or_default();
         self.push(Entry {
             area: e.area,
             centroid: e.centroid,
+            polygons: [first, self.polygon_ends.len() as u32],
             ..entry
         });
     }
@@ -198,10 +253,11 @@ impl Extras {
         let start = self.points.len() as u32;
         self.points.extend(points);
         let end = self.points.len() as u32;
-        let c = self.counts.len() as u32;
+        let (c, p) = (self.counts.len() as u32, self.polygon_ends.len() as u32);
         self.push(Entry {
             counts: [c, c],
             points: [start, end],
+            polygons: [p, p],
             ..Entry::default()
         });
     }
@@ -264,9 +320,19 @@ impl Extras {
         }
         let n = area as f64;
         let p = self.points.len() as u32;
+        let first = self.polygon_ends.len() as u32;
+        if let Some(tracer) = &mut self.tracer {
+            tracer.trace(
+                mask,
+                (left, top),
+                &mut self.polygon_points,
+                &mut self.polygon_ends,
+            );
+        }
         self.push(Entry {
             counts: [start as u32, self.counts.len() as u32],
             points: [p, p],
+            polygons: [first, self.polygon_ends.len() as u32],
             area: area as u32,
             centroid: [
                 (left as f64 + sum_x as f64 / n + 0.5) as f32,
@@ -281,9 +347,11 @@ impl Extras {
         self.counts.extend_from_slice(counts);
         let p = self.points.len() as u32;
         self.points.extend_from_slice(points);
+        let e = self.polygon_ends.len() as u32;
         Entry {
             counts: [c, self.counts.len() as u32],
             points: [p, self.points.len() as u32],
+            polygons: [e, e],
             ..Entry::default()
         }
     }
@@ -341,11 +409,7 @@ pub(crate) struct MaskCleaner {
     margin: usize,
     bits: BitMask,
     spare: BitMask,
-    /// The set runs `[y, x0, x1)` of the mask, row by row, their union-find parents and
-    /// their parts' areas.
-    runs: Vec<[u32; 3]>,
-    parent: Vec<u32>,
-    area: Vec<u32>,
+    parts: Parts,
 }
 
 impl MaskCleaner {
@@ -356,9 +420,7 @@ impl MaskCleaner {
             margin: cfg.mask_open + cfg.mask_close,
             bits: BitMask::default(),
             spare: BitMask::default(),
-            runs: Vec::new(),
-            parent: Vec::new(),
-            area: Vec::new(),
+            parts: Parts::default(),
         })
     }
 
@@ -382,11 +444,38 @@ impl MaskCleaner {
         }
     }
 
-    /// Clears the 8-connected parts with fewer than `min_area` pixels: union-find over the
-    /// row runs, which are few next to the pixels.
+    /// Clears the 8-connected parts with fewer than `min_area` pixels.
     fn remove_small_parts(&mut self, mask: &mut Image) {
         let w = mask.width;
-        let (runs, parent, area) = (&mut self.runs, &mut self.parent, &mut self.area);
+        let parts = &mut self.parts;
+        parts.label(mask);
+        for k in 0..parts.runs.len() {
+            let [y, x0, x1] = parts.runs[k];
+            let root = parts.find(k);
+            if parts.area[root] < self.min_area {
+                let at = y as usize * w;
+                mask.data[at + x0 as usize..at + x1 as usize].fill(0);
+            }
+        }
+    }
+}
+
+/// The 8-connected parts of a mask (nonzero pixels): union-find over its row runs, which are
+/// few next to its pixels. A part's root is its first run in raster order. Its buffers are
+/// kept.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Parts {
+    /// The set runs `[y, x0, x1)`, row by row.
+    pub runs: Vec<[u32; 3]>,
+    parent: Vec<u32>,
+    /// By root run: the part's pixels.
+    pub area: Vec<u32>,
+}
+
+impl Parts {
+    pub fn label(&mut self, mask: &Image) {
+        let w = mask.width;
+        let (runs, parent) = (&mut self.runs, &mut self.parent);
         runs.clear();
         parent.clear();
         let mut above = 0..0;
@@ -410,6 +499,7 @@ impl MaskCleaner {
                 let ([_, a0, a1], [_, b0, b1]) = (runs[i], runs[j]);
                 if a0 <= b1 && b0 <= a1 {
                     let (ra, rb) = (find(parent, i as u32), find(parent, j as u32));
+                    // The smaller index stays the root: roots are first in raster order.
                     parent[ra.max(rb) as usize] = ra.min(rb);
                 }
                 if a1 < b1 {
@@ -420,17 +510,16 @@ impl MaskCleaner {
             }
             above = first..runs.len();
         }
-        area.clear();
-        area.resize(runs.len(), 0);
+        self.area.clear();
+        self.area.resize(runs.len(), 0);
         for (k, &[_, x0, x1]) in runs.iter().enumerate() {
-            area[find(parent, k as u32) as usize] += x1 - x0;
+            self.area[find(parent, k as u32) as usize] += x1 - x0;
         }
-        for (k, &[y, x0, x1]) in runs.iter().enumerate() {
-            if area[find(parent, k as u32) as usize] < self.min_area {
-                let at = y as usize * w;
-                mask.data[at + x0 as usize..at + x1 as usize].fill(0);
-            }
-        }
+    }
+
+    /// The root run of run `k`'s part.
+    pub fn find(&mut self, k: usize) -> usize {
+        find(&mut self.parent, k as u32) as usize
     }
 }
 
