@@ -498,16 +498,20 @@ fn fill(polygons: &[&[[u32; 2]]], (w, h): (usize, usize)) -> Vec<Range<u64>> {
 
 // ---- the real architectures --------------------------------------------------------------
 
-/// tract runs the YOLOv8n seg and pose architectures as onnxruntime does, and their
-/// layouts are recognised.
+/// tract runs the YOLOv8n seg and pose architectures (and seg rewritten for a 640 input) as
+/// onnxruntime does, and their layouts are recognised.
 #[test]
 fn arch_models_run_in_tract_and_are_recognised() {
     for (dir, family) in [
         ("arch_seg", Family::Yolov8Seg),
         ("arch_pose", Family::Yolov8Pose),
+        ("arch_seg_640", Family::Yolov8Seg),
     ] {
         let e: Value = serde_json::from_slice(&read(dir, "expected.json")).unwrap();
-        let path = PathBuf::from(CACHE).join(e["model"].as_str().unwrap());
+        let path = match e["file"].as_str() {
+            Some(file) => PathBuf::from(FIXTURES).join(dir).join(file),
+            None => PathBuf::from(CACHE).join(e["model"].as_str().unwrap()),
+        };
         assert!(
             path.exists(),
             "{} is missing: run `just fetch`",
