@@ -62,6 +62,10 @@ test: setup fixtures
 bench:
     cargo bench -p ocelli
 
+# Instance segmentation: mask postprocessing next to inference, at 320 and 640 (docs/perf.md).
+bench-seg: fixtures
+    cargo bench -p ocelli --bench seg
+
 # Debian packages for arm64 and armhf from the release binaries (target/dist).
 package: dist
     packaging/build-deb.sh arm64 target/dist/ocelli-aarch64-unknown-linux-gnu

@@ -1,18 +1,20 @@
 //! Instance segmentation's cost after inference, next to inference itself.
 //!
-//! `seg/inference_320`: YOLOv8n-seg (random weights) in tract on a photo. `seg/masks_<size>`:
+//! `seg/inference_<size>`: YOLOv8n-seg (random weights) in tract on a photo, at 320 and at
+//! 640 (the 320 model with its head's constants rewritten for 640 by
+//! `tests/reference/ultralytics_seg.py`, which `just fixtures` runs). `seg/masks_<size>`:
 //! decoding, NMS, mapping to a 1280×720 source, and per instance the prototype weighing, the
 //! bilinear upsampling and the RLE encoding (`Decoder::decode` + `Decoder::extras`), on
 //! synthetic outputs of a `size`×`size` model with ten instances of all sizes (trained
 //! weights give real masks; random weights give noise). `_cleaned` adds a 5 px opening and
 //! closing and a minimum area.
 //!
-//! `cargo bench -p ocelli --bench seg` (models fetched first: `just fetch`).
+//! `just bench-seg`, or `cargo bench -p ocelli --bench seg` after `just fixtures`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use ocelli::capture::decode_image;
 use ocelli::config::{DetectorConfig, PadPlacement, PreprocessConfig, SizeRounding};
 use ocelli::detect::{
@@ -94,36 +96,51 @@ fn synthetic(size: usize) -> Vec<(OutputInfo, Vec<f32>)> {
 fn masks(c: &mut Criterion) {
     let mut group = c.benchmark_group("seg");
     group.measurement_time(Duration::from_secs(8));
-    let cfg = DetectorConfig {
-        name: None,
-        model: cache("arch/yolov8n-seg_320.onnx"),
-        sha256: None,
-        family: Some(Family::Yolov8Seg),
-        labels: "coco".into(),
-        input_size: None,
-        preprocess: PreprocessConfig {
-            size_rounding: SizeRounding::Nearest,
-            pad: PadPlacement::Center,
-            std: [255.0; 3],
-            ..Default::default()
-        },
-        decode: Default::default(),
-    };
-    let mut detector = Detector::load(&cfg, |p| p.to_path_buf()).unwrap();
     let mut photo = Image::new(0, 0, 3);
     decode_image(&cache("images/astronaut.png"), &mut photo).unwrap();
     let mut out = Detections::new();
-    group.bench_function("inference_320", |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| {
-                    let times = detector.detect(&photo, &mut out).unwrap();
-                    Duration::from_micros(times.inference_us)
-                })
-                .sum()
-        })
-    });
+    let model_640 = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/fixtures/seg/arch_seg_640/model.onnx");
+    assert!(
+        model_640.exists(),
+        "{} missing: run `just fixtures`",
+        model_640.display()
+    );
+    for (name, model) in [
+        ("inference_320", cache("arch/yolov8n-seg_320.onnx")),
+        ("inference_640", model_640),
+    ] {
+        let cfg = DetectorConfig {
+            name: None,
+            model,
+            sha256: None,
+            family: Some(Family::Yolov8Seg),
+            labels: "coco".into(),
+            input_size: None,
+            preprocess: PreprocessConfig {
+                size_rounding: SizeRounding::Nearest,
+                pad: PadPlacement::Center,
+                std: [255.0; 3],
+                ..Default::default()
+            },
+            decode: Default::default(),
+        };
+        let mut detector = Detector::load(&cfg, |p| p.to_path_buf()).unwrap();
+        // Inference takes a tenth of a second or more: ten samples of a few runs each.
+        group.sample_size(10).sampling_mode(SamplingMode::Flat);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let times = detector.detect(&photo, &mut out).unwrap();
+                        Duration::from_micros(times.inference_us)
+                    })
+                    .sum()
+            })
+        });
+    }
 
+    group.sample_size(100).sampling_mode(SamplingMode::Auto);
     let cleaned = DecodeConfig {
         mask_open: 5,
         mask_close: 5,

@@ -243,6 +243,16 @@ fn area(runs: &[Range<u64>]) -> u64 {
 }
 
 fn iou(a: &[Range<u64>], b: &[Range<u64>]) -> f64 {
+    let inter = intersection(a, b);
+    let union = area(a) + area(b) - inter;
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+fn intersection(a: &[Range<u64>], b: &[Range<u64>]) -> u64 {
     let (mut i, mut j, mut inter) = (0, 0, 0);
     while i < a.len() && j < b.len() {
         let (lo, hi) = (a[i].start.max(b[j].start), a[i].end.min(b[j].end));
@@ -253,12 +263,7 @@ fn iou(a: &[Range<u64>], b: &[Range<u64>]) -> f64 {
             j += 1;
         }
     }
-    let union = area(a) + area(b) - inter;
-    if union == 0 {
-        1.0
-    } else {
-        inter as f64 / union as f64
-    }
+    inter
 }
 
 // ---- against Ultralytics -----------------------------------------------------------------
@@ -426,18 +431,87 @@ fn seg_masks_are_cleaned_before_encoding() {
     assert!(dets.is_empty() && extras.is_empty(), "{dets:?}");
 }
 
+/// Polygons, asked for in the config, outline each mask: unsimplified they cover exactly its
+/// pixels and its holes; simplified they stay close with fewer corners.
+#[test]
+fn seg_polygons_outline_the_masks() {
+    for dir in ["seg_640x480", "seg_300x400"] {
+        let mut case = Case::load(dir);
+        case.cfg.mask_polygons = true;
+        let mut corners = [0, 0];
+        for (t, tolerance) in [0.0, 1.5].into_iter().enumerate() {
+            case.cfg.polygon_tolerance = tolerance;
+            let (dets, extras) = case.detect();
+            assert_eq!(dets.len(), case.expected.len(), "{dir}");
+            for i in 0..dets.len() {
+                let mask = runs(extras.mask(i).unwrap().counts);
+                let polygons: Vec<&[[u32; 2]]> = extras.polygons(i).unwrap().iter().collect();
+                corners[t] += polygons.iter().map(|p| p.len()).sum::<usize>();
+                let filled = fill(&polygons, case.source_wh);
+                let overlap = iou(&filled, &mask);
+                if tolerance == 0.0 {
+                    assert!(
+                        intersection(&filled, &mask) == area(&mask) && overlap >= 0.99,
+                        "{dir} #{i}: the polygons miss mask pixels (IoU {overlap})"
+                    );
+                } else {
+                    assert!(
+                        overlap >= 0.97,
+                        "{dir} #{i}: IoU {overlap} at {tolerance} px"
+                    );
+                }
+            }
+        }
+        assert!(corners[1] * 2 < corners[0], "{dir}: corners {corners:?}");
+    }
+}
+
+/// The pixels whose centres lie inside any of `polygons`, as column-major index ranges.
+fn fill(polygons: &[&[[u32; 2]]], (w, h): (usize, usize)) -> Vec<Range<u64>> {
+    let inside = |x: f64, y: f64| {
+        polygons.iter().any(|p| {
+            let mut inside = false;
+            for (i, &[x1, y1]) in p.iter().enumerate() {
+                let [x2, y2] = p[(i + 1) % p.len()];
+                let (x1, y1, x2, y2) = (x1 as f64, y1 as f64, x2 as f64, y2 as f64);
+                if (y1 > y) != (y2 > y) && x < x1 + (y - y1) * (x2 - x1) / (y2 - y1) {
+                    inside = !inside;
+                }
+            }
+            inside
+        })
+    };
+    let mut out: Vec<Range<u64>> = Vec::new();
+    for x in 0..w {
+        for y in 0..h {
+            if inside(x as f64 + 0.5, y as f64 + 0.5) {
+                let i = (x * h + y) as u64;
+                match out.last_mut() {
+                    Some(r) if r.end == i => r.end += 1,
+                    _ => out.push(i..i + 1),
+                }
+            }
+        }
+    }
+    out
+}
+
 // ---- the real architectures --------------------------------------------------------------
 
-/// tract runs the YOLOv8n seg and pose architectures as onnxruntime does, and their
-/// layouts are recognised.
+/// tract runs the YOLOv8n seg and pose architectures (and seg rewritten for a 640 input) as
+/// onnxruntime does, and their layouts are recognised.
 #[test]
 fn arch_models_run_in_tract_and_are_recognised() {
     for (dir, family) in [
         ("arch_seg", Family::Yolov8Seg),
         ("arch_pose", Family::Yolov8Pose),
+        ("arch_seg_640", Family::Yolov8Seg),
     ] {
         let e: Value = serde_json::from_slice(&read(dir, "expected.json")).unwrap();
-        let path = PathBuf::from(CACHE).join(e["model"].as_str().unwrap());
+        let path = match e["file"].as_str() {
+            Some(file) => PathBuf::from(FIXTURES).join(dir).join(file),
+            None => PathBuf::from(CACHE).join(e["model"].as_str().unwrap()),
+        };
         assert!(
             path.exists(),
             "{} is missing: run `just fetch`",
@@ -567,7 +641,7 @@ fn semantic(
         &Labels::coco(),
     )
     .unwrap();
-    let (mut dets, mut extras) = (Detections::new(), Extras::new());
+    let (mut dets, mut extras) = (Detections::new(), Extras::with_polygons(0.0));
     decoder.decode(&views(outputs), &mut dets).unwrap();
     for d in dets.iter_mut() {
         d.bbox = target
@@ -631,6 +705,13 @@ fn semantic_regions_by_argmax() {
         assert!((got.3[0] - want.3[0]).abs() < 1e-4 && (got.3[1] - want.3[1]).abs() < 1e-4);
     }
     assert!(dets.iter().all(|d| (d.score - 0.9).abs() < 1e-6));
+    // The L's outline, from its top-left corner, clockwise on screen.
+    let l = dets.iter().position(|d| d.bbox.x1 == 30.0).unwrap();
+    let polygons: Vec<&[[u32; 2]]> = extras.polygons(l).unwrap().iter().collect();
+    assert_eq!(
+        polygons,
+        [[[30, 2], [40, 2], [40, 12], [37, 12], [37, 5], [30, 5]].as_slice()]
+    );
 
     let cleaned = DecodeConfig {
         mask_open: 3,
@@ -693,8 +774,8 @@ fn semantic_threshold_mode_and_scaling() {
 
 // ---- the stream ----------------------------------------------------------------------------
 
-/// A frame with masks and keypoints is valid against the protocol's JSON Schema, and its
-/// RLE decodes to the mask's area.
+/// A frame with masks (and their polygons) and keypoints is valid against the protocol's
+/// JSON Schema, and its RLE decodes to the mask's area.
 #[test]
 fn records_with_masks_and_keypoints_follow_the_schema() {
     let schema: Value = serde_json::from_str(
@@ -708,8 +789,9 @@ fn records_with_masks_and_keypoints_follow_the_schema() {
     let validator = jsonschema::draft202012::new(&schema).unwrap();
     let labels = Labels::coco();
     for dir in ["seg_640x480", "pose_640x480"] {
-        let case = Case::load(dir);
-        let (dets, extras) = case.decode();
+        let mut case = Case::load(dir);
+        case.cfg.mask_polygons = true;
+        let (dets, extras) = case.detect();
         let record = FrameRecord {
             frame_id: 1,
             timestamp_us: 2,
@@ -735,6 +817,7 @@ fn records_with_masks_and_keypoints_follow_the_schema() {
         assert!(errors.is_empty(), "{dir}: {errors:?}");
         for (i, d) in v["detections"].as_array().unwrap().iter().enumerate() {
             if let Some(mask) = d.get("mask") {
+                assert!(d["polygons"].as_array().is_some_and(|p| !p.is_empty()));
                 let counts: Vec<u32> = serde_json::from_value(mask["counts"].clone()).unwrap();
                 assert_eq!(
                     area(&runs(&counts)),

@@ -1,5 +1,5 @@
 //! In steady state the path after inference (decoding, NMS, mapping boxes back to the frame,
-//! drawing masks and keypoints, serialising the frame record, publishing it) allocates
+//! drawing masks, their polygons and keypoints, serialising the frame record, publishing it) allocates
 //! nothing per frame.
 //!
 //! Its own test binary: the counting allocator is global. It counts only on the pipeline
@@ -121,8 +121,20 @@ fn postprocess_and_emit_allocate_nothing_per_frame() {
         ..Default::default()
     };
     check_steady_state(&cfg, "images/page.png", &server, &mut line);
-    // Instance masks (prototype weighing, upsampling, cleaning, RLE) and keypoints. Their
-    // random weights score everything low: a low threshold gives them detections.
+    // The same probability map as a semantic map: per-class masks, cleaning, regions, each
+    // region's mask drawn at the photo's resolution, RLE and polygons.
+    cfg.family = Some(Family::Semantic);
+    cfg.decode = DecodeConfig {
+        score_threshold: 0.3,
+        mask_open: 3,
+        mask_close: 3,
+        mask_min_area: 8,
+        mask_polygons: true,
+        ..Default::default()
+    };
+    check_steady_state(&cfg, "images/page.png", &server, &mut line);
+    // Instance masks (prototype weighing, upsampling, cleaning, RLE, polygons) and keypoints.
+    // Their random weights score everything low: a low threshold gives them detections.
     for (model, family) in [
         ("arch/yolov8n-seg_320.onnx", Family::Yolov8Seg),
         ("arch/yolov8n-pose_320.onnx", Family::Yolov8Pose),
@@ -133,6 +145,7 @@ fn postprocess_and_emit_allocate_nothing_per_frame() {
             mask_open: 3,
             mask_close: 3,
             mask_min_area: 8,
+            mask_polygons: true,
             ..Default::default()
         };
         check_steady_state(&cfg, "images/astronaut.png", &server, &mut line);
@@ -176,10 +189,22 @@ fn check_steady_state(
     (0..WARM_UP).for_each(&mut frame);
     let allocations = allocations_in(|| (WARM_UP..WARM_UP + MEASURED).for_each(&mut frame));
     let model = cfg.model.display();
-    if matches!(cfg.family, Some(Family::Yolov8Seg | Family::Yolov8Pose)) {
+    if matches!(
+        cfg.family,
+        Some(Family::Yolov8Seg | Family::Yolov8Pose | Family::Semantic)
+    ) {
         assert!(
             !detections.is_empty() && detector.extras().len() == detections.len(),
             "{model}: no masks or keypoints drawn"
+        );
+    }
+    if cfg.decode.mask_polygons {
+        assert!(
+            (0..detections.len()).all(|i| {
+                let e = detector.extras();
+                e.mask(i).is_some() == e.polygons(i).is_some()
+            }),
+            "{model}: masks without polygons"
         );
     }
     assert_eq!(

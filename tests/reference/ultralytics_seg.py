@@ -30,6 +30,7 @@ input, and expected.json: decode settings, source size, and per detection class,
 Real models (OUTDIR/arch_seg, OUTDIR/arch_pose): models/cache/arch/yolov8n-{seg,pose}_320.onnx
 on astronaut.png (Ultralytics LetterBox), the input tensor and onnxruntime's raw outputs, for
 comparing tract's outputs. Their weights are random, so their detections are not compared.
+OUTDIR/arch_seg_640 holds the seg model rewritten for a 640 input (model.onnx) and the same.
 
 Tensors are little-endian float32, row-major, listed in input.json / outputs.json.
 """
@@ -341,19 +342,75 @@ def pose_case(outdir, case, source_wh, rng):
     write_case(outdir, case, "yolov8-pose", outputs, nc, source_wh, dets)
 
 
-def arch_case(outdir, case, model):
-    sess = ort.InferenceSession(os.path.join(MODELS, model), providers=["CPUExecutionProvider"])
+def anchor_grid(size):
+    """Ultralytics' make_anchors for a square input: cell centres and strides."""
+    points, strides = [], []
+    for s in STRIDES:
+        n = size // s
+        y, x = np.meshgrid(np.arange(n) + 0.5, np.arange(n) + 0.5, indexing="ij")
+        points.append(np.stack([x.ravel(), y.ravel()]))
+        strides.append(np.full(n * n, s))
+    return np.concatenate(points, 1)[None].astype(np.float32), \
+        np.concatenate(strides)[None].astype(np.float32)
+
+
+def resized(model, size, path):
+    """The exported YOLOv8 `model` (a 320 input) for a `size` x `size` input.
+
+    The network is convolutional; only the head's constants depend on the input: the anchor
+    points and strides the boxes are decoded with, and the anchor count in the reshapes of
+    the box distribution. Each is checked to be what Ultralytics exports for 320 before it is
+    replaced, so a model with other constants is refused rather than silently broken.
+    """
+    m = onnx.load(os.path.join(MODELS, model))
+    old, new = ANCHORS, sum((size // s) ** 2 for s in STRIDES)
+    (points, strides), (new_points, new_strides) = anchor_grid(INPUT[0]), anchor_grid(size)
+    replaced = []
+    for node in m.graph.node:
+        if node.op_type != "Constant":
+            continue
+        t = numpy_helper.to_array(node.attribute[0].t)
+        if t.shape == points.shape:
+            assert np.array_equal(t, points), f"{model}: {node.output[0]} is not the anchor grid"
+            t = new_points
+        elif t.shape == strides.shape:
+            assert np.array_equal(t, strides), f"{model}: {node.output[0]} is not the strides"
+            t = new_strides
+        elif t.dtype == np.int64 and t.ndim == 1 and old in t:
+            t = np.where(t == old, new, t)
+        else:
+            continue
+        node.attribute[0].t.CopyFrom(numpy_helper.from_array(t, node.attribute[0].t.name))
+        replaced.append(node.output[0])
+    assert len(replaced) >= 4, f"{model}: only {replaced} depend on the input size"
+    del m.graph.value_info[:]
+    for v in list(m.graph.input) + list(m.graph.output):
+        for d in v.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value in (INPUT[0], INPUT[0] // 4, old):
+                d.dim_value = {INPUT[0]: size, INPUT[0] // 4: size // 4, old: new}[d.dim_value]
+    onnx.checker.check_model(m)
+    onnx.save(m, path)
+    return path
+
+
+def arch_case(outdir, case, model, size=INPUT[0]):
+    folder = os.path.join(outdir, case)
+    os.makedirs(folder, exist_ok=True)
+    expected = {"model": model}
+    path = os.path.join(MODELS, model)
+    if size != INPUT[0]:
+        path = resized(model, size, os.path.join(folder, "model.onnx"))
+        expected["file"] = "model.onnx"
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     img = cv2.imread(os.path.join(MODELS, "images", "astronaut.png"))
     if img is None:
         sys.exit(f"cannot read astronaut.png from {MODELS}/images: run models/fetch.sh")
-    x, _ = pre_ultralytics(img, INPUT)
+    x, _ = pre_ultralytics(img, (size, size))
     outs = sess.run(None, {sess.get_inputs()[0].name: x})
-    folder = os.path.join(outdir, case)
-    os.makedirs(folder, exist_ok=True)
     write_tensors(folder, "input.json", [(sess.get_inputs()[0].name, x)])
     write_tensors(folder, "outputs.json", [(o.name, t) for o, t in zip(sess.get_outputs(), outs)])
     with open(os.path.join(folder, "expected.json"), "w") as fh:
-        json.dump({"model": model}, fh)
+        json.dump(expected, fh)
     print(f"{case:22} {[list(t.shape) for t in outs]}")
 
 
@@ -381,6 +438,8 @@ def main():
         pose_case(outdir, f"pose_{name}", source_wh, np.random.default_rng(11))
     arch_case(outdir, "arch_seg", "arch/yolov8n-seg_320.onnx")
     arch_case(outdir, "arch_pose", "arch/yolov8n-pose_320.onnx")
+    # The same architecture at 640 (benches/seg.rs times its inference).
+    arch_case(outdir, "arch_seg_640", "arch/yolov8n-seg_320.onnx", size=640)
 
 
 if __name__ == "__main__":

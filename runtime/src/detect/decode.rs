@@ -373,6 +373,12 @@ fn check_config(cfg: &DecodeConfig) -> Result<(), DecodeError> {
             format!("`{label}` = {t} is not a number"),
         );
     }
+    if !(cfg.polygon_tolerance >= 0.0 && cfg.polygon_tolerance.is_finite()) {
+        return bad(
+            "polygon_tolerance",
+            format!("{} is not a distance in pixels", cfg.polygon_tolerance),
+        );
+    }
     if cfg.max_detections == 0 {
         return bad("max_detections", "0 would report nothing".into());
     }

@@ -9,12 +9,12 @@
 use std::ops::Range;
 
 use super::decode::DecodeError;
+use super::polygons::Tracer;
 use super::{DecodeConfig, MAX_DETECTIONS};
 use crate::imgproc::Image;
 use crate::imgproc::bitmask::BitMask;
 use crate::imgproc::geometry::Letterbox;
 use crate::imgproc::morph::{Border, MorphOp, Morphology, Shape, StructuringElement};
-use crate::imgproc::regions::{ComponentStats, Connectivity, Labeler};
 
 /// Where masks and keypoints are drawn: the image the model input was fitted from.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -104,10 +104,33 @@ impl Mask<'_> {
     }
 }
 
+/// One detection's mask as polygons ([`polygons`](super::polygons)): the outer contour of
+/// each part, vertices on pixel corners in target pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Polygons<'a> {
+    points: &'a [[u32; 2]],
+    /// Where each polygon ends in `points`; the first starts at `start`.
+    ends: &'a [u32],
+    start: u32,
+}
+
+impl<'a> Polygons<'a> {
+    pub fn iter(&self) -> impl Iterator<Item = &'a [[u32; 2]]> + 'a {
+        let (points, mut start) = (self.points, self.start as usize);
+        self.ends.iter().map(move |&e| {
+            let p = &points[start..e as usize];
+            start = e as usize;
+            p
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
     counts: [u32; 2],
     points: [u32; 2],
+    /// Range of `polygon_ends`.
+    polygons: [u32; 2],
     area: u32,
     centroid: [f32; 2],
     /// 0: not tracked.
@@ -124,6 +147,10 @@ pub struct Extras {
     entries: heapless::Vec<Entry, MAX_DETECTIONS>,
     /// A column-major copy of the mask being encoded.
     columns: Vec<u8>,
+    /// Traces each mask's polygons as it is encoded, when polygons are asked for.
+    tracer: Option<Tracer>,
+    polygon_points: Vec<[u32; 2]>,
+    polygon_ends: Vec<u32>,
 }
 
 /// The first index from `i` whose byte is not `value` (0 or 255), or `s.len()`; eight bytes
@@ -147,12 +174,23 @@ impl Extras {
         Self::default()
     }
 
+    /// Extras whose masks also carry polygons simplified to `tolerance` pixels (0 keeps
+    /// every corner).
+    pub fn with_polygons(tolerance: f32) -> Self {
+        Self {
+            tracer: Some(Tracer::new(tolerance)),
+            ..Self::default()
+        }
+    }
+
     /// Forgets the entries; masks from now on cover `width × height`.
     pub fn reset(&mut self, width: usize, height: usize) {
         self.width = width as u32;
         self.height = height as u32;
         self.counts.clear();
         self.points.clear();
+        self.polygon_points.clear();
+        self.polygon_ends.clear();
         self.entries.clear();
     }
 
@@ -177,6 +215,16 @@ impl Extras {
         })
     }
 
+    /// Detection `i`'s mask as polygons, if it has a mask and polygons were asked for.
+    pub fn polygons(&self, i: usize) -> Option<Polygons<'_>> {
+        let [a, b] = self.entries.get(i)?.polygons.map(|v| v as usize);
+        (b > a).then(|| Polygons {
+            points: &self.polygon_points,
+            ends: &self.polygon_ends[a..b],
+            start: a.checked_sub(1).map_or(0, |p| self.polygon_ends[p]),
+        })
+    }
+
     /// Detection `i`'s keypoints `[x, y, score]` in target pixels; empty when it has none.
     pub fn keypoints(&self, i: usize) -> &[[f32; 3]] {
         self.entries.get(i).map_or(&[], |e| {
@@ -188,11 +236,17 @@ impl Extras {
     /// from `other`'s list; `other`'s masks must cover the same image.
     pub fn push_from(&mut self, other: &Extras, i: usize) {
         let entry = self.entry_with(other.mask(i).map_or(&[], |m| m.counts), other.keypoints(i));
+        let first = self.polygon_ends.len() as u32;
+        for polygon in other.polygons(i).iter().flat_map(Polygons::iter) {
+            self.polygon_points.extend_from_slice(polygon);
+            self.polygon_ends.push(self.polygon_points.len() as u32);
+        }
         let e = other.entries.get(i).copied().unwrap_or_default();
         self.push(Entry {
             area: e.area,
             centroid: e.centroid,
             track_id: e.track_id,
+            polygons: [first, self.polygon_ends.len() as u32],
             ..entry
         });
     }
@@ -229,10 +283,11 @@ impl Extras {
         let start = self.points.len() as u32;
         self.points.extend(points);
         let end = self.points.len() as u32;
-        let c = self.counts.len() as u32;
+        let (c, p) = (self.counts.len() as u32, self.polygon_ends.len() as u32);
         self.push(Entry {
             counts: [c, c],
             points: [start, end],
+            polygons: [p, p],
             ..Entry::default()
         });
     }
@@ -295,9 +350,19 @@ impl Extras {
         }
         let n = area as f64;
         let p = self.points.len() as u32;
+        let first = self.polygon_ends.len() as u32;
+        if let Some(tracer) = &mut self.tracer {
+            tracer.trace(
+                mask,
+                (left, top),
+                &mut self.polygon_points,
+                &mut self.polygon_ends,
+            );
+        }
         self.push(Entry {
             counts: [start as u32, self.counts.len() as u32],
             points: [p, p],
+            polygons: [first, self.polygon_ends.len() as u32],
             area: area as u32,
             centroid: [
                 (left as f64 + sum_x as f64 / n + 0.5) as f32,
@@ -313,9 +378,11 @@ impl Extras {
         self.counts.extend_from_slice(counts);
         let p = self.points.len() as u32;
         self.points.extend_from_slice(points);
+        let e = self.polygon_ends.len() as u32;
         Entry {
             counts: [c, self.counts.len() as u32],
             points: [p, self.points.len() as u32],
+            polygons: [e, e],
             ..Entry::default()
         }
     }
@@ -373,9 +440,7 @@ pub(crate) struct MaskCleaner {
     margin: usize,
     bits: BitMask,
     spare: BitMask,
-    labeler: Labeler,
-    labels: Image<i32>,
-    stats: Vec<ComponentStats>,
+    parts: Parts,
 }
 
 impl MaskCleaner {
@@ -386,9 +451,7 @@ impl MaskCleaner {
             margin: cfg.mask_open + cfg.mask_close,
             bits: BitMask::default(),
             spare: BitMask::default(),
-            labeler: Labeler::default(),
-            labels: Image::new(0, 0, 1),
-            stats: Vec::new(),
+            parts: Parts::default(),
         })
     }
 
@@ -407,25 +470,98 @@ impl MaskCleaner {
             }
             self.bits.store(mask);
         }
-        if self.min_area <= 1 {
-            return;
+        if self.min_area > 1 {
+            self.remove_small_parts(mask);
         }
-        let count = self
-            .labeler
-            .label(mask, &mut self.labels, &mut self.stats, Connectivity::Eight)
-            .expect("masks have one channel");
-        if self.stats[1..count]
-            .iter()
-            .all(|s| s.area as u32 >= self.min_area)
-        {
-            return;
-        }
-        for (m, &l) in mask.data.iter_mut().zip(&self.labels.data) {
-            if l != 0 && (self.stats[l as usize].area as u32) < self.min_area {
-                *m = 0;
+    }
+
+    /// Clears the 8-connected parts with fewer than `min_area` pixels.
+    fn remove_small_parts(&mut self, mask: &mut Image) {
+        let w = mask.width;
+        let parts = &mut self.parts;
+        parts.label(mask);
+        for k in 0..parts.runs.len() {
+            let [y, x0, x1] = parts.runs[k];
+            let root = parts.find(k);
+            if parts.area[root] < self.min_area {
+                let at = y as usize * w;
+                mask.data[at + x0 as usize..at + x1 as usize].fill(0);
             }
         }
     }
+}
+
+/// The 8-connected parts of a mask (nonzero pixels): union-find over its row runs, which are
+/// few next to its pixels. A part's root is its first run in raster order. Its buffers are
+/// kept.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Parts {
+    /// The set runs `[y, x0, x1)`, row by row.
+    pub runs: Vec<[u32; 3]>,
+    parent: Vec<u32>,
+    /// By root run: the part's pixels.
+    pub area: Vec<u32>,
+}
+
+impl Parts {
+    pub fn label(&mut self, mask: &Image) {
+        let w = mask.width;
+        let (runs, parent) = (&mut self.runs, &mut self.parent);
+        runs.clear();
+        parent.clear();
+        let mut above = 0..0;
+        for (y, row) in mask.data.chunks_exact(w.max(1)).enumerate() {
+            let first = runs.len();
+            let mut x = 0;
+            loop {
+                x = skip(row, x, 0);
+                if x == w {
+                    break;
+                }
+                // A byte that is neither 0 nor 255 still makes a run.
+                let end = skip(row, x, 255).max(x + 1);
+                parent.push(runs.len() as u32);
+                runs.push([y as u32, x as u32, end as u32]);
+                x = end;
+            }
+            // Runs touch when they overlap or meet at a corner; both rows are in order.
+            let (mut i, mut j) = (above.start, first);
+            while i < above.end && j < runs.len() {
+                let ([_, a0, a1], [_, b0, b1]) = (runs[i], runs[j]);
+                if a0 <= b1 && b0 <= a1 {
+                    let (ra, rb) = (find(parent, i as u32), find(parent, j as u32));
+                    // The smaller index stays the root: roots are first in raster order.
+                    parent[ra.max(rb) as usize] = ra.min(rb);
+                }
+                if a1 < b1 {
+                    i += 1;
+                } else {
+                    j += 1;
+                }
+            }
+            above = first..runs.len();
+        }
+        self.area.clear();
+        self.area.resize(runs.len(), 0);
+        for (k, &[_, x0, x1]) in runs.iter().enumerate() {
+            self.area[find(parent, k as u32) as usize] += x1 - x0;
+        }
+    }
+
+    /// The root run of run `k`'s part.
+    pub fn find(&mut self, k: usize) -> usize {
+        find(&mut self.parent, k as u32) as usize
+    }
+}
+
+/// The root of `i`, halving the path on the way.
+fn find(parent: &mut [u32], mut i: u32) -> u32 {
+    while parent[i as usize] != i {
+        let up = parent[parent[i as usize] as usize];
+        parent[i as usize] = up;
+        i = up;
+    }
+    i
 }
 
 #[cfg(test)]
@@ -471,6 +607,29 @@ mod tests {
             }
             let n = area as f32;
             prop_assert!((m.centroid[0] - sx / n).abs() < 1e-4 && (m.centroid[1] - sy / n).abs() < 1e-4);
+        }
+    }
+
+    proptest! {
+        /// Small parts go, as connected components with statistics say they should.
+        #[test]
+        fn min_area_matches_connected_components(
+            (w, h, bits) in (1usize..24, 1usize..24).prop_flat_map(|(w, h)| {
+                (Just(w), Just(h), prop::collection::vec(prop::bool::weighted(0.45), w * h))
+            }),
+            min_area in 2u32..12,
+        ) {
+            use crate::imgproc::regions::{Connectivity, connected_components};
+            let mask = Image::from_vec(w, h, 1, bits.iter().map(|&b| u8::from(b) * 255).collect()).unwrap();
+            let (mut labels, mut stats) = (Image::new(0, 0, 1), Vec::new());
+            connected_components(&mask, &mut labels, &mut stats, Connectivity::Eight).unwrap();
+            let want: Vec<u8> = labels.data.iter().map(|&l| {
+                u8::from(l != 0 && stats[l as usize].area as u32 >= min_area) * 255
+            }).collect();
+            let cfg = DecodeConfig { mask_min_area: min_area, ..DecodeConfig::default() };
+            let mut cleaned = mask.clone();
+            MaskCleaner::new(&cfg).unwrap().clean(&mut cleaned);
+            prop_assert_eq!(cleaned.data, want);
         }
     }
 

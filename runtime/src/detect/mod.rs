@@ -9,6 +9,7 @@ pub mod nms;
 
 mod dbnet;
 mod nanodet;
+mod polygons;
 mod semantic;
 mod ssd;
 mod yolov10;
@@ -19,7 +20,7 @@ mod yolox;
 mod yunet;
 
 pub use decode::{AnchorPoint, DecodeError, Decoder, MaskMode, decoder_for, recognise};
-pub use extras::{Extras, Mask, Target};
+pub use extras::{Extras, Mask, Polygons, Target};
 pub use labels::Labels;
 
 /// Most detections kept per frame; the rest are dropped (lowest scores first) and counted.
@@ -143,6 +144,11 @@ pub struct DecodeConfig {
     /// yolov8-seg, semantic: connected parts of a mask with fewer source-image pixels are
     /// removed; a detection whose mask ends empty is dropped.
     pub mask_min_area: u32,
+    /// yolov8-seg, semantic: masks also go out as polygons, the outer contour of each part.
+    pub mask_polygons: bool,
+    /// With `mask_polygons`: how far in pixels a polygon may stray from the mask's outline
+    /// (Douglas–Peucker); 0 keeps every corner.
+    pub polygon_tolerance: f32,
 }
 
 impl Default for DecodeConfig {
@@ -166,6 +172,8 @@ impl Default for DecodeConfig {
             mask_open: 0,
             mask_close: 0,
             mask_min_area: 0,
+            mask_polygons: false,
+            polygon_tolerance: 1.0,
         }
     }
 }

@@ -126,7 +126,10 @@ impl Detector {
             state,
             decoder,
             outputs: info.outputs,
-            extras: Extras::new(),
+            extras: match cfg.decode.mask_polygons {
+                true => Extras::with_polygons(cfg.decode.polygon_tolerance),
+                false => Extras::new(),
+            },
         })
     }
 

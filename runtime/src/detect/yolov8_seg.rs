@@ -35,8 +35,10 @@ pub(crate) struct Yolov8Seg {
     cleaner: MaskCleaner,
     /// Mask logits over the prototype cells under the box being drawn.
     logits: Vec<f32>,
-    /// Per target column of the box: left cell, right cell (window-relative), right weight.
-    columns: Vec<(u32, u32, f32)>,
+    /// Per target column of the box, the right cell's weight; and the spans of columns
+    /// between the same two cells (start, end, left cell, right cell; window-relative).
+    weights: Vec<f32>,
+    spans: Vec<[u32; 4]>,
     /// One row of logits interpolated between two prototype rows.
     row: Vec<f32>,
     mask: Image,
@@ -70,7 +72,8 @@ impl Yolov8Seg {
             kept: heapless::Vec::new(),
             cleaner: MaskCleaner::new(ctx.cfg)?,
             logits: Vec::with_capacity(pw * ph),
-            columns: Vec::new(),
+            weights: Vec::new(),
+            spans: Vec::new(),
             row: Vec::with_capacity(pw),
             mask: Image::new(0, 0, 1),
         })
@@ -107,16 +110,22 @@ impl Yolov8Seg {
             let i = (s as usize).min(b - a - 1);
             (a + i, a + (i + 1).min(b - a - 1), s - i as f32)
         };
-        self.columns.clear();
-        for x in cols.clone() {
+        self.weights.clear();
+        self.spans.clear();
+        for (i, x) in cols.clone().enumerate() {
             let (ix, _) = target.input_of(x, 0);
             let (j0, j1, w) = source(ix, rx, cx0, cx1);
-            self.columns.push((j0 as u32, j1 as u32, w));
+            self.weights.push(w);
+            let (i, j0, j1) = (i as u32, j0 as u32, j1 as u32);
+            match self.spans.last_mut() {
+                Some(span) if span[2] == j0 && span[3] == j1 => span[1] = i + 1,
+                _ => self.spans.push([i, i + 1, j0, j1]),
+            }
         }
-        let (Some(first), Some(last)) = (self.columns.first(), self.columns.last()) else {
+        let (Some(first), Some(last)) = (self.spans.first(), self.spans.last()) else {
             return false;
         };
-        let (j_lo, j_hi) = (first.0 as usize, last.1 as usize + 1);
+        let (j_lo, j_hi) = (first[2] as usize, last[3] as usize + 1);
         let row_of = |y: usize| source(target.input_of(0, y).1, ry, cy0, cy1);
         let (i_lo, i_hi) = (row_of(rows.start).0, row_of(rows.end - 1).1 + 1);
         // Logits = coefficients · prototypes over the window of cells.
@@ -135,12 +144,7 @@ impl Yolov8Seg {
                 }
             }
         }
-        for c in &mut self.columns {
-            c.0 -= j_lo as u32;
-            c.1 -= j_lo as u32;
-        }
         let width = self.mask.width;
-        let mut any = false;
         for y in rows {
             let (i0, i1, wy) = row_of(y);
             let (top, bottom) = (
@@ -155,14 +159,16 @@ impl Yolov8Seg {
             );
             let at = (y - origin.1) * width + (cols.start - origin.0);
             let out = &mut self.mask.data[at..at + cols.len()];
-            for (o, &(j0, j1, wx)) in out.iter_mut().zip(&self.columns) {
-                let v = self.row[j0 as usize] * (1.0 - wx) + self.row[j1 as usize] * wx;
-                let set = v > 0.0;
-                any |= set;
-                *o = if set { 255 } else { 0 };
+            // Within a span both cells are fixed: a loop the compiler vectorises.
+            for &[s, e, j0, j1] in &self.spans {
+                let (l, r) = (self.row[j0 as usize - j_lo], self.row[j1 as usize - j_lo]);
+                let (s, e) = (s as usize, e as usize);
+                for (o, &w) in out[s..e].iter_mut().zip(&self.weights[s..e]) {
+                    *o = if l * (1.0 - w) + r * w > 0.0 { 255 } else { 0 };
+                }
             }
         }
-        any
+        self.mask.data.contains(&255)
     }
 }
 

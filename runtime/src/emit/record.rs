@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 
-use crate::detect::{BBox, Detection, Extras, Mask};
+use crate::detect::{BBox, Detection, Extras, Mask, Polygons};
 use crate::track::ZoneName;
 
 /// The `schema` number of every line; bumped on any incompatible change.
@@ -282,6 +282,7 @@ impl Serialize for Dets<'_> {
                 det,
                 mask: self.extras.and_then(|e| e.mask(i)),
                 track_id: self.extras.and_then(|e| e.track_id(i)),
+                polygons: self.extras.and_then(|e| e.polygons(i)),
                 keypoints: self.extras.map_or(&[], |e| e.keypoints(i)),
                 labels: self.labels,
             })?;
@@ -294,6 +295,7 @@ struct Det<'a> {
     det: Detection,
     mask: Option<Mask<'a>>,
     track_id: Option<u32>,
+    polygons: Option<Polygons<'a>>,
     keypoints: &'a [[f32; 3]],
     labels: Labels<'a>,
 }
@@ -326,6 +328,10 @@ impl Serialize for Det<'_> {
                 m.skip_field("centroid")?;
             }
         }
+        match &self.polygons {
+            Some(p) => m.serialize_field("polygons", &CocoPolygons(p))?,
+            None => m.skip_field("polygons")?,
+        }
         if self.keypoints.is_empty() {
             m.skip_field("keypoints")?;
         } else {
@@ -344,6 +350,21 @@ impl Serialize for Rle<'_> {
         m.serialize_field("size", &self.0.size)?;
         m.serialize_field("counts", self.0.counts)?;
         m.end()
+    }
+}
+
+/// COCO's polygons: per part, its corners flattened, `[x0, y0, x1, y1, ...]`.
+struct CocoPolygons<'a>(&'a Polygons<'a>);
+
+impl Serialize for CocoPolygons<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Flat<'a>(&'a [[u32; 2]]);
+        impl Serialize for Flat<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().flatten())
+            }
+        }
+        s.collect_seq(self.0.iter().map(Flat))
     }
 }
 
@@ -615,7 +636,7 @@ mod tests {
             det(1, 0.8, [0.0, 0.0, 1.0, 1.0], None),
             det(0, 0.7, [0.0, 0.0, 4.0, 3.0], None),
         ];
-        let mut extras = Extras::new();
+        let mut extras = Extras::with_polygons(0.0);
         extras.reset(4, 3);
         // Pixels (1, 0), (1, 1) and (2, 1) of a 4x3 image.
         let mask = crate::imgproc::Image::from_vec(2, 2, 1, vec![255, 0, 255, 255]).unwrap();
@@ -623,7 +644,11 @@ mod tests {
         extras.push_from(&Extras::new(), 0);
         extras.push_keypoints([[1.04, 2.0, 0.5], [3.0, 4.0, 0.12345]].into_iter());
         extras.set_track_id(1, 7);
-        let rec = FrameRecord {
+        // The service gathers its detectors' entries into one list.
+        let mut gathered = Extras::new();
+        gathered.reset(4, 3);
+        (0..3).for_each(|i| gathered.push_from(&extras, i));
+        let mut rec = FrameRecord {
             frame_id: 0,
             timestamp_us: 0,
             width: 4,
@@ -643,7 +668,8 @@ mod tests {
             v["detections"][0],
             json!({"class_id": 0, "label": "person", "score": 0.9, "box": [1.0, 0.0, 3.0, 2.0],
                    "mask": {"size": [3, 4], "counts": [3, 2, 2, 1, 4]},
-                   "area": 3, "centroid": [1.8, 1.2]})
+                   "area": 3, "centroid": [1.8, 1.2],
+                   "polygons": [[1, 0, 2, 0, 2, 1, 3, 1, 3, 2, 1, 2]]})
         );
         assert_eq!(v["detections"][1].get("mask"), None);
         assert_eq!(v["detections"][1]["track_id"], 7);
@@ -651,5 +677,7 @@ mod tests {
             v["detections"][2]["keypoints"],
             json!([[1.0, 2.0, 0.5], [3.0, 4.0, 0.123]])
         );
+        rec.extras = Some(&gathered);
+        assert_eq!(line(&rec), v);
     }
 }
