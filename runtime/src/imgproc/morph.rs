@@ -1243,6 +1243,13 @@ impl<L: Lanes> Windows<L> {
         (1 + self.levels) * (rows + 1) * self.row_len
     }
 
+    /// Units per plane of a band buffer sized by [`Self::units_for`]. Planes keep their place
+    /// when a band has fewer rows, so levels never overwrite the margins [`Self::prepare`]
+    /// keeps between calls.
+    fn plane(&self, buf: &[L::Unit]) -> usize {
+        buf.len() / (1 + self.levels)
+    }
+
     /// The fills of a row whose pixels start at unit `margin`.
     fn fills(&self, row: &[L::Unit]) -> (L::Unit, L::Unit) {
         match self.border {
@@ -1313,7 +1320,7 @@ impl<L: Lanes> Windows<L> {
                 L::fill_margins(row, self.w, self.margin, left, right);
             }
         }
-        let plane = (rows + 1) * len;
+        let plane = self.plane(buf);
         for i in 1..=self.levels {
             // Level i at t joins level i - 1 at t and t + 2^(i-1), over whole rows at once:
             // what a row's end reads from the next row is never used by a window.
@@ -1341,7 +1348,8 @@ impl<L: Lanes> Windows<L> {
             return;
         }
         let k = win.len.ilog2() as usize;
-        let level = &buf[k * (rows + 1) * len..][..(rows + 1) * len];
+        let plane = self.plane(buf);
+        let level = &buf[k * plane..][..plane];
         let terms = [
             Term::new(level, len, start),
             Term::new(level, len, start + win.len - (1 << k)),
