@@ -558,11 +558,16 @@ pub fn median_blur(src: &Image, ksize: usize, dst: &mut Image) -> Result<(), Fil
     let mut ring: Vec<Vec<u8>> = (0..ksize)
         .map(|j| padded.row(j as isize - r as isize).to_vec())
         .collect();
-    let mut work = vec![0u8; ksize * ksize * width];
+    let mut work = vec![0u8; if ksize == 5 { 25 * width } else { 0 }];
     for y in 0..src.height {
         if y > 0 {
             ring.rotate_left(1);
             ring[ksize - 1].copy_from_slice(padded.row((y + r) as isize));
+        }
+        let out = &mut dst.data[y * width..][..width];
+        if ksize == 3 {
+            median3_row(&ring[0], &ring[1], &ring[2], cn, out);
+            continue;
         }
         for (tap, (row, dx)) in work.chunks_exact_mut(width).zip(
             ring.iter()
@@ -570,17 +575,37 @@ pub fn median_blur(src: &Image, ksize: usize, dst: &mut Image) -> Result<(), Fil
         ) {
             tap.copy_from_slice(&row[dx * cn..dx * cn + width]);
         }
-        median_row(&mut work, &mut dst.data[y * width..][..width]);
+        median_row(&mut work, out);
     }
     Ok(())
 }
 
-/// Devillard's median-of-9 exchange network (19 compare-exchanges; the median ends in slot 4).
-#[rustfmt::skip]
-const MEDIAN9: [(u8, u8); 19] = [
-    (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3), (5, 8), (4, 7),
-    (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2),
-];
+simd_fn! {
+    /// 3×3 medians of one row from its three padded source rows (`cn` interleaved channels):
+    /// each pixel's 9 taps go through Devillard's median-of-9 exchange network (19
+    /// compare-exchanges, the median ends in slot 4) in registers, so the loop vectorises over
+    /// pixels with no tap rows stored.
+    fn median3_row(r0: &[u8], r1: &[u8], r2: &[u8], cn: usize, out: &mut [u8]) {
+        let n = out.len();
+        let (a0, a1, a2) = (&r0[..n], &r0[cn..cn + n], &r0[2 * cn..2 * cn + n]);
+        let (b0, b1, b2) = (&r1[..n], &r1[cn..cn + n], &r1[2 * cn..2 * cn + n]);
+        let (c0, c1, c2) = (&r2[..n], &r2[cn..cn + n], &r2[2 * cn..2 * cn + n]);
+        for i in 0..n {
+            let mut p = [a0[i], a1[i], a2[i], b0[i], b1[i], b2[i], c0[i], c1[i], c2[i]];
+            macro_rules! exchange {
+                ($(($x:literal, $y:literal)),*) => {$(
+                    let (u, v) = (p[$x], p[$y]);
+                    (p[$x], p[$y]) = (u.min(v), u.max(v));
+                )*};
+            }
+            exchange!(
+                (1, 2), (4, 5), (7, 8), (0, 1), (3, 4), (6, 7), (1, 2), (4, 5), (7, 8), (0, 3),
+                (5, 8), (4, 7), (3, 6), (1, 4), (2, 5), (4, 7), (4, 2), (6, 4), (4, 2)
+            );
+            out[i] = p[4];
+        }
+    }
+}
 
 /// Devillard's median-of-25 exchange network (99 compare-exchanges; the median ends in slot 12).
 #[rustfmt::skip]
@@ -598,12 +623,11 @@ const MEDIAN25: [(u8, u8); 99] = [
 ];
 
 simd_fn! {
-    /// Medians of one row: `work` holds the row's 9 or 25 shifted taps back to back; the
+    /// 5×5 medians of one row: `work` holds the row's 25 shifted taps back to back; the
     /// exchange network runs across whole rows of taps (each exchange one long vector loop).
     fn median_row(work: &mut [u8], out: &mut [u8]) {
         let n = out.len();
-        let network: &[(u8, u8)] = if work.len() == 9 * n { &MEDIAN9 } else { &MEDIAN25 };
-        for &(a, b) in network {
+        for &(a, b) in &MEDIAN25 {
             let (a, b) = (usize::from(a), usize::from(b));
             let (lo, hi) = (a.min(b), a.max(b));
             let (head, tail) = work.split_at_mut(hi * n);
