@@ -414,3 +414,45 @@ fn rotated_region_gives_the_box_of_its_grown_rectangle() {
         out[0]
     );
 }
+
+/// `mask_open` and `mask_close` clean DB's dilated map before it splits into regions: a line
+/// broken by a 2 px gap is two regions until closed, a 3×3 speck one until opened.
+#[test]
+fn mask_open_and_close_clean_the_map_before_regions() {
+    let (w, h) = (64usize, 32usize);
+    let mut map = vec![0.0f32; w * h];
+    let mut fill = |xs: std::ops::Range<usize>, ys: std::ops::Range<usize>| {
+        for y in ys {
+            for x in xs.clone() {
+                map[y * w + x] = 0.9;
+            }
+        }
+    };
+    fill(5..24, 10..20);
+    fill(26..45, 10..20);
+    fill(55..58, 26..29);
+    let infos = [OutputInfo {
+        name: "map".into(),
+        shape: vec![1, 1, h, w],
+    }];
+    let regions = |mask_open, mask_close| {
+        let cfg = DecodeConfig {
+            mask_open,
+            mask_close,
+            ..DecodeConfig::default()
+        };
+        let mut decoder =
+            decoder_for(Family::Dbnet, &cfg, (w, h), &infos, &Labels::text()).unwrap();
+        let mut out = Detections::new();
+        let output = [Output {
+            name: "map",
+            shape: &infos[0].shape,
+            data: &map,
+        }];
+        decoder.decode(&output, &mut out).unwrap();
+        out.len()
+    };
+    assert_eq!(regions(0, 0), 3, "two halves of the line and the speck");
+    assert_eq!(regions(0, 5), 2, "the line closed, the speck kept");
+    assert_eq!(regions(5, 5), 1, "the speck opened away");
+}

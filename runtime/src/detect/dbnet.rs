@@ -2,7 +2,8 @@
 //! input, one region per text line.
 //!
 //! As PaddleOCR's `DBPostProcess` (RapidOCR 1.4.4 settings, `score_mode = "slow"`): pixels
-//! above `mask_threshold`, dilated by a 2×2 element (`use_dilation`), form 8-connected
+//! above `mask_threshold`, dilated by a 2×2 element (`use_dilation`), then opened and closed
+//! when configured (`mask_open`, `mask_close`; off by default, as in PaddleOCR), form 8-connected
 //! regions. A region scores the mean probability over its pixels (the "slow" mean inside its
 //! contour; the "fast" mean inside its rotated rectangle under-scores bowed lines). A region
 //! is kept when it scores at least `score_threshold` and the minimum-area rectangle around it
@@ -14,7 +15,7 @@
 //! per-pixel map: the semantic decoder uses it too.
 
 use super::decode::{Context, DecodeError, Decoder, FrameCheck, Thresholds};
-use super::extras::apply_ops;
+use super::extras::{apply_ops, cleanup_ops};
 use super::nms::Candidates;
 use super::{BBox, Detection, Detections, Output};
 use crate::imgproc::Image;
@@ -64,7 +65,11 @@ impl Dbnet {
         let dilation = StructuringElement::rect(2, 2).expect("2x2 is a valid element");
         let dilation = Morphology::new(MorphOp::Dilate, &dilation, None, 1, Border::Neutral)
             .expect("2x2 dilation is valid");
-        let regions = MaskRegions::new(w, h, vec![dilation]);
+        // DB's own dilation first, then the configured clean-up: the same map stays comparable
+        // with PaddleOCR's when the clean-up is off.
+        let mut ops = vec![dilation];
+        ops.extend(cleanup_ops(cfg)?);
+        let regions = MaskRegions::new(w, h, ops);
         Ok(Self {
             frame: ctx.frame_check(),
             size: (w, h),

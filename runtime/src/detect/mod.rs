@@ -135,11 +135,11 @@ pub struct DecodeConfig {
     /// yolov8-pose: keypoints per detection; `None` takes them from the output shape with
     /// `num_classes` (default 1) classes.
     pub num_keypoints: Option<usize>,
-    /// yolov8-seg, semantic: side in pixels of the elliptical element that opens masks
-    /// (removes specks and thin spurs) before they are encoded; 0 = no opening.
+    /// yolov8-seg, semantic, dbnet: side in pixels of the elliptical element that opens masks
+    /// (removes specks and thin spurs) before they are encoded or split; 0 = no opening.
     pub mask_open: usize,
-    /// yolov8-seg, semantic: side of the element that then closes masks (fills pinholes
-    /// and narrow gaps); 0 = no closing.
+    /// yolov8-seg, semantic, dbnet: side of the element that then closes masks (fills
+    /// pinholes and narrow gaps); 0 = no closing.
     pub mask_close: usize,
     /// yolov8-seg, semantic: connected parts of a mask with fewer source-image pixels are
     /// removed; a detection whose mask ends empty is dropped.
