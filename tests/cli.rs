@@ -1,7 +1,11 @@
 //! End-to-end: the `ocelli` binary on real models, real photos and bad input.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use support::{ocelli_command, slowdown, wait_for};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -18,34 +22,8 @@ fn cached(name: &str) -> PathBuf {
     p
 }
 
-/// The `ocelli` binary as a command. Cross-built, it is foreign to the host: it starts through
-/// the emulator that runs this test (cross/qemu-user.sh names itself here), which passes signals
-/// on to it.
-fn command(args: &[&str]) -> Command {
-    let bin = env!("CARGO_BIN_EXE_ocelli");
-    let mut command = match std::env::var_os("OCELLI_TEST_RUNNER") {
-        Some(runner) => {
-            let mut c = Command::new(runner);
-            c.arg(bin);
-            c
-        }
-        None => Command::new(bin),
-    };
-    command.args(args);
-    command
-}
-
 fn ocelli(args: &[&str]) -> Output {
-    command(args).output().expect("ocelli runs")
-}
-
-/// How much longer everything takes here: emulated, the detector runs 50-150 times slower.
-fn slowdown() -> u32 {
-    if std::env::var_os("OCELLI_TEST_RUNNER").is_some() {
-        20
-    } else {
-        1
-    }
+    ocelli_command(args).output().expect("ocelli runs")
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -423,18 +401,6 @@ fn rectified_region_is_what_the_detector_sees() {
     assert!((b[2] - b[0]) * (b[3] - b[1]) > 0.5 * 320.0 * 240.0, "{cup}");
 }
 
-/// Polls `cond` every 20 ms for up to `secs` (stretched under emulation).
-fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs) * slowdown();
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cleanly() {
     use nix::sys::signal::{Signal, kill};
@@ -449,7 +415,7 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cle
     );
     let config = write(&dir, "config.toml", &good);
     let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
-    let mut child = command(&["run", config.to_str().unwrap()])
+    let mut child = ocelli_command(&["run", config.to_str().unwrap()])
         .stderr(stderr)
         .spawn()
         .unwrap();
@@ -523,7 +489,7 @@ fn a_lost_camera_is_reopened_with_backoff_while_the_socket_stays_up() {
          [output]\njsonl = {jsonl:?}\nsocket = {{ path = {socket:?} }}\n"
     );
     let config = write(&dir, "config.toml", &text);
-    let child = command(&["run", config.to_str().unwrap()])
+    let child = ocelli_command(&["run", config.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -627,7 +593,7 @@ fn board_threads_give_tract_a_pool_and_the_same_detections() {
             cached("yolox_nano.onnx")
         );
         let config = write(&dir, "config.toml", &text);
-        let mut child = command(&["run", config.to_str().unwrap()])
+        let mut child = ocelli_command(&["run", config.to_str().unwrap()])
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();

@@ -1,6 +1,9 @@
 //! The MQTT output against a real mosquitto started on loopback, and the HTTP endpoint scraped
 //! with curl. Needs the Debian packages `mosquitto` and `curl` (`just setup` installs them).
 
+#[path = "../../tests/support.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
+use support::{ocelli_command, wait_for};
 
 const SCHEMA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -28,15 +32,6 @@ fn scratch(name: &str) -> PathBuf {
 fn free_port() -> u16 {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     l.local_addr().unwrap().port()
-}
-
-/// Polls `cond` every 20 ms for up to `secs`.
-fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn tool(name: &str) -> PathBuf {
@@ -246,9 +241,7 @@ impl Ocelli {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, text).unwrap();
         let stderr = dir.join(format!("{name}.stderr"));
-        let child = Command::new(env!("CARGO_BIN_EXE_ocelli"))
-            .arg("run")
-            .arg(&config)
+        let child = ocelli_command(&["run", config.to_str().unwrap()])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .spawn()
