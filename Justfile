@@ -51,8 +51,11 @@ snapshot: (fetch "yolox_nano.onnx" "yunet_n_320_320.onnx" "images/astronaut.png"
     cargo run -p ocelli --quiet -- run docs/snapshot.toml
     python3 docs/snapshot.py out/snapshots docs/snapshot.png
 
-# The whole test suite, as CI runs it.
-test: setup fixtures
+# The whole test suite, as CI runs it: host, ARM under qemu-user, packages, the emulated boards.
+test: test-host test-arm test-package qemu-camera qemu-systemd
+
+# The host suite: formatting, lints, every workspace test, the deployment manifests.
+test-host: setup fixtures
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace
