@@ -283,10 +283,19 @@ pub fn load_plan(
         path: path.into(),
         reason: e.to_string(),
     })?;
+    load_plan_from_bytes(path, &bytes, input_size)
+}
+
+/// [`load_plan`] on a model already in memory; `path` only names it in errors.
+pub fn load_plan_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    input_size: Option<[usize; 2]>,
+) -> Result<(Arc<TypedSimplePlan>, ModelInfo), DetectError> {
     // value_info is only a hint, and symbolic batch dims in it clash with a fixed input shape.
     let mut model = tract_onnx::onnx()
         .with_ignore_value_info(true)
-        .model_for_read(&mut std::io::Cursor::new(&bytes))
+        .model_for_read(&mut std::io::Cursor::new(bytes))
         .map_err(|e| load_err(path, e))?;
     let input_name = model
         .input_outlets()
