@@ -97,3 +97,29 @@ fn scripted_faults_must_last_0_to_3600_s() {
         );
     }
 }
+
+/// Models the `model` fuzz target found crashing tract: each is refused with an error naming the
+/// file, at its own input size and at a forced one.
+#[test]
+fn malformed_models_are_refused_not_panicked_on() {
+    use ocelli::detect::{DetectError, load_plan_from_bytes};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let cases = [(
+        "model_undefined_output.onnx",
+        "graph output `output1` is not produced by the graph",
+    )];
+    for (file, reason) in cases {
+        let path = dir.join(file);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for input_size in [None, Some([16, 8])] {
+            match load_plan_from_bytes(&path, &bytes, input_size) {
+                Err(e @ DetectError::Load { .. }) => {
+                    let e = e.to_string();
+                    assert!(e.contains(file) && e.contains(reason), "{file}: {e}")
+                }
+                Err(e) => panic!("{file}: not a load error: {e}"),
+                Ok(_) => panic!("{file}: loaded"),
+            }
+        }
+    }
+}
