@@ -28,6 +28,19 @@ fuzz_target!(|data: &[u8]| {
     static RUN: AtomicU64 = AtomicU64::new(0);
     let server = server();
     let mut client = UnixStream::connect(server.path()).expect("connects");
+    // A client gets the lines published after the writer admits it, which happens on its
+    // thread: publish until one arrives, so the script runs against an admitted client.
+    client
+        .set_read_timeout(Some(Duration::from_millis(5)))
+        .unwrap();
+    let mut hello = [0u8; 1];
+    for _ in 0..1000 {
+        server.publish(b"{}");
+        if client.read(&mut hello).is_ok_and(|n| n == 1) {
+            break;
+        }
+    }
+    assert_eq!(hello, *b"{", "the server never admitted a client");
     client
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
