@@ -310,7 +310,33 @@ pub fn load_plan(
 }
 
 /// [`load_plan`] on a model already in memory; `path` only names it in errors.
+///
+/// tract asserts rather than errs on some malformed graphs (negative dims, dangling edges): a
+/// panic while loading is caught and refuses the model like any other load error, so a bad
+/// file given on SIGHUP cannot take the running service down.
 pub fn load_plan_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    input_size: Option<[usize; 2]>,
+) -> Result<(Arc<TypedSimplePlan>, ModelInfo), DetectError> {
+    // Everything built inside is dropped on a panic; nothing outside is touched.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        plan_from_bytes(path, bytes, input_size)
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic");
+        Err(DetectError::Load {
+            path: path.into(),
+            reason: format!("tract failed on a malformed graph: {what}"),
+        })
+    })
+}
+
+fn plan_from_bytes(
     path: &Path,
     bytes: &[u8],
     input_size: Option<[usize; 2]>,
