@@ -78,3 +78,19 @@ package: dist
 test-package: dist
     tests/package.sh arm64 target/dist/ocelli-aarch64-unknown-linux-gnu
     tests/package.sh armhf target/dist/ocelli-armv7-unknown-linux-gnueabihf
+
+# Fuzz one target of fuzz/fuzz_targets for SECONDS (nightly, cargo-fuzz); crashes land in fuzz/artifacts.
+fuzz TARGET SECONDS="600":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+    [ -d fuzz/corpus/{{TARGET}} ] || python3 fuzz/seeds.py
+    # Sanitizer flags differ from the normal build's: keep the artifacts apart.
+    nice -n 19 cargo +nightly fuzz run -O --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/fuzz" {{TARGET}} \
+      -- -max_total_time={{SECONDS}} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
+# Soak benchmark: FRAMES synthetic frames through the release binary; docs/soak.csv and docs/soak.png.
+soak FRAMES="200000":
+    cargo build --release -p ocelli
+    nice python3 benches/soak/soak.py "${CARGO_TARGET_DIR:-target}/release/ocelli" --frames {{FRAMES}}

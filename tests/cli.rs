@@ -730,3 +730,126 @@ fn an_object_sliding_across_image_files_keeps_its_track_id() {
     // The framebuffer file holds the last frame, letterboxed to 200×120 at 16 bpp.
     assert_eq!(std::fs::metadata(&fb).unwrap().len(), 200 * 120 * 2);
 }
+
+#[test]
+fn truncated_and_wrong_size_frames_are_dropped_and_counted_in_the_stream() {
+    let dir = scratch("bad-frames");
+    let jsonl = dir.join("out.jsonl");
+    let text = format!(
+        "[source]\nkind = \"synthetic\"\nwidth = 64\nheight = 48\nframes = 10\n\
+         faults = [{{ after = 3, kind = \"truncated\" }}, {{ after = 6, kind = \"wrong_size\" }}]\n\n\
+         [output]\njsonl = {jsonl:?}\n"
+    );
+    let config = write(&dir, "config.toml", &text);
+    let out = ocelli(&["run", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The run goes to the end of its input and says it dropped frames.
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.matches("frame dropped").count(), 2, "{stderr}");
+    assert!(
+        stderr.contains("frame 3") && stderr.contains("frame 6"),
+        "{stderr}"
+    );
+    let frames = read_jsonl(&jsonl);
+    let seen: Vec<(u64, u64)> = frames
+        .iter()
+        .map(|f| {
+            let id = f["frame_id"].as_u64().unwrap();
+            (id, f["source_status"]["bad_frames"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (0, 0),
+            (1, 0),
+            (2, 0),
+            (4, 1),
+            (5, 1),
+            (7, 2),
+            (8, 2),
+            (9, 2)
+        ],
+        "frame ids and bad-frame counts"
+    );
+}
+
+/// When SIGTERM arrives in the shutdown tests (each run also drops one bad frame early on,
+/// which must not change the exit status of a stopped service).
+#[derive(Clone, Copy, Debug)]
+enum Moment {
+    /// While frames run through a detector.
+    Frame,
+    /// While the socket writer is blocked on a client that never reads.
+    ClientWrite,
+    /// Before the first frame, while the models load.
+    ModelLoad,
+}
+
+#[test]
+fn sigterm_exits_0_within_2_s_and_removes_the_socket() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+    let yunet = cached("yunet_n_320_320.onnx");
+    let yolox = cached("yolox_nano.onnx");
+    for moment in [Moment::Frame, Moment::ClientWrite, Moment::ModelLoad] {
+        let dir = scratch(&format!("sigterm-{moment:?}"));
+        let jsonl = dir.join("out.jsonl");
+        let socket = dir.join("s.sock");
+        let (size, detectors) = match moment {
+            // Small frames and no detector: lines come fast enough to fill the client's socket.
+            Moment::ClientWrite => ("64\nheight = 48", String::new()),
+            _ => (
+                "320\nheight = 240",
+                format!(
+                    "[[detector]]\nmodel = {yunet:?}\nfamily = \"yunet\"\nlabels = \"face\"\n\n\
+                     [[detector]]\nmodel = {yolox:?}\nfamily = \"yolox\"\n\n"
+                ),
+            ),
+        };
+        let text = format!(
+            "[source]\nkind = \"synthetic\"\nwidth = {size}\n\
+             faults = [{{ after = 1, kind = \"truncated\" }}]\n\n{detectors}\
+             [output]\njsonl = {jsonl:?}\nsocket = {{ path = {socket:?} }}\n"
+        );
+        let config = write(&dir, "config.toml", &text);
+        let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+        let mut child = ocelli_command(&["run", config.to_str().unwrap()])
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let lines = || std::fs::read_to_string(&jsonl).map_or(0, |t| t.lines().count());
+        // Held open, never read, until the process has exited.
+        let mut _client = None;
+        match moment {
+            Moment::Frame => wait_for(60, "first frames", || lines() >= 2),
+            Moment::ClientWrite => {
+                wait_for(30, "the socket", || socket.exists());
+                _client = Some(std::os::unix::net::UnixStream::connect(&socket).unwrap());
+                // Far more than the ring, the staging buffer and the socket buffer hold.
+                let start = lines();
+                wait_for(60, "lines the client cannot take", || {
+                    lines() > start + 20_000
+                });
+            }
+            Moment::ModelLoad => std::thread::sleep(Duration::from_millis(100) * slowdown()),
+        }
+        let t = Instant::now();
+        kill(pid, Signal::SIGTERM).unwrap();
+        let status = child.wait().unwrap();
+        let took = t.elapsed();
+        let log = std::fs::read_to_string(dir.join("stderr")).unwrap();
+        assert!(status.success(), "{moment:?}: {status:?}: {log}");
+        assert!(
+            took < Duration::from_secs(2) * slowdown(),
+            "{moment:?}: took {took:?}"
+        );
+        assert!(!socket.exists(), "{moment:?}: socket left behind");
+        if let Moment::ModelLoad = moment {
+            assert_eq!(lines(), 0, "SIGTERM came after the models had loaded");
+        }
+    }
+}

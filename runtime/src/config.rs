@@ -138,13 +138,29 @@ pub enum SourceConfig {
     },
 }
 
-/// A scripted loss of the synthetic camera: after `after` frames it fails, and reopening
-/// fails until `seconds` have passed.
+/// A scripted fault of the synthetic camera after `after` frames: a loss (reopening fails
+/// until `seconds` have passed) or one bad frame.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
     pub after: u64,
+    #[serde(default)]
     pub seconds: f64,
+    #[serde(default)]
+    pub kind: FaultKind,
+}
+
+/// What a scripted fault does.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The camera goes away.
+    #[default]
+    Lost,
+    /// One frame arrives cut short.
+    Truncated,
+    /// One frame's buffer does not match the negotiated size.
+    WrongSize,
 }
 
 /// How a lost camera is detected and reopened.
@@ -440,6 +456,23 @@ impl Config {
                     format!("{width}x{height}"),
                     "a size between 1x1 and 8192x8192",
                 ));
+            }
+            SourceConfig::Synthetic { faults, .. } => {
+                if let Some(i) = faults
+                    .iter()
+                    .position(|f| !(0.0..=3600.0).contains(&f.seconds))
+                {
+                    return Err(err(
+                        &[
+                            Key::Name("source"),
+                            Key::Name("faults"),
+                            Key::Index(i),
+                            Key::Name("seconds"),
+                        ],
+                        faults[i].seconds.to_string(),
+                        "0 to 3600 s",
+                    ));
+                }
             }
             _ => {}
         }

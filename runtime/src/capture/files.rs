@@ -69,7 +69,7 @@ pub fn decode_image(path: &Path, rgb: &mut Image) -> Result<(), ImageError> {
     })?;
     let (kind, _) = kind_of(path);
     let result = match kind {
-        "JPEG" => decode_jpeg_into(&bytes, rgb),
+        "JPEG" => decode_jpeg_into(&bytes, None, rgb),
         _ => decode_png_into(&bytes, rgb),
     };
     result.map_err(|reason| ImageError::Decode {

@@ -109,9 +109,8 @@ impl Frame<'_> {
             reason,
         };
         match self.format {
-            PixelFormat::Mjpeg => {
-                decode_jpeg_into(self.data, rgb).map_err(|e| bad(format!("MJPEG: {e}")))
-            }
+            PixelFormat::Mjpeg => decode_jpeg_into(self.data, Some((self.width, self.height)), rgb)
+                .map_err(|e| bad(format!("MJPEG: {e}"))),
             format => {
                 let layout = Layout::strided(self.width, self.height, self.stride);
                 match format {
@@ -129,15 +128,29 @@ impl Frame<'_> {
     }
 }
 
-pub(crate) fn decode_jpeg_into(data: &[u8], rgb: &mut Image) -> Result<(), String> {
+/// Decodes a JPEG into `rgb`. With `expect` (a camera frame), a JPEG of another size is refused
+/// before anything is allocated for it, so a corrupt header cannot make a frame cost gigabytes.
+pub(crate) fn decode_jpeg_into(
+    data: &[u8],
+    expect: Option<(usize, usize)>,
+    rgb: &mut Image,
+) -> Result<(), String> {
     use zune_jpeg::JpegDecoder;
     use zune_jpeg::zune_core::bytestream::ZCursor;
     use zune_jpeg::zune_core::colorspace::ColorSpace;
     use zune_jpeg::zune_core::options::DecoderOptions;
-    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB);
+    // Strict for camera frames: a truncated frame is dropped, not passed on half grey.
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_strict_mode(expect.is_some());
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), options);
     decoder.decode_headers().map_err(|e| e.to_string())?;
     let (w, h) = decoder.dimensions().ok_or("no dimensions in JPEG header")?;
+    if let Some((ew, eh)) = expect
+        && (w, h) != (ew, eh)
+    {
+        return Err(format!("JPEG is {w}x{h}, the stream is {ew}x{eh}"));
+    }
     rgb.reshape(w, h, 3);
     decoder
         .decode_into(&mut rgb.data)

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::{CaptureError, Frame, PixelFormat, Source};
-use crate::config::Fault;
+use crate::config::{Fault, FaultKind};
 
 /// Colour bars with a bright square that moves one step per frame, so consecutive frames differ
 /// (motion gating sees motion) while content stays deterministic.
@@ -65,7 +65,8 @@ impl SyntheticSource {
         self
     }
 
-    /// Plays `faults`: the camera is lost after `after` frames, for `seconds`.
+    /// Plays `faults`: after `after` frames the camera is lost for `seconds`, or one frame
+    /// arrives bad.
     pub fn with_faults(mut self, faults: &[Fault]) -> Self {
         self.faults = faults.to_vec();
         self.faults.sort_by_key(|f| std::cmp::Reverse(f.after));
@@ -123,12 +124,17 @@ impl Source for SyntheticSource {
         if self.away_until.is_some() {
             return Err(self.lost("scripted fault: camera away"));
         }
+        let mut kind = None;
         if let Some(fault) = self.faults.last().copied()
             && self.id >= fault.after
         {
             self.faults.pop();
-            self.away_until = Some(Instant::now() + Duration::from_secs_f64(fault.seconds));
-            return Err(self.lost("scripted fault: camera gone"));
+            if fault.kind == FaultKind::Lost {
+                let away = Duration::try_from_secs_f64(fault.seconds).unwrap_or_default();
+                self.away_until = Some(Instant::now() + away);
+                return Err(self.lost("scripted fault: camera gone"));
+            }
+            kind = Some(fault.kind);
         }
         if let Some(interval) = self.interval {
             let due = self.start + interval * self.id.min(u32::MAX.into()) as u32;
@@ -137,14 +143,20 @@ impl Source for SyntheticSource {
         self.render();
         let id = self.id;
         self.id += 1;
+        let (data, height) = match kind {
+            Some(FaultKind::Truncated) => (&self.buf[..self.buf.len() / 2], self.height),
+            // The buffer holds twice the rows the frame claims.
+            Some(FaultKind::WrongSize) => (&self.buf[..], self.height / 2),
+            _ => (&self.buf[..], self.height),
+        };
         Ok(Some(Frame {
             id,
             timestamp_us: self.start.elapsed().as_micros() as u64,
             format: self.format,
             width: self.width,
-            height: self.height,
+            height,
             stride: self.format.min_stride(self.width),
-            data: &self.buf,
+            data,
             origin: "synthetic",
         }))
     }

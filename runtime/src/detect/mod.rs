@@ -180,4 +180,7 @@ impl Default for DecodeConfig {
 
 pub mod model;
 
-pub use model::{DetectError, DetectTimes, Detector, Fitted, Inferred, ModelInfo, load_plan};
+pub use model::{
+    DetectError, DetectTimes, Detector, Fitted, Inferred, ModelInfo, load_plan,
+    load_plan_from_bytes,
+};

@@ -276,6 +276,29 @@ fn load_err(path: &Path, e: anyhow::Error) -> DetectError {
     }
 }
 
+/// The first output of `graph` or of a subgraph that no node, initializer or input of its
+/// graph defines. tract indexes its name table with it and panics, so it is refused first.
+fn undefined_output(graph: &tract_onnx::pb::GraphProto) -> Option<&str> {
+    let defined = |name: &str| {
+        graph
+            .node
+            .iter()
+            .any(|n| n.output.iter().any(|o| o == name))
+            || graph.initializer.iter().any(|t| t.name == name)
+            || graph.input.iter().any(|i| i.name == name)
+    };
+    graph
+        .output
+        .iter()
+        .map(|o| o.name.as_str())
+        .find(|name| !defined(name))
+        .or_else(|| {
+            let attributes = graph.node.iter().flat_map(|n| &n.attribute);
+            let subgraphs = attributes.flat_map(|a| a.g.iter().chain(&a.graphs));
+            subgraphs.into_iter().find_map(undefined_output)
+        })
+}
+
 /// Loads the model, fixes the input to [1,3,H,W] and optimises it; also returns what
 /// `ocelli inspect` shows.
 pub fn load_plan(
@@ -286,10 +309,54 @@ pub fn load_plan(
         path: path.into(),
         reason: e.to_string(),
     })?;
+    load_plan_from_bytes(path, &bytes, input_size)
+}
+
+/// [`load_plan`] on a model already in memory; `path` only names it in errors.
+///
+/// tract asserts rather than errs on some malformed graphs (negative dims, dangling edges): a
+/// panic while loading is caught and refuses the model like any other load error, so a bad
+/// file given on SIGHUP cannot take the running service down.
+pub fn load_plan_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    input_size: Option<[usize; 2]>,
+) -> Result<(Arc<TypedSimplePlan>, ModelInfo), DetectError> {
+    // Everything built inside is dropped on a panic; nothing outside is touched.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        plan_from_bytes(path, bytes, input_size)
+    }))
+    .unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic");
+        Err(DetectError::Load {
+            path: path.into(),
+            reason: format!("tract failed on a malformed graph: {what}"),
+        })
+    })
+}
+
+fn plan_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    input_size: Option<[usize; 2]>,
+) -> Result<(Arc<TypedSimplePlan>, ModelInfo), DetectError> {
     // value_info is only a hint, and symbolic batch dims in it clash with a fixed input shape.
-    let mut model = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .model_for_read(&mut std::io::Cursor::new(&bytes))
+    let onnx = tract_onnx::onnx().with_ignore_value_info(true);
+    let proto = onnx
+        .proto_model_for_read(&mut std::io::Cursor::new(bytes))
+        .map_err(|e| load_err(path, e))?;
+    if let Some(name) = proto.graph.as_ref().and_then(undefined_output) {
+        return Err(DetectError::Load {
+            path: path.into(),
+            reason: format!("graph output `{name}` is not produced by the graph"),
+        });
+    }
+    let mut model = onnx
+        .model_for_proto_model(&proto)
         .map_err(|e| load_err(path, e))?;
     let input_name = model
         .input_outlets()

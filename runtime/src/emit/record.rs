@@ -54,6 +54,9 @@ pub enum SourceState {
 pub struct SourceStatus {
     pub state: SourceState,
     pub reconnects: u32,
+    /// Frames dropped since start because they could not be decoded or converted (truncated,
+    /// corrupt, or of the wrong size for their format).
+    pub bad_frames: u64,
 }
 
 /// A change first seen on this frame, for consumers that want edges rather than levels.
@@ -113,11 +116,12 @@ fn write_json_line(value: &impl Serialize, buf: &mut Vec<u8>) {
 
 impl Serialize for SourceNotice<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("SourceNotice", 7)?;
+        let mut m = s.serialize_struct("SourceNotice", 8)?;
         m.serialize_field("schema", &SCHEMA_VERSION)?;
         m.serialize_field("type", "source")?;
         m.serialize_field("state", &self.status.state)?;
         m.serialize_field("reconnects", &self.status.reconnects)?;
+        m.serialize_field("bad_frames", &self.status.bad_frames)?;
         m.serialize_field("attempt", &self.attempt)?;
         m.serialize_field("retry_in_ms", &self.retry_in_ms)?;
         m.serialize_field("error", self.error)?;
@@ -575,6 +579,7 @@ mod tests {
             source: Some(SourceStatus {
                 state: SourceState::Reconnecting,
                 reconnects: 2,
+                bad_frames: 5,
             }),
             events: &events,
         };
@@ -596,7 +601,7 @@ mod tests {
         );
         assert_eq!(
             v["source_status"],
-            json!({"state": "reconnecting", "reconnects": 2})
+            json!({"state": "reconnecting", "reconnects": 2, "bad_frames": 5})
         );
         assert_eq!(
             v["events"],

@@ -110,6 +110,9 @@ pub struct RunSummary {
 
 /// Loads `config_path`, runs its pipeline until the source ends or SIGTERM, reloading on SIGHUP.
 pub fn serve(config_path: &Path) -> Result<RunSummary, ServiceError> {
+    // First of all, so a SIGTERM while the config is checked or the models load still ends
+    // in a clean exit (the run loop sees it before the first frame).
+    install_signal_handlers().map_err(|e| ServiceError::Imaging(format!("signals: {e}")))?;
     let config = Config::load(config_path)?;
     if let Some(kind) = &config.board.tract_cpu
         && std::env::var_os("TRACT_CPU_AARCH64_KIND").is_none()
@@ -119,7 +122,6 @@ pub fn serve(config_path: &Path) -> Result<RunSummary, ServiceError> {
         unsafe { std::env::set_var("TRACT_CPU_AARCH64_KIND", kind) };
     }
     use_threads(config.board.threads);
-    install_signal_handlers().map_err(|e| ServiceError::Imaging(format!("signals: {e}")))?;
     let mut notifier = Notifier::from_env();
     let mut pipeline = Pipeline::open(&config)?;
     notifier.ready();
@@ -451,7 +453,7 @@ impl Pipeline {
                     summary.bad_frames += 1;
                     continue;
                 }
-                Err(e) if e.is_lost() => match self.recover(&e, notifier) {
+                Err(e) if e.is_lost() => match self.recover(&e, notifier, summary.bad_frames) {
                     Ok(()) => {
                         summary.reconnects = self.reconnects;
                         continue;
@@ -498,6 +500,7 @@ impl Pipeline {
         &mut self,
         lost: &CaptureError,
         notifier: &mut Notifier,
+        bad_frames: u64,
     ) -> Result<(), ServiceError> {
         eprintln!("ocelli: {lost}; reconnecting");
         notifier.status("camera lost, reconnecting");
@@ -508,6 +511,7 @@ impl Pipeline {
             let status = SourceStatus {
                 state,
                 reconnects: self.reconnects,
+                bad_frames,
             };
             let notice = SourceNotice {
                 status,
@@ -646,6 +650,7 @@ impl Pipeline {
             source: Some(SourceStatus {
                 state: SourceState::Ok,
                 reconnects: self.reconnects,
+                bad_frames: summary.bad_frames,
             }),
             events: &events,
         };

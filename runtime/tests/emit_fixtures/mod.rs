@@ -100,6 +100,7 @@ impl Scene {
             source: k.is_multiple_of(10).then_some(SourceStatus {
                 state: SourceState::Ok,
                 reconnects: (k / 1000) as u32,
+                bad_frames: k as u64 / 100,
             }),
             events: if k.is_multiple_of(7) {
                 &self.events[k % 6..k % 6 + 1]
