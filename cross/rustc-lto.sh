@@ -11,6 +11,6 @@ rustc=$1
 shift
 case " $* " in
   *" --crate-name ocelli "*" --crate-type bin "*)
-    exec "$rustc" "$@" -C lto=fat -C codegen-units=1 -C panic=abort ;;
+    exec "$rustc" "$@" -C lto=fat -C codegen-units=1 ;;
 esac
 exec "$rustc" "$@"
