@@ -51,8 +51,8 @@ snapshot: (fetch "yolox_nano.onnx" "yunet_n_320_320.onnx" "images/astronaut.png"
     cargo run -p ocelli --quiet -- run docs/snapshot.toml
     python3 docs/snapshot.py out/snapshots docs/snapshot.png
 
-# The whole test suite, as CI runs it: host, ARM under qemu-user, packages, the emulated boards.
-test: test-host test-arm test-package qemu-camera qemu-systemd
+# The whole test suite, as CI runs it: host, aarch64 under qemu-user, its package, the emulated boards.
+test: test-host (test-arm "aarch64-unknown-linux-gnu") (test-package "arm64") qemu-camera qemu-systemd
 
 # The host suite: formatting, lints, every workspace test, the deployment manifests.
 test-host: setup fixtures
@@ -75,9 +75,18 @@ package: dist
     packaging/build-deb.sh armhf target/dist/ocelli-armv7-unknown-linux-gnueabihf
 
 # The packages install, upgrade (keeping an edited config) and purge cleanly.
-test-package: dist
-    tests/package.sh arm64 target/dist/ocelli-aarch64-unknown-linux-gnu
-    tests/package.sh armhf target/dist/ocelli-armv7-unknown-linux-gnueabihf
+test-package *ARCHS="arm64 armhf":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for arch in {{ ARCHS }}; do
+      case $arch in
+        arm64) target=aarch64-unknown-linux-gnu ;;
+        armhf) target=armv7-unknown-linux-gnueabihf ;;
+        *) echo "test-package: $arch is not arm64 or armhf" >&2; exit 2 ;;
+      esac
+      {{ just_executable() }} cross "$target"
+      tests/package.sh "$arch" "target/dist/ocelli-$target"
+    done
 
 # Fuzz one target of fuzz/fuzz_targets for SECONDS (nightly, cargo-fuzz); crashes land in fuzz/artifacts.
 fuzz TARGET SECONDS="600":
