@@ -374,18 +374,7 @@ fn rotated_region_gives_the_box_of_its_grown_rectangle() {
         score_threshold: 0.5,
         ..DecodeConfig::default()
     };
-    let infos = [OutputInfo {
-        name: "map".into(),
-        shape: vec![1, 1, h, w],
-    }];
-    let mut decoder = decoder_for(Family::Dbnet, &cfg, (w, h), &infos, &Labels::text()).unwrap();
-    let mut out = Detections::new();
-    let output = [Output {
-        name: "map",
-        shape: &infos[0].shape,
-        data: &map,
-    }];
-    decoder.decode(&output, &mut out).unwrap();
+    let out = decode_map(&cfg, (w, h), &map);
     assert_eq!(out.len(), 1, "{out:?}");
     // The 2x2 dilation (anchor (1, 1)) sweeps the bar by a pixel right and down: its centre
     // moves by half a pixel and both sides grow by the square's width across them, c + s.
@@ -431,28 +420,32 @@ fn mask_open_and_close_clean_the_map_before_regions() {
     fill(5..24, 10..20);
     fill(26..45, 10..20);
     fill(55..58, 26..29);
-    let infos = [OutputInfo {
-        name: "map".into(),
-        shape: vec![1, 1, h, w],
-    }];
     let regions = |mask_open, mask_close| {
         let cfg = DecodeConfig {
             mask_open,
             mask_close,
             ..DecodeConfig::default()
         };
-        let mut decoder =
-            decoder_for(Family::Dbnet, &cfg, (w, h), &infos, &Labels::text()).unwrap();
-        let mut out = Detections::new();
-        let output = [Output {
-            name: "map",
-            shape: &infos[0].shape,
-            data: &map,
-        }];
-        decoder.decode(&output, &mut out).unwrap();
-        out.len()
+        decode_map(&cfg, (w, h), &map).len()
     };
     assert_eq!(regions(0, 0), 3, "two halves of the line and the speck");
     assert_eq!(regions(0, 5), 2, "the line closed, the speck kept");
     assert_eq!(regions(5, 5), 1, "the speck opened away");
+}
+
+/// The DBNet decoder alone on a `[1, 1, h, w]` probability map.
+fn decode_map(cfg: &DecodeConfig, (w, h): (usize, usize), map: &[f32]) -> Detections {
+    let infos = [OutputInfo {
+        name: "map".into(),
+        shape: vec![1, 1, h, w],
+    }];
+    let mut decoder = decoder_for(Family::Dbnet, cfg, (w, h), &infos, &Labels::text()).unwrap();
+    let mut out = Detections::new();
+    let output = [Output {
+        name: "map",
+        shape: &infos[0].shape,
+        data: map,
+    }];
+    decoder.decode(&output, &mut out).unwrap();
+    out
 }
