@@ -312,15 +312,20 @@ fn run_with_imaging(dir: &Path, imaging: &str, source: &Path) -> Vec<serde_json:
     read_jsonl(&jsonl)
 }
 
-#[test]
-fn motion_gate_skips_still_frames_and_runs_on_change() {
-    use ocelli::capture::decode_image;
-    use ocelli::imgproc::Image;
-    let dir = scratch("motion");
+/// A scratch folder with an empty `frames` folder for an image sequence, and coffee.png to
+/// draw the sequence from.
+fn coffee_frames(name: &str) -> (PathBuf, PathBuf, ocelli::imgproc::Image) {
+    let dir = scratch(name);
     let frames = dir.join("frames");
     std::fs::create_dir_all(&frames).unwrap();
-    let mut photo = Image::new(0, 0, 3);
-    decode_image(&cached("images/coffee.png"), &mut photo).unwrap();
+    let mut photo = ocelli::imgproc::Image::new(0, 0, 3);
+    ocelli::capture::decode_image(&cached("images/coffee.png"), &mut photo).unwrap();
+    (dir, frames, photo)
+}
+
+#[test]
+fn motion_gate_skips_still_frames_and_runs_on_change() {
+    let (dir, frames, mut photo) = coffee_frames("motion");
     for name in ["a", "b"] {
         ocelli::overlay::save_png(&photo, &frames.join(format!("{name}.png"))).unwrap();
     }
@@ -625,11 +630,7 @@ fn board_threads_give_tract_a_pool_and_the_same_detections() {
 fn an_object_sliding_across_image_files_keeps_its_track_id() {
     use ocelli::capture::decode_image;
     use ocelli::imgproc::Image;
-    let dir = scratch("track");
-    let frames = dir.join("frames");
-    std::fs::create_dir_all(&frames).unwrap();
-    let mut photo = Image::new(0, 0, 3);
-    decode_image(&cached("images/coffee.png"), &mut photo).unwrap();
+    let (dir, frames, photo) = coffee_frames("track");
     // The photo (its cup at 162..421 × 16..295) slides right 20 px a frame over a grey
     // 800×480 canvas for nine frames; two empty frames follow.
     let (w, h) = (800, 480);
