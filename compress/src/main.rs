@@ -121,7 +121,7 @@ enum Command {
         #[arg(long)]
         preset: Option<String>,
         /// How channels are ranked with --calib (without it: by weight norm).
-        #[arg(long, value_enum, default_value_t = prune::Keep::LeastError)]
+        #[arg(long, value_enum, default_value_t = prune::Keep::Energy)]
         keep: prune::Keep,
         /// Which convolutions --calib refits.
         #[arg(long, value_enum, default_value_t = prune::Refit::All)]

@@ -41,11 +41,12 @@ pub enum Keep {
     /// The summed L2 norm of the filters producing the channel.
     Norm,
     /// What the channel feeds its dense readers on the calibration images:
-    /// E[x²] · ‖reader weights of the channel‖², summed over readers.
+    /// E[x²] · ‖reader weights of the channel‖², summed over readers. It ignores how the
+    /// channels correlate, which a few calibration photos estimate poorly.
+    #[default]
     Energy,
     /// Greedily, the channel whose removal adds the least output error to its dense readers
     /// once their remaining weights are re-solved (Optimal Brain Surgeon, per channel).
-    #[default]
     LeastError,
 }
 

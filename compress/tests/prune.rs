@@ -267,7 +267,7 @@ fn reconstruction_is_exact_on_a_constant_input() {
     let (plain, refitted, _) = plain_and_refitted(std::slice::from_ref(&input), &input);
     assert!(plain > 1e-2, "{plain}");
     assert!(
-        refitted < 0.02 * plain,
+        refitted < 0.05 * plain,
         "output moved by {refitted} ({plain} without reconstruction)"
     );
 }
