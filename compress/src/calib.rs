@@ -176,8 +176,30 @@ pub fn channel_means(
     tensors: &[String],
     inputs: &[Tensor],
     shape: [usize; 4],
-    mut progress: impl FnMut(&str),
+    progress: impl FnMut(&str),
 ) -> Result<HashMap<String, Vec<f32>>, ModelError> {
+    Ok(channel_moments(model, tensors, inputs, shape, progress)?
+        .into_iter()
+        .map(|(t, m)| (t, m.mean))
+        .collect())
+}
+
+/// One tensor's per-channel first and second moments over the calibration inputs.
+#[derive(Clone, Debug, Default)]
+pub struct Moments {
+    pub mean: Vec<f32>,
+    /// E[x²]: the channel's energy, what it can contribute to whatever reads it.
+    pub mean_square: Vec<f32>,
+}
+
+/// [`Moments`] of each channel of `tensors` ([N,C,H,W]) over every calibration input.
+pub fn channel_moments(
+    model: &Model,
+    tensors: &[String],
+    inputs: &[Tensor],
+    shape: [usize; 4],
+    mut progress: impl FnMut(&str),
+) -> Result<HashMap<String, Moments>, ModelError> {
     let mut observing = model.clone();
     for t in tensors {
         if !observing.is_graph_output(t) {
@@ -196,10 +218,10 @@ pub fn channel_means(
         })
         .collect();
     let plan = observing.plan(shape)?;
-    let mut sums: Vec<Vec<f64>> = vec![Vec::new(); tensors.len()];
+    let mut sums: Vec<[Vec<f64>; 2]> = vec![Default::default(); tensors.len()];
     for (n, input) in inputs.iter().enumerate() {
         progress(&format!(
-            "calibrate: channel means, image {}/{}",
+            "calibrate: channel moments, image {}/{}",
             n + 1,
             inputs.len()
         ));
@@ -212,19 +234,31 @@ pub fn channel_means(
                 .and_then(|r| Ok(r.as_slice::<f32>()?.to_vec()))
                 .map_err(|e| model.tract_err(&e))?;
             let per = xs.len() / c.max(1);
-            sums[k].resize(c, 0.0);
-            for (ch, s) in sums[k].iter_mut().enumerate() {
-                *s += xs[ch * per..(ch + 1) * per]
-                    .iter()
-                    .map(|v| *v as f64)
-                    .sum::<f64>()
-                    / (per.max(1) * inputs.len()) as f64;
+            let weight = (per.max(1) * inputs.len()) as f64;
+            for (power, s) in sums[k].iter_mut().enumerate() {
+                s.resize(c, 0.0);
+                for (ch, s) in s.iter_mut().enumerate() {
+                    *s += xs[ch * per..(ch + 1) * per]
+                        .iter()
+                        .map(|v| (*v as f64).powi(power as i32 + 1))
+                        .sum::<f64>()
+                        / weight;
+                }
             }
         }
     }
+    let f32s = |v: &[f64]| v.iter().map(|x| *x as f32).collect();
     Ok(tensors
         .iter()
         .zip(sums)
-        .map(|(t, s)| (t.clone(), s.into_iter().map(|v| v as f32).collect()))
+        .map(|(t, [m, q])| {
+            (
+                t.clone(),
+                Moments {
+                    mean: f32s(&m),
+                    mean_square: f32s(&q),
+                },
+            )
+        })
         .collect())
 }

@@ -13,6 +13,7 @@ pub mod optimize;
 pub mod probe;
 pub mod prune;
 pub mod quantize;
+pub mod reconstruct;
 
 /// Any command's failure, shown as one line.
 #[derive(Debug, thiserror::Error)]

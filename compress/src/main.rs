@@ -114,11 +114,18 @@ enum Command {
         ratio: f32,
         #[arg(long, num_args = 2, value_names = ["W", "H"])]
         input_size: Option<Vec<usize>>,
-        /// Images whose mean activations of the removed channels go into the readers' biases.
+        /// Images on which channels are ranked and the remaining weights refitted to
+        /// reproduce the unpruned layers' outputs (layer-wise reconstruction).
         #[arg(long)]
         calib: Option<PathBuf>,
         #[arg(long)]
         preset: Option<String>,
+        /// How channels are ranked with --calib (without it: by weight norm).
+        #[arg(long, value_enum, default_value_t = prune::Keep::Energy)]
+        keep: prune::Keep,
+        /// Which convolutions --calib refits.
+        #[arg(long, value_enum, default_value_t = prune::Refit::All)]
+        refit: prune::Refit,
     },
     /// Time each of tract's operators on a model, most expensive first.
     Profile {
@@ -404,6 +411,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             input_size,
             calib,
             preset,
+            keep,
+            refit,
         } => {
             let model = Model::load(&input)?;
             eprintln!("prune: {}: grouping channels", input.display());
@@ -412,8 +421,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                 input_size: size(&input_size),
                 calib,
                 preset,
+                keep,
+                refit,
             };
-            let (mut pruned, r) = prune::prune(&model, &opts)?;
+            let (mut pruned, r) = prune::prune(&model, &opts, |s| eprintln!("{s}"))?;
             pruned.path = output.clone();
             // The pruned graph must still load and run.
             let shape = pruned.input_shape(None)?;
@@ -431,6 +442,19 @@ fn run(cli: Cli) -> Result<(), Error> {
                 r.weights_after,
                 r.weights_after as f64 / r.weights_before.max(1) as f64
             );
+            if !r.refit.is_empty() {
+                let mean = |f: fn(&prune::Fit) -> f64| {
+                    r.refit.iter().map(f).sum::<f64>() / r.refit.len() as f64
+                };
+                println!(
+                    "refitted {} convolutions: relative output error on the calibration samples {:.3} -> {:.3} (mean), last layer {:.3} -> {:.3}",
+                    r.refit.len(),
+                    mean(|f| f.error_before),
+                    mean(|f| f.error_after),
+                    r.refit[r.refit.len() - 1].error_before,
+                    r.refit[r.refit.len() - 1].error_after,
+                );
+            }
             Ok(())
         }
         Command::Profile {

@@ -2,31 +2,65 @@
 //! matching input channels of everything that reads them.
 //!
 //! Tensors whose channels must stay aligned (through activations, pools, resizes, residual
-//! adds, depthwise convolutions) form one group; a group is pruned as a unit, its channels
-//! ranked by the summed L2 norm of the filters that produce them. A group is left alone when
-//! its channels reach anything that reorders or reinterprets them (Reshape, Transpose,
-//! Split, a graph output, a per-channel constant), or when anything but a dense Conv
-//! produces it.
+//! adds, depthwise convolutions) form one group; a group is pruned as a unit. Without
+//! calibration images its channels are ranked by the summed L2 norm of the filters that
+//! produce them; with them, the channels removed are those whose loss the readers'
+//! remaining weights can best make up for, and the convolutions are then refitted to the
+//! unpruned model's outputs ([`reconstruct`]). A group is left alone when its channels reach
+//! anything that reorders or reinterprets them (Reshape, Transpose, Split, a graph output, a
+//! per-channel constant), or when anything but a dense Conv produces it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
 use tract_onnx::pb;
+use tract_onnx::prelude::Tensor;
 
 use crate::onnx::{Model, attr, f32_proto};
-use crate::{Error, calib, data, optimize};
+use crate::{Error, calib, data, optimize, reconstruct};
+pub use reconstruct::Fit;
 
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Fraction of each prunable group's channels removed.
     pub ratio: f32,
     pub input_size: Option<[usize; 2]>,
-    /// Images whose mean activations of removed channels are folded into the readers'
-    /// biases, so that what the channels contributed on average is kept.
+    /// Images on which channels are ranked ([`Keep`]) and the remaining weights refitted
+    /// ([`Refit`]).
     pub calib: Option<PathBuf>,
     /// The preset that preprocesses those images (default: by file name).
     pub preset: Option<String>,
+    pub keep: Keep,
+    pub refit: Refit,
+}
+
+/// How a group's channels are ranked; without calibration images always by [`Keep::Norm`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, clap::ValueEnum)]
+pub enum Keep {
+    /// The summed L2 norm of the filters producing the channel.
+    Norm,
+    /// What the channel feeds its dense readers on the calibration images:
+    /// E[x²] · ‖reader weights of the channel‖², summed over readers. It ignores how the
+    /// channels correlate, which a few calibration photos estimate poorly.
+    #[default]
+    Energy,
+    /// Greedily, the channel whose removal adds the least output error to its dense readers
+    /// once their remaining weights are re-solved (Optimal Brain Surgeon, per channel).
+    LeastError,
+}
+
+/// Which convolutions are refitted on the calibration images (see [`reconstruct`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, clap::ValueEnum)]
+pub enum Refit {
+    /// None: the kept weights stay as trained.
+    None,
+    /// Dense convolutions that lost input channels.
+    Readers,
+    /// Every dense convolution from the first pruned one on, so that later layers also absorb
+    /// what the earlier ones could not reconstruct.
+    #[default]
+    All,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -37,6 +71,8 @@ pub struct Report {
     pub channels_after: usize,
     pub weights_before: usize,
     pub weights_after: usize,
+    /// Each refitted layer's reconstruction error on the calibration samples.
+    pub refit: Vec<reconstruct::Fit>,
 }
 
 /// Ops that keep every channel where it is: unary element-wise, pools, resizes.
@@ -93,35 +129,29 @@ fn is_depthwise(n: &pb::NodeProto, wshape: &[usize]) -> bool {
 }
 
 /// Prunes `model` (optimised first, so BatchNorms are already in the convolutions).
-pub fn prune(model: &Model, opts: &Options) -> Result<(Model, Report), Error> {
-    let means = match &opts.calib {
-        Some(dir) => {
-            let mut m = model.clone();
-            let opt = optimize::Options {
-                input_size: opts.input_size,
-            };
-            let shape = optimize::optimize(&mut m, &opt)?.input_shape;
-            let cfg = data::detector_config(&model.path, opts.preset.as_deref())?;
-            let inputs = data::input_tensors(dir, &cfg.preprocess, shape)?;
-            let readers: Vec<String> = m
-                .graph()
-                .node
-                .iter()
-                .filter(|n| n.op_type == "Conv")
-                .map(|n| n.input[0].clone())
-                .collect();
-            calib::channel_means(&m, &readers, &inputs, shape, |_| {})?
-        }
-        None => HashMap::new(),
-    };
-    prune_with_means(model, opts, &means)
-}
-
-/// [`prune`] with the readers' input channel means given (by tensor name, after `optimize`).
-pub fn prune_with_means(
+pub fn prune(
     model: &Model,
     opts: &Options,
-    means: &HashMap<String, Vec<f32>>,
+    progress: impl FnMut(&str),
+) -> Result<(Model, Report), Error> {
+    let inputs = match &opts.calib {
+        Some(dir) => {
+            let shape = model.input_shape(opts.input_size)?;
+            let cfg = data::detector_config(&model.path, opts.preset.as_deref())?;
+            data::input_tensors(dir, &cfg.preprocess, shape)?
+        }
+        None => Vec::new(),
+    };
+    prune_with_inputs(model, opts, &inputs, progress)
+}
+
+/// [`prune`] with the calibration images already input tensors (none: rank by weight norm,
+/// refit nothing).
+pub fn prune_with_inputs(
+    model: &Model,
+    opts: &Options,
+    inputs: &[Tensor],
+    mut progress: impl FnMut(&str),
 ) -> Result<(Model, Report), Error> {
     let mut m = model.clone();
     let shape = optimize::optimize(
@@ -131,6 +161,7 @@ pub fn prune_with_means(
         },
     )?
     .input_shape;
+    let float = m.clone();
     let facts = m.facts(shape)?;
     let channels = |t: &str| facts.shape(t).filter(|s| s.len() == 4).map(|s| s[1]);
     let inits: HashSet<String> = m
@@ -243,7 +274,6 @@ pub fn prune_with_means(
         }
     }
     let producer_of: HashMap<String, usize> = m.producers();
-    let mut keep: HashMap<String, Vec<usize>> = HashMap::new();
     let mut report = Report {
         groups: 0,
         groups_pruned: 0,
@@ -251,7 +281,10 @@ pub fn prune_with_means(
         channels_after: 0,
         weights_before: weight_count(&m),
         weights_after: 0,
+        refit: Vec::new(),
     };
+    // Prunable groups: no frozen member, dense producers only, something to remove.
+    let mut candidates: Vec<(String, usize, usize, Vec<pb::NodeProto>)> = Vec::new();
     for (root, ts) in &members {
         report.groups += 1;
         let c = channels(&ts[0]).unwrap_or(0);
@@ -271,31 +304,58 @@ pub fn prune_with_means(
             report.channels_after += c;
             continue;
         }
-        let mut score = vec![0f32; c];
-        for p in &prods {
-            let (_, w) = m
-                .constant_f32(&p.input[1])
-                .expect("dense producers have constant weights");
-            let per = w.len() / c;
-            for (o, s) in score.iter_mut().enumerate() {
-                *s += w[o * per..(o + 1) * per]
-                    .iter()
-                    .map(|x| x * x)
-                    .sum::<f32>()
-                    .sqrt();
-            }
-        }
-        let mut order: Vec<usize> = (0..c).collect();
-        order.sort_by(|a, b| score[*b].total_cmp(&score[*a]));
-        let mut k: Vec<usize> = order[..n_keep].to_vec();
-        k.sort();
-        keep.insert(root.clone(), k);
         report.groups_pruned += 1;
         report.channels_after += n_keep;
+        candidates.push((root.clone(), c, n_keep, prods));
     }
-    // Rewrite every weight touching a pruned group.
+    // Deterministic order, whatever the hash maps did.
+    candidates.sort_by(|a, b| a.0.cmp(&b.0));
+    let keep_by = if inputs.is_empty() {
+        Keep::Norm
+    } else {
+        opts.keep
+    };
+    let mut keep: HashMap<String, Vec<usize>> = HashMap::new();
+    if keep_by == Keep::LeastError {
+        let readers = readers(&m, &mut groups, &channels);
+        let offered: Vec<reconstruct::Group> = candidates
+            .iter()
+            .map(|(root, c, n_keep, _)| reconstruct::Group {
+                channels: *c,
+                keep: *n_keep,
+                readers: readers.get(root).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let chosen = reconstruct::select(&m, &offered, inputs, shape, &mut progress)?;
+        keep.extend(candidates.iter().map(|c| c.0.clone()).zip(chosen));
+    } else {
+        let energy = match keep_by {
+            Keep::Energy => {
+                let readers = readers(&m, &mut groups, &channels);
+                let sizes: Vec<(String, usize)> =
+                    candidates.iter().map(|c| (c.0.clone(), c.1)).collect();
+                energy(&m, inputs, shape, &readers, &sizes, &mut progress)?
+            }
+            _ => HashMap::new(),
+        };
+        for (root, c, n_keep, prods) in &candidates {
+            let mut score = vec![0f32; *c];
+            match energy.get(root).filter(|e| e.iter().any(|v| *v > 0.0)) {
+                Some(e) => score.copy_from_slice(e),
+                None => norms(&m, prods, &mut score),
+            }
+            let mut order: Vec<usize> = (0..*c).collect();
+            order.sort_by(|a, b| score[*b].total_cmp(&score[*a]));
+            let mut k: Vec<usize> = order[..*n_keep].to_vec();
+            k.sort();
+            keep.insert(root.clone(), k);
+        }
+    }
+    // Rewrite every weight touching a pruned group; collect what reconstruction refits.
     let kept_of = |groups: &mut Groups, t: &str| keep.get(&groups.find(t)).cloned();
     let nodes = m.graph().node.clone();
+    let mut refit: Vec<reconstruct::Layer> = Vec::new();
+    let mut touched = false;
     for n in &nodes {
         if n.op_type != "Conv" {
             continue;
@@ -305,6 +365,7 @@ pub fn prune_with_means(
         };
         let out_keep = kept_of(&mut groups, &n.output[0]);
         let depthwise = is_depthwise(n, &wshape);
+        let dense = attr::get_int(n, "group").unwrap_or(1) == 1;
         // Input channels: from the input's group, or through a concatenation.
         let in_keep = if depthwise {
             None
@@ -312,11 +373,23 @@ pub fn prune_with_means(
             concat_keep(&nodes, &n.input[0], &mut groups, &keep, &channels)
                 .or_else(|| kept_of(&mut groups, &n.input[0]))
         };
+        touched |= out_keep.is_some() || in_keep.is_some();
+        let (o, i, kh, kw) = (wshape[0], wshape[1], wshape[2], wshape[3]);
+        let rows: Vec<usize> = out_keep.clone().unwrap_or_else(|| (0..o).collect());
+        let refitted = match opts.refit {
+            Refit::None => false,
+            Refit::Readers => in_keep.is_some(),
+            Refit::All => touched && dense,
+        };
+        if refitted && !inputs.is_empty() {
+            refit.push(reconstruct::Layer {
+                output: n.output[0].clone(),
+                rows: rows.clone(),
+            });
+        }
         if out_keep.is_none() && in_keep.is_none() {
             continue;
         }
-        let (o, i, kh, kw) = (wshape[0], wshape[1], wshape[2], wshape[3]);
-        let rows: Vec<usize> = out_keep.clone().unwrap_or_else(|| (0..o).collect());
         let cols: Vec<usize> = in_keep.unwrap_or_else(|| (0..i).collect());
         let k = kh * kw;
         let mut nw = Vec::with_capacity(rows.len() * cols.len() * k);
@@ -326,36 +399,19 @@ pub fn prune_with_means(
                 nw.extend_from_slice(&w[at..at + k]);
             }
         }
-        // What the removed input channels added on average moves into the bias.
-        let mut shift = vec![0f32; o];
-        if let Some(mean) = means.get(&n.input[0]).filter(|_| !depthwise) {
-            let kept: HashSet<usize> = cols.iter().copied().collect();
-            for (oo, s) in shift.iter_mut().enumerate() {
-                for c in (0..i).filter(|c| !kept.contains(c)) {
-                    let at = (oo * i + c) * k;
-                    *s += w[at..at + k].iter().sum::<f32>() * mean.get(c).copied().unwrap_or(0.0);
-                }
-            }
-        }
         let wname = m.fresh_name(&format!("{}.pruned_w", n.output[0]));
         m.set_initializer(f32_proto(&wname, &[rows.len(), cols.len(), kh, kw], &nw));
         let idx = node_index(&m, &n.output[0]);
         m.graph_mut().node[idx].input[1] = wname;
-        let bias = match n.input.get(2).filter(|b| !b.is_empty()) {
-            Some(b) => Some(
-                m.constant_f32(b)
-                    .ok_or_else(|| m.graph_err(format!("{b}: bias not constant")))?
-                    .1,
-            ),
-            None => shift.iter().any(|s| *s != 0.0).then(|| vec![0.0; o]),
-        };
-        if let Some(bv) = bias {
-            let nb: Vec<f32> = rows.iter().map(|r| bv[*r] + shift[*r]).collect();
+        if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
+            let bv = m
+                .constant_f32(b)
+                .ok_or_else(|| m.graph_err(format!("{b}: bias not constant")))?
+                .1;
+            let nb: Vec<f32> = rows.iter().map(|r| bv[*r]).collect();
             let bname = m.fresh_name(&format!("{}.pruned_b", n.output[0]));
             m.set_initializer(f32_proto(&bname, &[nb.len()], &nb));
-            let node = &mut m.graph_mut().node[idx];
-            node.input.resize(3, String::new());
-            node.input[2] = bname;
+            m.graph_mut().node[idx].input[2] = bname;
         }
         if depthwise {
             attr::set(
@@ -365,8 +421,107 @@ pub fn prune_with_means(
         }
     }
     m.remove_dead();
+    report.refit = reconstruct::reconstruct(&float, &mut m, &refit, inputs, shape, &mut progress)?;
+    m.remove_dead();
     report.weights_after = weight_count(&m);
     Ok((m, report))
+}
+
+/// Where each group's channels enter dense convolutions: by group root, the reading
+/// convolution's output and the index of the group's first channel in its input (a
+/// concatenation places its parts at offsets).
+fn readers(
+    m: &Model,
+    groups: &mut Groups,
+    channels: &dyn Fn(&str) -> Option<usize>,
+) -> HashMap<String, Vec<(String, usize)>> {
+    let nodes = &m.graph().node;
+    let mut out: HashMap<String, Vec<(String, usize)>> = HashMap::new();
+    for n in nodes.iter().filter(|n| {
+        n.op_type == "Conv"
+            && attr::get_int(n, "group").unwrap_or(1) == 1
+            && m.constant_f32(&n.input[1]).is_some()
+    }) {
+        let t = &n.input[0];
+        match nodes
+            .iter()
+            .find(|c| c.op_type == "Concat" && c.output.first() == Some(t))
+        {
+            Some(cat) => {
+                let mut offset = 0;
+                for x in &cat.input {
+                    let Some(c) = channels(x) else { break };
+                    out.entry(groups.find(x))
+                        .or_default()
+                        .push((n.output[0].clone(), offset));
+                    offset += c;
+                }
+            }
+            None => out
+                .entry(groups.find(t))
+                .or_default()
+                .push((n.output[0].clone(), 0)),
+        }
+    }
+    out
+}
+
+/// Each group's channel energy as its dense readers see it on `inputs`:
+/// Σ over readers of E[x_c²] · ‖W[:, c]‖², by group root.
+fn energy(
+    m: &Model,
+    inputs: &[Tensor],
+    shape: [usize; 4],
+    readers: &HashMap<String, Vec<(String, usize)>>,
+    sizes: &[(String, usize)],
+    progress: &mut impl FnMut(&str),
+) -> Result<HashMap<String, Vec<f32>>, Error> {
+    let conv = |out: &str| &m.graph().node[node_index(m, out)];
+    let mut tensors: Vec<String> = readers
+        .values()
+        .flatten()
+        .map(|(r, _)| conv(r).input[0].clone())
+        .collect();
+    tensors.sort();
+    tensors.dedup();
+    let moments = calib::channel_moments(m, &tensors, inputs, shape, |s| progress(s))?;
+    let mut energy: HashMap<String, Vec<f32>> = HashMap::new();
+    for (root, c) in sizes {
+        let e = energy.entry(root.clone()).or_insert_with(|| vec![0.0; *c]);
+        for (r, offset) in readers.get(root).into_iter().flatten() {
+            let n = conv(r);
+            let (ws, w) = m.constant_f32(&n.input[1]).expect("constant weights");
+            let ms = &moments[&n.input[0]].mean_square;
+            let (cin, k) = (ws[1], ws[2] * ws[3]);
+            for (ch, e) in e.iter_mut().enumerate() {
+                let col = offset + ch;
+                let norm: f32 = (0..ws[0])
+                    .flat_map(|o| &w[(o * cin + col) * k..(o * cin + col + 1) * k])
+                    .map(|v| v * v)
+                    .sum();
+                *e += ms[col] * norm;
+            }
+        }
+    }
+    Ok(energy)
+}
+
+/// Each output channel's summed filter L2 norm over the group's dense producers.
+fn norms(m: &Model, prods: &[pb::NodeProto], score: &mut [f32]) {
+    let c = score.len();
+    for p in prods {
+        let (_, w) = m
+            .constant_f32(&p.input[1])
+            .expect("dense producers have constant weights");
+        let per = w.len() / c;
+        for (o, s) in score.iter_mut().enumerate() {
+            *s += w[o * per..(o + 1) * per]
+                .iter()
+                .map(|x| x * x)
+                .sum::<f32>()
+                .sqrt();
+        }
+    }
 }
 
 /// Channels kept of `c` when pruning `ratio`: a multiple of 8 where there are 16 or more, so

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ocelli_compress::onnx::{Model, attr, f32_proto, float_unshaped, float_value, node};
-use ocelli_compress::prune::{self, Options};
+use ocelli_compress::prune::{self, Options, Refit};
 use ocelli_compress::{measure, pattern_input};
 
 fn cached(name: &str) -> PathBuf {
@@ -82,6 +82,7 @@ fn dead_channels_go_and_nothing_else_changes() {
             ratio: 0.5,
             ..Default::default()
         },
+        |_| {},
     )
     .unwrap();
     assert_eq!(report.groups_pruned, 1, "{report:?}");
@@ -123,6 +124,7 @@ fn live_channels_cost_accuracy() {
             ratio: 0.5,
             ..Default::default()
         },
+        |_| {},
     )
     .unwrap();
     let shape = [1, 4, 8, 8];
@@ -141,6 +143,7 @@ fn nanodet_prunes_and_still_runs() {
             ratio: 0.25,
             ..Default::default()
         },
+        |_| {},
     )
     .unwrap();
     assert!(
@@ -168,52 +171,103 @@ fn nanodet_prunes_and_still_runs() {
     );
 }
 
-#[test]
-fn removed_channels_leave_their_mean_in_the_bias() {
-    // On a constant input every channel is constant, so its mean is all it ever contributes:
-    // with the means folded into the reader's bias, pruning live channels changes nothing.
-    let mut a = conv("a", "x", "wa", 1, 0);
-    a.output[0] = "a".into();
-    let model = Model::build(
+/// x[1,4,8,8] → a(16, 1×1) → relu → y(3, 3×3, stride 2, pad 1): the reader that
+/// reconstruction refits sees its input through a strided, padded window.
+fn reader_model() -> Model {
+    let mut y = conv("y", "r", "wy", 1, 1);
+    y.attribute.push(attr::ints("strides", &[2, 2]));
+    // Mixed signs, so that every kept channel's weights matter.
+    let wy: Vec<f32> = (0..3 * 16 * 9)
+        .map(|j| ((j * 7919 % 23) as f32 - 11.0) * 0.02)
+        .collect();
+    Model::build(
         13,
         vec![
-            a,
+            conv("a", "x", "wa", 1, 0),
             node("Relu", "r", &["a"], &["r"]),
-            conv("y", "r", "wh", 1, 0),
+            y,
         ],
         vec![float_value("x", &[Some(1), Some(4), Some(8), Some(8)])],
         vec![float_unshaped("y")],
         vec![
             f32_proto("wa", &[16, 4, 1, 1], &ranked(16, 4, 1, &[])),
             f32_proto("wa_b", &[16], &[0.1; 16]),
-            f32_proto("wh", &[3, 16, 1, 1], &ranked(3, 16, 1, &[])),
-            f32_proto("wh_b", &[3], &[0.0; 3]),
+            f32_proto("wy", &[3, 16, 3, 3], &wy),
+            f32_proto("wy_b", &[3], &[0.0; 3]),
         ],
+    )
+}
+
+/// A reproducible input of `shape` spread over -1..1, different for each `seed`.
+fn noise(shape: [usize; 4], seed: u32) -> tract_onnx::prelude::Tensor {
+    let mut s = seed.wrapping_mul(0x9e37_79b9).wrapping_add(1);
+    let data: Vec<f32> = (0..shape.iter().product())
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect();
+    tract_onnx::prelude::tract_ndarray::Array4::from_shape_vec(shape, data)
+        .unwrap()
+        .into()
+}
+
+/// The pruned model's output error against the original's on `probe`, with and without
+/// refitting the reader on `calib`.
+fn plain_and_refitted(
+    calib: &[tract_onnx::prelude::Tensor],
+    probe: &tract_onnx::prelude::Tensor,
+) -> (f32, f32, prune::Report) {
+    let model = reader_model();
+    let shape = [1, 4, 8, 8];
+    let reference = measure::run(&model.plan(shape).unwrap(), probe).unwrap();
+    let mut errors = Vec::new();
+    let mut last = None;
+    for refit in [Refit::None, Refit::Readers] {
+        let opts = Options {
+            ratio: 0.5,
+            refit,
+            ..Default::default()
+        };
+        let (pruned, report) = prune::prune_with_inputs(&model, &opts, calib, |_| {}).unwrap();
+        assert_eq!(report.groups_pruned, 1, "{report:?}");
+        let out = measure::run(&pruned.plan(shape).unwrap(), probe).unwrap();
+        errors.push(measure::max_error(&reference, &out).unwrap());
+        last = Some(report);
+    }
+    (errors[0], errors[1], last.unwrap())
+}
+
+#[test]
+fn reconstruction_beats_plain_removal() {
+    // Refitted on twelve inputs, judged on another: the removed channels' share of the
+    // reader's output must largely move into the kept weights.
+    let shape = [1, 4, 8, 8];
+    let calib: Vec<_> = (0..12).map(|s| noise(shape, s)).collect();
+    let (plain, refitted, report) = plain_and_refitted(&calib, &noise(shape, 99));
+    assert!(
+        plain > 1e-2,
+        "removing live channels must cost something: {plain}"
     );
+    assert!(
+        refitted < 0.5 * plain,
+        "reconstruction: error {refitted} against {plain} without it"
+    );
+    let fit = &report.refit[0];
+    assert!(fit.error_after < fit.error_before, "{fit:?}");
+}
+
+#[test]
+fn reconstruction_is_exact_on_a_constant_input() {
+    // On a constant input every channel is constant, so the kept ones can carry what the
+    // removed ones contributed, zero padding included: only the pull towards the trained
+    // weights keeps the fit from being exact.
     let shape = [1, 4, 8, 8];
     let input = pattern_input(shape, 0.5, 0.5);
-    let means = ocelli_compress::calib::channel_means(
-        &model,
-        &["r".into()],
-        std::slice::from_ref(&input),
-        shape,
-        |_| {},
-    )
-    .unwrap();
-    let opts = Options {
-        ratio: 0.5,
-        ..Default::default()
-    };
-    let (pruned, report) = prune::prune_with_means(&model, &opts, &means).unwrap();
-    assert_eq!(report.groups_pruned, 1, "{report:?}");
-    let a = measure::run(&model.plan(shape).unwrap(), &input).unwrap();
-    let b = measure::run(&pruned.plan(shape).unwrap(), &input).unwrap();
-    let err = measure::max_error(&a, &b).unwrap();
-    assert!(err < 1e-4, "output moved by {err}");
-    let (without, _) = prune::prune_with_means(&model, &opts, &Default::default()).unwrap();
-    let c = measure::run(&without.plan(shape).unwrap(), &input).unwrap();
+    let (plain, refitted, _) = plain_and_refitted(std::slice::from_ref(&input), &input);
+    assert!(plain > 1e-2, "{plain}");
     assert!(
-        measure::max_error(&a, &c).unwrap() > 1e-2,
-        "the compensation did something"
+        refitted < 0.05 * plain,
+        "output moved by {refitted} ({plain} without reconstruction)"
     );
 }
