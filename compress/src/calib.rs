@@ -43,24 +43,7 @@ pub fn calibrate(
     if tensors.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut observing = model.clone();
-    for t in tensors {
-        if !observing.is_graph_output(t) {
-            observing.graph_mut().output.push(float_unshaped(t));
-        }
-    }
-    let index: Vec<usize> = tensors
-        .iter()
-        .map(|t| {
-            observing
-                .graph()
-                .output
-                .iter()
-                .position(|o| &o.name == t)
-                .expect("added")
-        })
-        .collect();
-    let plan = observing.plan(shape)?;
+    let (plan, index) = observe(model, tensors, shape)?;
     let mut obs = Observed {
         absmax: vec![0.0; tensors.len()],
         hist: vec![vec![0; BINS]; tensors.len()],
@@ -108,6 +91,27 @@ pub fn calibrate(
             (t.clone(), thr)
         })
         .collect())
+}
+
+/// A plan of `model` with `tensors` also exposed as outputs, and where each of them lands
+/// among the plan's outputs.
+fn observe(
+    model: &Model,
+    tensors: &[String],
+    shape: [usize; 4],
+) -> Result<(Arc<TypedSimplePlan>, Vec<usize>), ModelError> {
+    let mut observing = model.clone();
+    for t in tensors {
+        if !observing.is_graph_output(t) {
+            observing.graph_mut().output.push(float_unshaped(t));
+        }
+    }
+    let outputs = &observing.graph().output;
+    let index = tensors
+        .iter()
+        .map(|t| outputs.iter().position(|o| &o.name == t).expect("added"))
+        .collect();
+    Ok((observing.plan(shape)?, index))
 }
 
 fn percentile(hist: &[u64], max: f32) -> f32 {
@@ -200,24 +204,7 @@ pub fn channel_moments(
     shape: [usize; 4],
     mut progress: impl FnMut(&str),
 ) -> Result<HashMap<String, Moments>, ModelError> {
-    let mut observing = model.clone();
-    for t in tensors {
-        if !observing.is_graph_output(t) {
-            observing.graph_mut().output.push(float_unshaped(t));
-        }
-    }
-    let index: Vec<usize> = tensors
-        .iter()
-        .map(|t| {
-            observing
-                .graph()
-                .output
-                .iter()
-                .position(|o| &o.name == t)
-                .expect("added")
-        })
-        .collect();
-    let plan = observing.plan(shape)?;
+    let (plan, index) = observe(model, tensors, shape)?;
     let mut sums: Vec<[Vec<f64>; 2]> = vec![Default::default(); tensors.len()];
     for (n, input) in inputs.iter().enumerate() {
         progress(&format!(
