@@ -137,6 +137,9 @@ enum Command {
         /// Operators listed.
         #[arg(long, default_value_t = 25)]
         top: usize,
+        /// Keep tract's own scalar QuantizeLinearI8 instead of the runtime's fast one.
+        #[arg(long)]
+        tract_quantize: bool,
     },
 }
 
@@ -462,10 +465,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             input_size,
             rounds,
             top,
+            tract_quantize,
         } => {
             let m = Model::load(&model)?;
             let shape = m.input_shape(size(&input_size))?;
-            let plan = m.plan(shape)?;
+            let plan = m.plan_with(shape, !tract_quantize)?;
             let input = pattern_input(shape, 0.0, 1.0);
             let ops =
                 measure::profile(&plan, &input, rounds).map_err(|e| Error::run(&model, &e))?;
