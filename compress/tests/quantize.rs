@@ -215,3 +215,37 @@ fn an_empty_calibration_folder_is_one_clear_error() {
         "{msg}"
     );
 }
+
+/// The runtime's fast QuantizeLinear replaces every one of tract's in a ConvInteger chain,
+/// and the outputs stay bit-identical, saturating inputs included.
+#[test]
+fn fast_quantize_replaces_tracts_and_changes_no_output() {
+    use ocelli_compress::probe::{ConvShape, Repr, chain_model};
+    let shape = ConvShape {
+        channels: 16,
+        kernel: 3,
+        size: 12,
+        depthwise: false,
+    };
+    let model = chain_model(shape, Repr::ConvInteger);
+    let input_shape = [1, 16, 12, 12];
+    // The chain quantises with scale 0.02: ±5 saturates.
+    let input = pattern_input(input_shape, -5.0, 5.0);
+    let ops = |fast: bool| {
+        let plan = model.plan_with(input_shape, fast).unwrap();
+        let names: Vec<String> = plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect();
+        (names, measure::run(&plan, &input).unwrap())
+    };
+    let (tract_ops, tract_out) = ops(false);
+    let (fast_ops, fast_out) = ops(true);
+    let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
+    assert_eq!(count(&tract_ops, "QuantizeLinearI8"), 4, "{tract_ops:?}");
+    assert_eq!(count(&fast_ops, "QuantizeLinearI8"), 0, "{fast_ops:?}");
+    assert_eq!(count(&fast_ops, "FastQuantizeLinearI8"), 4, "{fast_ops:?}");
+    assert_eq!(tract_out, fast_out);
+}
