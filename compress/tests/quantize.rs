@@ -228,11 +228,20 @@ fn fast_quantize_replaces_tracts_and_changes_no_output() {
         depthwise: false,
     };
     let model = chain_model(shape, Repr::ConvInteger);
-    let input_shape = [1, 16, 12, 12];
     // The chain quantises with scale 0.02: ±5 saturates.
-    let input = pattern_input(input_shape, -5.0, 5.0);
-    let ops = |fast: bool| {
-        let plan = model.plan_with(input_shape, fast).unwrap();
+    let (tract_ops, fast_ops) = same_output_both_ways(&model, [1, 16, 12, 12]);
+    let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
+    assert_eq!(count(&tract_ops, "QuantizeLinearI8"), 4, "{tract_ops:?}");
+    assert_eq!(count(&fast_ops, "QuantizeLinearI8"), 0, "{fast_ops:?}");
+    assert_eq!(count(&fast_ops, "FastQuantizeLinearI8"), 4, "{fast_ops:?}");
+}
+
+/// Plans `model` with and without the runtime's fast int8 ops, checks both give the same
+/// output bit for bit on an input that saturates the quantisation, returns both op lists.
+fn same_output_both_ways(model: &Model, shape: [usize; 4]) -> (Vec<String>, Vec<String>) {
+    let input = pattern_input(shape, -5.0, 5.0);
+    let run = |fast: bool| {
+        let plan = model.plan_with(shape, fast).unwrap();
         let names: Vec<String> = plan
             .model()
             .nodes()
@@ -241,11 +250,73 @@ fn fast_quantize_replaces_tracts_and_changes_no_output() {
             .collect();
         (names, measure::run(&plan, &input).unwrap())
     };
-    let (tract_ops, tract_out) = ops(false);
-    let (fast_ops, fast_out) = ops(true);
-    let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
-    assert_eq!(count(&tract_ops, "QuantizeLinearI8"), 4, "{tract_ops:?}");
-    assert_eq!(count(&fast_ops, "QuantizeLinearI8"), 0, "{fast_ops:?}");
-    assert_eq!(count(&fast_ops, "FastQuantizeLinearI8"), 4, "{fast_ops:?}");
-    assert_eq!(tract_out, fast_out);
+    let (tract_ops, tract_out) = run(false);
+    let (fast_ops, fast_out) = run(true);
+    assert_eq!(tract_out, fast_out, "{fast_ops:?}");
+    (tract_ops, fast_ops)
+}
+
+/// The fast int8 im2col replaces tract's for every geometry and packs the same matrix:
+/// strides, padding, dilation, channel counts that leave K and the output positions
+/// off the kernels' multiples.
+#[test]
+fn fast_im2col_packs_what_tracts_does() {
+    // (input channels, output channels, kernel, stride, pad, dilation, input size)
+    let cases = [
+        (8, 16, 3, 1, 1, 1, 16),
+        (5, 7, 3, 2, 1, 1, 15),
+        (3, 16, 3, 2, 0, 1, 17),
+        (6, 8, 3, 1, 2, 2, 13),
+        (4, 12, 5, 1, 2, 1, 9),
+    ];
+    for (ci, co, k, stride, pad, dilation, size) in cases {
+        let w: Vec<f32> = (0..co * ci * k * k)
+            .map(|i| ((i * 7919 % 255) as f32 / 255.0 - 0.5) * 0.3)
+            .collect();
+        let mut c = node("Conv", "c", &["x", "w", "b"], &["c"]);
+        c.attribute.push(attr::ints("pads", &[pad; 4]));
+        c.attribute.push(attr::ints("strides", &[stride; 2]));
+        c.attribute.push(attr::ints("dilations", &[dilation; 2]));
+        let float = Model::build(
+            13,
+            vec![c, node("Relu", "r", &["c"], &["y"])],
+            vec![float_value(
+                "x",
+                &[Some(1), Some(ci), Some(size), Some(size)],
+            )],
+            vec![float_unshaped("y")],
+            vec![
+                f32_proto("w", &[co, ci, k, k], &w),
+                f32_proto("b", &[co], &vec![0.05; co]),
+            ],
+        );
+        let layer = Layer {
+            output: "c".into(),
+            input: "x".into(),
+            weight_shape: vec![co, ci, k, k],
+            input_shape: vec![1, ci, size, size],
+            float_ms: 0.0,
+            int8_ms: 0.0,
+            form: Form::ConvInteger,
+            sensitivity: None,
+        };
+        let cal = Calibration {
+            thresholds: HashMap::from([("x".to_string(), 1.0)]),
+            means: HashMap::new(),
+        };
+        let q = apply(&float, &[layer], &cal).unwrap();
+        let case = (ci, co, k, stride, pad, dilation, size);
+        let (tract_ops, fast_ops) = same_output_both_ways(&q, [1, ci, size, size]);
+        let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
+        assert_eq!(
+            (count(&tract_ops, "Im2col"), count(&fast_ops, "Im2col")),
+            (1, 0),
+            "{case:?}: {tract_ops:?} / {fast_ops:?}"
+        );
+        assert_eq!(
+            count(&fast_ops, "FastIm2colI8"),
+            1,
+            "{case:?}: {fast_ops:?}"
+        );
+    }
 }

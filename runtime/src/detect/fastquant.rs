@@ -10,12 +10,18 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
-/// Replaces every f32-input `QuantizeLinearI8` of an optimised model by [`FastQuantizeI8`].
-/// Run it after `into_optimized()`: tract's own passes recognise only their op, and fold or
-/// fuse it before this point where they can.
+/// Replaces every f32-input `QuantizeLinearI8` of an optimised model by [`FastQuantizeI8`],
+/// and every int8 `Im2col` it can by [`super::fastim2col::FastIm2colI8`]. Run it after
+/// `into_optimized()`: tract's own passes recognise only their ops, and fold or fuse them
+/// before this point where they can.
 pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     for id in model.eval_order()? {
         let node = model.node(id);
+        if let Some(fast) = super::fastim2col::replacement(&model, node)? {
+            let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
+            patch.apply(&mut model)?;
+            continue;
+        }
         let Some(op) = node
             .op_as::<ElementWiseOp>()
             .and_then(|op| op.0.downcast_ref::<QuantizeLinearI8>())
@@ -35,7 +41,8 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
         let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
         patch.apply(&mut model)?;
     }
-    Ok(model)
+    // The replaced nodes stay behind as unconnected placeholders until compacted.
+    model.into_compact()
 }
 
 /// `clamp(round_half_to_even(x · scale) + zero_point, -128, 127)`: tract's `QuantizeLinearI8`
