@@ -12,7 +12,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-/// The replacement for `node` if it is an Im2col this op handles: one image, NCHW, one group,
+/// The replacement for `node` if it is an Im2col this op handles: one image, NCHW or CHW, one group,
 /// a 2-D kernel, i8 input, either packing tract's Im2col writes, padding with 0.
 pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastIm2colI8>> {
     let Some(op) = node.op_as::<Im2Col>() else {
@@ -46,22 +46,25 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
             _ => return Ok(None),
         }
     }
+    // tract drops the batch axis of a one-image model (CHW).
+    let chw = match (spec.data_format, shape) {
+        (DataFormat::NCHW, [1, chw @ ..]) | (DataFormat::CHW, chw) => chw,
+        _ => return Ok(None),
+    };
     if op.group != 1
-        || spec.data_format != DataFormat::NCHW
         || spec.kernel_shape.len() != 2
-        || shape.len() != 4
-        || shape[0] != 1
+        || chw.len() != 3
         || input.datum_type.unquantized() != i8::datum_type()
     {
         return Ok(None);
     }
-    let padding = spec.computed_padding(&shape[2..]);
+    let padding = spec.computed_padding(&chw[1..]);
     let strides = spec.strides();
     let dilations = spec.dilations();
     Ok(Some(FastIm2colI8 {
         format,
-        channels: shape[1],
-        input_hw: [shape[2], shape[3]],
+        channels: chw[0],
+        input_hw: [chw[1], chw[2]],
         output_hw: [padding[0].convoluted, padding[1].convoluted],
         kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
         strides: [strides[0], strides[1]],
@@ -110,7 +113,7 @@ impl Packing {
     }
 }
 
-/// tract's `Im2Col` for one i8 NCHW image and one group, with the geometry resolved.
+/// tract's `Im2Col` for one i8 NCHW (or CHW) image and one group, with the geometry resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastIm2colI8 {
     pub format: Packing,
