@@ -80,9 +80,10 @@ enum Command {
         input_size: Option<Vec<usize>>,
         #[arg(long, default_value_t = 30)]
         rounds: usize,
-        /// Also time each model with tract's own scalar QuantizeLinearI8 (marked "tract Q").
+        /// Also time each model with tract's own int8 ops instead of the runtime's fast ones
+        /// (marked "tract ops").
         #[arg(long)]
-        tract_quantize: bool,
+        tract_ops: bool,
     },
     /// Post-training static int8: calibrate on a folder of images, give each convolution the
     /// fastest form tract runs for it, keep float what costs accuracy.
@@ -140,9 +141,9 @@ enum Command {
         /// Operators listed.
         #[arg(long, default_value_t = 25)]
         top: usize,
-        /// Keep tract's own scalar QuantizeLinearI8 instead of the runtime's fast one.
+        /// Keep tract's own int8 ops (QuantizeLinearI8, Im2col) instead of the runtime's fast ones.
         #[arg(long)]
-        tract_quantize: bool,
+        tract_ops: bool,
     },
 }
 
@@ -316,14 +317,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             models,
             input_size,
             rounds,
-            tract_quantize,
+            tract_ops,
         } => {
             let loaded = models
                 .iter()
                 .map(|p| Model::load(p))
                 .collect::<Result<Vec<_>, _>>()?;
             let shape = loaded[0].input_shape(size(&input_size))?;
-            let fast = if tract_quantize {
+            let fast = if tract_ops {
                 &[true, false][..]
             } else {
                 &[true]
@@ -354,7 +355,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                     m / base,
                     measure::min(t),
                     p.display(),
-                    if *f { "" } else { " (tract Q)" }
+                    if *f { "" } else { " (tract ops)" }
                 );
             }
             Ok(())
@@ -480,11 +481,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             input_size,
             rounds,
             top,
-            tract_quantize,
+            tract_ops,
         } => {
             let m = Model::load(&model)?;
             let shape = m.input_shape(size(&input_size))?;
-            let plan = m.plan_with(shape, !tract_quantize)?;
+            let plan = m.plan_with(shape, !tract_ops)?;
             let input = pattern_input(shape, 0.0, 1.0);
             let ops =
                 measure::profile(&plan, &input, rounds).map_err(|e| Error::run(&model, &e))?;

@@ -319,12 +319,12 @@ impl Model {
         self.plan_with(input, true)
     }
 
-    /// [`Model::plan`], or with `fast_quantize` false tract's plan exactly as it optimises it
-    /// (its own QuantizeLinearI8, not [`ocelli::detect::fastquant`]'s).
+    /// [`Model::plan`], or with `fast_int8` false tract's plan exactly as it optimises it
+    /// (its own QuantizeLinearI8 and Im2col, not [`ocelli::detect::fastquant::accelerate`]'s).
     pub fn plan_with(
         &self,
         input: [usize; 4],
-        fast_quantize: bool,
+        fast_int8: bool,
     ) -> Result<Arc<TypedSimplePlan>, ModelError> {
         let run = || -> TractResult<_> {
             let typed = tract_onnx::onnx()
@@ -332,7 +332,7 @@ impl Model {
                 .model_for_proto_model(&self.proto)?
                 .with_input_fact(0, f32::fact(input).into())?
                 .into_optimized()?;
-            if fast_quantize {
+            if fast_int8 {
                 ocelli::detect::fastquant::accelerate(typed)?.into_runnable()
             } else {
                 typed.into_runnable()

@@ -40,8 +40,8 @@ pub enum Repr {
     /// ConvInteger (i8 × i8 → i32, no zero points) then float scale, bias and ReLU, which tract
     /// can fuse into its matmul; QuantizeLinear (i8, zero point 0) before each layer.
     ConvInteger,
-    /// The same graph run with tract's own scalar QuantizeLinearI8, without
-    /// [`ocelli::detect::fastquant`]: the baseline the fast op is measured against.
+    /// The same graph run with tract's own int8 ops, without
+    /// [`ocelli::detect::fastquant::accelerate`]: the baseline the fast ops are measured against.
     ConvIntegerTractQ,
     /// The same with the quantisation spelt as Mul, Round, Clip, Cast (vectorised float ops
     /// in tract) instead of QuantizeLinear.
