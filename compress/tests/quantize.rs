@@ -320,3 +320,50 @@ fn fast_im2col_packs_what_tracts_does() {
         );
     }
 }
+
+/// YOLOv8n with every dense 3×3 convolution as ConvInteger: tract reaches these layers'
+/// Im2col with and without the batch axis (CHW inside the model) and at strides 1 and 2; the
+/// fast ops replace every one and the outputs stay bit-identical.
+#[test]
+fn fast_int8_ops_keep_yolov8n_bit_identical() {
+    let mut float = Model::load(&cached("arch/yolov8n_320.onnx")).unwrap();
+    // Folds the exported shape arithmetic, which leaves the biases constant.
+    ocelli_compress::optimize::optimize(&mut float, &Default::default()).unwrap();
+    let mut layers = Vec::new();
+    let mut thresholds = HashMap::new();
+    for n in float.graph().node.iter().filter(|n| n.op_type == "Conv") {
+        let grouped = n.attribute.iter().any(|a| a.name == "group" && a.i != 1);
+        let Some((wshape, _)) = float.constant_f32(&n.input[1]) else {
+            continue;
+        };
+        if grouped || wshape.len() != 4 || wshape[2] != 3 {
+            continue;
+        }
+        thresholds.insert(n.input[0].clone(), 4.0);
+        layers.push(Layer {
+            output: n.output[0].clone(),
+            input: n.input[0].clone(),
+            weight_shape: wshape,
+            input_shape: vec![],
+            float_ms: 0.0,
+            int8_ms: 0.0,
+            form: Form::ConvInteger,
+            sensitivity: None,
+        });
+    }
+    let cal = Calibration {
+        thresholds,
+        means: HashMap::new(),
+    };
+    let q = apply(&float, &layers, &cal).unwrap();
+    let (tract_ops, fast_ops) = same_output_both_ways(&q, q.input_shape(None).unwrap());
+    let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
+    assert!(layers.len() > 30, "{} dense 3×3 layers", layers.len());
+    assert_eq!(count(&tract_ops, "Im2col"), layers.len(), "{tract_ops:?}");
+    assert_eq!(count(&fast_ops, "Im2col"), 0, "{fast_ops:?}");
+    assert_eq!(
+        count(&fast_ops, "FastIm2colI8"),
+        layers.len(),
+        "{fast_ops:?}"
+    );
+}
