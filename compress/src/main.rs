@@ -80,6 +80,10 @@ enum Command {
         input_size: Option<Vec<usize>>,
         #[arg(long, default_value_t = 30)]
         rounds: usize,
+        /// Also time each model with tract's own int8 ops instead of the runtime's fast ones
+        /// (marked "tract ops").
+        #[arg(long)]
+        tract_ops: bool,
     },
     /// Post-training static int8: calibrate on a folder of images, give each convolution the
     /// fastest form tract runs for it, keep float what costs accuracy.
@@ -137,6 +141,9 @@ enum Command {
         /// Operators listed.
         #[arg(long, default_value_t = 25)]
         top: usize,
+        /// Keep tract's own int8 ops (QuantizeLinearI8, Im2col) instead of the runtime's fast ones.
+        #[arg(long)]
+        tract_ops: bool,
     },
 }
 
@@ -310,15 +317,26 @@ fn run(cli: Cli) -> Result<(), Error> {
             models,
             input_size,
             rounds,
+            tract_ops,
         } => {
             let loaded = models
                 .iter()
                 .map(|p| Model::load(p))
                 .collect::<Result<Vec<_>, _>>()?;
             let shape = loaded[0].input_shape(size(&input_size))?;
-            let plans = loaded
+            let fast = if tract_ops {
+                &[true, false][..]
+            } else {
+                &[true]
+            };
+            let runs: Vec<(&PathBuf, &Model, bool)> = models
                 .iter()
-                .map(|m| m.plan(shape))
+                .zip(&loaded)
+                .flat_map(|(p, m)| fast.iter().map(move |f| (p, m, *f)))
+                .collect();
+            let plans = runs
+                .iter()
+                .map(|(_, m, f)| m.plan_with(shape, *f))
                 .collect::<Result<Vec<_>, _>>()?;
             let input = pattern_input(shape, 0.0, 1.0);
             eprintln!(
@@ -329,14 +347,15 @@ fn run(cli: Cli) -> Result<(), Error> {
                 measure::time_interleaved(&plans.iter().collect::<Vec<_>>(), &input, 3, rounds)
                     .map_err(|e| Error::run(&models[0], &e))?;
             let base = measure::median(&times[0]);
-            for (p, t) in models.iter().zip(&times) {
+            for ((p, _, f), t) in runs.iter().zip(&times) {
                 let m = measure::median(t);
                 println!(
-                    "median {:>8.2} ms  {:>5.2}×   fastest {:>8.2} ms  {}",
+                    "median {:>8.2} ms  {:>5.2}×   fastest {:>8.2} ms  {}{}",
                     m,
                     m / base,
                     measure::min(t),
-                    p.display()
+                    p.display(),
+                    if *f { "" } else { " (tract ops)" }
                 );
             }
             Ok(())
@@ -462,10 +481,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             input_size,
             rounds,
             top,
+            tract_ops,
         } => {
             let m = Model::load(&model)?;
             let shape = m.input_shape(size(&input_size))?;
-            let plan = m.plan(shape)?;
+            let plan = m.plan_with(shape, !tract_ops)?;
             let input = pattern_input(shape, 0.0, 1.0);
             let ops =
                 measure::profile(&plan, &input, rounds).map_err(|e| Error::run(&model, &e))?;

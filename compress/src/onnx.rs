@@ -313,15 +313,30 @@ impl Model {
         Ok(Facts(facts))
     }
 
-    /// The model loaded by tract, input fixed, optimised and ready to run.
+    /// The model loaded by tract, input fixed, optimised as the runtime's loader does it and
+    /// ready to run.
     pub fn plan(&self, input: [usize; 4]) -> Result<Arc<TypedSimplePlan>, ModelError> {
+        self.plan_with(input, true)
+    }
+
+    /// [`Model::plan`], or with `fast_int8` false tract's plan exactly as it optimises it
+    /// (its own QuantizeLinearI8 and Im2col, not [`ocelli::detect::fastquant::accelerate`]'s).
+    pub fn plan_with(
+        &self,
+        input: [usize; 4],
+        fast_int8: bool,
+    ) -> Result<Arc<TypedSimplePlan>, ModelError> {
         let run = || -> TractResult<_> {
-            tract_onnx::onnx()
+            let typed = tract_onnx::onnx()
                 .with_ignore_value_info(true)
                 .model_for_proto_model(&self.proto)?
                 .with_input_fact(0, f32::fact(input).into())?
-                .into_optimized()?
-                .into_runnable()
+                .into_optimized()?;
+            if fast_int8 {
+                ocelli::detect::fastquant::accelerate(typed)?.into_runnable()
+            } else {
+                typed.into_runnable()
+            }
         };
         run().map_err(|e| self.tract_err(&e))
     }

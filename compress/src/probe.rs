@@ -40,6 +40,9 @@ pub enum Repr {
     /// ConvInteger (i8 × i8 → i32, no zero points) then float scale, bias and ReLU, which tract
     /// can fuse into its matmul; QuantizeLinear (i8, zero point 0) before each layer.
     ConvInteger,
+    /// The same graph run with tract's own int8 ops, without
+    /// [`ocelli::detect::fastquant::accelerate`]: the baseline the fast ops are measured against.
+    ConvIntegerTractQ,
     /// The same with the quantisation spelt as Mul, Round, Clip, Cast (vectorised float ops
     /// in tract) instead of QuantizeLinear.
     ConvIntegerCast,
@@ -47,7 +50,7 @@ pub enum Repr {
     QLinearGlued,
 }
 
-pub const REPRS: [Repr; 9] = [
+pub const REPRS: [Repr; 10] = [
     Repr::Float,
     Repr::FloatIm2col,
     Repr::Qdq,
@@ -56,6 +59,7 @@ pub const REPRS: [Repr; 9] = [
     Repr::QLinearI8Sym,
     Repr::QLinearGlued,
     Repr::ConvInteger,
+    Repr::ConvIntegerTractQ,
     Repr::ConvIntegerCast,
 ];
 
@@ -185,7 +189,7 @@ pub fn chain_model(shape: ConvShape, repr: Repr) -> Model {
                 nodes.last_mut().unwrap().output[0] = "y".into();
             }
         }
-        Repr::ConvInteger | Repr::ConvIntegerCast => {}
+        Repr::ConvInteger | Repr::ConvIntegerTractQ | Repr::ConvIntegerCast => {}
         Repr::QLinearU8 | Repr::QLinearI8 | Repr::QLinearI8Sym | Repr::QLinearGlued => {
             let glued = repr == Repr::QLinearGlued;
             for l in 0..CHAIN {
@@ -222,7 +226,10 @@ pub fn chain_model(shape: ConvShape, repr: Repr) -> Model {
             }
         }
     }
-    if matches!(repr, Repr::ConvInteger | Repr::ConvIntegerCast) {
+    if matches!(
+        repr,
+        Repr::ConvInteger | Repr::ConvIntegerTractQ | Repr::ConvIntegerCast
+    ) {
         inits.push(f32_proto("inv_scale", &[], &[1.0 / 0.02]));
         inits.push(f32_proto("lo", &[], &[-127.0]));
         inits.push(f32_proto("hi", &[], &[127.0]));
@@ -289,7 +296,8 @@ pub fn probe(
         let models: Vec<Model> = REPRS.iter().map(|r| chain_model(*shape, *r)).collect();
         let plans = models
             .iter()
-            .map(|m| m.plan(input_shape))
+            .zip(REPRS)
+            .map(|(m, r)| m.plan_with(input_shape, r != Repr::ConvIntegerTractQ))
             .collect::<Result<Vec<_>, _>>()?;
         let input = crate::pattern_input(input_shape, -1.0, 1.0);
         let times = measure::time_interleaved(&plans.iter().collect::<Vec<_>>(), &input, 2, rounds)

@@ -215,3 +215,155 @@ fn an_empty_calibration_folder_is_one_clear_error() {
         "{msg}"
     );
 }
+
+/// The runtime's fast QuantizeLinear replaces every one of tract's in a ConvInteger chain,
+/// and the outputs stay bit-identical, saturating inputs included.
+#[test]
+fn fast_quantize_replaces_tracts_and_changes_no_output() {
+    use ocelli_compress::probe::{ConvShape, Repr, chain_model};
+    let shape = ConvShape {
+        channels: 16,
+        kernel: 3,
+        size: 12,
+        depthwise: false,
+    };
+    let model = chain_model(shape, Repr::ConvInteger);
+    // The chain quantises with scale 0.02: ±5 saturates.
+    let (tract_ops, fast_ops) = same_output_both_ways(&model, [1, 16, 12, 12]);
+    let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
+    assert_eq!(count(&tract_ops, "QuantizeLinearI8"), 4, "{tract_ops:?}");
+    assert_eq!(count(&fast_ops, "QuantizeLinearI8"), 0, "{fast_ops:?}");
+    assert_eq!(count(&fast_ops, "FastQuantizeLinearI8"), 4, "{fast_ops:?}");
+}
+
+/// Plans `model` with and without the runtime's fast int8 ops, checks both give the same
+/// output bit for bit on an input that saturates the quantisation, returns both op lists.
+fn same_output_both_ways(model: &Model, shape: [usize; 4]) -> (Vec<String>, Vec<String>) {
+    let input = pattern_input(shape, -5.0, 5.0);
+    let run = |fast: bool| {
+        let plan = model.plan_with(shape, fast).unwrap();
+        let names: Vec<String> = plan
+            .model()
+            .nodes()
+            .iter()
+            .map(|n| n.op.name().to_string())
+            .collect();
+        (names, measure::run(&plan, &input).unwrap())
+    };
+    let (tract_ops, tract_out) = run(false);
+    let (fast_ops, fast_out) = run(true);
+    assert_eq!(tract_out, fast_out, "{fast_ops:?}");
+    (tract_ops, fast_ops)
+}
+
+/// The fast int8 im2col replaces tract's for every geometry and packs the same matrix:
+/// strides, padding, dilation, channel counts that leave K and the output positions
+/// off the kernels' multiples.
+#[test]
+fn fast_im2col_packs_what_tracts_does() {
+    // (input channels, output channels, kernel, stride, pad, dilation, input size)
+    let cases = [
+        (8, 16, 3, 1, 1, 1, 16),
+        (5, 7, 3, 2, 1, 1, 15),
+        (3, 16, 3, 2, 0, 1, 17),
+        (6, 8, 3, 1, 2, 2, 13),
+        (4, 12, 5, 1, 2, 1, 9),
+    ];
+    for (ci, co, k, stride, pad, dilation, size) in cases {
+        let w: Vec<f32> = (0..co * ci * k * k)
+            .map(|i| ((i * 7919 % 255) as f32 / 255.0 - 0.5) * 0.3)
+            .collect();
+        let mut c = node("Conv", "c", &["x", "w", "b"], &["c"]);
+        c.attribute.push(attr::ints("pads", &[pad; 4]));
+        c.attribute.push(attr::ints("strides", &[stride; 2]));
+        c.attribute.push(attr::ints("dilations", &[dilation; 2]));
+        let float = Model::build(
+            13,
+            vec![c, node("Relu", "r", &["c"], &["y"])],
+            vec![float_value(
+                "x",
+                &[Some(1), Some(ci), Some(size), Some(size)],
+            )],
+            vec![float_unshaped("y")],
+            vec![
+                f32_proto("w", &[co, ci, k, k], &w),
+                f32_proto("b", &[co], &vec![0.05; co]),
+            ],
+        );
+        let layer = Layer {
+            output: "c".into(),
+            input: "x".into(),
+            weight_shape: vec![co, ci, k, k],
+            input_shape: vec![1, ci, size, size],
+            float_ms: 0.0,
+            int8_ms: 0.0,
+            form: Form::ConvInteger,
+            sensitivity: None,
+        };
+        let cal = Calibration {
+            thresholds: HashMap::from([("x".to_string(), 1.0)]),
+            means: HashMap::new(),
+        };
+        let q = apply(&float, &[layer], &cal).unwrap();
+        let case = (ci, co, k, stride, pad, dilation, size);
+        let (tract_ops, fast_ops) = same_output_both_ways(&q, [1, ci, size, size]);
+        let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
+        assert_eq!(
+            (count(&tract_ops, "Im2col"), count(&fast_ops, "Im2col")),
+            (1, 0),
+            "{case:?}: {tract_ops:?} / {fast_ops:?}"
+        );
+        assert_eq!(
+            count(&fast_ops, "FastIm2colI8"),
+            1,
+            "{case:?}: {fast_ops:?}"
+        );
+    }
+}
+
+/// YOLOv8n with every dense 3×3 convolution as ConvInteger: tract reaches these layers'
+/// Im2col with and without the batch axis (CHW inside the model) and at strides 1 and 2; the
+/// fast ops replace every one and the outputs stay bit-identical.
+#[test]
+fn fast_int8_ops_keep_yolov8n_bit_identical() {
+    let mut float = Model::load(&cached("arch/yolov8n_320.onnx")).unwrap();
+    // Folds the exported shape arithmetic, which leaves the biases constant.
+    ocelli_compress::optimize::optimize(&mut float, &Default::default()).unwrap();
+    let mut layers = Vec::new();
+    let mut thresholds = HashMap::new();
+    for n in float.graph().node.iter().filter(|n| n.op_type == "Conv") {
+        let grouped = n.attribute.iter().any(|a| a.name == "group" && a.i != 1);
+        let Some((wshape, _)) = float.constant_f32(&n.input[1]) else {
+            continue;
+        };
+        if grouped || wshape.len() != 4 || wshape[2] != 3 {
+            continue;
+        }
+        thresholds.insert(n.input[0].clone(), 4.0);
+        layers.push(Layer {
+            output: n.output[0].clone(),
+            input: n.input[0].clone(),
+            weight_shape: wshape,
+            input_shape: vec![],
+            float_ms: 0.0,
+            int8_ms: 0.0,
+            form: Form::ConvInteger,
+            sensitivity: None,
+        });
+    }
+    let cal = Calibration {
+        thresholds,
+        means: HashMap::new(),
+    };
+    let q = apply(&float, &layers, &cal).unwrap();
+    let (tract_ops, fast_ops) = same_output_both_ways(&q, q.input_shape(None).unwrap());
+    let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
+    assert!(layers.len() > 30, "{} dense 3×3 layers", layers.len());
+    assert_eq!(count(&tract_ops, "Im2col"), layers.len(), "{tract_ops:?}");
+    assert_eq!(count(&fast_ops, "Im2col"), 0, "{fast_ops:?}");
+    assert_eq!(
+        count(&fast_ops, "FastIm2colI8"),
+        layers.len(),
+        "{fast_ops:?}"
+    );
+}

@@ -390,7 +390,10 @@ fn plan_from_bytes(
     model
         .set_input_fact(0, f32::fact([1, 3, h, w]).into())
         .map_err(|e| load_err(path, e))?;
-    let typed = model.into_optimized().map_err(|e| load_err(path, e))?;
+    let typed = model
+        .into_optimized()
+        .and_then(super::fastquant::accelerate)
+        .map_err(|e| load_err(path, e))?;
     let outputs = typed
         .output_outlets()
         .map_err(|e| load_err(path, e))?
