@@ -6,14 +6,14 @@
 //! K row at a time (a contiguous row of output positions, then a copy per panel).
 
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
-use tract_linalg::pack::{PackedFormat, PackedI8K4};
+use tract_linalg::pack::PackedI8K4;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// The replacement for `node` if it is an Im2col this op handles: one image (NCHW or CHW),
-/// one group, a 2-D kernel, i8 input, either packing tract's Im2col writes, padding with 0.
+/// one group, a 2-D kernel, i8 input, the K4 packing, padding with 0.
 pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastIm2colI8>> {
     let Some(op) = node.op_as::<Im2Col>() else {
         return Ok(None);
@@ -24,18 +24,13 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
     let Some(shape) = input.shape.as_concrete() else {
         return Ok(None);
     };
+    // Only the VNNI-style K4 packing, the one checked against tract here: other kernels' packings
+    // (the K-major one of ARM's int8 kernels) are left to tract until checked on such a CPU.
     let Some(format) = output
         .exotic_fact()
         .and_then(|f| f.downcast_ref::<PackedExoticFact>())
-        .and_then(|f| {
-            let f = &f.format;
-            f.downcast_ref::<PackedFormat>()
-                .map(|p| Packing::KMajor(p.clone()))
-                .or_else(|| {
-                    f.downcast_ref::<PackedI8K4>()
-                        .map(|p| Packing::K4(p.clone()))
-                })
-        })
+        .and_then(|f| f.format.downcast_ref::<PackedI8K4>())
+        .cloned()
     else {
         return Ok(None);
     };
@@ -73,50 +68,12 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
     }))
 }
 
-/// The matmul kernel's packing of the patches, as tract's Im2col writes it: panels of `r`
-/// output positions, K rows inside a panel one after the other, or (VNNI-style kernels) in
-/// groups of 4 interleaved per position with K padded to a multiple of 4.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Packing {
-    KMajor(PackedFormat),
-    K4(PackedI8K4),
-}
-
-impl Packing {
-    fn r(&self) -> usize {
-        match self {
-            Packing::KMajor(p) => p.r,
-            Packing::K4(p) => p.r,
-        }
-    }
-
-    fn panel_len(&self, k: usize) -> usize {
-        match self {
-            Packing::KMajor(p) => p.single_panel_len(k),
-            Packing::K4(p) => p.single_panel_len(k),
-        }
-    }
-
-    fn alignment(&self) -> usize {
-        match self {
-            Packing::KMajor(p) => p.alignment(),
-            Packing::K4(p) => p.alignment(),
-        }
-    }
-
-    /// K rows written together: one, or the group of 4 the K4 layout interleaves.
-    fn rows_at_once(&self) -> usize {
-        match self {
-            Packing::KMajor(_) => 1,
-            Packing::K4(_) => 4,
-        }
-    }
-}
-
 /// tract's `Im2Col` for one i8 NCHW (or CHW) image and one group, with the geometry resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastIm2colI8 {
-    pub format: Packing,
+    /// The matmul kernel's packing of the patches, as tract's Im2col writes it: panels of `r`
+    /// output positions, K in groups of 4 interleaved per position, padded to a multiple of 4.
+    pub format: PackedI8K4,
     pub channels: usize,
     pub input_hw: [usize; 2],
     pub output_hw: [usize; 2],
@@ -137,10 +94,7 @@ impl FastIm2colI8 {
 
     fn exotic(&self) -> PackedExoticFact {
         PackedExoticFact {
-            format: match &self.format {
-                Packing::KMajor(p) => Box::new(p.clone()),
-                Packing::K4(p) => Box::new(p.clone()),
-            },
+            format: Box::new(self.format.clone()),
             k: self.k(),
             mn: self.n().to_dim(),
         }
@@ -194,27 +148,22 @@ impl EvalOp for FastIm2colI8 {
         let dt = input.datum_type();
         let plain = input.try_as_plain_ram()?;
         let x = plain.as_slice::<i8>()?;
-        let (k, n, r) = (self.k(), self.n(), self.format.r());
-        let panel_len = self.format.panel_len(k);
+        let (k, n, r) = (self.k(), self.n(), self.format.r);
+        let panel_len = self.format.single_panel_len(k);
         let panels = n.div_ceil(r);
-        let group = self.format.rows_at_once();
-        // SAFETY: every lane of rows 0..k of every panel is written below; what the kernel
-        // also reads (a partial last panel's spare lanes, K4's padding rows) is zeroed as
-        // tract does.
+        // SAFETY: zeroed whole before rows 0..k are written: what the kernel also reads (a
+        // partial last panel's spare lanes, the padding rows) stays 0 as tract writes it.
         let mut data = unsafe {
             Tensor::uninitialized_aligned_dt(dt, &[panels * panel_len], self.format.alignment())?
         };
         let bytes = data.as_bytes_mut();
-        match self.format {
-            Packing::K4(_) => bytes.fill(0),
-            Packing::KMajor(_) if n % r != 0 => bytes[(n / r) * panel_len..].fill(0),
-            Packing::KMajor(_) => {}
-        }
+        bytes.fill(0);
         let [kh, kw] = self.kernel;
         let taps = kh * kw;
         let plane_len = self.input_hw[0] * self.input_hw[1];
-        let mut rows = vec![0i8; group * n];
-        for k0 in (0..k).step_by(group) {
+        // The 4 K rows the layout interleaves, built one at a time.
+        let mut rows = vec![0i8; 4 * n];
+        for k0 in (0..k).step_by(4) {
             for (j, row) in rows.chunks_exact_mut(n).enumerate() {
                 let kk = k0 + j;
                 if kk < k {
@@ -225,16 +174,7 @@ impl EvalOp for FastIm2colI8 {
                     row.fill(0);
                 }
             }
-            if group == 1 {
-                for (p, lanes) in rows.chunks(r).enumerate() {
-                    let at = p * panel_len + k0 * r;
-                    for (d, v) in bytes[at..at + lanes.len()].iter_mut().zip(lanes) {
-                        *d = *v as u8;
-                    }
-                }
-            } else {
-                interleave4(&rows, n, r, panel_len, k0 * r, bytes);
-            }
+            interleave4(&rows, n, r, panel_len, k0 * r, bytes);
         }
         let packed: Box<dyn MMMInputValue> = Box::new(EagerPackedInput {
             fact: self.exotic(),

@@ -299,6 +299,31 @@ fn undefined_output(graph: &tract_onnx::pb::GraphProto) -> Option<&str> {
         })
 }
 
+/// No tensor of a detector on a board comes near this; a malformed size (a garbage Resize
+/// scale, say) does, and on 32-bit targets it may not even overflow the address space.
+const MAX_TENSOR_BYTES: usize = 1 << 30;
+
+/// Why the optimised model cannot run: a tensor whose fixed shape needs more than
+/// [`MAX_TENSOR_BYTES`].
+fn oversized_tensor(model: &TypedModel) -> Option<String> {
+    model.nodes().iter().find_map(|node| {
+        node.outputs.iter().find_map(|output| {
+            let fact = &output.fact;
+            let shape = fact.shape.as_concrete()?;
+            let bytes = shape
+                .iter()
+                .try_fold(fact.datum_type.size_of(), |n, &d| n.checked_mul(d));
+            bytes.is_none_or(|b| b > MAX_TENSOR_BYTES).then(|| {
+                format!(
+                    "tensor of node `{}` would have shape {shape:?}: over {} MiB",
+                    node.name,
+                    MAX_TENSOR_BYTES >> 20
+                )
+            })
+        })
+    })
+}
+
 /// Loads the model, fixes the input to [1,3,H,W] and optimises it; also returns what
 /// `ocelli inspect` shows.
 pub fn load_plan(
@@ -394,6 +419,12 @@ fn plan_from_bytes(
         .into_optimized()
         .and_then(super::fastquant::accelerate)
         .map_err(|e| load_err(path, e))?;
+    if let Some(reason) = oversized_tensor(&typed) {
+        return Err(DetectError::Load {
+            path: path.into(),
+            reason,
+        });
+    }
     let outputs = typed
         .output_outlets()
         .map_err(|e| load_err(path, e))?
