@@ -54,6 +54,19 @@ fn assert_one_line_error(out: &Output, needles: &[&str]) {
     }
 }
 
+/// How many JSON lines `path` holds so far (0 before it exists).
+fn lines_in(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+/// `ocelli run config`, started with its stderr going to the file `stderr`.
+fn run_logging_stderr(config: &Path, stderr: &Path) -> std::process::Child {
+    ocelli_command(&["run", config.to_str().unwrap()])
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -419,13 +432,9 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cle
         cached("yunet_n_320_320.onnx")
     );
     let config = write(&dir, "config.toml", &good);
-    let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
-    let mut child = ocelli_command(&["run", config.to_str().unwrap()])
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
+    let mut child = run_logging_stderr(&config, &dir.join("stderr"));
     let pid = Pid::from_raw(child.id() as i32);
-    let lines = || std::fs::read_to_string(&jsonl).map_or(0, |t| t.lines().count());
+    let lines = || lines_in(&jsonl);
     let log = || std::fs::read_to_string(dir.join("stderr")).unwrap();
     wait_for(60, "first frames", || lines() >= 3);
     assert!(socket.exists());
@@ -602,7 +611,7 @@ fn board_threads_give_tract_a_pool_and_the_same_detections() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let lines = || std::fs::read_to_string(&jsonl).map_or(0, |t| t.lines().count());
+        let lines = || lines_in(&jsonl);
         wait_for(120, "frames", || lines() >= frames);
         let pool = inference_threads(child.id());
         kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
@@ -816,13 +825,9 @@ fn sigterm_exits_0_within_2_s_and_removes_the_socket() {
              [output]\njsonl = {jsonl:?}\nsocket = {{ path = {socket:?} }}\n"
         );
         let config = write(&dir, "config.toml", &text);
-        let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
-        let mut child = ocelli_command(&["run", config.to_str().unwrap()])
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
+        let mut child = run_logging_stderr(&config, &dir.join("stderr"));
         let pid = Pid::from_raw(child.id() as i32);
-        let lines = || std::fs::read_to_string(&jsonl).map_or(0, |t| t.lines().count());
+        let lines = || lines_in(&jsonl);
         // Held open, never read, until the process has exited.
         let mut _client = None;
         match moment {
