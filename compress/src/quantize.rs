@@ -279,6 +279,30 @@ pub fn quantize_weights(shape: &[usize], w: &[f32]) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
+/// `model` with the convolution that reads graph input `x` and writes `output` as a ConvInteger
+/// island, its input quantised over [-1, 1]: a layer's int8 form, built alone to be timed.
+pub fn conv_integer_island(
+    model: &Model,
+    output: &str,
+    input_shape: &[usize],
+) -> Result<Model, ModelError> {
+    let layer = Layer {
+        output: output.into(),
+        input: "x".into(),
+        weight_shape: vec![],
+        input_shape: input_shape.to_vec(),
+        float_ms: 0.0,
+        int8_ms: 0.0,
+        form: Form::ConvInteger,
+        sensitivity: None,
+    };
+    let cal = Calibration {
+        thresholds: HashMap::from([("x".to_string(), 1.0)]),
+        means: HashMap::new(),
+    };
+    apply(model, &[layer], &cal)
+}
+
 /// The model with each layer in its form; biases absorb the mean shift of rounded weights
 /// where the calibration has the layer's input means.
 pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model, ModelError> {
@@ -425,21 +449,7 @@ fn time_layer(
         vec![float_unshaped("y")],
         inits,
     );
-    let layer = Layer {
-        output: "y".into(),
-        input: "x".into(),
-        weight_shape: vec![],
-        input_shape: input_shape.to_vec(),
-        float_ms: 0.0,
-        int8_ms: 0.0,
-        form: Form::ConvInteger,
-        sensitivity: None,
-    };
-    let cal = Calibration {
-        thresholds: HashMap::from([("x".to_string(), 1.0)]),
-        means: HashMap::new(),
-    };
-    let int8 = apply(&alone, &[layer], &cal)?;
+    let int8 = conv_integer_island(&alone, "y", input_shape)?;
     let shape: [usize; 4] = input_shape.try_into().expect("4-d");
     let plans: Vec<Plan> = vec![alone.plan(shape)?, int8.plan(shape)?];
     let input = crate::pattern_input(shape, -1.0, 1.0);

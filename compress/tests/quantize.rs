@@ -290,21 +290,7 @@ fn fast_im2col_packs_what_tracts_does() {
                 f32_proto("b", &[co], &vec![0.05; co]),
             ],
         );
-        let layer = Layer {
-            output: "c".into(),
-            input: "x".into(),
-            weight_shape: vec![co, ci, k, k],
-            input_shape: vec![1, ci, size, size],
-            float_ms: 0.0,
-            int8_ms: 0.0,
-            form: Form::ConvInteger,
-            sensitivity: None,
-        };
-        let cal = Calibration {
-            thresholds: HashMap::from([("x".to_string(), 1.0)]),
-            means: HashMap::new(),
-        };
-        let q = apply(&float, &[layer], &cal).unwrap();
+        let q = quantize::conv_integer_island(&float, "c", &[1, ci, size, size]).unwrap();
         let case = (ci, co, k, stride, pad, dilation, size);
         let (tract_ops, fast_ops) = same_output_both_ways(&q, [1, ci, size, size]);
         let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
