@@ -214,13 +214,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             model.save(&output)?;
             println!(
                 "{}: input {:?}; value_info stripped {}; batchnorms folded {}; constants folded {}; \
-                 softmaxes rewritten {}; nodes {} -> {}; max output difference {:.1e} on {} input(s)",
+                 softmaxes rewritten {}; maxpools separated {}; nodes {} -> {}; max output difference {:.1e} on {} input(s)",
                 output.display(),
                 shape,
                 report.value_info_stripped,
                 report.batchnorms_folded,
                 report.constants_folded,
                 report.softmaxes_rewritten,
+                report.maxpools_separated,
                 report.nodes_before,
                 report.nodes_after,
                 error,

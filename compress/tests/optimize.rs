@@ -96,7 +96,33 @@ fn cases() -> Vec<Case> {
     shape_model.set_initializer(i64_proto("zero", &[], &[0]));
     shape_model.set_initializer(i64_proto("axes0", &[1], &[0]));
     shape_model.set_initializer(i64_proto("rest", &[2], &[8, 64]));
+    let maxpool = |kernel: i64, stride: i64, pad: i64, ceil: bool| {
+        let mut p = node("MaxPool", "pool", &["conv"], &["y"]);
+        p.attribute
+            .push(attr::ints("kernel_shape", &[kernel, kernel]));
+        p.attribute.push(attr::ints("strides", &[stride, stride]));
+        p.attribute.push(attr::ints("pads", &[pad, pad, pad, pad]));
+        if ceil {
+            p.attribute.push(attr::int("ceil_mode", 1));
+        }
+        conv_stem(Some(1), 13, vec![p])
+    };
     vec![
+        Case {
+            name: "maxpool 2×2 stride 2",
+            model: maxpool(2, 2, 0, false),
+            fired: |r| r.maxpools_separated,
+        },
+        Case {
+            name: "maxpool 3×3 stride 2 pad 1, ceil mode",
+            model: maxpool(3, 2, 1, true),
+            fired: |r| r.maxpools_separated,
+        },
+        Case {
+            name: "maxpool 13×13 pad 6 (SPP) on an 8×8 map",
+            model: maxpool(13, 1, 6, false),
+            fired: |r| r.maxpools_separated,
+        },
         Case {
             name: "softmax over channels, opset 13",
             model: conv_stem(Some(1), 13, vec![softmax(1)]),
@@ -189,6 +215,10 @@ fn yolov8n_outputs_unchanged_on_the_reference_photos() {
     let mut model = original.clone();
     let report = optimize::optimize(&mut model, &Default::default()).unwrap();
     assert_eq!(report.softmaxes_rewritten, 1, "{report:?}");
+    assert_eq!(
+        report.maxpools_separated, 3,
+        "SPPF's three 5×5 pools: {report:?}"
+    );
     let cfg = data::detector_config(&path, None).unwrap();
     let inputs = data::input_tensors(
         &Path::new(CACHE).join("images"),
