@@ -325,6 +325,20 @@ fn run(cli: Cli) -> Result<(), Error> {
                 .map(|p| Model::load(p))
                 .collect::<Result<Vec<_>, _>>()?;
             let shape = loaded[0].input_shape(size(&input_size))?;
+            // tract would plan a model for an input it was not built for, and time that.
+            for m in &loaded[1..] {
+                match m.input_shape(size(&input_size)) {
+                    Ok(s) if s != shape => {
+                        return Err(m
+                            .graph_err(format!(
+                                "input is {s:?}, the first model's is {shape:?}: \
+                                 time models that take the same input"
+                            ))
+                            .into());
+                    }
+                    _ => {}
+                }
+            }
             let fast = if tract_ops {
                 &[true, false][..]
             } else {

@@ -49,7 +49,13 @@ fn bad_input_fails_with_one_line() {
     .save(&unknown)
     .unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    let cases: [(&str, Vec<String>, &str); 6] = [
+    let ultraface = cached("ultraface_version-slim-320.onnx");
+    let cases: [(&str, Vec<String>, &str); 7] = [
+        (
+            "models that take different inputs, timed together",
+            vec!["time".into(), s(&yunet), s(&ultraface)],
+            "the first model's is [1, 3, 320, 320]",
+        ),
         (
             "unknown operator",
             vec!["optimize".into(), s(&unknown), s(&out)],
