@@ -5,8 +5,8 @@ Run from the repository root after models/fetch.sh (needs numpy, opencv-python-h
 
     python3 compress/scripts/make_images.py target/fixtures/compress
 
-OUTDIR/calib: camera, page, text and rocket (none of them in eval), each whole, flipped, as two
-crops and darker. OUTDIR/eval: astronaut, chelsea and coffee (never calibrated on), each whole,
+OUTDIR/calib: camera, page, text, rocket and a motorcycle in a garage (none of them in eval),
+each whole, flipped, as two crops and darker. OUTDIR/eval: astronaut, chelsea and coffee (never calibrated on), each whole,
 flipped and as three crops that keep their subject. Crops are fixed fractions of the image, so
 the sets are the same on every run.
 """
@@ -18,9 +18,11 @@ import cv2
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-IMAGES = os.path.join(ROOT, "models", "cache", "images")
-CALIB = ["camera.png", "page.png", "text.png", "rocket.jpg"]
-EVAL = ["astronaut.png", "chelsea.png", "coffee.png"]
+CACHE = os.path.join(ROOT, "models", "cache")
+# The reference photos are in images/; calib/ holds photos fetched for calibration only.
+CALIB = ["images/camera.png", "images/page.png", "images/text.png", "images/rocket.jpg",
+         "calib/motorcycle_left.png"]
+EVAL = ["images/astronaut.png", "images/chelsea.png", "images/coffee.png"]
 
 
 def crop(img, x0, y0, x1, y1):
@@ -48,11 +50,11 @@ def main():
     for subset, names in (("calib", CALIB), ("eval", EVAL)):
         os.makedirs(os.path.join(out, subset), exist_ok=True)
         for name in names:
-            path = os.path.join(IMAGES, name)
+            path = os.path.join(CACHE, name)
             img = cv2.imread(path, cv2.IMREAD_COLOR)
             if img is None:
                 sys.exit(f"{path} is missing: run models/fetch.sh")
-            stem = os.path.splitext(name)[0]
+            stem = os.path.splitext(os.path.basename(name))[0]
             for kind, v in variants(img, subset == "eval"):
                 cv2.imwrite(os.path.join(out, subset, f"{stem}_{kind}.png"),
                             np.ascontiguousarray(v))
