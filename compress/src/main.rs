@@ -405,17 +405,17 @@ fn run(cli: Cli) -> Result<(), Error> {
                 return Ok(());
             }
             println!(
-                "{:<44} {:>16} {:>9} {:>9}  {:<12} sensitivity",
+                "{:<44} {:>16} {:>9} {:>9}  {:<15} sensitivity",
                 "layer", "weights", "float ms", "int8 ms", "form"
             );
             for l in &report.layers {
                 println!(
-                    "{:<44} {:>16} {:>9.3} {:>9.3}  {:<12} {}",
+                    "{:<44} {:>16} {:>9.3} {:>9.3}  {:<15} {}",
                     l.output,
                     format!("{:?}", l.weight_shape),
                     l.float_ms,
                     l.int8_ms,
-                    format!("{:?}", l.form),
+                    format!("{:?}{}", l.form, if l.head { " head" } else { "" }),
                     l.sensitivity.map_or("-".into(), |s| format!("{s:.4}"))
                 );
             }

@@ -144,6 +144,7 @@ fn each_form_stays_close_to_float() {
             float_ms: 0.0,
             int8_ms: 0.0,
             form,
+            head: false,
             sensitivity: None,
         };
         let q = apply(&float, &[layer], &cal).unwrap();
@@ -172,6 +173,14 @@ fn yunet_int8_is_small_and_agrees_on_held_out_images() {
         ..Default::default()
     };
     let (q, report) = quantize::quantize(&model, &fixtures("calib"), &opts, |_| {}).unwrap();
+    let heads: Vec<_> = report.layers.iter().filter(|l| l.head).collect();
+    assert_eq!(
+        heads.len(),
+        12,
+        "cls, obj, bbox and kps at three strides: {:?}",
+        heads.iter().map(|l| &l.output).collect::<Vec<_>>()
+    );
+    assert!(heads.iter().all(|l| l.form != Form::ConvInteger));
     assert!(
         report.map50 >= 0.98,
         "calibration agreement {}",
@@ -334,6 +343,7 @@ fn fast_int8_ops_keep_yolov8n_bit_identical() {
             float_ms: 0.0,
             int8_ms: 0.0,
             form: Form::ConvInteger,
+            head: false,
             sensitivity: None,
         });
     }
