@@ -277,6 +277,10 @@ fn fast_im2col_packs_what_tracts_does() {
         (3, 16, 3, 2, 0, 1, 17),
         (6, 8, 3, 1, 2, 2, 13),
         (4, 12, 5, 1, 2, 1, 9),
+        // Rows longer than one 16-byte copy, and stride 2 wide enough for the SIMD split.
+        (3, 8, 3, 1, 1, 1, 40),
+        (4, 8, 3, 2, 1, 1, 70),
+        (3, 8, 3, 3, 1, 1, 20),
     ];
     for (ci, co, k, stride, pad, dilation, size) in cases {
         let w: Vec<f32> = (0..co * ci * k * k)

@@ -3,7 +3,11 @@
 //! tract 0.23.9 lowers an int8 convolution to an eager `Im2col` (it has no lazy int8 im2col)
 //! whose packing writer stores one value at a time, ~1.5 ns a value: after the quantisation,
 //! the largest cost of an int8 3×3 layer. [`FastIm2colI8`] builds the same packed matrix one
-//! K row at a time (a contiguous row of output positions, then a copy per panel).
+//! K row at a time: each channel's zero-padded input is split once by column phase, so that
+//! every kernel tap of every stride reads contiguous runs, copied 16 bytes at a time; four K
+//! rows are then interleaved into the panels. A strided or short-rowed layer costs about as
+//! much per byte as a wide stride-1 one (YOLOv8n's 37 int8 im2cols: 13.3 ms → 6.4 ms, where
+//! stride 2 took 1.65 ns a byte and 10-wide rows 1.4).
 
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
 use tract_linalg::pack::PackedI8K4;
@@ -100,36 +104,118 @@ impl FastIm2colI8 {
         }
     }
 
-    /// One K row: kernel tap (ky, kx) of channel `plane` at every output position.
-    fn row(&self, plane: &[i8], ky: usize, kx: usize, row: &mut [i8]) {
-        let [h, w] = self.input_hw.map(|d| d as isize);
+    /// Every channel's zero-padded input, split by column phase: the values of padded columns
+    /// `i·sx + p` for phase `p`, as planes `[channel][phase][padded row][i]`, `cols` values a
+    /// row. A K row then copies contiguous runs from one phase plane whatever the stride, and
+    /// the padding is already in place. 16 spare bytes at the end let the copies run in whole
+    /// 16-byte chunks.
+    fn phase_planes(&self, x: &[i8]) -> (Vec<i8>, usize, usize) {
+        let [h, w] = self.input_hw;
         let [oh, ow] = self.output_hw;
-        let [sy, sx] = self.strides.map(|d| d as isize);
-        let dy = (ky * self.dilations[0]) as isize - self.pad_before[0] as isize;
-        let dx = (kx * self.dilations[1]) as isize - self.pad_before[1] as isize;
-        // Output columns whose input column is inside the image: x = xo·sx + dx in [0, w).
-        let x0 = ((-dx).max(0) + sx - 1) / sx;
-        let x1 = (((w - dx).max(0) + sx - 1) / sx).min(ow as isize).max(x0);
-        let (x0, x1) = (x0.min(ow as isize) as usize, x1 as usize);
-        for (yo, out) in row.chunks_exact_mut(ow).enumerate().take(oh) {
-            let y = yo as isize * sy + dy;
-            if y < 0 || y >= h {
-                out.fill(0);
-                continue;
-            }
-            let line = &plane[y as usize * w as usize..][..w as usize];
-            out[..x0].fill(0);
-            out[x1..].fill(0);
-            let first = (x0 as isize * sx + dx) as usize;
-            if sx == 1 {
-                out[x0..x1].copy_from_slice(&line[first..first + (x1 - x0)]);
-            } else {
-                for (o, x) in out[x0..x1].iter_mut().zip((first..).step_by(sx as usize)) {
-                    *o = line[x];
+        let [sy, sx] = self.strides;
+        let [dy, dx] = self.dilations;
+        let [kh, kw] = self.kernel;
+        let [pt, pl] = self.pad_before;
+        let rows = (oh - 1) * sy + (kh - 1) * dy + 1;
+        let width = (ow - 1) * sx + (kw - 1) * dx + 1;
+        let cols = width.div_ceil(sx);
+        let mut planes = vec![0i8; self.channels * sx * rows * cols + CHUNK];
+        // One padded input row, with room for the phases' last chunk.
+        let mut line = vec![0i8; cols * sx + CHUNK];
+        let plane_len = h * w;
+        for c in 0..self.channels {
+            let input = &x[c * plane_len..][..plane_len];
+            for yp in 0..rows {
+                let Some(y) = yp.checked_sub(pt).filter(|y| *y < h) else {
+                    continue;
+                };
+                let src = &input[y * w..][..w];
+                // Columns of the padded row that hold input: xp = x + pl for x in 0..w.
+                let (x0, x1) = (pl.min(line.len()), (pl + w).min(width));
+                line.fill(0);
+                line[x0..x1.max(x0)].copy_from_slice(&src[..x1.saturating_sub(x0)]);
+                let at = |p: usize| ((c * sx + p) * rows + yp) * cols;
+                match sx {
+                    1 => planes[at(0)..][..cols].copy_from_slice(&line[..cols]),
+                    2 => {
+                        let (even, odd) = planes[at(0)..].split_at_mut(at(1) - at(0));
+                        deinterleave2(&line[..2 * cols], &mut even[..cols], &mut odd[..cols]);
+                    }
+                    _ => {
+                        for p in 0..sx {
+                            let dst = &mut planes[at(p)..][..cols];
+                            for (d, v) in dst.iter_mut().zip(line[p..].iter().step_by(sx)) {
+                                *d = *v;
+                            }
+                        }
+                    }
                 }
             }
         }
+        (planes, rows, cols)
     }
+
+    /// K row `kk` (kernel tap of one channel at every output position) into `row`, which has
+    /// `CHUNK` spare bytes at its end.
+    fn row(&self, planes: &[i8], rows: usize, cols: usize, kk: usize, row: &mut [i8]) {
+        let [oh, ow] = self.output_hw;
+        let [sy, sx] = self.strides;
+        let [dy, dx] = self.dilations;
+        let taps = self.kernel[0] * self.kernel[1];
+        let (c, tap) = (kk / taps, kk % taps);
+        let (ky, kx) = (tap / self.kernel[1], tap % self.kernel[1]);
+        let (phase, offset) = ((kx * dx) % sx, (kx * dx) / sx);
+        let plane = ((c * sx + phase) * rows) * cols;
+        for yo in 0..oh {
+            let src = plane + (yo * sy + ky * dy) * cols + offset;
+            let dst = yo * ow;
+            // Whole chunks: what runs past this output row is overwritten by the next one,
+            // or lands in the spare bytes.
+            for o in (0..ow).step_by(CHUNK) {
+                row[dst + o..][..CHUNK].copy_from_slice(&planes[src + o..][..CHUNK]);
+            }
+        }
+    }
+}
+
+/// Bytes each copy moves at once.
+const CHUNK: usize = 16;
+
+/// Even and odd bytes of `line` (2·n long) into `even` and `odd` (n long each).
+fn deinterleave2(line: &[i8], even: &mut [i8], odd: &mut [i8]) {
+    let done = deinterleave2_simd(line, even, odd);
+    for i in done..even.len() {
+        even[i] = line[2 * i];
+        odd[i] = line[2 * i + 1];
+    }
+}
+
+/// 16 pairs at a time with SSE2: masks and shifts split each 16-bit pair, unsigned packs
+/// put the halves back together; returns how many pairs it wrote.
+#[cfg(target_arch = "x86_64")]
+fn deinterleave2_simd(line: &[i8], even: &mut [i8], odd: &mut [i8]) -> usize {
+    use std::arch::x86_64::*;
+    let blocks = even.len() / 16;
+    for b in 0..blocks {
+        let src = &line[32 * b..][..32];
+        // SAFETY: SSE2 is part of the x86-64 baseline; `src` holds 32 bytes and each
+        // destination 16, all accessed unaligned.
+        unsafe {
+            let lo = _mm_loadu_si128(src.as_ptr().cast());
+            let hi = _mm_loadu_si128(src[16..].as_ptr().cast());
+            let mask = _mm_set1_epi16(0xff);
+            let e = _mm_packus_epi16(_mm_and_si128(lo, mask), _mm_and_si128(hi, mask));
+            let o = _mm_packus_epi16(_mm_srli_epi16(lo, 8), _mm_srli_epi16(hi, 8));
+            _mm_storeu_si128(even[16 * b..][..16].as_mut_ptr().cast(), e);
+            _mm_storeu_si128(odd[16 * b..][..16].as_mut_ptr().cast(), o);
+        }
+    }
+    blocks * 16
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn deinterleave2_simd(_: &[i8], _: &mut [i8], _: &mut [i8]) -> usize {
+    0
 }
 
 impl Op for FastIm2colI8 {
@@ -158,23 +244,20 @@ impl EvalOp for FastIm2colI8 {
         };
         let bytes = data.as_bytes_mut();
         bytes.fill(0);
-        let [kh, kw] = self.kernel;
-        let taps = kh * kw;
-        let plane_len = self.input_hw[0] * self.input_hw[1];
+        let (planes, rows, cols) = self.phase_planes(x);
         // The 4 K rows the layout interleaves, built one at a time.
-        let mut rows = vec![0i8; 4 * n];
+        let stride = n + CHUNK;
+        let mut four = vec![0i8; 4 * stride];
         for k0 in (0..k).step_by(4) {
-            for (j, row) in rows.chunks_exact_mut(n).enumerate() {
+            for (j, row) in four.chunks_exact_mut(stride).enumerate() {
                 let kk = k0 + j;
                 if kk < k {
-                    let (c, tap) = (kk / taps, kk % taps);
-                    let plane = &x[c * plane_len..][..plane_len];
-                    self.row(plane, tap / kw, tap % kw, row);
+                    self.row(&planes, rows, cols, kk, row);
                 } else {
                     row.fill(0);
                 }
             }
-            interleave4(&rows, n, r, panel_len, k0 * r, bytes);
+            interleave4(&four, stride, n, r, panel_len, k0 * r, bytes);
         }
         let packed: Box<dyn MMMInputValue> = Box::new(EagerPackedInput {
             fact: self.exotic(),
@@ -200,14 +283,23 @@ impl TypedOp for FastIm2colI8 {
     as_op!();
 }
 
-/// Writes 4 rows of `n` values into the K4 layout: position m of panel p gets the 4 bytes
-/// `rows[0][m], rows[1][m], rows[2][m], rows[3][m]` at `p·panel_len + offset + 4·(m mod r)`.
-fn interleave4(rows: &[i8], n: usize, r: usize, panel_len: usize, offset: usize, out: &mut [u8]) {
-    let done = interleave4_simd(rows, n, r, panel_len, offset, out);
+/// Writes 4 rows of `n` values, `stride` apart in `rows`, into the K4 layout: position m of
+/// panel p gets the 4 bytes `rows[0][m], rows[1][m], rows[2][m], rows[3][m]` at
+/// `p·panel_len + offset + 4·(m mod r)`.
+fn interleave4(
+    rows: &[i8],
+    stride: usize,
+    n: usize,
+    r: usize,
+    panel_len: usize,
+    offset: usize,
+    out: &mut [u8],
+) {
+    let done = interleave4_simd(rows, stride, n, r, panel_len, offset, out);
     for m in done..n {
         let at = (m / r) * panel_len + offset + 4 * (m % r);
         for j in 0..4 {
-            out[at + j] = rows[j * n + m] as u8;
+            out[at + j] = rows[j * stride + m] as u8;
         }
     }
 }
@@ -217,6 +309,7 @@ fn interleave4(rows: &[i8], n: usize, r: usize, panel_len: usize, offset: usize,
 #[cfg(target_arch = "x86_64")]
 fn interleave4_simd(
     rows: &[i8],
+    stride: usize,
     n: usize,
     r: usize,
     panel_len: usize,
@@ -228,12 +321,8 @@ fn interleave4_simd(
         return 0;
     }
     let blocks = n / 16;
-    let (a, b, c, d) = (
-        &rows[..n],
-        &rows[n..2 * n],
-        &rows[2 * n..3 * n],
-        &rows[3 * n..4 * n],
-    );
+    let row = |j: usize| &rows[j * stride..][..n];
+    let (a, b, c, d) = (row(0), row(1), row(2), row(3));
     for blk in 0..blocks {
         let m = blk * 16;
         let load = |row: &[i8]| {
@@ -268,6 +357,14 @@ fn interleave4_simd(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn interleave4_simd(_: &[i8], _: usize, _: usize, _: usize, _: usize, _: &mut [u8]) -> usize {
+fn interleave4_simd(
+    _: &[i8],
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &mut [u8],
+) -> usize {
     0
 }
