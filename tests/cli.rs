@@ -859,3 +859,67 @@ fn sigterm_exits_0_within_2_s_and_removes_the_socket() {
         }
     }
 }
+
+#[test]
+fn record_saves_one_frame_in_n_as_png_skips_bad_ones_and_never_overwrites() {
+    let dir = scratch("record");
+    let config = write(
+        &dir,
+        "config.toml",
+        "[source]\nkind = \"synthetic\"\nwidth = 64\nheight = 48\nframes = 20\n\
+         faults = [{ after = 3, kind = \"truncated\" }]\n",
+    );
+    let frames = dir.join("frames");
+    let record = |n: &str| {
+        let out = ocelli(&[
+            "record",
+            config.to_str().unwrap(),
+            "--out",
+            frames.to_str().unwrap(),
+            "--frames",
+            n,
+            "--every",
+            "3",
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        stderr
+    };
+    let stderr = record("4");
+    assert!(
+        stderr.contains("frame 3") && stderr.contains("skipped"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("4 frame(s) saved"), "{stderr}");
+    // A second recording into the same folder adds to it.
+    record("2");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&frames)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 6, "{files:?}");
+    let mut rgb = ocelli::imgproc::Image::new(0, 0, 3);
+    for f in &files {
+        assert_eq!(f.extension().unwrap(), "png", "{}", f.display());
+        ocelli::capture::decode_image(f, &mut rgb).unwrap();
+        assert_eq!((rgb.width, rgb.height), (64, 48), "{}", f.display());
+    }
+    // Only one frame in three is kept: the first recording's ids are 3 apart or more.
+    let id = |f: &PathBuf| -> u64 {
+        let stem = f.file_stem().unwrap().to_str().unwrap();
+        stem.rsplit('-').next().unwrap().parse().unwrap()
+    };
+    let first: Vec<u64> = files[..4].iter().map(id).collect();
+    assert!(first.windows(2).all(|w| w[1] >= w[0] + 3), "{first:?}");
+    // An output folder that cannot be made is one line naming it.
+    let blocked = config.join("frames");
+    let out = ocelli(&[
+        "record",
+        config.to_str().unwrap(),
+        "--out",
+        blocked.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, &["cannot create the output folder", "config.toml"]);
+}

@@ -1,5 +1,5 @@
-//! The `ocelli` command: run the pipeline, check configs, inspect models, probe cameras, tail
-//! the stream.
+//! The `ocelli` command: run the pipeline, check configs, inspect models, probe cameras, record
+//! calibration frames, tail the stream.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +39,21 @@ enum Command {
     Probe {
         /// Devices to list; all /dev/video* when none.
         devices: Vec<PathBuf>,
+    },
+    /// Save frames from a config's source as PNG files: a calibration set for
+    /// `ocelli-compress quantize --calib` from the device's own camera.
+    Record {
+        /// The config whose `[source]` to read.
+        config: PathBuf,
+        /// Folder for the PNG files, created if missing.
+        #[arg(long)]
+        out: PathBuf,
+        /// Frames to save.
+        #[arg(long, default_value_t = 100)]
+        frames: usize,
+        /// Save one frame in this many, so that the set spans more of the scene's changes.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        every: u64,
     },
     /// Print the JSON stream of a running Ocelli for a person.
     Tail {
@@ -116,6 +131,36 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Record {
+            config: path,
+            out,
+            frames,
+            every,
+        } => {
+            ocelli::service::install_signal_handlers()?;
+            let config = Config::load(&path)?;
+            let timeout = std::time::Duration::from_secs_f64(config.reconnect.frame_timeout_s);
+            let mut source = ocelli::capture::open(&config.source, timeout, |p| config.resolve(p))?;
+            let summary = ocelli::capture::record(
+                source.as_mut(),
+                &out,
+                ocelli::capture::RecordOptions { frames, every },
+                ocelli::service::stop_requested,
+                |m| eprintln!("{m}"),
+            )?;
+            eprintln!(
+                "ocelli: {} frame(s) saved to {} (one in {every} of {} delivered, {} bad)",
+                summary.saved,
+                out.display(),
+                summary.seen,
+                summary.bad_frames
+            );
+            Ok(if summary.saved == 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Tail { socket, lines } => {
             ocelli::emit::tail(&socket, &mut std::io::stdout().lock(), lines)?;

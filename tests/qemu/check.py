@@ -11,7 +11,8 @@ exit statuses 0; at least N lines, every one valid against the schema; N frame l
 fell behind) of the requested size on which the
 detector ran; frame ids rising by one and capture timestamps rising. The `reconnect` block must
 also report the loss with `source` notices and carry frames before and after it, the first after
-it with reconnects 1 and a source_restored event. Prints one summary line per block;
+it with reconnects 1 and a source_restored event. The `==== ocelli-record` line must show
+`ocelli record` exiting 0 with three PNG files of the expected size. Prints one summary line per block;
 exit status 1 names every failure.
 """
 
@@ -130,6 +131,30 @@ def check_reconnect(lines):
     return errors
 
 
+RECORD = re.compile(r"==== ocelli-record rc=(\d+) png=(\d+) ihdr=([\d ]*)")
+
+
+def check_record(log, size):
+    """The failures of `ocelli record` on the camera: exit status 0, three PNG files, of the
+    camera's size when one is expected."""
+    m = RECORD.search(log)
+    if not m:
+        return ["no `==== ocelli-record` line (VM crashed or timed out?)"], "not run"
+    rc, pngs = int(m[1]), int(m[2])
+    ihdr = [int(b) for b in m[3].split()]
+    errors = []
+    if rc != 0:
+        errors.append(f"ocelli record exited {rc}")
+    if pngs != 3:
+        errors.append(f"{pngs} PNG file(s), expected 3")
+    found = None
+    if len(ihdr) == 8:
+        found = (int.from_bytes(bytes(ihdr[:4]), "big"), int.from_bytes(bytes(ihdr[4:]), "big"))
+    if size and found != size:
+        errors.append(f"first PNG is {found}, expected {size[0]}x{size[1]}")
+    return errors, f"{pngs} PNG file(s), the first {found[0]}x{found[1]}" if found else f"{pngs} PNG file(s)"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--schema", required=True)
@@ -145,9 +170,15 @@ def main():
     validator = validator_class(schema)
     size = tuple(int(v) for v in args.size.split("x")) if args.size else None
     with open(args.log, encoding="utf-8", errors="replace") as f:
-        found = blocks(f.read())
+        log = f.read()
+    found = blocks(log)
 
     failures = 0
+    errors, summary = check_record(log, size)
+    print(f"record: {'FAIL' if errors else 'ok'}: {summary}")
+    for e in errors:
+        print(f"    {e}")
+    failures += bool(errors)
     for fmt in args.formats:
         if fmt not in found:
             print(f"{fmt}: FAIL: no complete stream in {args.log} (VM crashed or timed out?)")

@@ -9,6 +9,7 @@
 #   ==== ocelli-frames FORMAT begin
 #   {...one JSON line per frame...}
 #   ==== ocelli-frames FORMAT end client=RC run=RC
+# Then `ocelli record` saves three frames of /dev/video0 as PNG files (`==== ocelli-record`).
 # With `ocelli.reconnect=1` a last block, `reconnect`, streams YUYV through a camera loss.
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -84,6 +85,21 @@ for d in $(seq 0 $((cpus - 1))); do
 done
 wait
 for f in $formats; do cat "/tmp/out-$f" 2>/dev/null || echo "==== ocelli-frames $f missing"; done
+
+# `ocelli record` on the real driver: 3 frames, one in 2, saved as PNG files. The line for
+# tests/qemu/check.py: how many files start with the PNG signature, and the first one's
+# width and height (IHDR bytes 16..23).
+log "record: ocelli record on /dev/video0"
+/ocelli/ocelli record "$config" --out /tmp/rec --frames 3 --every 2 2> /tmp/record.log
+record_rc=$?
+sed 's/^/    /' /tmp/record.log
+pngs=0
+for p in /tmp/rec/*.png; do
+  [ "$(head -c 4 "$p" | tail -c 3)" = PNG ] && pngs=$((pngs + 1))
+done
+first=$(ls /tmp/rec/*.png 2>/dev/null | head -n 1)
+ihdr=$([ -n "$first" ] && od -An -tu1 -j16 -N8 "$first" | tr -s ' ' | sed 's/^ //')
+echo "==== ocelli-record rc=$record_rc png=$pngs ihdr=$ihdr"
 
 # Camera loss mid-stream, on one `ocelli run` and one client connection: vivid's Disconnect
 # button (an unplugged USB camera: ENODEV from then on), then the driver unloaded and loaded

@@ -1,9 +1,11 @@
-//! Frame sources: V4L2 cameras, image files and a synthetic test pattern.
+//! Frame sources: V4L2 cameras, image files and a synthetic test pattern; [`record`] saves
+//! what one delivers.
 //!
 //! A source lends each frame in its native pixel format (for V4L2, straight from the mmap
 //! buffer); [`Frame::to_rgb`] converts it into a reused RGB image for the detectors.
 
 mod files;
+mod record;
 mod synthetic;
 mod v4l2;
 
@@ -14,6 +16,7 @@ use crate::imgproc::Image;
 use crate::imgproc::color::{self, Layout, Order};
 
 pub use files::{ImageError, ImagesSource, decode_image};
+pub use record::{RecordError, RecordOptions, RecordSummary, record};
 pub use synthetic::SyntheticSource;
 pub use v4l2::{V4l2Params, V4l2Source, probe};
 
