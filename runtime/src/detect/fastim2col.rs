@@ -247,9 +247,15 @@ impl EvalOp for FastIm2colI8 {
         let (planes, rows, cols) = self.phase_planes(x);
         // The 4 K rows the layout interleaves, built one at a time.
         let stride = n + CHUNK;
-        let mut four = vec![0i8; 4 * stride];
+        let layout = Four {
+            stride,
+            n,
+            r,
+            panel_len,
+        };
+        let mut rows4 = vec![0i8; 4 * stride];
         for k0 in (0..k).step_by(4) {
-            for (j, row) in four.chunks_exact_mut(stride).enumerate() {
+            for (j, row) in rows4.chunks_exact_mut(stride).enumerate() {
                 let kk = k0 + j;
                 if kk < k {
                     self.row(&planes, rows, cols, kk, row);
@@ -257,7 +263,7 @@ impl EvalOp for FastIm2colI8 {
                     row.fill(0);
                 }
             }
-            interleave4(&four, stride, n, r, panel_len, k0 * r, bytes);
+            interleave4(&rows4, layout, k0 * r, bytes);
         }
         let packed: Box<dyn MMMInputValue> = Box::new(EagerPackedInput {
             fact: self.exotic(),
@@ -283,19 +289,25 @@ impl TypedOp for FastIm2colI8 {
     as_op!();
 }
 
-/// Writes 4 rows of `n` values, `stride` apart in `rows`, into the K4 layout: position m of
-/// panel p gets the 4 bytes `rows[0][m], rows[1][m], rows[2][m], rows[3][m]` at
-/// `p·panel_len + offset + 4·(m mod r)`.
-fn interleave4(
-    rows: &[i8],
+/// Four K rows of `n` values, `stride` apart, and the K4 panels they go into.
+#[derive(Clone, Copy)]
+struct Four {
     stride: usize,
     n: usize,
     r: usize,
     panel_len: usize,
-    offset: usize,
-    out: &mut [u8],
-) {
-    let done = interleave4_simd(rows, stride, n, r, panel_len, offset, out);
+}
+
+/// Writes the four rows into the K4 layout: position m of panel p gets the 4 bytes
+/// `rows[0][m], rows[1][m], rows[2][m], rows[3][m]` at `p·panel_len + offset + 4·(m mod r)`.
+fn interleave4(rows: &[i8], four: Four, offset: usize, out: &mut [u8]) {
+    let Four {
+        stride,
+        n,
+        r,
+        panel_len,
+    } = four;
+    let done = interleave4_simd(rows, four, offset, out);
     for m in done..n {
         let at = (m / r) * panel_len + offset + 4 * (m % r);
         for j in 0..4 {
@@ -307,16 +319,14 @@ fn interleave4(
 /// 16 positions at a time with SSE2 byte/word unpacks, while the 16 fill whole panels;
 /// returns how many positions it wrote.
 #[cfg(target_arch = "x86_64")]
-fn interleave4_simd(
-    rows: &[i8],
-    stride: usize,
-    n: usize,
-    r: usize,
-    panel_len: usize,
-    offset: usize,
-    out: &mut [u8],
-) -> usize {
+fn interleave4_simd(rows: &[i8], four: Four, offset: usize, out: &mut [u8]) -> usize {
     use std::arch::x86_64::*;
+    let Four {
+        stride,
+        n,
+        r,
+        panel_len,
+    } = four;
     if !matches!(r, 4 | 8 | 16) {
         return 0;
     }
@@ -357,14 +367,6 @@ fn interleave4_simd(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn interleave4_simd(
-    _: &[i8],
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: &mut [u8],
-) -> usize {
+fn interleave4_simd(_: &[i8], _: Four, _: usize, _: &mut [u8]) -> usize {
     0
 }
