@@ -4,13 +4,15 @@
 //! whose packing writer stores one value at a time, ~1.5 ns a value: after the quantisation,
 //! the largest cost of an int8 3×3 layer. [`FastIm2colI8`] builds the same packed matrix one
 //! K row at a time: each channel's zero-padded input is split once by column phase, so that
-//! every kernel tap of every stride reads contiguous runs, copied 16 bytes at a time; four K
-//! rows are then interleaved into the panels. A strided or short-rowed layer costs about as
-//! much per byte as a wide stride-1 one (YOLOv8n's 37 int8 im2cols: 13.3 ms → 6.4 ms, where
-//! stride 2 took 1.65 ns a byte and 10-wide rows 1.4).
+//! every kernel tap of every stride reads contiguous runs, copied 16 bytes at a time; the rows
+//! then go into the panels of the kernel's packing ([`Packing`]). A strided or short-rowed
+//! layer costs about as much per byte as a wide stride-1 one (YOLOv8n's 37 int8 im2cols:
+//! 13.3 ms → 6.4 ms, where stride 2 took 1.65 ns a byte and 10-wide rows 1.4).
 
-use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
-use tract_linalg::pack::PackedI8K4;
+use tract_linalg::mmm::{
+    EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
+};
+use tract_linalg::pack::{PackedFormat, PackedI8K4};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
@@ -28,14 +30,21 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
     let Some(shape) = input.shape.as_concrete() else {
         return Ok(None);
     };
-    // Only the VNNI-style K4 packing, the one checked against tract here: other kernels' packings
-    // (the K-major one of ARM's int8 kernels) are left to tract until checked on such a CPU.
     let Some(format) = output
         .exotic_fact()
         .and_then(|f| f.downcast_ref::<PackedExoticFact>())
-        .and_then(|f| f.format.downcast_ref::<PackedI8K4>())
-        .cloned()
+        .map(|f| &f.format)
     else {
+        return Ok(None);
+    };
+    let packing = if let Some(k4) = format.downcast_ref::<PackedI8K4>() {
+        Packing::K4(k4.clone())
+    } else if let Some(plain) = format
+        .downcast_ref::<PackedFormat>()
+        .filter(|f| f.dt.unquantized() == i8::datum_type())
+    {
+        Packing::KMajor(plain.clone())
+    } else {
         return Ok(None);
     };
     // tract pads with the zero point, 0 for the ConvInteger form quantize writes.
@@ -61,7 +70,7 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
     let strides = spec.strides();
     let dilations = spec.dilations();
     Ok(Some(FastIm2colI8 {
-        format,
+        packing,
         channels: chw[0],
         input_hw: [chw[1], chw[2]],
         output_hw: [padding[0].convoluted, padding[1].convoluted],
@@ -72,12 +81,52 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
     }))
 }
 
+/// How the int8 matmul kernel takes the patches, as tract's Im2col writes them: panels of `r`
+/// output positions each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packing {
+    /// K in groups of 4 interleaved per position, padded to a multiple of 4: x86-64's VNNI
+    /// kernels and ARM's dot-product ones.
+    K4(PackedI8K4),
+    /// Each K value's `r` positions side by side: ARM's kernels without the dot product
+    /// (Cortex-A72 and A53, as in the Raspberry Pi 4 and 3).
+    KMajor(PackedFormat),
+}
+
+impl Packing {
+    fn r(&self) -> usize {
+        match self {
+            Packing::K4(f) => f.r,
+            Packing::KMajor(f) => f.r,
+        }
+    }
+
+    fn panel_len(&self, k: usize) -> usize {
+        match self {
+            Packing::K4(f) => f.single_panel_len(k),
+            Packing::KMajor(f) => f.single_panel_len(k),
+        }
+    }
+
+    fn alignment(&self) -> usize {
+        match self {
+            Packing::K4(f) => f.alignment(),
+            Packing::KMajor(f) => f.alignment(),
+        }
+    }
+
+    fn format(&self) -> Box<dyn MMMInputFormat> {
+        match self {
+            Packing::K4(f) => Box::new(f.clone()),
+            Packing::KMajor(f) => Box::new(f.clone()),
+        }
+    }
+}
+
 /// tract's `Im2Col` for one i8 NCHW (or CHW) image and one group, with the geometry resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastIm2colI8 {
-    /// The matmul kernel's packing of the patches, as tract's Im2col writes it: panels of `r`
-    /// output positions, K in groups of 4 interleaved per position, padded to a multiple of 4.
-    pub format: PackedI8K4,
+    pub packing: Packing,
     pub channels: usize,
     pub input_hw: [usize; 2],
     pub output_hw: [usize; 2],
@@ -98,7 +147,7 @@ impl FastIm2colI8 {
 
     fn exotic(&self) -> PackedExoticFact {
         PackedExoticFact {
-            format: Box::new(self.format.clone()),
+            format: self.packing.format(),
             k: self.k(),
             mn: self.n().to_dim(),
         }
@@ -234,36 +283,52 @@ impl EvalOp for FastIm2colI8 {
         let dt = input.datum_type();
         let plain = input.try_as_plain_ram()?;
         let x = plain.as_slice::<i8>()?;
-        let (k, n, r) = (self.k(), self.n(), self.format.r);
-        let panel_len = self.format.single_panel_len(k);
+        let (k, n, r) = (self.k(), self.n(), self.packing.r());
+        let panel_len = self.packing.panel_len(k);
         let panels = n.div_ceil(r);
         // SAFETY: zeroed whole before rows 0..k are written: what the kernel also reads (a
         // partial last panel's spare lanes, the padding rows) stays 0 as tract writes it.
         let mut data = unsafe {
-            Tensor::uninitialized_aligned_dt(dt, &[panels * panel_len], self.format.alignment())?
+            Tensor::uninitialized_aligned_dt(dt, &[panels * panel_len], self.packing.alignment())?
         };
         let bytes = data.as_bytes_mut();
         bytes.fill(0);
         let (planes, rows, cols) = self.phase_planes(x);
-        // The 4 K rows the layout interleaves, built one at a time.
         let stride = n + CHUNK;
-        let layout = Four {
-            stride,
-            n,
-            r,
-            panel_len,
-        };
-        let mut rows4 = vec![0i8; 4 * stride];
-        for k0 in (0..k).step_by(4) {
-            for (j, row) in rows4.chunks_exact_mut(stride).enumerate() {
-                let kk = k0 + j;
-                if kk < k {
-                    self.row(&planes, rows, cols, kk, row);
-                } else {
-                    row.fill(0);
+        match self.packing {
+            Packing::K4(_) => {
+                // The 4 K rows the layout interleaves, built one at a time.
+                let layout = Four {
+                    stride,
+                    n,
+                    r,
+                    panel_len,
+                };
+                let mut rows4 = vec![0i8; 4 * stride];
+                for k0 in (0..k).step_by(4) {
+                    for (j, row) in rows4.chunks_exact_mut(stride).enumerate() {
+                        let kk = k0 + j;
+                        if kk < k {
+                            self.row(&planes, rows, cols, kk, row);
+                        } else {
+                            row.fill(0);
+                        }
+                    }
+                    interleave4(&rows4, layout, k0 * r, bytes);
                 }
             }
-            interleave4(&rows4, layout, k0 * r, bytes);
+            Packing::KMajor(_) => {
+                let mut row = vec![0i8; stride];
+                for kk in 0..k {
+                    self.row(&planes, rows, cols, kk, &mut row);
+                    for (p, run) in row[..n].chunks(r).enumerate() {
+                        let dst = &mut bytes[p * panel_len + kk * r..][..run.len()];
+                        for (d, v) in dst.iter_mut().zip(run) {
+                            *d = *v as u8;
+                        }
+                    }
+                }
+            }
         }
         let packed: Box<dyn MMMInputValue> = Box::new(EagerPackedInput {
             fact: self.exotic(),
@@ -369,4 +434,133 @@ fn interleave4_simd(rows: &[i8], four: Four, offset: usize, out: &mut [u8]) -> u
 #[cfg(not(target_arch = "x86_64"))]
 fn interleave4_simd(_: &[i8], _: Four, _: usize, _: &mut [u8]) -> usize {
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
+
+    use super::*;
+
+    fn attr(name: &str, ints: &[i64]) -> pb::AttributeProto {
+        pb::AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Ints as i32,
+            ints: ints.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn value(name: &str, dt: DataType, dims: Option<&[usize]>) -> pb::ValueInfoProto {
+        use pb::tensor_shape_proto::{Dimension, dimension::Value};
+        let shape = dims.map(|d| pb::TensorShapeProto {
+            dim: d
+                .iter()
+                .map(|v| Dimension {
+                    value: Some(Value::DimValue(*v as i64)),
+                    ..Default::default()
+                })
+                .collect(),
+        });
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: dt as i32,
+                    shape,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// i8 x [1, ci, size, size] → ConvInteger (no zero points) → i32 y.
+    fn conv_integer(ci: usize, co: usize, k: usize, geometry: [i64; 3], size: usize) -> TypedModel {
+        let [stride, pad, dilation] = geometry;
+        let weights: Vec<u8> = (0..co * ci * k * k)
+            .map(|i| ((i * 37 % 255) as i32 - 127) as i8 as u8)
+            .collect();
+        let conv = pb::NodeProto {
+            op_type: "ConvInteger".into(),
+            input: vec!["x".into(), "w".into()],
+            output: vec!["y".into()],
+            attribute: vec![
+                attr("pads", &[pad; 4]),
+                attr("strides", &[stride; 2]),
+                attr("dilations", &[dilation; 2]),
+            ],
+            ..Default::default()
+        };
+        let proto = pb::ModelProto {
+            ir_version: 7,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(pb::GraphProto {
+                node: vec![conv],
+                input: vec![value("x", DataType::Int8, Some(&[1, ci, size, size]))],
+                output: vec![value("y", DataType::Int32, None)],
+                initializer: vec![pb::TensorProto {
+                    name: "w".into(),
+                    dims: [co, ci, k, k].iter().map(|d| *d as i64).collect(),
+                    data_type: DataType::Int8 as i32,
+                    raw_data: weights,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .and_then(|m| m.into_optimized())
+            .expect("a ConvInteger layer loads")
+    }
+
+    /// The same packed patches as tract's Im2col, for whichever int8 kernel this CPU gets (K4
+    /// on x86-64 with VNNI and ARM with the dot product, K-major on Cortex-A72 and A53):
+    /// strides 1 to 3, padding, dilation, 5×5, rows shorter and longer than one copy.
+    #[test]
+    fn packs_what_tracts_im2col_packs() {
+        // (input channels, output channels, kernel, [stride, pad, dilation], input size)
+        let cases = [
+            (8, 16, 3, [1, 1, 1], 16),
+            (5, 7, 3, [2, 1, 1], 15),
+            (3, 8, 3, [2, 1, 1], 70),
+            (6, 8, 3, [1, 2, 2], 13),
+            (4, 12, 5, [1, 2, 1], 9),
+            (3, 8, 3, [3, 1, 1], 20),
+            (3, 8, 3, [1, 1, 1], 40),
+        ];
+        for (ci, co, k, geometry, size) in cases {
+            let case = (ci, co, k, geometry, size);
+            let tracts = conv_integer(ci, co, k, geometry, size);
+            let ours = crate::detect::fastquant::accelerate(tracts.clone()).unwrap();
+            let ops = |m: &TypedModel, name: &str| {
+                m.nodes().iter().filter(|n| n.op.name() == name).count()
+            };
+            assert_eq!(
+                (
+                    ops(&tracts, "Im2col"),
+                    ops(&ours, "Im2col"),
+                    ops(&ours, "FastIm2colI8")
+                ),
+                (1, 0, 1),
+                "{case:?}: {ours}"
+            );
+            let x: Vec<i8> = (0..ci * size * size)
+                .map(|i| ((i * 7919 % 251) as i32 - 125) as i8)
+                .collect();
+            let x = tensor1(&x).into_shape(&[1, ci, size, size]).unwrap();
+            let run = |m: TypedModel| {
+                m.into_runnable()
+                    .and_then(|p| p.run(tvec!(x.clone().into_tvalue())))
+                    .unwrap()
+                    .remove(0)
+            };
+            assert_eq!(run(tracts), run(ours), "{case:?}");
+        }
+    }
 }
