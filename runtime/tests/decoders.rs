@@ -7,6 +7,7 @@
 //! `python3 tests/reference/detectors.py target/fixtures/detectors`.
 
 mod matching;
+mod raw;
 
 use std::path::PathBuf;
 
@@ -15,10 +16,11 @@ use ocelli::config::{DetectorConfig, PadPlacement, PreprocessConfig};
 use ocelli::detect::nms::{Candidates, MAX_CANDIDATES, Nms};
 use ocelli::detect::{
     AnchorPoint, BBox, DecodeConfig, Detection, Detections, Detector, Family, Labels,
-    MAX_DETECTIONS, Output, OutputInfo, decoder_for, load_plan, recognise,
+    MAX_DETECTIONS, OutputInfo, decoder_for, load_plan, recognise,
 };
 use ocelli::imgproc::Image;
 use proptest::prelude::*;
+use raw::Tensor;
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fixtures/detectors");
@@ -38,12 +40,6 @@ const MODELS: [(&str, Family); 8] = [
 ];
 
 // ---- fixtures ----------------------------------------------------------------------------
-
-struct Tensor {
-    name: String,
-    shape: Vec<usize>,
-    data: Vec<f32>,
-}
 
 /// One model × image fixture: the decoding case, plus what the end-to-end checks need.
 struct Fixture {
@@ -215,38 +211,19 @@ impl Case {
         Fixture::load(model, image).case
     }
 
-    fn infos(&self) -> Vec<OutputInfo> {
-        self.outputs
-            .iter()
-            .map(|t| OutputInfo {
-                name: t.name.clone(),
-                shape: t.shape.clone(),
-            })
-            .collect()
-    }
-
-    fn views(&self) -> Vec<Output<'_>> {
-        self.outputs
-            .iter()
-            .map(|t| Output {
-                name: &t.name,
-                shape: &t.shape,
-                data: &t.data,
-            })
-            .collect()
-    }
-
     fn decode(&self) -> Detections {
         let mut decoder = decoder_for(
             self.family,
             &self.cfg,
             self.input_wh,
-            &self.infos(),
+            &raw::infos(&self.outputs),
             &self.labels,
         )
         .unwrap();
         let mut out = Detections::new();
-        decoder.decode(&self.views(), &mut out).unwrap();
+        decoder
+            .decode(&raw::views(&self.outputs), &mut out)
+            .unwrap();
         out
     }
 }
@@ -466,7 +443,7 @@ fn class_thresholds_override_by_label() {
 #[test]
 fn recognises_every_reference_model() {
     for (model, family) in MODELS {
-        let infos = Case::load(model, "astronaut").infos();
+        let infos = raw::infos(&Case::load(model, "astronaut").outputs);
         let (found, why) = recognise(&infos).unwrap_or_else(|e| panic!("{model}: {e}"));
         assert_eq!(found, family, "{model}: {why}");
         assert!(!why.is_empty() && !why.contains('\n'), "{model}: {why}");
@@ -526,7 +503,7 @@ fn decoder_for_rejects_mismatched_outputs() {
     ];
     for (model, index, shape, expected) in cases {
         let case = Case::load(model, "astronaut");
-        let mut infos = case.infos();
+        let mut infos = raw::infos(&case.outputs);
         infos[index].shape = shape.to_vec();
         let err = decoder_for(case.family, &case.cfg, case.input_wh, &infos, &case.labels)
             .err()
@@ -544,9 +521,15 @@ fn decoder_for_rejects_mismatched_outputs() {
 fn decoder_for_refuses_wrong_family_labels_and_settings() {
     let case = Case::load("yolox_nano", "astronaut");
     let build = |family, cfg: &DecodeConfig, labels: &Labels| {
-        decoder_for(family, cfg, case.input_wh, &case.infos(), labels)
-            .err()
-            .map(|e| e.to_string())
+        decoder_for(
+            family,
+            cfg,
+            case.input_wh,
+            &raw::infos(&case.outputs),
+            labels,
+        )
+        .err()
+        .map(|e| e.to_string())
     };
     let coco = Labels::coco();
     let mut unknown = case.cfg.clone();
@@ -595,11 +578,11 @@ fn decode_refuses_a_frame_of_another_shape() {
         case.family,
         &case.cfg,
         case.input_wh,
-        &case.infos(),
+        &raw::infos(&case.outputs),
         &case.labels,
     )
     .unwrap();
-    let mut views = case.views();
+    let mut views = raw::views(&case.outputs);
     views[3].data = &views[3].data[1..];
     let err = decoder
         .decode(&views, &mut Detections::new())
@@ -651,7 +634,10 @@ fn nanodet_decoder_serves_picodet_by_configuration() {
         outputs: tensors,
         expected: Vec::new(),
     };
-    assert_eq!(recognise(&case.infos()).unwrap().0, Family::Nanodet);
+    assert_eq!(
+        recognise(&raw::infos(&case.outputs)).unwrap().0,
+        Family::Nanodet
+    );
     let got = case.decode();
     assert_eq!(got.len(), 1, "{got:?}");
     let d = got[0];

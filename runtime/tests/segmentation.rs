@@ -6,29 +6,26 @@
 //! Generate the fixtures from the repository root with
 //! `python3 tests/reference/ultralytics_seg.py target/fixtures/seg`.
 
+mod raw;
+
 use std::ops::Range;
 use std::path::PathBuf;
 
 use ocelli::config::{DetectorConfig, PadPlacement, PreprocessConfig, SizeRounding};
 use ocelli::detect::{
-    DecodeConfig, Detection, Detections, Detector, Extras, Family, Labels, Mask, MaskMode, Output,
+    DecodeConfig, Detection, Detections, Detector, Extras, Family, Labels, Mask, MaskMode,
     OutputInfo, Target, decoder_for, load_plan, recognise,
 };
 use ocelli::emit::{FrameRecord, StageLatency};
 use ocelli::imgproc::Image;
 use ocelli::imgproc::geometry::{Fit, Letterbox, Placement, Rounding};
+use raw::{Tensor, infos, views};
 use serde_json::Value;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/fixtures/seg");
 const CACHE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/cache");
 
 // ---- fixtures ----------------------------------------------------------------------------
-
-struct Tensor {
-    name: String,
-    shape: Vec<usize>,
-    data: Vec<f32>,
-}
 
 fn read(dir: &str, file: &str) -> Vec<u8> {
     let path = PathBuf::from(FIXTURES).join(dir).join(file);
@@ -54,27 +51,6 @@ fn tensors(dir: &str, manifest: &str) -> Vec<Tensor> {
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
                 .collect(),
-        })
-        .collect()
-}
-
-fn infos(outputs: &[Tensor]) -> Vec<OutputInfo> {
-    outputs
-        .iter()
-        .map(|t| OutputInfo {
-            name: t.name.clone(),
-            shape: t.shape.clone(),
-        })
-        .collect()
-}
-
-fn views(outputs: &[Tensor]) -> Vec<Output<'_>> {
-    outputs
-        .iter()
-        .map(|t| Output {
-            name: &t.name,
-            shape: &t.shape,
-            data: &t.data,
         })
         .collect()
 }
