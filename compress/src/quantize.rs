@@ -89,6 +89,29 @@ pub struct Layer {
     pub sensitivity: Option<f64>,
 }
 
+impl Layer {
+    /// A layer in `form`, not yet timed, not a head, its sensitivity unmeasured.
+    pub fn new(
+        output: &str,
+        input: &str,
+        weight_shape: Vec<usize>,
+        input_shape: Vec<usize>,
+        form: Form,
+    ) -> Self {
+        Self {
+            output: output.into(),
+            input: input.into(),
+            weight_shape,
+            input_shape,
+            float_ms: 0.0,
+            int8_ms: 0.0,
+            form,
+            head: false,
+            sensitivity: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub method: Method,
@@ -250,15 +273,14 @@ fn convolutions(m: &Model, facts: &crate::onnx::Facts) -> Vec<Layer> {
             let (wshape, _) = m.constant_f32(&n.input[1])?;
             let input_shape = facts.shape(&n.input[0])?.to_vec();
             (wshape.len() == 4 && input_shape.len() == 4).then(|| Layer {
-                output: n.output[0].clone(),
-                input: n.input[0].clone(),
-                weight_shape: wshape,
-                input_shape,
-                float_ms: 0.0,
-                int8_ms: 0.0,
-                form: Form::WeightInt8,
                 head: heads.contains(&n.output[0]),
-                sensitivity: None,
+                ..Layer::new(
+                    &n.output[0],
+                    &n.input[0],
+                    wshape,
+                    input_shape,
+                    Form::WeightInt8,
+                )
             })
         })
         .collect()
@@ -320,17 +342,7 @@ pub fn conv_integer_island(
     output: &str,
     input_shape: &[usize],
 ) -> Result<Model, ModelError> {
-    let layer = Layer {
-        output: output.into(),
-        input: "x".into(),
-        weight_shape: vec![],
-        input_shape: input_shape.to_vec(),
-        float_ms: 0.0,
-        int8_ms: 0.0,
-        form: Form::ConvInteger,
-        head: false,
-        sensitivity: None,
-    };
+    let layer = Layer::new(output, "x", vec![], input_shape.to_vec(), Form::ConvInteger);
     let cal = Calibration {
         thresholds: HashMap::from([("x".to_string(), 1.0)]),
         means: HashMap::new(),

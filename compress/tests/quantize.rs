@@ -136,17 +136,7 @@ fn each_form_stays_close_to_float() {
     // (form, tolerance on the relative L2 error): weights alone lose less than weights and
     // activations; both are far from a broken island.
     for (form, tolerance) in [(Form::WeightInt8, 0.01), (Form::ConvInteger, 0.03)] {
-        let layer = Layer {
-            output: "c".into(),
-            input: "x".into(),
-            weight_shape: vec![16, 8, 3, 3],
-            input_shape: shape.to_vec(),
-            float_ms: 0.0,
-            int8_ms: 0.0,
-            form,
-            head: false,
-            sensitivity: None,
-        };
+        let layer = Layer::new("c", "x", vec![16, 8, 3, 3], shape.to_vec(), form);
         let q = apply(&float, &[layer], &cal).unwrap();
         let ops: Vec<&str> = q.graph().node.iter().map(|n| n.op_type.as_str()).collect();
         let expected = if form == Form::ConvInteger {
@@ -339,17 +329,13 @@ fn fast_int8_ops_keep_yolov8n_bit_identical() {
             continue;
         }
         thresholds.insert(n.input[0].clone(), 4.0);
-        layers.push(Layer {
-            output: n.output[0].clone(),
-            input: n.input[0].clone(),
-            weight_shape: wshape,
-            input_shape: vec![],
-            float_ms: 0.0,
-            int8_ms: 0.0,
-            form: Form::ConvInteger,
-            head: false,
-            sensitivity: None,
-        });
+        layers.push(Layer::new(
+            &n.output[0],
+            &n.input[0],
+            wshape,
+            vec![],
+            Form::ConvInteger,
+        ));
     }
     let cal = Calibration {
         thresholds,

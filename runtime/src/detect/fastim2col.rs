@@ -19,7 +19,7 @@ use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// The replacement for `node` if it is an Im2col this op handles: one image (NCHW or CHW),
-/// one group, a 2-D kernel, i8 input, the K4 packing, padding with 0.
+/// one group, a 2-D kernel, i8 input, a [`Packing`] it writes, padding with 0.
 pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastIm2colI8>> {
     let Some(op) = node.op_as::<Im2Col>() else {
         return Ok(None);
