@@ -41,7 +41,7 @@ pub enum Repr {
     /// can fuse into its matmul; QuantizeLinear (i8, zero point 0) before each layer.
     ConvInteger,
     /// The same graph run with tract's own int8 ops, without
-    /// [`ocelli::detect::fastquant::accelerate`]: the baseline the fast ops are measured against.
+    /// [`ocelli::kernels::accelerate`]: the baseline the fast ops are measured against.
     ConvIntegerTractQ,
     /// The same with the quantisation spelt as Mul, Round, Clip, Cast (vectorised float ops
     /// in tract) instead of QuantizeLinear.

@@ -3,7 +3,7 @@
 //! One module per stage, in the order a frame travels:
 //! [`capture`] → [`imgproc`] → [`detect`] → [`track`] → [`emit`], with [`config`],
 //! [`overlay`] and [`service`] beside them; [`snapshot`] and [`framebuffer`] show the
-//! annotated frames.
+//! annotated frames. [`kernels`] holds the ops [`detect`] swaps into tract's plans.
 
 pub mod capture;
 pub mod config;
@@ -11,6 +11,7 @@ pub mod detect;
 pub mod emit;
 pub mod framebuffer;
 pub mod imgproc;
+pub mod kernels;
 pub mod overlay;
 pub mod service;
 pub mod snapshot;

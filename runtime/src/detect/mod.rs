@@ -4,8 +4,6 @@ use serde::{Deserialize, Serialize};
 
 pub mod decode;
 pub mod extras;
-pub mod fastim2col;
-pub mod fastquant;
 pub mod labels;
 pub mod nms;
 

@@ -417,7 +417,7 @@ fn plan_from_bytes(
         .map_err(|e| load_err(path, e))?;
     let typed = model
         .into_optimized()
-        .and_then(super::fastquant::accelerate)
+        .and_then(crate::kernels::accelerate)
         .map_err(|e| load_err(path, e))?;
     if let Some(reason) = oversized_tensor(&typed) {
         return Err(DetectError::Load {

@@ -2,48 +2,10 @@
 //!
 //! tract 0.23.9 quantises one value at a time through a branchy software round-half-to-even
 //! (~7 ns a value), which costs a ConvInteger model more than its int8 matmul saves.
-//! [`accelerate`] swaps every such node of an optimised model for [`FastQuantizeI8`], which
-//! gives bit-identical results several values per instruction.
+//! [`FastQuantizeI8`] gives bit-identical results several values per instruction.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
-use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
-
-/// Replaces every f32-input `QuantizeLinearI8` of an optimised model by [`FastQuantizeI8`],
-/// and every int8 `Im2col` it can by [`super::fastim2col::FastIm2colI8`]. Run it after
-/// `into_optimized()`: tract's own passes recognise only their ops, and fold or fuse them
-/// before this point where they can.
-pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
-    for id in model.eval_order()? {
-        let node = model.node(id);
-        if let Some(fast) = super::fastim2col::replacement(&model, node)? {
-            let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
-            patch.apply(&mut model)?;
-            continue;
-        }
-        let Some(op) = node
-            .op_as::<ElementWiseOp>()
-            .and_then(|op| op.0.downcast_ref::<QuantizeLinearI8>())
-        else {
-            continue;
-        };
-        // tract's op also takes i32 input, which no ONNX QuantizeLinear of ours produces.
-        if model.outlet_fact(node.inputs[0])?.datum_type != f32::datum_type() {
-            continue;
-        }
-        let fast = FastQuantizeI8 {
-            scale: op.scale,
-            zero_point: op.zero_point,
-            // Keeps whatever quantisation parameters tract attached to the i8 output.
-            output: model.outlet_fact(OutletId::new(id, 0))?.datum_type,
-        };
-        let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
-        patch.apply(&mut model)?;
-    }
-    // The replaced nodes stay behind as unconnected placeholders until compacted.
-    model.into_compact()
-}
 
 /// `clamp(round_half_to_even(x · scale) + zero_point, -128, 127)`: tract's `QuantizeLinearI8`
 /// (whose `scale` is the reciprocal of ONNX's), vectorised.

@@ -537,7 +537,7 @@ mod tests {
         for (ci, co, k, geometry, size) in cases {
             let case = (ci, co, k, geometry, size);
             let tracts = conv_integer(ci, co, k, geometry, size);
-            let ours = crate::detect::fastquant::accelerate(tracts.clone()).unwrap();
+            let ours = crate::kernels::accelerate(tracts.clone()).unwrap();
             let ops = |m: &TypedModel, name: &str| {
                 m.nodes().iter().filter(|n| n.op.name() == name).count()
             };
