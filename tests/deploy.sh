@@ -4,10 +4,16 @@
 # schemas, and the DaemonSet's config passes `ocelli check-config` with its models.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-ocelli=${OCELLI:-$root/target/debug/ocelli}
+ocelli=${OCELLI:-${CARGO_TARGET_DIR:-$root/target}/debug/ocelli}
 hadolint "$root/packaging/Dockerfile"
-# The unit's sandbox: systemd-analyze's exposure at most 2.0 (--threshold counts tenths).
-systemd-analyze security --offline=yes --threshold=20 "$root/packaging/ocelli.service" | tail -n1
+# The unit's sandbox: systemd-analyze's exposure at most 2.0 (--threshold counts tenths), and
+# exactly the figure the README states.
+exposure=$(systemd-analyze security --offline=yes --threshold=20 "$root/packaging/ocelli.service" | tail -n1)
+echo "$exposure"
+stated=$(sed -n 's/.*rates its exposure \([0-9.]*\) .*/\1/p' "$root/README.md")
+[ -n "$stated" ] || { echo "README.md: no \"rates its exposure N\" sentence" >&2; exit 1; }
+[[ $exposure == *"ocelli.service: $stated "* ]] ||
+  { echo "README.md states exposure $stated; systemd-analyze: $exposure" >&2; exit 1; }
 kubernetes-validate --strict --quiet "$root"/packaging/k8s/*.yaml
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -3,7 +3,7 @@
 # checked with dpkg into a scratch root (maintainer scripts run with $DPKG_ROOT set).
 #
 # usage: tests/package.sh ARCH BINARY [PRESET]   (see packaging/build-deb.sh)
-# The host's ocelli (target/debug/ocelli, or $OCELLI) checks the installed config.
+# The host's ocelli ($CARGO_TARGET_DIR or target, then debug/ocelli; or $OCELLI) checks the installed config.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 arch=$1 binary=$2 preset=${3:-}
@@ -30,7 +30,7 @@ done
 grep -q '^Version: 0.0.1$' <(dpkg --root="$R" -s ocelli) || fail "version 0.0.1 not recorded"
 # The installed config is valid once its absolute paths are read inside the root.
 sed "s|\"/usr/share/ocelli/|\"$R/usr/share/ocelli/|" "$R/etc/ocelli/ocelli.toml" > "$work/check.toml"
-"${OCELLI:-$root/target/debug/ocelli}" check-config "$work/check.toml" >/dev/null || fail "installed config does not check"
+"${OCELLI:-${CARGO_TARGET_DIR:-$root/target}/debug/ocelli}" check-config "$work/check.toml" >/dev/null || fail "installed config does not check"
 
 # A user's edit of the conffile survives an upgrade.
 echo "# edited on the device" >> "$R/etc/ocelli/ocelli.toml"
