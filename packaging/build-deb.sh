@@ -13,13 +13,17 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 arch=$1 binary=$2
 case $arch in
-  arm64) preset=${3:-rpi4} ;;
-  armhf) preset=${3:-rpi3-armv7} ;;
+  arm64) preset=${3:-rpi4} triple=aarch64-unknown-linux-gnu ;;
+  armhf) preset=${3:-rpi3-armv7} triple=armv7-unknown-linux-gnueabihf ;;
   *) echo "build-deb: unknown architecture $arch (arm64, armhf)" >&2; exit 2 ;;
 esac
 version=${4:-$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/runtime/Cargo.toml" | head -n1)}
 config=$root/board-configs/$preset.toml
 [ -f "$config" ] || { echo "build-deb: no preset $config" >&2; exit 2; }
+# The preset's `[board] target` names the triple it is built for: refuse it for another ARCH.
+board_target=$(sed -n '/^\[board\]/,/^\[/s/^target = "\(.*\)"/\1/p' "$config")
+[ -z "$board_target" ] || [ "$board_target" = "$triple" ] ||
+  { echo "build-deb: $config: [board] target is $board_target, not $triple for $arch" >&2; exit 2; }
 [ -x "$binary" ] || { echo "build-deb: $binary is not an executable (run just dist)" >&2; exit 2; }
 
 stage=$(mktemp -d)

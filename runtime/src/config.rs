@@ -72,7 +72,8 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct Board {
     pub name: String,
-    /// Rust target triple the preset is built for.
+    /// Rust target triple the preset is built for; packaging/build-deb.sh refuses a preset
+    /// whose triple is not the package's architecture's.
     pub target: Option<String>,
     /// tract CPU kind for aarch64 kernel selection (`TRACT_CPU_AARCH64_KIND`), e.g. `cortex_a72`.
     pub tract_cpu: Option<String>,
