@@ -337,6 +337,12 @@ fn check_raw_outputs(model: &str) {
     let input = &fixture.input;
     let input = tract_onnx::prelude::Tensor::from_shape(&input.shape, &input.data).unwrap();
     let outputs = plan.run(std::iter::once(input.into()).collect()).unwrap();
+    let want_shapes: Vec<&[usize]> = fixture.case.outputs.iter().map(|t| &t.shape[..]).collect();
+    let got_shapes: Vec<&[usize]> = outputs.iter().map(|t| t.shape()).collect();
+    assert_eq!(
+        got_shapes, want_shapes,
+        "{model}: tract's output shapes are not onnxruntime's"
+    );
     for (got, want) in outputs.iter().zip(&fixture.case.outputs) {
         let got = got.to_plain_array_view::<f32>().unwrap();
         let worst = got
