@@ -221,30 +221,70 @@ fn check(op: &str, body: impl Fn(&Case) -> Result<(), String>) {
     );
 }
 
-/// Compares samples; fails when any differs by more than `tol` levels.
-fn compare<T: Copy + Into<f64>>(got: &[T], want: &[T], tol: f64) -> Result<(), String> {
+/// How closely an operation must match OpenCV (docs/perf.md, "Exactness").
+#[derive(Clone, Copy, PartialEq)]
+enum Match {
+    /// Every sample equal.
+    Exact,
+    /// `f32` division rounded differently: no sample off by more than one level, at most
+    /// `MAX_OFF_SHARE` of them off by one, and no bias (mean signed error within `MAX_BIAS`).
+    Rounding,
+}
+
+/// Bilinear perspective warps, the only `Rounding` operation, measure at most 0.029 % of
+/// samples off by one and a mean signed error of 0.0003 per fixture; a uniform one-level bias,
+/// or a sampling grid shifted by a fraction of a pixel, lands far above these.
+const MAX_OFF_SHARE: f64 = 0.002;
+const MAX_BIAS: f64 = 0.001;
+
+/// Compares samples as `how` says.
+fn compare<T: Copy + Into<f64>>(got: &[T], want: &[T], how: Match) -> Result<(), String> {
     if got.len() != want.len() {
         return Err(format!("length {} != {}", got.len(), want.len()));
     }
-    let mut worst = (0.0, 0);
-    let mut over = 0;
+    let (mut worst, mut off, mut signed) = ((0.0, 0), 0usize, 0.0);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let d = (g.into() - w.into()).abs();
-        over += usize::from(d > tol);
-        if d > worst.0 {
-            worst = (d, i);
+        let e = g.into() - w.into();
+        off += usize::from(e != 0.0);
+        signed += e;
+        if e.abs() > worst.0 {
+            worst = (e.abs(), i);
         }
     }
-    if over > 0 {
-        let (d, i) = worst;
-        return Err(format!(
-            "{over} samples off by > {tol}; worst {d} at index {i}"
-        ));
+    let n = got.len().max(1) as f64;
+    let (share, bias) = (off as f64 / n, signed / n);
+    let (d, i) = worst;
+    match how {
+        Match::Exact if off > 0 => Err(format!("{off} samples differ; worst by {d} at index {i}")),
+        Match::Rounding if d > 1.0 || share > MAX_OFF_SHARE || bias.abs() > MAX_BIAS => {
+            Err(format!(
+                "{off} samples differ ({:.3} %, at most {} % may be off by one), mean signed \
+                 error {bias:.4} (at most {MAX_BIAS}); worst by {d} at index {i}",
+                100.0 * share,
+                100.0 * MAX_OFF_SHARE
+            ))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
-fn compare_image(got: &Image, want: &Array, tol: f64) -> Result<(), String> {
+/// `Rounding` lets a stray off-by-one through, not a bias nor a share of them.
+#[test]
+fn rounding_refuses_a_bias() {
+    let want = vec![100u8; 10_000];
+    let with = |every: usize, by: u8| -> Vec<u8> {
+        (0..want.len())
+            .map(|i| if i % every == 0 { 100 + by } else { 100 })
+            .collect()
+    };
+    assert!(compare(&with(10_000, 1), &want, Match::Rounding).is_ok());
+    assert!(compare(&with(10_000, 1), &want, Match::Exact).is_err());
+    assert!(compare(&with(10_000, 2), &want, Match::Rounding).is_err());
+    assert!(compare(&with(1, 1), &want, Match::Rounding).is_err());
+    assert!(compare(&with(100, 1), &want, Match::Rounding).is_err());
+}
+
+fn compare_image(got: &Image, want: &Array, how: Match) -> Result<(), String> {
     let (h, w, c) = want.hwc();
     if (got.height, got.width, got.channels) != (h, w, c) {
         return Err(format!(
@@ -252,7 +292,7 @@ fn compare_image(got: &Image, want: &Array, tol: f64) -> Result<(), String> {
             got.height, got.width, got.channels
         ));
     }
-    compare(&got.data, &want.u8(), tol)
+    compare(&got.data, &want.u8(), how)
 }
 
 /// A colour conversion over a raw strided frame, exact.
@@ -263,7 +303,7 @@ fn color_case(
     let layout = Layout::strided(c.usize("width"), c.usize("height"), c.usize("stride"));
     let mut dst = Image::new(0, 0, 1);
     convert(&c.input("src").u8(), layout, &mut dst).map_err(|e| e.to_string())?;
-    compare_image(&dst, c.output("dst"), 0.0)
+    compare_image(&dst, c.output("dst"), Match::Exact)
 }
 
 #[test]
@@ -300,25 +340,16 @@ fn rgb_to_grey() {
 #[test]
 fn resize() {
     check("resize", |c| {
-        let interp = c.interpolation();
         let mut dst = Image::new(0, 0, 1);
         geometry::resize(
             &c.input("src").image(),
             c.usize("width"),
             c.usize("height"),
-            interp,
+            c.interpolation(),
             &mut dst,
         )
         .map_err(|e| e.to_string())?;
-        compare_image(
-            &dst,
-            c.output("dst"),
-            if interp == Interpolation::Nearest {
-                0.0
-            } else {
-                1.0
-            },
-        )
+        compare_image(&dst, c.output("dst"), Match::Exact)
     });
 }
 
@@ -354,7 +385,7 @@ fn letterbox() {
         if (lb.left, lb.top, lb.width, lb.height) != want {
             return Err(format!("placement {lb:?}, expected {want:?}"));
         }
-        compare_image(&dst, c.output("dst"), 1.0)
+        compare_image(&dst, c.output("dst"), Match::Exact)
     });
 }
 
@@ -455,7 +486,7 @@ fn warp_affine() {
             &mut dst,
         )
         .map_err(|e| e.to_string())?;
-        compare_image(&dst, c.output("dst"), 1.0)
+        compare_image(&dst, c.output("dst"), Match::Exact)
     });
 }
 
@@ -463,17 +494,22 @@ fn warp_affine() {
 fn warp_perspective() {
     check("warp_perspective", |c| {
         let mut dst = Image::new(0, 0, 1);
+        let interp = c.interpolation();
         geometry::warp_perspective(
             &c.input("src").image(),
             &matrix::<3>(c),
             c.usize("width"),
             c.usize("height"),
-            c.interpolation(),
+            interp,
             c.border(),
             &mut dst,
         )
         .map_err(|e| e.to_string())?;
-        compare_image(&dst, c.output("dst"), 1.0)
+        let how = match interp {
+            Interpolation::Nearest => Match::Exact,
+            _ => Match::Rounding,
+        };
+        compare_image(&dst, c.output("dst"), how)
     });
 }
 
@@ -529,7 +565,7 @@ fn box_blur() {
             &mut dst,
         )
         .map_err(|e| e.to_string())?;
-        compare_image(&dst, c.output("dst"), 0.0)
+        compare_image(&dst, c.output("dst"), Match::Exact)
     });
 }
 
@@ -546,7 +582,7 @@ fn gaussian_blur() {
             &mut dst,
         )
         .map_err(|e| e.to_string())?;
-        compare_image(&dst, c.output("dst"), 1.0)
+        compare_image(&dst, c.output("dst"), Match::Exact)
     });
 }
 
@@ -567,7 +603,7 @@ fn median_blur() {
         let mut dst = Image::new(0, 0, 1);
         filter::median_blur(&c.input("src").image(), c.usize("ksize"), &mut dst)
             .map_err(|e| e.to_string())?;
-        compare_image(&dst, c.output("dst"), 0.0)
+        compare_image(&dst, c.output("dst"), Match::Exact)
     });
 }
 
@@ -579,7 +615,7 @@ fn compare_i16(got: &Image<i16>, want: &Array) -> Result<(), String> {
             got.height, got.width, got.channels
         ));
     }
-    compare(&got.data, &want.i16(), 0.0)
+    compare(&got.data, &want.i16(), Match::Exact)
 }
 
 #[test]
@@ -628,6 +664,6 @@ fn canny() {
             &mut dst,
         )
         .map_err(|e| e.to_string())?;
-        compare_image(&dst, c.output("dst"), 0.0)
+        compare_image(&dst, c.output("dst"), Match::Exact)
     });
 }
