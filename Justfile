@@ -53,13 +53,26 @@ snapshot: (fetch "yolox_nano.onnx" "yunet_n_320_320.onnx" "images/astronaut.png"
 
 # The whole test suite, as CI runs it: host, aarch64 under qemu-user, its package, the emulated boards.
 test: test-host (test-arm "aarch64-unknown-linux-gnu") (test-package "arm64") qemu-camera qemu-systemd
+    @{{ just_executable() }} isa-skips
+
+# The instruction-set paths the last host and qemu-user test runs skipped (the CPU lacked them), with their count.
+isa-skips *LOGS="host aarch64-unknown-linux-gnu":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    logs=()
+    for name in {{ LOGS }}; do logs+=("${CARGO_TARGET_DIR:-target}/test-logs/$name.log"); done
+    awk '/^ISA path skipped: / { f = FILENAME; sub(".*/", "", f); sub("[.]log$", "", f) }
+      /^ISA path skipped: / && !seen[f $0]++ { print f ": " $0; n++ }
+      END { print n + 0 " ISA paths skipped (not run on these CPUs)" }' "${logs[@]}"
 
 # The host suite: formatting, lints, every workspace test, the deployment manifests.
 test-host: setup fixtures
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
-    cargo test --workspace
+    mkdir -p "${CARGO_TARGET_DIR:-target}/test-logs"
+    cargo test --workspace 2>&1 | tee "${CARGO_TARGET_DIR:-target}/test-logs/host.log"
     tests/deploy.sh
+    @{{ just_executable() }} isa-skips host
 
 # Criterion benchmarks (release builds) and the side-by-side reference timings.
 bench:

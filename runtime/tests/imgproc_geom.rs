@@ -10,6 +10,8 @@ use ocelli::imgproc::edges;
 use ocelli::imgproc::filter::{self, Border};
 use ocelli::imgproc::geometry::{self, Fit, Interpolation, Normalize, Placement, Preprocess};
 use serde_json::Value;
+
+mod isa;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -210,6 +212,13 @@ fn check(op: &str, body: impl Fn(&Case) -> Result<(), String>) {
             })
             .collect()
     };
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx2 = false;
+    if !avx2 {
+        isa::skipped("imgproc_geom AVX2 row kernels", "AVX2");
+    }
     let mut failures = run("dispatched");
     failures.extend(filter::portable_kernels(|| run("portable")));
     assert!(

@@ -4,6 +4,8 @@
 
 use std::sync::OnceLock;
 
+mod isa;
+
 use ocelli::imgproc::Image;
 use ocelli::imgproc::bitmask::{self, BitMask};
 use ocelli::imgproc::morph::{
@@ -521,9 +523,16 @@ macro_rules! per_simd {
 
             fn simd() -> Option<Simd> {
                 let simd = $simd;
+                let path = concat!("imgproc_morph::", stringify!($name));
                 if !simd.is_available() {
-                    eprintln!("{simd:?} is not available on this CPU: not tested here");
+                    isa::skipped(path, &format!("{simd:?}"));
                     return None;
+                }
+                if stringify!($name) == "avx512" && !vbmi2() {
+                    isa::skipped(
+                        concat!("imgproc_morph::", stringify!($name), " VBMI2 funnel shifts"),
+                        "AVX-512 VBMI2",
+                    );
                 }
                 Some(simd)
             }
@@ -592,6 +601,15 @@ macro_rules! per_simd {
             }
         }
     )*};
+}
+
+/// Whether the bit-packed kernels' AVX-512 path uses VBMI2 funnel shifts here.
+fn vbmi2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512vbmi2")
+        && std::arch::is_x86_feature_detected!("avx512vl");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// Runs `f` as it is.
