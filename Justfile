@@ -15,7 +15,7 @@ default:
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    pkgs=(libclang-dev curl systemd mosquitto)
+    pkgs=(libclang-dev curl systemd mosquitto openssl)
     missing=()
     for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
     if [ ${#missing[@]} -gt 0 ]; then

@@ -1,5 +1,6 @@
 //! The MQTT output against a real mosquitto started on loopback, and the HTTP endpoint scraped
-//! with curl. Needs the Debian packages `mosquitto` and `curl` (`just setup` installs them).
+//! with curl. Needs the Debian packages `mosquitto`, `curl` and `openssl` (`just setup` installs
+//! them).
 
 #[path = "../../tests/support.rs"]
 mod support;
@@ -51,12 +52,17 @@ struct Broker {
 
 impl Broker {
     fn new(dir: &Path) -> Self {
+        Self::with(dir, "")
+    }
+
+    /// A broker whose config also has `extra` (more listeners).
+    fn with(dir: &Path, extra: &str) -> Self {
         let port = free_port();
         let dir = dir.join("broker");
         std::fs::create_dir_all(&dir).unwrap();
         let conf = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
-             persistence_location {}/\nmax_queued_messages 100000\nlog_dest file {}/log\n",
+             persistence_location {}/\nmax_queued_messages 100000\nlog_dest file {}/log\n{extra}",
             dir.display(),
             dir.display()
         );
@@ -569,10 +575,162 @@ fn metrics_count_every_frame_in_cumulative_histograms_and_the_frame_is_a_jpeg() 
     assert_eq!(pixels.len(), 64 * 48 * 3);
     assert_eq!(ocelli.get("/healthz"), (200, b"ok\n".to_vec()));
     assert_eq!(ocelli.get("/nothing").0, 404);
+
+    // The camera stays away: /healthz turns 503 once no frame came for 10 s (STALE), not before.
+    let healthy = Instant::now();
+    wait_for(30, "/healthz to answer 503", || {
+        ocelli.get("/healthz").0 == 503
+    });
+    assert_eq!(
+        ocelli.get("/healthz"),
+        (503, b"no frame processed recently\n".to_vec())
+    );
+    let after = healthy.elapsed();
+    assert!(
+        after >= ocelli::emit::http::STALE / 2,
+        "unhealthy {after:?} after the last healthy answer, before 10 s without a frame"
+    );
 }
 
 #[test]
 fn the_http_endpoint_listens_on_loopback_unless_configured() {
     let config: ocelli::emit::HttpConfig = toml::from_str("").unwrap();
     assert!(config.listen.ip().is_loopback(), "{config:?}");
+}
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new(tool("openssl"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed CA in `dir` as `{name}.pem` and `{name}.key`.
+fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            &format!("/CN=ocelli test {name}"),
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+        ],
+    );
+    dir.join(pem)
+}
+
+/// MQTT over TLS to a mosquitto TLS listener with certificates made here: ocelli refuses the
+/// broker when its `ca_file` is another CA, and delivers every frame when it is the broker's.
+#[test]
+fn tls_delivers_to_a_broker_the_ca_vouches_for_and_refuses_another() {
+    let dir = scratch("tls");
+    let pki = dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let ca = make_ca(&pki, "ca");
+    let other_ca = make_ca(&pki, "other-ca");
+    // The broker's certificate, for the address ocelli dials (rustls checks the IP SAN).
+    std::fs::write(pki.join("san.ext"), "subjectAltName = IP:127.0.0.1\n").unwrap();
+    openssl(
+        &pki,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "broker.key",
+            "-out",
+            "broker.csr",
+        ],
+    );
+    openssl(
+        &pki,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "broker.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "broker.pem",
+        ],
+    );
+    let tls_port = free_port();
+    let mut broker = Broker::with(
+        &dir,
+        &format!(
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            ca.display(),
+            pki.join("broker.pem").display(),
+            pki.join("broker.key").display()
+        ),
+    );
+    broker.start();
+    wait_for(10, "the TLS listener", || {
+        TcpStream::connect((Ipv4Addr::LOCALHOST, tls_port)).is_ok()
+    });
+    let sub = Subscriber::start(broker.port, "sub-tls");
+    let tls = |ca: &Path| format!("tls = {{ ca_file = {ca:?} }}");
+
+    let wrong_dir = dir.join("wrong-ca");
+    std::fs::create_dir_all(&wrong_dir).unwrap();
+    let wrong = Ocelli::start(&wrong_dir, "run", tls_port, "fps = 50", &tls(&other_ca), "");
+    wait_for(30, "the connection refused", || {
+        wrong.stderr().contains("mqtt:")
+    });
+    let refused = wrong.stderr();
+    assert!(
+        refused.to_lowercase().contains("certificate") || refused.contains("UnknownIssuer"),
+        "refused for another reason: {refused}"
+    );
+    assert!(
+        wrong.metric("ocelli_mqtt_connects_total") == Some(0.0),
+        "connected with the wrong CA: {refused}"
+    );
+    wrong.sigkill();
+    assert!(sub.messages().is_empty(), "{:?}", sub.messages());
+
+    let ocelli = Ocelli::start(
+        &dir,
+        "run",
+        tls_port,
+        "fps = 50\nframes = 40",
+        &tls(&ca),
+        "",
+    );
+    ocelli.wait(60);
+    wait_for(20, "40 frames over TLS", || sub.frame_ids().len() >= 40);
+    assert_eq!(sub.frame_ids(), (0..40).collect::<Vec<_>>());
+    assert_eq!(sub.statuses().first().map(String::as_str), Some("online"));
 }
