@@ -307,10 +307,11 @@ fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Runs YOLOX-Nano on `source` with the `imaging` tables added, and returns the JSON lines.
-fn run_with_imaging(dir: &Path, imaging: &str, source: &Path) -> Vec<serde_json::Value> {
+/// Runs YOLOX-Nano on `source` with `detector` keys and the `imaging` tables added, and returns
+/// the JSON lines.
+fn run_yolox(dir: &Path, detector: &str, imaging: &str, source: &Path) -> Vec<serde_json::Value> {
     let jsonl = dir.join("out.jsonl");
-    let config = yolox_config(dir, "", source);
+    let config = yolox_config(dir, detector, source);
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "[output]\n",
         &format!("\n{imaging}\n[output]\njsonl = {jsonl:?}\n"),
@@ -350,7 +351,7 @@ fn motion_gate_skips_still_frames_and_runs_on_change() {
     }
     ocelli::overlay::save_png(&photo, &frames.join("c.png")).unwrap();
     let extra = "[imaging.motion]\nthreshold = 25\nmin_area = 0.01\n";
-    let lines = run_with_imaging(&dir, extra, &frames);
+    let lines = run_yolox(&dir, "", extra, &frames);
     assert_eq!(lines.len(), 3, "{lines:?}");
     for still in &lines[..2] {
         assert_eq!(still["inference"], "skipped", "{still}");
@@ -391,13 +392,45 @@ fn motion_gate_skips_still_frames_and_runs_on_change() {
     );
 }
 
+/// A labels file, named relative to the config, names the classes in the stream: line n + 1 for
+/// class n, surrounding whitespace and a trailing blank line ignored.
+#[test]
+fn labels_from_a_file_name_the_detections() {
+    let dir = scratch("labels-file");
+    let names: Vec<String> = (0..80)
+        .map(|i| match i {
+            41 => "  mug ".to_string(),
+            _ => format!("class-{i}"),
+        })
+        .collect();
+    write(&dir, "names.txt", &(names.join("\n") + "\n\n"));
+    let lines = run_yolox(
+        &dir,
+        "labels = \"names.txt\"",
+        "",
+        &cached("images/coffee.png"),
+    );
+    let detections = lines[0]["detections"].as_array().unwrap();
+    assert!(
+        detections
+            .iter()
+            .any(|d| d["class_id"] == 41 && d["label"] == "mug"),
+        "no cup labelled from the file: {}",
+        lines[0]
+    );
+    for d in detections {
+        let id = d["class_id"].as_u64().unwrap() as usize;
+        assert_eq!(d["label"], names[id].trim(), "{d}");
+    }
+}
+
 #[test]
 fn rectified_region_is_what_the_detector_sees() {
     let dir = scratch("rectify");
     // The table around the cup on coffee.png, slightly skewed, warped to an upright 400×320 image.
     let extra =
         "[imaging.rectify]\nquad = [[90, 0], [500, 0], [510, 380], [80, 390]]\nsize = [400, 320]\n";
-    let lines = run_with_imaging(&dir, extra, &cached("images/coffee.png"));
+    let lines = run_yolox(&dir, "", extra, &cached("images/coffee.png"));
     assert_eq!(
         (lines[0]["width"].as_u64(), lines[0]["height"].as_u64()),
         (Some(400), Some(320))
