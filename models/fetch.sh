@@ -18,7 +18,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --cache) cache=$2; shift 2 ;;
     --mirror) mirror=$2; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) names+=("$1"); shift ;;
   esac
 done
