@@ -4,8 +4,10 @@
 # usage: models/fetch.sh [--cache DIR] [--mirror DIR] [NAME...]
 #   NAME: a file from models/sources.tsv (e.g. yolox_nano.onnx, images/coffee.png); none = all.
 # A local mirror (default: ../shared/models beside the repository, or $OCELLI_MODEL_MIRROR) is used
-# first; otherwise each file comes from its pinned public source. Files already in the cache with
-# the right checksum are kept. Exit status 1 names every file that could not be had.
+# first, for speed and offline use; otherwise each file comes from its pinned public source.
+# Generated files (arch/: random-weight architectures) are written by their script (python3 with
+# numpy and onnx), again whenever the script changes. Files already in the cache with the right
+# checksum are kept. Exit status 1 names every file that could not be had.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 sources=${OCELLI_MODEL_SOURCES:-$here/sources.tsv}
@@ -16,7 +18,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --cache) cache=$2; shift 2 ;;
     --mirror) mirror=$2; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) names+=("$1"); shift ;;
   esac
 done
@@ -48,6 +50,21 @@ while IFS=$'\t' read -r file sha source; do
   if [ ${#names[@]} -gt 0 ] && ! printf '%s\n' "${names[@]}" | grep -qxF "$file"; then continue; fi
   dest=$cache/$file
   mkdir -p "$(dirname "$dest")"
+  if [[ $source == generated:* ]]; then
+    # No checksum: the test suite checks their structure, not their bytes. The stamp beside
+    # each file holds the generating script's sha256.
+    script=$here/${source#generated:}
+    stamp=$(sha256sum "$script" 2>/dev/null | cut -d' ' -f1) || stamp=""
+    if [ -n "$stamp" ] && [ -f "$dest" ] && [ "$(cat "$dest.from" 2>/dev/null)" = "$stamp" ]; then continue; fi
+    if [ -n "$stamp" ] && python3 "$script" "$(dirname "$dest")" "$(basename "$dest")"; then
+      echo "$stamp" > "$dest.from"
+      echo "fetch: $file <- $script" >&2
+    else
+      echo "fetch: $file: its generator $script failed or is missing (needs python3, numpy, onnx)." >&2
+      failed+=("$file")
+    fi
+    continue
+  fi
   if sha_ok "$dest" "$sha"; then continue; fi
   tmp=$dest.part
   got=""

@@ -770,3 +770,77 @@ proptest! {
         }
     }
 }
+
+/// The arch/ models are generated (models/arch.py), not downloaded: each keeps the layer
+/// shapes and the I/O contract of Ultralytics' own ONNX export of the same architecture. The
+/// fingerprints are those of Ultralytics' exports: convolutions, their weights, how many have
+/// stride 2, are grouped (depthwise), are 7×7.
+#[test]
+fn arch_models_have_the_ultralytics_structure() {
+    use tract_onnx::pb::NodeProto;
+    use tract_onnx::prelude::Framework;
+    type Outputs = &'static [&'static [usize]];
+    let cases: [(&str, Family, Outputs, [usize; 5]); 5] = [
+        (
+            "yolov8n_320",
+            Family::Yolov8,
+            &[&[1, 84, 2100]],
+            [64, 3146176, 7, 0, 0],
+        ),
+        (
+            "yolo11n_320",
+            Family::Yolov8,
+            &[&[1, 84, 2100]],
+            [88, 2607984, 7, 7, 0],
+        ),
+        (
+            "yolov10n-e2e_320",
+            Family::Yolov10,
+            &[&[1, 300, 6]],
+            [83, 2290288, 7, 13, 1],
+        ),
+        (
+            "yolov8n-seg_320",
+            Family::Yolov8Seg,
+            &[&[1, 116, 2100], &[1, 32, 80, 80]],
+            [77, 3398080, 8, 0, 0],
+        ),
+        (
+            "yolov8n-pose_320",
+            Family::Yolov8Pose,
+            &[&[1, 56, 2100]],
+            [73, 3284110, 7, 0, 0],
+        ),
+    ];
+    for (name, family, outputs, expected) in cases {
+        let path = model_path(&format!("arch/{name}.onnx"));
+        let proto = tract_onnx::onnx().proto_model_for_path(&path).unwrap();
+        let graph = proto.graph.unwrap();
+        let size = |name: &str| {
+            let t = graph.initializer.iter().find(|t| t.name == name);
+            t.map_or(0, |t| t.dims.iter().product::<i64>() as usize)
+        };
+        let attr = |n: &NodeProto, key: &str, want: fn(&[i64], i64) -> bool| {
+            n.attribute
+                .iter()
+                .any(|a| a.name == key && want(&a.ints, a.i))
+        };
+        let mut found = [0; 5];
+        for n in graph.node.iter().filter(|n| n.op_type.starts_with("Conv")) {
+            found[0] += 1;
+            found[1] += size(&n.input[1]);
+            found[2] += usize::from(attr(n, "strides", |s, _| s[0] == 2));
+            found[3] += usize::from(attr(n, "group", |_, g| g > 1));
+            found[4] += usize::from(attr(n, "kernel_shape", |k, _| k[0] == 7));
+        }
+        assert_eq!(
+            found, expected,
+            "{name}: convolutions, their weights, stride 2, grouped, 7×7"
+        );
+        let (_, info) = load_plan(&path, None).unwrap();
+        assert_eq!(info.input_shape, [1, 3, 320, 320], "{name}: input");
+        let shapes: Vec<&[usize]> = info.outputs.iter().map(|o| o.shape.as_slice()).collect();
+        assert_eq!(shapes, outputs, "{name}: outputs");
+        assert_eq!(info.family.map(|f| f.0), Ok(family), "{name}: family");
+    }
+}

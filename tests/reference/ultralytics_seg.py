@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Reference masks and keypoints for the yolov8-seg and yolov8-pose decoders.
+"""Reference detections, masks and keypoints for the Ultralytics decoders: yolov8 (YOLOv8,
+YOLO11), yolov10, yolov8-seg and yolov8-pose.
 
 Run from the repository root (needs numpy, onnx, onnxruntime, opencv-python-headless):
 
@@ -22,8 +23,9 @@ function each comes from:
 
 Synthetic cases (OUTDIR/<case>/): raw outputs built here with known instances (overlapping
 masks, a box over the image border, an instance whose mask is empty, one NMS suppresses,
-keypoints outside the image), a small ONNX model (model.onnx) that outputs them whatever its
-input, and expected.json: decode settings, source size, and per detection class, score, box
+keypoints outside the image; for detection, one NMS suppresses, one of another class in the
+same place, an anchor scoring two classes, and YOLOv10's NMS-free overlapping pair), a small
+ONNX model (model.onnx) that outputs them whatever its input, and expected.json: decode settings, source size, and per detection class, score, box
 (model-input and source pixels), mask as COCO uncompressed RLE in source pixels
 (column-major, clear first), keypoints [x, y, visibility] in source pixels.
 
@@ -284,6 +286,41 @@ def pose_outputs(rng, k=17):
     return [("output0", head(5 + 3 * k, instances))], 1
 
 
+def det_outputs(nc=80):
+    """YOLOv8 / YOLO11 detection head [1, 4+nc, A]: cx, cy, w, h, class scores."""
+    instances = []
+
+    def add(anchor, box, scores):
+        col = np.zeros(4 + nc, np.float32)
+        col[:4] = box
+        for cls, score in scores.items():
+            col[4 + cls] = score
+        instances.append((anchor, col))
+
+    add(300, (160, 150, 120, 140), {0: 0.92})           # a person, centre
+    add(310, (162, 151, 118, 138), {0: 0.90})           # suppressed by the first
+    add(320, (161, 150, 119, 139), {16: 0.88})          # same place, another class: kept
+    add(1200, (20, 60, 70, 90), {2: 0.74})              # over the left and top borders
+    add(1500, (300, 260, 60, 60), {3: 0.40, 7: 0.66})   # best class only
+    add(2000, (60, 200, 30, 30), {5: 0.20})             # below the threshold
+    return [("output0", head(4 + nc, instances))], nc
+
+
+def v10_outputs(k=300):
+    """YOLOv10's end-to-end output [1, k, 6]: x1, y1, x2, y2, score, class, by score."""
+    rows = np.zeros((1, k, 6), np.float32)
+    rows[0, :6] = [
+        (100, 80, 220, 220, 0.92, 0),      # a person
+        (102, 82, 221, 219, 0.90, 0),      # overlaps it: NMS-free, so kept
+        (-15, 15, 55, 105, 0.74, 2),       # over the left border
+        (270, 230, 330, 290, 0.66, 7),     # over the right and bottom
+        (45, 185, 75, 215, 0.20, 5),       # below the threshold
+        (10, 10, 20, 20, 0.05, 9),
+    ]
+    rows[0, 6:, 4] = 0.01  # the rest of the top k: low scores
+    return [("output0", rows)], 80
+
+
 def constant_model(outputs, path):
     """An ONNX model whose outputs are `outputs` whatever its image input."""
     w, h = INPUT
@@ -340,6 +377,22 @@ def pose_case(outdir, case, source_wh, rng):
             for r, b, k in zip(x, boxes, kpts)]
     assert len(dets) == 3, f"{case}: {len(dets)} people, the outputs are built for 3"
     write_case(outdir, case, "yolov8-pose", outputs, nc, source_wh, dets)
+
+
+def det_case(outdir, case, source_wh, end_to_end):
+    if end_to_end:  # non_max_suppression's end-to-end path: rows above conf, no NMS.
+        outputs, nc = v10_outputs()
+        x = outputs[0][1][0]
+        x = x[x[:, 4] > DECODE["score_threshold"]][: DECODE["max_detections"]]
+    else:
+        outputs, nc = det_outputs()
+        x, _ = non_max_suppression(outputs[0][1][0], DECODE["score_threshold"], DECODE["nms_iou"],
+                                   DECODE["class_agnostic"], DECODE["max_detections"], nc)
+    boxes = scale_boxes(INPUT[::-1], x[:, :4], source_wh[::-1])
+    dets = [{"class_id": int(r[5]), "score": float(r[4]), "box_model": r[:4].tolist(),
+             "box_source": b.tolist()} for r, b in zip(x, boxes)]
+    assert len(dets) == 4, f"{case}: {len(dets)} detections, the outputs are built for 4"
+    write_case(outdir, case, "yolov10" if end_to_end else "yolov8", outputs, nc, source_wh, dets)
 
 
 def anchor_grid(size):
@@ -436,6 +489,8 @@ def main():
         name = f"{source_wh[0]}x{source_wh[1]}"
         seg_case(outdir, f"seg_{name}", source_wh, np.random.default_rng(7))
         pose_case(outdir, f"pose_{name}", source_wh, np.random.default_rng(11))
+        det_case(outdir, f"det_{name}", source_wh, end_to_end=False)
+        det_case(outdir, f"v10_{name}", source_wh, end_to_end=True)
     arch_case(outdir, "arch_seg", "arch/yolov8n-seg_320.onnx")
     arch_case(outdir, "arch_pose", "arch/yolov8n-pose_320.onnx")
     # The same architecture at 640 (benches/seg.rs times its inference).
