@@ -344,6 +344,8 @@ impl Pipeline {
         let imaging = Imaging::new(config)?;
         let outputs = Outputs::open(config)?;
         let source = capture::open(&config.source, frame_timeout(config), |p| config.resolve(p))?;
+        // What the camera agreed to, which may differ from what the config asked for.
+        eprintln!("ocelli: source {}", source.describe());
         let socket = bind_socket(config)?;
         let net = NetOutputs::open(config)?;
         Ok(Self {
@@ -536,6 +538,7 @@ impl Pipeline {
                     self.reconnects += 1;
                     self.restored = true;
                     eprintln!("ocelli: camera back after {} attempt(s)", attempt + 1);
+                    eprintln!("ocelli: source {}", self.source.describe());
                     notifier.status("running");
                     return Ok(());
                 }
