@@ -344,8 +344,10 @@ impl Pipeline {
         let imaging = Imaging::new(config)?;
         let outputs = Outputs::open(config)?;
         let source = capture::open(&config.source, frame_timeout(config), |p| config.resolve(p))?;
-        // What the camera agreed to, which may differ from what the config asked for.
-        eprintln!("ocelli: source {}", source.describe());
+        // What a camera agreed to, which may differ from what the config asked for.
+        if matches!(config.source, crate::config::SourceConfig::V4l2 { .. }) {
+            eprintln!("ocelli: source {}", source.describe());
+        }
         let socket = bind_socket(config)?;
         let net = NetOutputs::open(config)?;
         Ok(Self {
