@@ -2,8 +2,8 @@
 # The systemd test on an emulated board: boots Debian 12 arm64 (cross/debian-rootfs.sh) in
 # qemu-system-aarch64 (TCG) with systemd as init and vivid as the camera, installs the arm64
 # .deb built from BINARY with the qemu-virt preset, and runs tests/qemu/systemd-test.sh there:
-# detections read from the socket, a stalled pipeline restarted by the watchdog, broken configs
-# refused on SIGHUP, SIGTERM and purge. tests/qemu/check_systemd.py judges the console log.
+# detections read from the socket, the packaged model finding the face on astronaut.png, a stalled
+# pipeline restarted by the watchdog, broken configs refused on SIGHUP, SIGTERM and purge. tests/qemu/check_systemd.py judges the console log.
 #
 # usage: cross/qemu-systemd.sh BINARY
 #   BINARY: ocelli built for aarch64-unknown-linux-gnu (`just cross aarch64-unknown-linux-gnu`)
@@ -28,7 +28,7 @@ image=$("$root/cross/debian-rootfs.sh")
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 model=$(sed -n 's|^model = "\.\./models/cache/\(.*\)"|\1|p' "$root/board-configs/$preset.toml")
-"$root/models/fetch.sh" "$model" >/dev/null
+"$root/models/fetch.sh" "$model" images/astronaut.png >/dev/null
 deb=$("$root/packaging/build-deb.sh" arm64 "$binary" "$preset" | awk '{print $1}')
 
 # The initramfs: busybox, the virtio disk and ext4 modules in load order, and the payload.
@@ -42,7 +42,8 @@ done
 cp "$root/tests/qemu/boot-root.sh" "$stage/init"
 mv "$deb" "$stage/payload/ocelli.deb"
 aarch64-linux-gnu-gcc -static -O2 -o "$stage/payload/sockcat" "$root/tests/qemu/sockcat.c"
-cp "$root/tests/qemu/systemd-test.sh" "$root/tests/qemu/ocelli-qemu-test.service" "$stage/payload/"
+cp "$root/tests/qemu/systemd-test.sh" "$root/tests/qemu/ocelli-qemu-test.service" \
+  "$root/models/cache/images/astronaut.png" "$stage/payload/"
 (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1 > "$cache/systemd-initramfs.cpio.gz")
 echo "qemu-systemd: image $(du -h --apparent-size "$image" | cut -f1) ($(du -h "$image" | cut -f1) used), initramfs $(du -h "$cache/systemd-initramfs.cpio.gz" | cut -f1), kernel $kver"
 

@@ -9,7 +9,9 @@ received between `==== ocelli-frames FORMAT begin` and `==== ocelli-frames FORMA
 run=RC`; the `reconnect` block streamed YUYV through a camera loss. Each block must have: both
 exit statuses 0; at least N lines, every one valid against the schema; N frame lines (no client
 fell behind) of the requested size on which the
-detector ran; frame ids rising by one and capture timestamps rising. The `reconnect` block must
+detector ran; frame ids rising by one and capture timestamps rising; the format the camera agreed
+to (`ocelli: source` in the run's log before the block) the one asked for, and every frame of its
+size. The `reconnect` block must
 also report the loss with `source` notices and carry frames before and after it, the first after
 it with reconnects 1 and a source_restored event. The `==== ocelli-record` line must show
 `ocelli record` exiting 0 with three PNG files of the expected size. Prints one summary line per block;
@@ -24,6 +26,8 @@ import sys
 import jsonschema
 
 END = re.compile(r"==== ocelli-frames (\S+) end client=(\d+) run=(\d+)")
+# `ocelli run` logs what the camera agreed to, on opening and on reopening it.
+SOURCE = re.compile(r"\s*ocelli: source (\S+) (\d+)x(\d+) (\S{4})")
 
 
 def blocks(log):
@@ -39,6 +43,39 @@ def blocks(log):
         elif current:
             lines.append(line)
     return found
+
+
+def negotiated(log):
+    """{format: (width, height, fourcc)}: the last format the camera agreed to before each block
+    (init.sh prints a run's stderr before its block)."""
+    found, last = {}, None
+    for raw in log.splitlines():
+        line = raw.rstrip("\r")
+        if m := SOURCE.fullmatch(line):
+            last = (int(m[2]), int(m[3]), m[4])
+        elif line.startswith("==== ocelli-frames ") and line.endswith(" begin"):
+            found[line.split()[2]], last = last, None
+    return found
+
+
+def check_negotiated(lines, agreed, fourcc):
+    """The failures of a stream against what its camera agreed to: the format asked for, and
+    every frame of the agreed size."""
+    if agreed is None:
+        return ["no `ocelli: source` line before the block: the negotiated format is unknown"]
+    width, height, got = agreed
+    errors = [] if got == fourcc else [f"the camera agreed to {got}, not the {fourcc} asked for"]
+    sizes = set()
+    for line in lines:
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # reported by check_format
+        if msg.get("type") == "frame":
+            sizes.add((msg["width"], msg["height"]))
+    if sizes - {(width, height)}:
+        errors.append(f"frame sizes {sorted(sizes)}, the camera agreed to {width}x{height}")
+    return errors
 
 
 def schema_errors(validator, msg):
@@ -171,7 +208,7 @@ def main():
     size = tuple(int(v) for v in args.size.split("x")) if args.size else None
     with open(args.log, encoding="utf-8", errors="replace") as f:
         log = f.read()
-    found = blocks(log)
+    found, agreed = blocks(log), negotiated(log)
 
     failures = 0
     errors, summary = check_record(log, size)
@@ -185,6 +222,8 @@ def main():
             failures += 1
             continue
         errors, summary = check_format(*found[fmt], validator, args.frames, size)
+        # The reconnect block streams the preset's format, YUYV.
+        errors += check_negotiated(found[fmt][0], agreed.get(fmt), "YUYV" if fmt == "reconnect" else fmt)
         if fmt == "reconnect":
             errors += check_reconnect(found[fmt][0])
         print(f"{fmt}: {'FAIL' if errors else 'ok'}: {summary}")

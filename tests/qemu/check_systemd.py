@@ -5,7 +5,8 @@ usage: python3 tests/qemu/check_systemd.py --schema docs/schema/frame.schema.jso
 
 tests/qemu/systemd-test.sh printed `==== ocelli-fact NAME VALUE` observations and, after each
 step, the socket lines it read (blocks as in check.py). This checks that the package installed
-and started the hardened service, that detections streamed after every step, that the watchdog
+and started the hardened service, that the installed binary and model find the face on
+astronaut.png, that detections streamed after every step, that the watchdog
 restarted a stalled pipeline, that broken configs were refused on SIGHUP while the same process
 kept streaming, that SIGTERM stopped it cleanly and that a purge left nothing. Prints one line per
 check; exit status 1 if any failed.
@@ -23,11 +24,41 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from check import blocks, check_format  # noqa: E402
 
 FACT = re.compile(r"==== ocelli-fact (\S+) ?(.*)")
+PHOTO = re.compile(r"==== ocelli-photo begin\r?\n(.*?)==== ocelli-photo end rc=(\d+)", re.S)
+# UltraFace slim's face on astronaut.png (512x512) by its authors' postprocessing on onnxruntime,
+# with the qemu-virt preset's preprocessing (tests/reference/detectors.py): the board's must
+# overlap it with an IoU of at least 0.9.
+FACE = (178.2, 62.4, 272.8, 173.5)
 STEPS = ["installed", "restarted", "reload-syntax", "reload-missing-model"]
 BROKEN = ["syntax", "missing-model"]
 
 
-def checks(facts, streams, validator, want):
+def iou(a, b):
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def check_photo(text, validator):
+    """(passed, detail): the installed package's run on astronaut.png found the face."""
+    m = PHOTO.search(text)
+    if not m:
+        return False, "no complete ocelli-photo block"
+    lines, rc = [l for l in m[1].splitlines() if l.strip()], int(m[2])
+    frames = [json.loads(l) for l in lines if '"type":"frame"' in l]
+    errors = [e.message for f in frames for e in validator.iter_errors(f)]
+    faces = [d for f in frames for d in f["detections"] if d["label"] == "face"]
+    best = max((iou(d["box"], FACE) for d in faces), default=0.0)
+    ok = rc == 0 and len(frames) == 1 and len(faces) == 1 and best >= 0.9 and not errors
+    detail = f"exit status {rc}, {len(frames)} frame(s), {len(faces)} face(s)"
+    if faces:
+        detail += f" at {faces[0]['box']} score {faces[0]['score']:.3f}, IoU {best:.3f} with {list(FACE)}"
+    return ok, "; ".join([detail] + errors[:3])
+
+
+def checks(facts, streams, photo, validator, want):
     """(name, passed, detail) for every claim the test makes."""
     f = facts.get
     out = [
@@ -38,6 +69,7 @@ def checks(facts, streams, validator, want):
         ("socket 0660 for the video group", f("socket_mode") == "660 video", f"socket {f('socket_mode')}"),
         ("runs as its dynamic user", f("user") not in (None, "", "root"), f"user {f('user')}"),
     ]
+    out.append(("the packaged model finds the face on astronaut.png", *photo))
     first_ids = {}
     for step in STEPS:
         if step not in streams:
@@ -96,7 +128,7 @@ def main():
         if m := FACT.fullmatch(line.rstrip("\r")):
             facts[m[1]] = m[2]
     failed = 0
-    for name, ok, detail in checks(facts, blocks(text), validator, args.frames):
+    for name, ok, detail in checks(facts, blocks(text), check_photo(text, validator), validator, args.frames):
         print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
         failed += not ok
     sys.exit(1 if failed else 0)

@@ -5,6 +5,8 @@
 #   ==== ocelli-fact NAME VALUE                         one observation
 #   ==== ocelli-frames STEP begin / ... / end client=RC run=RC
 #                                                       socket lines read after STEP (run=0: active)
+#   ==== ocelli-photo begin / ... / end rc=RC           the lines of the installed package run
+#                                                       on astronaut.png
 #   ==== ocelli-journal begin / ... / end               the service's journal
 # Kernel command line: ocelli.frames=N lines per step.
 set -u
@@ -67,6 +69,18 @@ fact socket_mode "$(stat -c '%a %G' "$socket" 2>/dev/null)"
 fact user "$(ps -o user= -p "$(prop MainPID)")"
 systemctl is-active --quiet "$unit" || { journal; exit 1; }
 stream installed
+
+# The installed binary and packaged model on a photo: the installed config with the photo as
+# its source and the lines printed, for check_systemd.py to find the astronaut's face.
+awk '/^\[/ { skip = ($0 == "[source]" || $0 == "[output]") } !skip' "$config" > /tmp/photo.toml
+printf '\n[source]\nkind = "images"\npath = "%s"\n\n[output]\nprint = true\n' \
+  "$here/astronaut.png" >> /tmp/photo.toml
+timeout 300 /usr/bin/ocelli run /tmp/photo.toml > /tmp/photo.jsonl 2> /tmp/photo.err
+photo_rc=$?
+sed 's/^/    /' /tmp/photo.err
+echo "==== ocelli-photo begin"
+cat /tmp/photo.jsonl
+echo "==== ocelli-photo end rc=$photo_rc"
 
 # A stalled pipeline: the frame loop stops sending WATCHDOG=1, systemd kills and restarts it.
 stalled=$(prop MainPID)

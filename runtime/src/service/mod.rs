@@ -344,6 +344,10 @@ impl Pipeline {
         let imaging = Imaging::new(config)?;
         let outputs = Outputs::open(config)?;
         let source = capture::open(&config.source, frame_timeout(config), |p| config.resolve(p))?;
+        // What a camera agreed to, which may differ from what the config asked for.
+        if matches!(config.source, crate::config::SourceConfig::V4l2 { .. }) {
+            eprintln!("ocelli: source {}", source.describe());
+        }
         let socket = bind_socket(config)?;
         let net = NetOutputs::open(config)?;
         Ok(Self {
@@ -536,6 +540,7 @@ impl Pipeline {
                     self.reconnects += 1;
                     self.restored = true;
                     eprintln!("ocelli: camera back after {} attempt(s)", attempt + 1);
+                    eprintln!("ocelli: source {}", self.source.describe());
                     notifier.status("running");
                     return Ok(());
                 }
