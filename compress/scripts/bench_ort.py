@@ -101,11 +101,13 @@ def bench(model, args):
     tract = Tract(args.bin, [model, work(".opt.onnx"), work(".int8.onnx")], args.threads,
                   work(".input.f32"))
     name = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).get_inputs()[0].name
+    # Each variant's thread counts run back to back: their ratio is the one load hits hardest.
     timers = {}
-    for t_ix, t in enumerate(args.threads):
-        for v_ix, v in enumerate(TRACT):
+    for v_ix, v in enumerate(TRACT):
+        for t_ix, t in enumerate(args.threads):
             timers[(v, t)] = lambda i=v_ix * len(args.threads) + t_ix: tract.time(i)
-        for v, path in zip(ORT, (model, qdq)):
+    for v, path in zip(ORT, (model, qdq)):
+        for t in args.threads:
             if path != qdq or qdq_error is None:
                 timers[(v, t)] = ort_timer(path, t, name, x)
     print(f"bench-ort: {stem}: {len(timers)} runs x {args.rounds} rounds, taking turns",
@@ -176,8 +178,9 @@ def table(results, models, threads):
     return out, med
 
 
-def chart(med, models, threads, path):
-    fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.5), squeeze=False)
+def chart(med, models, threads, path, title):
+    fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.8), squeeze=False)
+    fig.suptitle(title, fontsize=9)
     width = 0.8 / len(VARIANTS)
     for ax, t in zip(axes[0], threads):
         for i, v in enumerate(VARIANTS):
@@ -211,7 +214,8 @@ def main():
         json.dump({"load_before": load_before, "load_after": load_after, "models": results}, f)
     lines, med = table(results, models, args.threads)
     png = os.path.splitext(args.doc)[0] + ".png"
-    chart(med, models, args.threads, png)
+    chart(med, models, args.threads, png, f"{cpu_model()}; load average {load_before[0]} before, "
+          f"{load_after[0]} after")
     head = [f"{cpu_model()}, {os.cpu_count()} cores; tract-onnx {tract_version()}, onnxruntime "
             f"{ort.__version__}. Load average (1, 5, 15 min) {' '.join(load_before)} before, "
             f"{' '.join(load_after)} after; {args.rounds} rounds after {WARMUP} warm-up, every "
