@@ -46,8 +46,8 @@ class Tract:
     """`ocelli-compress time --serve`: one timed tract run per request, in its own process."""
 
     def __init__(self, binary, models, threads, input_path):
-        cmd = [binary, "time", "--serve", "--threads", *map(str, threads), "--input", input_path,
-               *models]
+        cmd = [binary, "time", "--serve", "--threads", ",".join(map(str, threads)),
+               "--input", input_path, *models]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         ready = self.proc.stdout.readline().split()
         if ready[:1] != ["ready"]:

@@ -84,8 +84,8 @@ enum Command {
         /// (marked "tract ops").
         #[arg(long)]
         tract_ops: bool,
-        /// Time each model at each of these thread counts, as `[board] threads` runs it.
-        #[arg(long, num_args = 1.., default_value = "1")]
+        /// Time each model at each of these thread counts (e.g. 1,2), as `[board] threads` runs it.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
         threads: Vec<usize>,
         /// The input: raw little-endian f32 values of the model's input shape.
         #[arg(long)]
@@ -157,7 +157,7 @@ enum Command {
         tract_ops: bool,
         /// Profile at each of these thread counts (as `[board] threads`), taking turns, and
         /// compare the first with the last per operator kind.
-        #[arg(long, num_args = 1.., default_value = "1")]
+        #[arg(long, value_delimiter = ',', default_value = "1")]
         threads: Vec<usize>,
     },
 }
