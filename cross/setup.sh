@@ -8,7 +8,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=$root/target/qemu
 
 pkgs=(gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross
-      qemu-user-static qemu-system-arm kmod cpio libclang-dev xz-utils zstd e2fsprogs)
+      qemu-user-static qemu-user qemu-system-arm kmod cpio libclang-dev xz-utils zstd e2fsprogs)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # The kernel and busybox for the VM are arm64 packages: apt must know that architecture.

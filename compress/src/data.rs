@@ -27,6 +27,36 @@ pub enum DataError {
     /// The preprocessing could not fit the image into the input (an empty image).
     #[error("{path}: cannot preprocess: {reason}")]
     Preprocess { path: PathBuf, reason: String },
+    /// A raw input tensor that cannot be read, or whose size is not the model input's.
+    #[error("{path}: expected {expected} little-endian f32 values (input {shape:?}): {reason}")]
+    RawTensor {
+        path: PathBuf,
+        shape: [usize; 4],
+        expected: usize,
+        reason: String,
+    },
+}
+
+/// A tensor of `shape` stored as raw little-endian f32 values (the fixtures' `.f32` files).
+pub fn raw_f32_tensor(path: &Path, shape: [usize; 4]) -> Result<Tensor, DataError> {
+    let expected = shape.iter().product::<usize>();
+    let err = |reason: String| DataError::RawTensor {
+        path: path.into(),
+        shape,
+        expected,
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    if bytes.len() != 4 * expected {
+        return Err(err(format!("the file holds {} bytes", bytes.len())));
+    }
+    let values: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(tract_ndarray::Array4::from_shape_vec(shape, values)
+        .expect("sized")
+        .into_tensor())
 }
 
 /// A reference detector's runtime configuration, as its authors' sample runs it

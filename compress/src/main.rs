@@ -84,6 +84,17 @@ enum Command {
         /// (marked "tract ops").
         #[arg(long)]
         tract_ops: bool,
+        /// Time each model at each of these thread counts (e.g. 1,2), as `[board] threads` runs it.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        threads: Vec<usize>,
+        /// The input: raw little-endian f32 values of the model's input shape.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Load, print "ready N", then for each line "I" on stdin run plan I (models in order,
+        /// each at every --threads) once and print its milliseconds: another program (the
+        /// onnxruntime comparison) takes turns with it.
+        #[arg(long)]
+        serve: bool,
     },
     /// Post-training static int8: calibrate on a folder of images, give each convolution the
     /// fastest form tract runs for it, keep float what costs accuracy.
@@ -144,6 +155,10 @@ enum Command {
         /// Keep tract's own int8 ops (QuantizeLinearI8, Im2col) instead of the runtime's fast ones.
         #[arg(long)]
         tract_ops: bool,
+        /// Profile at each of these thread counts (as `[board] threads`), taking turns, and
+        /// compare the first with the last per operator kind.
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        threads: Vec<usize>,
     },
 }
 
@@ -157,6 +172,38 @@ fn memprobe(model: &std::path::Path, image: &std::path::Path, preset: Option<&st
     }
     let out = cmd.output().ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// `time --serve`: one timed run per plan index read from stdin, its milliseconds on stdout.
+fn serve_timings(
+    runs: &[(
+        &measure::Plan,
+        tract_onnx::tract_core::tract_linalg::multithread::Executor,
+    )],
+    input: &tract_onnx::prelude::Tensor,
+) -> anyhow::Result<()> {
+    use std::io::{BufRead, Write};
+    let mut timer = measure::Timer::new(runs, input)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready {}", runs.len())?;
+    out.flush()?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line?;
+        let i: usize = line
+            .trim()
+            .parse()
+            .ok()
+            .filter(|i| *i < runs.len())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "stdin: expected a plan index below {}, got {line:?}",
+                    runs.len()
+                )
+            })?;
+        writeln!(out, "{}", timer.time(i)?)?;
+        out.flush()?;
+    }
+    Ok(())
 }
 
 fn size(v: &Option<Vec<usize>>) -> Option<[usize; 2]> {
@@ -319,6 +366,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             input_size,
             rounds,
             tract_ops,
+            threads,
+            input,
+            serve,
         } => {
             let loaded = models
                 .iter()
@@ -344,33 +394,63 @@ fn run(cli: Cli) -> Result<(), Error> {
             } else {
                 &[true]
             };
-            let runs: Vec<(&PathBuf, &Model, bool)> = models
+            let runs: Vec<(&PathBuf, &Model, bool, usize)> = models
                 .iter()
                 .zip(&loaded)
                 .flat_map(|(p, m)| fast.iter().map(move |f| (p, m, *f)))
+                .flat_map(|(p, m, f)| threads.iter().map(move |t| (p, m, f, *t)))
                 .collect();
             let plans = runs
                 .iter()
-                .map(|(_, m, f)| m.plan_with(shape, *f))
+                .map(|(_, m, f, _)| m.plan_with(shape, *f))
                 .collect::<Result<Vec<_>, _>>()?;
-            let input = pattern_input(shape, 0.0, 1.0);
+            let input = match &input {
+                Some(path) => data::raw_f32_tensor(path, shape)?,
+                None => pattern_input(shape, 0.0, 1.0),
+            };
+            let executors: Vec<_> = threads
+                .iter()
+                .map(|t| (*t, ocelli::service::executor(*t)))
+                .collect();
+            let timed: Vec<_> = runs
+                .iter()
+                .zip(&plans)
+                .map(|((.., t), p)| {
+                    (
+                        p,
+                        executors
+                            .iter()
+                            .find(|(n, _)| n == t)
+                            .expect("listed")
+                            .1
+                            .clone(),
+                    )
+                })
+                .collect();
+            if serve {
+                return serve_timings(&timed, &input).map_err(|e| Error::run(&models[0], &e));
+            }
             eprintln!(
                 "time: {} model(s), {rounds} rounds each, taking turns",
                 plans.len()
             );
-            let times =
-                measure::time_interleaved(&plans.iter().collect::<Vec<_>>(), &input, 3, rounds)
-                    .map_err(|e| Error::run(&models[0], &e))?;
+            let times = measure::time_runs(&timed, &input, 3, rounds)
+                .map_err(|e| Error::run(&models[0], &e))?;
             let base = measure::median(&times[0]);
-            for ((p, _, f), t) in runs.iter().zip(&times) {
-                let m = measure::median(t);
+            for ((p, _, f, t), ts) in runs.iter().zip(&times) {
+                let m = measure::median(ts);
                 println!(
-                    "median {:>8.2} ms  {:>5.2}×   fastest {:>8.2} ms  {}{}",
+                    "median {:>8.2} ms  {:>5.2}×   fastest {:>8.2} ms  {}{}{}",
                     m,
                     m / base,
-                    measure::min(t),
+                    measure::min(ts),
                     p.display(),
-                    if *f { "" } else { " (tract ops)" }
+                    if *f { "" } else { " (tract ops)" },
+                    if threads.len() > 1 {
+                        format!(" ({t} threads)")
+                    } else {
+                        String::new()
+                    }
                 );
             }
             Ok(())
@@ -497,32 +577,57 @@ fn run(cli: Cli) -> Result<(), Error> {
             rounds,
             top,
             tract_ops,
+            threads,
         } => {
             let m = Model::load(&model)?;
             let shape = m.input_shape(size(&input_size))?;
             let plan = m.plan_with(shape, !tract_ops)?;
             let input = pattern_input(shape, 0.0, 1.0);
-            let ops =
-                measure::profile(&plan, &input, rounds).map_err(|e| Error::run(&model, &e))?;
-            let total: f64 = ops.iter().map(|o| o.us).sum();
-            println!(
-                "{}: {:.2} ms per run (sum of operator medians)",
-                model.display(),
-                total / 1e3
-            );
-            println!("{:>9} {:>6}  {:<28} node", "us", "%", "op");
-            for o in ops.iter().take(top) {
+            let executors: Vec<_> = threads
+                .iter()
+                .map(|t| ocelli::service::executor(*t))
+                .collect();
+            let profiles = measure::profile(&plan, &input, rounds, &executors)
+                .map_err(|e| Error::run(&model, &e))?;
+            for (t, ops) in threads.iter().zip(&profiles) {
+                let total: f64 = ops.iter().map(|o| o.us).sum();
                 println!(
-                    "{:>9.0} {:>5.1}%  {:<28} {}",
-                    o.us,
-                    100.0 * o.us / total,
-                    o.op,
-                    o.node
+                    "{}: {:.2} ms per run (sum of operator medians), threads = {t}",
+                    model.display(),
+                    total / 1e3
                 );
+                println!("{:>9} {:>6}  {:<28} node", "us", "%", "op");
+                for o in ops.iter().take(top) {
+                    println!(
+                        "{:>9.0} {:>5.1}%  {:<28} {}",
+                        o.us,
+                        100.0 * o.us / total,
+                        o.op,
+                        o.node
+                    );
+                }
+                println!("by operator kind:");
+                for (op, us, n) in measure::by_op(ops).iter().take(top) {
+                    println!("{us:>9.0} {:>5.1}%  {op:<28} ×{n}", 100.0 * us / total);
+                }
             }
-            println!("by operator kind:");
-            for (op, us, n) in measure::by_op(&ops).iter().take(top) {
-                println!("{us:>9.0} {:>5.1}%  {op:<28} ×{n}", 100.0 * us / total);
+            if let [first, .., last] = &profiles[..] {
+                let (a, b) = (threads[0], threads[threads.len() - 1]);
+                println!("by operator kind, threads = {a} against {b} (taking turns):");
+                println!(
+                    "{:>9} {:>9} {:>8}  op",
+                    format!("us @{a}"),
+                    format!("us @{b}"),
+                    "speed-up"
+                );
+                let at_b = measure::by_op(last);
+                for (op, us, n) in measure::by_op(first).iter().take(top) {
+                    let other = at_b
+                        .iter()
+                        .find(|(o, ..)| o == op)
+                        .map_or(f64::NAN, |x| x.1);
+                    println!("{us:>9.0} {other:>9.0} {:>7.2}×  {op} ×{n}", us / other);
+                }
             }
             Ok(())
         }

@@ -6,6 +6,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{SimpleState, eval};
+use tract_onnx::tract_core::tract_linalg::multithread::{
+    Executor, current_tract_executor, multithread_tract_scope,
+};
 
 pub type Plan = Arc<TypedSimplePlan>;
 
@@ -69,26 +72,59 @@ pub fn min(xs: &[f64]) -> f64 {
     xs.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
-/// Times every plan on `input`, taking turns so that load and frequency changes hit each
-/// alike; returns each plan's run times in milliseconds.
+/// Runs plans one at a time on demand, each on its own executor (thread count), so that a
+/// caller can take turns with runs outside tract (onnxruntime) as well as between plans.
+pub struct Timer<'a> {
+    states: Vec<(TypedSimpleState, Executor)>,
+    input: &'a Tensor,
+}
+
+impl<'a> Timer<'a> {
+    pub fn new(runs: &[(&Plan, Executor)], input: &'a Tensor) -> TractResult<Self> {
+        let states = runs
+            .iter()
+            .map(|(p, e)| Ok((SimpleState::new(p)?, e.clone())))
+            .collect::<TractResult<_>>()?;
+        Ok(Self { states, input })
+    }
+
+    /// Runs plan `i` once; milliseconds.
+    pub fn time(&mut self, i: usize) -> TractResult<f64> {
+        let (state, executor) = &mut self.states[i];
+        let input = tvec!(self.input.clone().into_tvalue());
+        let start = Instant::now();
+        multithread_tract_scope(executor.clone(), || state.run(input))?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    }
+}
+
+/// Times every plan on `input` on tract's current executor, taking turns so that load and
+/// frequency changes hit each alike; returns each plan's run times in milliseconds.
 pub fn time_interleaved(
     plans: &[&Plan],
     input: &Tensor,
     warmup: usize,
     rounds: usize,
 ) -> TractResult<Vec<Vec<f64>>> {
-    let mut states: Vec<_> = plans
-        .iter()
-        .map(|p| SimpleState::new(p))
-        .collect::<TractResult<_>>()?;
-    let mut times = vec![Vec::with_capacity(rounds); plans.len()];
+    let executor = current_tract_executor();
+    let runs: Vec<_> = plans.iter().map(|p| (*p, executor.clone())).collect();
+    time_runs(&runs, input, warmup, rounds)
+}
+
+/// [`time_interleaved`] with each plan on its own executor.
+pub fn time_runs(
+    runs: &[(&Plan, Executor)],
+    input: &Tensor,
+    warmup: usize,
+    rounds: usize,
+) -> TractResult<Vec<Vec<f64>>> {
+    let mut timer = Timer::new(runs, input)?;
+    let mut times = vec![Vec::with_capacity(rounds); runs.len()];
     for round in 0..warmup + rounds {
-        for (s, t) in states.iter_mut().zip(&mut times) {
-            let input = tvec!(input.clone().into_tvalue());
-            let start = Instant::now();
-            s.run(input)?;
+        for (i, t) in times.iter_mut().enumerate() {
+            let ms = timer.time(i)?;
             if round >= warmup {
-                t.push(start.elapsed().as_secs_f64() * 1e3);
+                t.push(ms);
             }
         }
     }
@@ -104,35 +140,50 @@ pub struct OpTime {
     pub us: f64,
 }
 
-/// Per-node times (tract's own operators after optimisation), most expensive first.
-pub fn profile(plan: &Plan, input: &Tensor, rounds: usize) -> TractResult<Vec<OpTime>> {
+/// Per-node times (tract's own operators after optimisation), most expensive first, for each
+/// executor (thread count), the executors taking turns run by run.
+pub fn profile(
+    plan: &Plan,
+    input: &Tensor,
+    rounds: usize,
+    executors: &[Executor],
+) -> TractResult<Vec<Vec<OpTime>>> {
     let mut state = SimpleState::new(plan)?;
-    let mut samples: HashMap<usize, Vec<f64>> = HashMap::new();
+    let mut samples: Vec<HashMap<usize, Vec<f64>>> = vec![HashMap::new(); executors.len()];
     for _ in 0..rounds.max(1) {
-        state.run_plan_with_eval(
-            tvec!(input.clone().into_tvalue()),
-            |ctx, st, node, inputs| {
-                let start = Instant::now();
-                let r = eval(ctx, st, node, inputs);
-                samples
-                    .entry(node.id)
-                    .or_default()
-                    .push(start.elapsed().as_secs_f64() * 1e6);
-                r
-            },
-        )?;
+        for (executor, samples) in executors.iter().zip(&mut samples) {
+            multithread_tract_scope(executor.clone(), || {
+                state.run_plan_with_eval(
+                    tvec!(input.clone().into_tvalue()),
+                    |ctx, st, node, inputs| {
+                        let start = Instant::now();
+                        let r = eval(ctx, st, node, inputs);
+                        samples
+                            .entry(node.id)
+                            .or_default()
+                            .push(start.elapsed().as_secs_f64() * 1e6);
+                        r
+                    },
+                )
+            })?;
+        }
     }
     let model = plan.model();
-    let mut ops: Vec<OpTime> = samples
+    Ok(samples
         .into_iter()
-        .map(|(id, t)| OpTime {
-            node: model.node(id).name.clone(),
-            op: model.node(id).op().name().to_string(),
-            us: median(&t),
+        .map(|samples| {
+            let mut ops: Vec<OpTime> = samples
+                .into_iter()
+                .map(|(id, t)| OpTime {
+                    node: model.node(id).name.clone(),
+                    op: model.node(id).op().name().to_string(),
+                    us: median(&t),
+                })
+                .collect();
+            ops.sort_by(|a, b| b.us.total_cmp(&a.us));
+            ops
         })
-        .collect();
-    ops.sort_by(|a, b| b.us.total_cmp(&a.us));
-    Ok(ops)
+        .collect())
 }
 
 /// Per-node times summed by operator kind, most expensive first.

@@ -50,7 +50,14 @@ fn bad_input_fails_with_one_line() {
     .unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let ultraface = cached("ultraface_version-slim-320.onnx");
-    let cases: [(&str, Vec<String>, &str); 7] = [
+    let short = tmp.join("short.f32");
+    std::fs::write(&short, [0u8; 12]).unwrap();
+    let cases: [(&str, Vec<String>, &str); 8] = [
+        (
+            "raw input of the wrong size",
+            vec!["time".into(), "--input".into(), s(&short), s(&yunet)],
+            "expected 307200 little-endian f32 values (input [1, 3, 320, 320]): the file holds 12 bytes",
+        ),
         (
             "models that take different inputs, timed together",
             vec!["time".into(), s(&yunet), s(&ultraface)],
@@ -120,4 +127,40 @@ fn bad_input_fails_with_one_line() {
         assert!(!out.exists(), "{name}: wrote an output");
     }
     std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// `time --serve` runs the plan each stdin line names (models in order, each at every thread
+/// count), answers with its milliseconds, and refuses an index it does not have.
+#[test]
+fn time_serve_answers_each_request() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ocelli-compress"))
+        .args(["time", "--serve", "--threads", "1,2"])
+        .arg(cached("yunet_n_320_320.onnx"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready 2");
+    for i in [1, 0] {
+        writeln!(stdin, "{i}").unwrap();
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        let ms: f64 = line.trim().parse().unwrap();
+        assert!(ms > 0.0, "plan {i}: {ms} ms");
+    }
+    writeln!(stdin, "2").unwrap();
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("expected a plan index below 2, got \"2\""),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

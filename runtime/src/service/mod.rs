@@ -133,11 +133,17 @@ pub fn serve(config_path: &Path) -> Result<RunSummary, ServiceError> {
 /// Runs tract's matrix products on a pool of `threads` threads, or on the calling thread alone
 /// for 1 (and 0). tract keeps one executor per process.
 pub fn use_threads(threads: usize) {
-    use tract_linalg::multithread::{Executor, set_default_executor};
-    set_default_executor(match threads {
+    tract_linalg::multithread::set_default_executor(executor(threads));
+}
+
+/// The executor [`use_threads`] installs: benchmarks run plans on it to time them as the
+/// service runs them.
+pub fn executor(threads: usize) -> tract_linalg::multithread::Executor {
+    use tract_linalg::multithread::Executor;
+    match threads {
         0 | 1 => Executor::SingleThread,
         n => Executor::multithread_with_name(n, "ocelli-infer"),
-    });
+    }
 }
 
 /// The detectors and the one class table they share in the stream.
