@@ -8,6 +8,8 @@ use std::path::Path;
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Bytes of a labels file: 1 MiB is tens of thousands of labels.
 pub const MAX_LABELS_BYTES: u64 = 1 << 20;
+/// Bytes of a TLS certificate or key file (`[output.mqtt.tls]`): a chain is a few KiB.
+pub const MAX_TLS_FILE_BYTES: u64 = 1 << 20;
 /// Bytes of an ONNX model, checked before tract parses it (and expands it several times over).
 pub const MAX_MODEL_BYTES: u64 = 256 << 20;
 /// Pixels of an image file unless `source.max_pixels` says otherwise: the camera bound,
