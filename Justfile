@@ -112,6 +112,12 @@ fuzz TARGET SECONDS="600":
     nice -n 19 cargo +nightly fuzz run -O --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/fuzz" {{TARGET}} \
       -- -max_total_time={{SECONDS}} -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
+# Peak RSS per board preset (README's board table), then the 20000x20000 PNG refused: time and RSS.
+memory: fetch
+    cargo build -p ocelli
+    nice python3 benches/memory/measure.py "${CARGO_TARGET_DIR:-target}/debug/ocelli"
+    nice python3 benches/memory/measure.py "${CARGO_TARGET_DIR:-target}/debug/ocelli" --bomb
+
 # Soak benchmark: FRAMES synthetic frames through the release binary; docs/soak.csv and docs/soak.png.
 soak FRAMES="200000":
     cargo build --release -p ocelli

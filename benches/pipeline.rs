@@ -52,7 +52,12 @@ fn stages(c: &mut Criterion) {
     };
     let mut detector = Detector::load(&cfg, |p| p.to_path_buf()).unwrap();
     let mut photo = Image::new(0, 0, 3);
-    decode_image(&cache("images/coffee.png"), &mut photo).unwrap();
+    decode_image(
+        &cache("images/coffee.png"),
+        ocelli::limits::DEFAULT_MAX_PIXELS,
+        &mut photo,
+    )
+    .unwrap();
     let mut out = Detections::new();
     // One detect call runs all three stages; each benchmark reports the time of its own stage.
     type Stage = fn(&DetectTimes) -> u64;

@@ -97,7 +97,12 @@ fn masks(c: &mut Criterion) {
     let mut group = c.benchmark_group("seg");
     group.measurement_time(Duration::from_secs(8));
     let mut photo = Image::new(0, 0, 3);
-    decode_image(&cache("images/astronaut.png"), &mut photo).unwrap();
+    decode_image(
+        &cache("images/astronaut.png"),
+        ocelli::limits::DEFAULT_MAX_PIXELS,
+        &mut photo,
+    )
+    .unwrap();
     let mut out = Detections::new();
     let model_640 = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/fixtures/seg/arch_seg_640/model.onnx");

@@ -38,6 +38,24 @@ def jpegs(rng):
         save("mjpeg", f"{w}x{h}-grey", size + buf.tobytes())
 
 
+def image_files(rng):
+    for w, h in [(16, 8), (64, 48)]:
+        img = rng.integers(0, 256, (h, w, 3), np.uint8)
+        for name, ext, params in [
+            ("rgb", ".png", []),
+            ("q90", ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]),
+            ("prog", ".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+        ]:
+            ok, buf = cv2.imencode(ext, img, params)
+            assert ok
+            save("png_file" if ext == ".png" else "jpeg_file", f"{w}x{h}-{name}", buf.tobytes())
+        for name, pixels in [("grey", img[:, :, 0]), ("rgba", np.dstack([img, img[:, :, :1]]))]:
+            ok, buf = cv2.imencode(".png", pixels)
+            save("png_file", f"{w}x{h}-{name}", buf.tobytes())
+        ok, buf = cv2.imencode(".png", img.astype(np.uint16) * 257)
+        save("png_file", f"{w}x{h}-16bit", buf.tobytes())
+
+
 def raw_frames():
     # Header: format index, width, height (u16 LE), stride excess (i16 LE); then the buffer.
     bytes_per_pixel = {0: 2, 1: 1, 2: 1, 3: 3, 4: 3}  # YUYV, NV12 (luma), GREY, RGB, BGR
@@ -106,6 +124,7 @@ def socket_scripts():
 if __name__ == "__main__":
     rng = np.random.default_rng(1)
     jpegs(rng)
+    image_files(rng)
     raw_frames()
     configs()
     models()

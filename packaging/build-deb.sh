@@ -30,6 +30,12 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 install -D -m 0755 "$binary" "$stage/usr/bin/ocelli"
 install -D -m 0644 "$root/packaging/ocelli.service" "$stage/lib/systemd/system/ocelli.service"
+# The preset's memory budget becomes the unit's MemoryMax=, so the kernel enforces what it states.
+memory_mb=$(sed -n 's/^memory_mb = \([0-9]*\).*/\1/p' "$config")
+if [ -n "$memory_mb" ]; then
+  sed -i "/^# below this line by packaging\/build-deb.sh/a MemoryMax=${memory_mb}M" \
+    "$stage/lib/systemd/system/ocelli.service"
+fi
 install -D -m 0644 "$root/README.md" "$stage/usr/share/doc/ocelli/README.md"
 install -D -m 0644 "$root/docs/config.md" "$stage/usr/share/doc/ocelli/config.md"
 install -D -m 0644 "$root/docs/protocol.md" "$stage/usr/share/doc/ocelli/protocol.md"

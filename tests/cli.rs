@@ -288,6 +288,16 @@ fn every_board_preset_passes_check_config() {
     assert!(checked > 0, "no presets in board-configs/");
 }
 
+#[test]
+fn check_config_refuses_a_config_over_its_board_memory() {
+    let dir = scratch("budget");
+    let config = yolox_config(&dir, "", &cached("images/coffee.png"));
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("[board]\nmemory_mb = 32\n\n{text}")).unwrap();
+    let out = ocelli(&["check-config", config.to_str().unwrap()]);
+    assert_one_line_error(&out, &["board.memory_mb: 32 MB", "models", "frame buffers"]);
+}
+
 /// Every line of a JSON-lines output, each checked against the published schema.
 fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
     let schema: serde_json::Value = serde_json::from_str(
@@ -333,7 +343,12 @@ fn coffee_frames(name: &str) -> (PathBuf, PathBuf, ocelli::imgproc::Image) {
     let frames = dir.join("frames");
     std::fs::create_dir_all(&frames).unwrap();
     let mut photo = ocelli::imgproc::Image::new(0, 0, 3);
-    ocelli::capture::decode_image(&cached("images/coffee.png"), &mut photo).unwrap();
+    ocelli::capture::decode_image(
+        &cached("images/coffee.png"),
+        ocelli::limits::DEFAULT_MAX_PIXELS,
+        &mut photo,
+    )
+    .unwrap();
     (dir, frames, photo)
 }
 
@@ -768,7 +783,7 @@ fn an_object_sliding_across_image_files_keeps_its_track_id() {
         .count();
     assert_eq!(shots.len(), entering, "{shots:?}");
     let mut shot = Image::new(0, 0, 3);
-    decode_image(&shots[0], &mut shot).unwrap();
+    decode_image(&shots[0], ocelli::limits::DEFAULT_MAX_PIXELS, &mut shot).unwrap();
     assert_eq!((shot.width, shot.height), (w, h));
     // The framebuffer file holds the last frame, letterboxed to 200×120 at 16 bpp.
     assert_eq!(std::fs::metadata(&fb).unwrap().len(), 200 * 120 * 2);
@@ -936,7 +951,7 @@ fn record_saves_one_frame_in_n_as_png_skips_bad_ones_and_never_overwrites() {
     let mut rgb = ocelli::imgproc::Image::new(0, 0, 3);
     for f in &files {
         assert_eq!(f.extension().unwrap(), "png", "{}", f.display());
-        ocelli::capture::decode_image(f, &mut rgb).unwrap();
+        ocelli::capture::decode_image(f, ocelli::limits::DEFAULT_MAX_PIXELS, &mut rgb).unwrap();
         assert_eq!((rgb.width, rgb.height), (64, 48), "{}", f.display());
     }
     // Only one frame in three is kept: the first recording's ids are 3 apart or more.
@@ -955,4 +970,160 @@ fn record_saves_one_frame_in_n_as_png_skips_bad_ones_and_never_overwrites() {
         blocked.to_str().unwrap(),
     ]);
     assert_one_line_error(&out, &["cannot create the output folder", "config.toml"]);
+}
+
+/// A greyscale PNG of `width`×`height` black pixels, one bit each: 20000×20000 is a small file.
+/// `icc_bytes` of zeros go in as a colour profile, compressed.
+fn black_png(path: &Path, width: u32, height: u32, icc_bytes: usize) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut info = png::Info::with_size(width, height);
+    info.color_type = png::ColorType::Grayscale;
+    info.bit_depth = png::BitDepth::One;
+    info.icc_profile = (icc_bytes > 0).then(|| vec![0; icc_bytes].into());
+    let mut encoder = png::Encoder::with_info(file, info).unwrap();
+    encoder.set_compression(png::Compression::Fast);
+    let mut writer = encoder
+        .write_header()
+        .unwrap()
+        .into_stream_writer()
+        .unwrap();
+    let row = vec![0u8; width.div_ceil(8) as usize];
+    for _ in 0..height {
+        std::io::Write::write_all(&mut writer, &row).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+/// The folder of the limited-memory test: the reference photos, one with a 256 MiB colour
+/// profile, and three bad files. Returns the good photos' sizes and the bad files' names.
+fn photos_and_bombs(dir: &Path) -> (Vec<(u64, u64)>, Vec<&'static str>) {
+    let mut sizes = Vec::new();
+    for entry in std::fs::read_dir(cached("images")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut rgb = ocelli::imgproc::Image::new(0, 0, 3);
+        ocelli::capture::decode_image(&path, ocelli::limits::DEFAULT_MAX_PIXELS, &mut rgb).unwrap();
+        sizes.push((rgb.width as u64, rgb.height as u64));
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    // A valid image whose colour profile inflates to 256 MiB: decoded, the profile skipped.
+    black_png(&dir.join("good-icc-bomb.png"), 64, 48, 256 << 20);
+    sizes.push((64, 48));
+    black_png(&dir.join("bomb-20000.png"), 20000, 20000, 0);
+    // A real JPEG whose frame header (SOF0) declares 65535×65535.
+    let mut jpeg = std::fs::read(cached("images/rocket.jpg")).unwrap();
+    let sof = jpeg.windows(2).position(|w| w == [0xff, 0xc0]).unwrap();
+    jpeg[sof + 5..sof + 9].copy_from_slice(&[0xff; 4]);
+    std::fs::write(dir.join("bomb-65535.jpg"), jpeg).unwrap();
+    let png = std::fs::read(cached("images/coffee.png")).unwrap();
+    std::fs::write(dir.join("truncated.png"), &png[..png.len() / 2]).unwrap();
+    (
+        sizes,
+        vec!["bomb-20000.png", "bomb-65535.jpg", "truncated.png"],
+    )
+}
+
+/// The memory README's board table states for a preset (`[board] memory_mb`).
+fn preset_memory_mb(preset: &str) -> u64 {
+    let text = std::fs::read_to_string(root().join(format!("board-configs/{preset}.toml")));
+    let config: toml::Table = toml::from_str(&text.unwrap()).unwrap();
+    config["board"]["memory_mb"].as_integer().unwrap() as u64
+}
+
+#[test]
+fn the_rpi3_presets_refuse_image_bombs_by_name_within_their_memory_budget() {
+    let dir = scratch("bombs");
+    let photos = dir.join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let (good, bad) = photos_and_bombs(&photos);
+    let emulated = std::env::var_os("OCELLI_TEST_RUNNER").is_some();
+    for preset in ["rpi3-armv7", "rpi3-aarch64"] {
+        let text = std::fs::read_to_string(root().join(format!("board-configs/{preset}.toml")))
+            .unwrap()
+            .replace(
+                "\"../models/cache/",
+                &format!("\"{}/", cached("").display()),
+            );
+        // The preset's board and detectors; photos instead of its camera, a file for its socket.
+        let keep = text
+            .split("\n[")
+            .filter(|s| s.starts_with("board]") || s.starts_with("[detector]]"))
+            .collect::<Vec<_>>()
+            .join("\n[");
+        let jsonl = dir.join(format!("{preset}.jsonl"));
+        let config = write(
+            &dir,
+            &format!("{preset}.toml"),
+            &format!(
+                "[{keep}\n[source]\nkind = \"images\"\npath = {photos:?}\nloop = true\n\n\
+                 [output]\njsonl = {jsonl:?}\n"
+            ),
+        );
+        let limit_mb = preset_memory_mb(preset);
+        let stderr_path = dir.join(format!("{preset}.stderr"));
+        let mut child = if emulated {
+            // The limit would bound the emulator, not Ocelli: the run is checked without it.
+            eprintln!("{preset}: under emulation, run without a memory limit");
+            run_logging_stderr(&config, &stderr_path)
+        } else {
+            // RLIMIT_DATA counts the heap and private mappings as they are made writable, not
+            // the address space glibc's arenas and tract's threads reserve (ulimit -v does).
+            std::process::Command::new("sh")
+                .args(["-c", "ulimit -d $0 && exec \"$1\" run \"$2\""])
+                .arg((limit_mb * 1024).to_string())
+                .arg(env!("CARGO_BIN_EXE_ocelli"))
+                .arg(&config)
+                .stderr(std::fs::File::create(&stderr_path).unwrap())
+                .spawn()
+                .unwrap()
+        };
+        let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        // A second round has begun once the first good photo is seen twice.
+        wait_for(120, &format!("{preset}: two rounds of the folder"), || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "{preset}: exited with {status} under {limit_mb} MB: {}",
+                    stderr()
+                );
+            }
+            lines_in(&jsonl) > 2 * good.len()
+        });
+        let peak_kb = (!emulated).then(|| {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+            let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+            hwm.split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let stderr = stderr();
+        assert!(!stderr.contains("panicked"), "{preset}: {stderr}");
+        let frames = read_jsonl(&jsonl);
+        let mut seen: Vec<(u64, u64)> = frames
+            .iter()
+            .filter(|f| f["type"] == "frame")
+            .map(|f| (f["width"].as_u64().unwrap(), f["height"].as_u64().unwrap()))
+            .collect();
+        seen.sort();
+        seen.dedup();
+        let mut want = good.clone();
+        want.sort();
+        want.dedup();
+        assert_eq!(seen, want, "{preset}: the good photos' sizes");
+        for name in &bad {
+            let line = stderr.lines().find(|l| l.contains(name));
+            assert!(line.is_some(), "{preset}: {name} not refused: {stderr}");
+        }
+        assert!(
+            stderr.contains("20000x20000 is over the bound of 67108864 pixels")
+                && stderr.contains("65535x65535 is over the bound"),
+            "{preset}: {stderr}"
+        );
+        if let Some(kb) = peak_kb {
+            eprintln!("{preset}: peak RSS {kb} kB, limit {limit_mb} MB");
+            assert!(kb < limit_mb * 1024, "{preset}: peak RSS {kb} kB");
+        }
+    }
 }

@@ -28,6 +28,9 @@ for f in usr/bin/ocelli usr/bin/ocelli-fetch-models lib/systemd/system/ocelli.se
   [ -e "$R/$f" ] || fail "$f not installed"
 done
 grep -q '^Version: 0.0.1$' <(dpkg --root="$R" -s ocelli) || fail "version 0.0.1 not recorded"
+memory_mb=$(sed -n 's/^memory_mb = \([0-9]*\).*/\1/p' "$R/etc/ocelli/ocelli.toml")
+grep -qx "MemoryMax=${memory_mb:?no memory_mb in the preset}M" "$R/lib/systemd/system/ocelli.service" \
+  || fail "the unit's MemoryMax= is not the preset's memory_mb ($memory_mb)"
 # The installed config is valid once its absolute paths are read inside the root.
 sed "s|\"/usr/share/ocelli/|\"$R/usr/share/ocelli/|" "$R/etc/ocelli/ocelli.toml" > "$work/check.toml"
 "${OCELLI:-${CARGO_TARGET_DIR:-$root/target}/debug/ocelli}" check-config "$work/check.toml" >/dev/null || fail "installed config does not check"

@@ -269,7 +269,7 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 pub fn load_image(path: &Path) -> Result<Image, DataError> {
     let mut rgb = Image::new(0, 0, 3);
-    decode_image(path, &mut rgb)?;
+    decode_image(path, ocelli::limits::DEFAULT_MAX_PIXELS, &mut rgb)?;
     Ok(rgb)
 }
 

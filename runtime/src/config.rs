@@ -17,7 +17,8 @@ use crate::imgproc::motion::MotionConfig;
 /// Why a config was rejected. Displayed as one line: `FILE:LINE: key: problem`.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The config file could not be read: check the path and its permissions.
+    /// The config file could not be read, is over 1 MiB or is not UTF-8: check the path, its
+    /// permissions and its content.
     #[error("{file}: cannot read config: {source}")]
     Read {
         file: PathBuf,
@@ -80,6 +81,9 @@ pub struct Board {
     /// Threads for tract's matrix products (its `multithread-mm` executor); 1 runs inference on
     /// the frame loop's thread alone. A reload applies a change.
     pub threads: usize,
+    /// Memory the board gives the service, in MB: `check-config` fails when the models and
+    /// frame buffers would need more, and the package's systemd unit gets it as `MemoryMax=`.
+    pub memory_mb: Option<u64>,
 }
 
 impl Default for Board {
@@ -89,6 +93,7 @@ impl Default for Board {
             target: None,
             tract_cpu: None,
             threads: 1,
+            memory_mb: None,
         }
     }
 }
@@ -120,6 +125,9 @@ pub enum SourceConfig {
         /// Start again after the last image.
         #[serde(default, rename = "loop")]
         looping: bool,
+        /// Images declaring more pixels are refused from their header, before decoding.
+        #[serde(default = "default_max_pixels")]
+        max_pixels: u64,
     },
     /// A moving test pattern, generated in a camera pixel format.
     Synthetic {
@@ -210,6 +218,9 @@ fn default_fps() -> u32 {
 }
 fn default_buffers() -> u32 {
     4
+}
+fn default_max_pixels() -> u64 {
+    crate::limits::DEFAULT_MAX_PIXELS
 }
 
 /// One detector: a model file, how to feed it and how to read its outputs.
@@ -407,10 +418,14 @@ impl Config {
     /// Reads, parses and validates `file`: models exist and match their checksums, the image
     /// source exists, sizes are sane.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        let read_err = |source| ConfigError::Read {
             file: file.into(),
             source,
-        })?;
+        };
+        let bytes =
+            crate::limits::read_bounded(file, crate::limits::MAX_CONFIG_BYTES).map_err(read_err)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         Self::parse(file, &text)
     }
 
@@ -446,6 +461,15 @@ impl Config {
                     &[Key::Name("source"), Key::Name("path")],
                     format!("{} does not exist", self.resolve(path).display()),
                     "an image file or a folder of PNG/JPEG files",
+                ));
+            }
+            SourceConfig::Images { max_pixels, .. }
+                if !(1..=crate::limits::DEFAULT_MAX_PIXELS).contains(max_pixels) =>
+            {
+                return Err(err(
+                    &[Key::Name("source"), Key::Name("max_pixels")],
+                    max_pixels.to_string(),
+                    "1 to 67108864 (8192x8192)",
                 ));
             }
             SourceConfig::V4l2 { width, height, .. }
@@ -540,13 +564,14 @@ impl Config {
         for (i, d) in self.detectors.iter().enumerate() {
             let key = |name| [Key::Name("detector"), Key::Index(i), Key::Name(name)];
             let model = self.resolve(&d.model);
-            let bytes = std::fs::read(&model).map_err(|e| {
-                err(
-                    &key("model"),
-                    format!("{}: {e}", model.display()),
-                    "a readable ONNX file",
-                )
-            })?;
+            let bytes = crate::limits::read_bounded(&model, crate::limits::MAX_MODEL_BYTES)
+                .map_err(|e| {
+                    err(
+                        &key("model"),
+                        format!("{}: {e}", model.display()),
+                        "a readable ONNX file",
+                    )
+                })?;
             if let Some(expected) = &d.sha256 {
                 let found = hex(&Sha256::digest(&bytes));
                 if !found.eq_ignore_ascii_case(expected.trim()) {
@@ -661,7 +686,7 @@ impl fmt::Display for SourceConfig {
                 height,
                 format.as_deref().unwrap_or("auto")
             ),
-            SourceConfig::Images { path, looping } => {
+            SourceConfig::Images { path, looping, .. } => {
                 write!(
                     f,
                     "images {}{}",

@@ -2,7 +2,7 @@
 //!
 //! One module per stage, in the order a frame travels:
 //! [`capture`] → [`imgproc`] → [`detect`] → [`track`] → [`emit`], with [`config`],
-//! [`overlay`] and [`service`] beside them; [`snapshot`] and [`framebuffer`] show the
+//! [`overlay`] and [`service`] beside them, [`limits`] bounding every file read; [`snapshot`] and [`framebuffer`] show the
 //! annotated frames. [`kernels`] holds the ops [`detect`] swaps into tract's plans.
 
 pub mod capture;
@@ -12,6 +12,7 @@ pub mod emit;
 pub mod framebuffer;
 pub mod imgproc;
 pub mod kernels;
+pub mod limits;
 pub mod overlay;
 pub mod service;
 pub mod snapshot;

@@ -95,12 +95,18 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Command::CheckConfig { config: path } => {
             let config = Config::load(&path)?;
+            let budget = ocelli::limits::check_budget(&path, &config)?;
             println!(
-                "{}: ok (board {}, source {}, {} detector(s))",
+                "{}: ok (board {}, source {}, {} detector(s){})",
                 path.display(),
                 config.board.name,
                 config.source,
-                config.detectors.len()
+                config.detectors.len(),
+                budget.map_or(String::new(), |e| format!(
+                    ", about {} of {} MB",
+                    e.total().div_ceil(1 << 20),
+                    config.board.memory_mb.unwrap_or_default()
+                ))
             );
             Ok(ExitCode::SUCCESS)
         }

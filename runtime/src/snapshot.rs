@@ -333,7 +333,8 @@ mod tests {
         assert_eq!(on_disk, written[3..]);
         // Each snapshot decodes to the frame it was made from.
         let mut back = Image::new(0, 0, 3);
-        crate::capture::decode_image(&on_disk[0], &mut back).unwrap();
+        crate::capture::decode_image(&on_disk[0], crate::limits::DEFAULT_MAX_PIXELS, &mut back)
+            .unwrap();
         assert_eq!((back.width, back.height, &back.data), (32, 32, &img.data));
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -348,7 +349,7 @@ mod tests {
         let mut s = Snapshots::open(&cfg, dir.clone()).unwrap();
         let path = s.save(0, 0, &noise(64, 30, 3)).unwrap();
         let mut back = Image::new(0, 0, 3);
-        crate::capture::decode_image(&path, &mut back).unwrap();
+        crate::capture::decode_image(&path, crate::limits::DEFAULT_MAX_PIXELS, &mut back).unwrap();
         assert_eq!((back.width, back.height), (16, 8));
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -182,7 +182,12 @@ fn model_path(file: &str) -> PathBuf {
 
 fn photo(file: &str) -> Image {
     let mut photo = Image::new(0, 0, 3);
-    decode_image(&model_path(&format!("images/{file}")), &mut photo).unwrap();
+    decode_image(
+        &model_path(&format!("images/{file}")),
+        ocelli::limits::DEFAULT_MAX_PIXELS,
+        &mut photo,
+    )
+    .unwrap();
     photo
 }
 

@@ -292,6 +292,7 @@ fn check_pipeline(model: &str) {
         let mut photo = Image::new(0, 0, 3);
         decode_image(
             &model_path(&format!("images/{}", fixture.image_file)),
+            ocelli::limits::DEFAULT_MAX_PIXELS,
             &mut photo,
         )
         .unwrap();

@@ -40,7 +40,7 @@ fn corrupt_and_wrong_size_mjpeg_frames_are_errors_naming_the_frame() {
     let path = cached("images/rocket.jpg");
     let jpeg = std::fs::read(&path).unwrap();
     let mut photo = Image::new(0, 0, 3);
-    decode_image(&path, &mut photo).unwrap();
+    decode_image(&path, ocelli::limits::DEFAULT_MAX_PIXELS, &mut photo).unwrap();
     let (w, h) = (photo.width, photo.height);
     let good = mjpeg_frame(&jpeg, w, h).expect("the whole JPEG decodes");
     assert_eq!(good.data, photo.data);

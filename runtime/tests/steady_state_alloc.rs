@@ -162,7 +162,12 @@ fn check_steady_state(
     line: &mut Vec<u8>,
 ) {
     let mut image = Image::new(0, 0, 3);
-    decode_image(&cached(photo), &mut image).unwrap();
+    decode_image(
+        &cached(photo),
+        ocelli::limits::DEFAULT_MAX_PIXELS,
+        &mut image,
+    )
+    .unwrap();
     let mut detector = Detector::load(cfg, |p| p.to_path_buf()).unwrap();
     let inferred = detector
         .infer(detector.preprocess(&image).unwrap())

@@ -46,7 +46,7 @@ fn run_demo_detectors() -> serde_json::Map<String, Value> {
     let mut found = serde_json::Map::new();
     let (mut rgb, mut dets) = (Image::new(0, 0, 3), Detections::new());
     for photo in &photos {
-        decode_image(photo, &mut rgb).unwrap();
+        decode_image(photo, ocelli::limits::DEFAULT_MAX_PIXELS, &mut rgb).unwrap();
         let stem = photo.file_stem().unwrap().to_string_lossy();
         for detector in &mut detectors {
             detector.detect(&rgb, &mut dets).unwrap();

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::{CaptureError, Frame, PixelFormat, Source, decode_jpeg_into};
+use super::{CaptureError, Expect, Frame, PixelFormat, Source, decode_jpeg_into};
 use crate::imgproc::Image;
 
 /// Why an image file was refused.
@@ -21,6 +21,17 @@ pub enum ImageError {
         path: PathBuf,
         kind: &'static str,
         reason: String,
+    },
+    /// The image declares more pixels than `source.max_pixels` allows: it is refused before
+    /// anything is allocated for it. Shrink the image, or raise the bound if the board has the
+    /// memory (seven bytes per pixel).
+    #[error("{path}: {kind} image of {width}x{height} is over the bound of {max_pixels} pixels")]
+    TooLarge {
+        path: PathBuf,
+        kind: &'static str,
+        width: u64,
+        height: u64,
+        max_pixels: u64,
     },
     /// The folder holds no `.png`, `.jpg` or `.jpeg` file.
     #[error("{path}: no PNG or JPEG files in this folder")]
@@ -62,28 +73,87 @@ pub fn check_signature(path: &Path) -> Result<(), ImageError> {
 }
 
 /// Decodes a PNG or JPEG file (chosen by extension, checked against the content) into RGB.
-pub fn decode_image(path: &Path, rgb: &mut Image) -> Result<(), ImageError> {
-    let bytes = std::fs::read(path).map_err(|source| ImageError::Io {
+/// An image declaring more than `max_pixels` pixels is refused from its header, before its
+/// pixels are read or allocated; a JPEG file over four bytes per allowed pixel is refused
+/// before it is read.
+pub fn decode_image(path: &Path, max_pixels: u64, rgb: &mut Image) -> Result<(), ImageError> {
+    let (kind, _) = kind_of(path);
+    let io = |source| ImageError::Io {
         path: path.into(),
         source,
-    })?;
-    let (kind, _) = kind_of(path);
-    let result = match kind {
-        "JPEG" => decode_jpeg_into(&bytes, None, rgb),
-        _ => decode_png_into(&bytes, rgb),
     };
-    result.map_err(|reason| ImageError::Decode {
-        path: path.into(),
-        kind,
-        reason,
+    let too_large = |width: usize, height: usize| {
+        ((width as u64).saturating_mul(height as u64) > max_pixels).then(|| ImageError::TooLarge {
+            path: path.into(),
+            kind,
+            width: width as u64,
+            height: height as u64,
+            max_pixels,
+        })
+    };
+    let result = match kind {
+        "JPEG" => {
+            let bytes =
+                crate::limits::read_bounded(path, max_pixels.saturating_mul(4)).map_err(io)?;
+            decode_jpeg_into(&bytes, Expect::AtMost(&too_large), rgb)
+        }
+        _ => {
+            let file = std::fs::File::open(path).map_err(io)?;
+            decode_png_into(std::io::BufReader::new(file), max_pixels, &too_large, rgb)
+        }
+    };
+    result.map_err(|e| match e {
+        DecodeFailure::Refused(e) => e,
+        DecodeFailure::Corrupt(reason) => ImageError::Decode {
+            path: path.into(),
+            kind,
+            reason,
+        },
     })
 }
 
-fn decode_png_into(bytes: &[u8], rgb: &mut Image) -> Result<(), String> {
-    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+/// Why a decoder stopped: the size check's own error, or the decoder's reason.
+pub(crate) enum DecodeFailure {
+    Refused(ImageError),
+    Corrupt(String),
+}
+
+impl std::fmt::Display for DecodeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeFailure::Refused(e) => e.fmt(f),
+            DecodeFailure::Corrupt(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl<T: Into<String>> From<T> for DecodeFailure {
+    fn from(reason: T) -> Self {
+        DecodeFailure::Corrupt(reason.into())
+    }
+}
+
+fn decode_png_into(
+    file: impl std::io::BufRead + std::io::Seek,
+    max_pixels: u64,
+    too_large: &dyn Fn(usize, usize) -> Option<ImageError>,
+    rgb: &mut Image,
+) -> Result<(), DecodeFailure> {
+    // The decoder's own allocations (rows, chunks) stay within what the pixels need.
+    let limits = png::Limits {
+        bytes: usize::try_from(max_pixels.saturating_mul(8)).unwrap_or(usize::MAX),
+    };
+    let mut decoder = png::Decoder::new_with_limits(file, limits);
+    // Colour profiles and text are not used: skip them unread, however large.
+    decoder.set_ignore_iccp_chunk(true);
+    decoder.set_ignore_text_chunk(true);
     // Expand palettes and low bit depths, strip 16-bit to 8: the detectors want RGB8.
     decoder.set_transformations(png::Transformations::normalize_to_color8());
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let (w, h) = reader.info().size();
+    if let Some(e) = too_large(w as usize, h as usize) {
+        return Err(DecodeFailure::Refused(e));
+    }
     let mut buf = vec![0; reader.output_buffer_size().ok_or("image too large")?];
     let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
     let (w, h) = (info.width as usize, info.height as usize);
@@ -104,6 +174,7 @@ pub struct ImagesSource {
     files: Vec<PathBuf>,
     names: Vec<String>,
     looping: bool,
+    max_pixels: u64,
     next: usize,
     id: u64,
     start: Instant,
@@ -111,7 +182,7 @@ pub struct ImagesSource {
 }
 
 impl ImagesSource {
-    pub fn open(path: &Path, looping: bool) -> Result<Self, CaptureError> {
+    pub fn open(path: &Path, looping: bool, max_pixels: u64) -> Result<Self, CaptureError> {
         let io = |source| ImageError::Io {
             path: path.into(),
             source,
@@ -144,6 +215,7 @@ impl ImagesSource {
             files,
             names,
             looping,
+            max_pixels,
             next: 0,
             id: 0,
             start: Instant::now(),
@@ -164,7 +236,7 @@ impl Source for ImagesSource {
         self.next += 1;
         let id = self.id;
         self.id += 1;
-        decode_image(&self.files[index], &mut self.rgb)?;
+        decode_image(&self.files[index], self.max_pixels, &mut self.rgb)?;
         Ok(Some(Frame {
             id,
             timestamp_us: self.start.elapsed().as_micros() as u64,

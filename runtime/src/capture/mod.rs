@@ -112,8 +112,10 @@ impl Frame<'_> {
             reason,
         };
         match self.format {
-            PixelFormat::Mjpeg => decode_jpeg_into(self.data, Some((self.width, self.height)), rgb)
-                .map_err(|e| bad(format!("MJPEG: {e}"))),
+            PixelFormat::Mjpeg => {
+                decode_jpeg_into(self.data, Expect::Exactly(self.width, self.height), rgb)
+                    .map_err(|e| bad(format!("MJPEG: {e}")))
+            }
             format => {
                 let layout = Layout::strided(self.width, self.height, self.stride);
                 match format {
@@ -131,13 +133,21 @@ impl Frame<'_> {
     }
 }
 
-/// Decodes a JPEG into `rgb`. With `expect` (a camera frame), a JPEG of another size is refused
+/// What size a JPEG may declare.
+pub(crate) enum Expect<'a> {
+    /// A camera frame: exactly the negotiated width and height.
+    Exactly(usize, usize),
+    /// An image file: whatever size this check does not refuse.
+    AtMost(&'a dyn Fn(usize, usize) -> Option<ImageError>),
+}
+
+/// Decodes a JPEG into `rgb`. The size its header declares is checked against `expect`
 /// before anything is allocated for it, so a corrupt header cannot make a frame cost gigabytes.
 pub(crate) fn decode_jpeg_into(
     data: &[u8],
-    expect: Option<(usize, usize)>,
+    expect: Expect,
     rgb: &mut Image,
-) -> Result<(), String> {
+) -> Result<(), files::DecodeFailure> {
     use zune_jpeg::JpegDecoder;
     use zune_jpeg::zune_core::bytestream::ZCursor;
     use zune_jpeg::zune_core::colorspace::ColorSpace;
@@ -145,19 +155,28 @@ pub(crate) fn decode_jpeg_into(
     // Strict for camera frames: a truncated frame is dropped, not passed on half grey.
     let options = DecoderOptions::default()
         .jpeg_set_out_colorspace(ColorSpace::RGB)
-        .set_strict_mode(expect.is_some());
+        .set_strict_mode(matches!(expect, Expect::Exactly(..)))
+        // zune-jpeg's own cap (16384 per side by default) would refuse some allowed sizes.
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), options);
     decoder.decode_headers().map_err(|e| e.to_string())?;
     let (w, h) = decoder.dimensions().ok_or("no dimensions in JPEG header")?;
-    if let Some((ew, eh)) = expect
-        && (w, h) != (ew, eh)
-    {
-        return Err(format!("JPEG is {w}x{h}, the stream is {ew}x{eh}"));
+    match expect {
+        Expect::Exactly(ew, eh) if (w, h) != (ew, eh) => {
+            return Err(format!("JPEG is {w}x{h}, the stream is {ew}x{eh}").into());
+        }
+        Expect::AtMost(too_large) => {
+            if let Some(e) = too_large(w, h) {
+                return Err(files::DecodeFailure::Refused(e));
+            }
+        }
+        Expect::Exactly(..) => {}
     }
     rgb.reshape(w, h, 3);
     decoder
         .decode_into(&mut rgb.data)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string().into())
 }
 
 /// Why a source could not deliver.
@@ -243,9 +262,11 @@ pub fn open(
             buffers: *buffers,
             timeout: frame_timeout,
         })?),
-        SourceConfig::Images { path, looping } => {
-            Box::new(ImagesSource::open(&resolve(path), *looping)?)
-        }
+        SourceConfig::Images {
+            path,
+            looping,
+            max_pixels,
+        } => Box::new(ImagesSource::open(&resolve(path), *looping, *max_pixels)?),
         SourceConfig::Synthetic {
             width,
             height,

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 /// Why a labels file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LabelsError {
-    /// The file could not be read: check `detector.labels` and the file's permissions.
+    /// The file could not be read, or is over 1 MiB: check `detector.labels` and the file's
+    /// permissions.
     #[error("cannot read labels file {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -137,10 +138,12 @@ impl Labels {
     /// Reads a text file with one label per line; line `n` names class `n - 1`. Trailing
     /// blank lines and surrounding whitespace are ignored.
     pub fn from_file(path: &Path) -> Result<Self, LabelsError> {
-        let bytes = std::fs::read(path).map_err(|source| LabelsError::Read {
-            path: path.into(),
-            source,
-        })?;
+        let bytes = crate::limits::read_bounded(path, crate::limits::MAX_LABELS_BYTES).map_err(
+            |source| LabelsError::Read {
+                path: path.into(),
+                source,
+            },
+        )?;
         let mut names: Vec<String> = Vec::new();
         let mut blank = None;
         for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {

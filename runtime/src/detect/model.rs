@@ -60,6 +60,9 @@ pub struct ModelInfo {
     pub input_shape: Vec<usize>,
     pub outputs: Vec<OutputInfo>,
     pub family: Result<(Family, String), String>,
+    /// Bytes of every tensor of the optimised model (weights and each node's output): what
+    /// its plan can hold at once, an upper bound as tract frees outputs once consumed.
+    pub tensor_bytes: u64,
 }
 
 /// A loaded, optimised model ready to run frames.
@@ -324,15 +327,32 @@ fn oversized_tensor(model: &TypedModel) -> Option<String> {
     })
 }
 
+/// The sum of the fixed-shape tensors every node produces (constants included).
+fn tensor_bytes(model: &TypedModel) -> u64 {
+    let facts = model
+        .nodes()
+        .iter()
+        .flat_map(|n| &n.outputs)
+        .map(|o| &o.fact);
+    facts
+        .filter_map(|f| {
+            Some(f.shape.as_concrete()?.iter().product::<usize>() * f.datum_type.size_of())
+        })
+        .map(|b| b as u64)
+        .sum()
+}
+
 /// Loads the model, fixes the input to [1,3,H,W] and optimises it; also returns what
 /// `ocelli inspect` shows.
 pub fn load_plan(
     path: &Path,
     input_size: Option<[usize; 2]>,
 ) -> Result<(Arc<TypedSimplePlan>, ModelInfo), DetectError> {
-    let bytes = std::fs::read(path).map_err(|e| DetectError::Load {
-        path: path.into(),
-        reason: e.to_string(),
+    let bytes = crate::limits::read_bounded(path, crate::limits::MAX_MODEL_BYTES).map_err(|e| {
+        DetectError::Load {
+            path: path.into(),
+            reason: e.to_string(),
+        }
     })?;
     load_plan_from_bytes(path, &bytes, input_size)
 }
@@ -456,6 +476,7 @@ fn plan_from_bytes(
         });
     }
     let family = recognise(&outputs);
+    let tensor_bytes = tensor_bytes(&typed);
     let plan = typed.into_runnable().map_err(|e| load_err(path, e))?;
     Ok((
         plan,
@@ -464,6 +485,7 @@ fn plan_from_bytes(
             input_shape: vec![1, 3, h, w],
             outputs,
             family,
+            tensor_bytes,
         },
     ))
 }

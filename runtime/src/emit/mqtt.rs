@@ -149,7 +149,8 @@ pub enum MqttError {
         value: String,
         expected: &'static str,
     },
-    /// A TLS file could not be read: check the path and that the service may read it.
+    /// A TLS file could not be read, or is over 1 MiB: check the path and that the service may
+    /// read it.
     #[error("output.mqtt.tls: cannot read {path}: {source}")]
     Tls {
         path: PathBuf,
@@ -265,7 +266,8 @@ impl MqttOutput {
         if let Some(tls) = &config.tls {
             let read = |p: &PathBuf| {
                 let path = resolve(p);
-                std::fs::read(&path).map_err(|source| MqttError::Tls { path, source })
+                crate::limits::read_bounded(&path, crate::limits::MAX_TLS_FILE_BYTES)
+                    .map_err(|source| MqttError::Tls { path, source })
             };
             let client_auth = match (&tls.cert_file, &tls.key_file) {
                 (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
