@@ -50,7 +50,36 @@ fn bad_input_fails_with_one_line() {
     .unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let ultraface = cached("ultraface_version-slim-320.onnx");
-    let cases: [(&str, Vec<String>, &str); 7] = [
+    let hidden = tmp.join("my_detector.onnx");
+    std::fs::copy(&yunet, &hidden).unwrap();
+    let rpi5 = Path::new(ROOT).join("board-configs/rpi5.toml");
+    let quantize_hidden: Vec<String> = vec![
+        "quantize".into(),
+        s(&hidden),
+        s(&out),
+        "--calib".into(),
+        s(&empty),
+    ];
+    let cases: [(&str, Vec<String>, &str); 9] = [
+        (
+            "a model no preset matches, without a config",
+            quantize_hidden.clone(),
+            "give the device's config with --config",
+        ),
+        (
+            "a detector the config does not have",
+            [
+                quantize_hidden,
+                vec![
+                    "--config".into(),
+                    s(&rpi5),
+                    "--detector".into(),
+                    "nope".into(),
+                ],
+            ]
+            .concat(),
+            "rpi5.toml: detector.name: no detector named nope; pass --detector with one of: objects, faces",
+        ),
         (
             "models that take different inputs, timed together",
             vec!["time".into(), s(&yunet), s(&ultraface)],
