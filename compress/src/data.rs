@@ -1,29 +1,40 @@
-//! What feeds the models: each reference detector's runtime configuration, and image folders
-//! turned into input tensors with that configuration's preprocessing.
+//! What feeds the models: each model's runtime configuration (a device config's
+//! `[[detector]]` table or a built-in preset, both read by the runtime's own parser), and image
+//! folders turned into input tensors with that configuration's preprocessing.
 
 use std::path::{Path, PathBuf};
 
 use ocelli::capture::{ImageError, decode_image};
-use ocelli::config::{
-    ChannelOrder, DetectorConfig, PadPlacement, PreprocessConfig, Resample, ResizeMode,
-    SizeRounding,
-};
-use ocelli::detect::{DecodeConfig, Family};
+use ocelli::config::{Config, ConfigError, DetectorConfig, PreprocessConfig};
 use ocelli::imgproc::Image;
 use tract_onnx::prelude::*;
 
-/// Why images could not become input tensors.
+/// Why a model's setup could not be found or images could not become input tensors.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error(transparent)]
     Image(#[from] ImageError),
-    /// The model is not one of the reference detectors and no `--preset` was given: name the
-    /// preset whose preprocessing and decoding it shares.
-    #[error("{path}: no preset matches the file name; pass --preset (one of {known})")]
+    /// The device config is unreadable or invalid: the message names its file, line and key.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The model is not one of the reference detectors and no config or preset was given.
+    #[error(
+        "{path}: no preset matches the file name; give the device's config with --config \
+         ocelli.toml [--detector NAME] (its [[detector]] table says how to feed and decode the \
+         model), or --preset (one of {known})"
+    )]
     NoPreset { path: PathBuf, known: String },
     /// `--preset` names no known preset.
     #[error("unknown preset {name}; known: {known}")]
     UnknownPreset { name: String, known: String },
+    /// `--detector` names no detector of the config, or the config has several and none
+    /// was named.
+    #[error("{file}: detector.name: {found}; pass --detector with one of: {known}")]
+    NoDetector {
+        file: PathBuf,
+        found: String,
+        known: String,
+    },
     /// The preprocessing could not fit the image into the input (an empty image).
     #[error("{path}: cannot preprocess: {reason}")]
     Preprocess { path: PathBuf, reason: String },
@@ -59,190 +70,150 @@ pub fn raw_f32_tensor(path: &Path, shape: [usize; 4]) -> Result<Tensor, DataErro
         .into_tensor())
 }
 
-/// A reference detector's runtime configuration, as its authors' sample runs it
-/// (tests/reference/detectors.py).
-pub struct Preset {
-    pub name: &'static str,
-    /// File stems this preset serves: the model's and anything derived from it (`STEM.*`).
-    pub stem: &'static str,
-    pub family: Family,
-    pub labels: &'static str,
-    pub preprocess: PreprocessConfig,
-    pub score_threshold: f32,
-    pub nms_iou: f32,
-    pub class_agnostic: bool,
+/// Where a model's preprocessing, family, decoding, thresholds and labels come from: a
+/// device config, a built-in preset, or the preset matching the model's file name.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Setup {
+    /// The device's ocelli.toml: its [[detector]] table says how to feed and decode the model.
+    #[arg(long, conflicts_with = "preset")]
+    pub config: Option<PathBuf>,
+    /// The detector of --config (by name; default: its only one, or the one whose model file
+    /// has the model's file name).
+    #[arg(long, requires = "config")]
+    pub detector: Option<String>,
+    /// A built-in preset (compress/configs/presets.toml; default: by file name).
+    #[arg(long)]
+    pub preset: Option<String>,
 }
 
-pub fn presets() -> Vec<Preset> {
-    // The default is YOLOX's: letterbox top-left, bilinear, floor, pad 114, 0..255.
-    let base = PreprocessConfig::default();
-    let bgr = PreprocessConfig {
-        channels: ChannelOrder::Bgr,
-        ..base
-    };
-    let ultralytics = PreprocessConfig {
-        size_rounding: SizeRounding::Nearest,
-        pad: PadPlacement::Center,
-        std: [255.0; 3],
-        ..base
-    };
-    let ultraface = PreprocessConfig {
-        resize: ResizeMode::Stretch,
-        mean: [127.0; 3],
-        std: [128.0; 3],
-        ..base
-    };
-    let nanodet = PreprocessConfig {
-        interpolation: Resample::Area,
-        pad_value: 0,
-        pad: PadPlacement::Center,
-        mean: [103.53, 116.28, 123.675],
-        std: [57.375, 57.12, 58.395],
-        ..bgr
-    };
-    let yunet = PreprocessConfig {
-        pad_value: 0,
-        ..bgr
-    };
-    let p = |name, stem, family, labels, preprocess, (score_threshold, nms_iou, class_agnostic)| {
-        Preset {
-            name,
-            stem,
-            family,
-            labels,
-            preprocess,
-            score_threshold,
-            nms_iou,
-            class_agnostic,
+impl Setup {
+    /// The same setup as command-line arguments.
+    pub fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut a = Vec::new();
+        for (flag, v) in [
+            ("--config", self.config.as_ref().map(|p| p.as_os_str())),
+            ("--detector", self.detector.as_deref().map(|d| d.as_ref())),
+            ("--preset", self.preset.as_deref().map(|d| d.as_ref())),
+        ] {
+            if let Some(v) = v {
+                a.extend([flag.into(), v.to_owned()]);
+            }
+        }
+        a
+    }
+
+    /// This setup pinned to the detector `cfg` was resolved to, for other files of the same
+    /// model (its float or int8 variants) whose names may match nothing.
+    pub fn pinned(&self, cfg: &DetectorConfig) -> Setup {
+        let name = cfg.name.clone();
+        match self.config {
+            Some(_) => Setup {
+                detector: name,
+                ..self.clone()
+            },
+            None => Setup {
+                preset: name,
+                ..self.clone()
+            },
+        }
+    }
+}
+
+/// The built-in presets' file, parsed by the runtime as any device config.
+const PRESETS: &str = include_str!("../configs/presets.toml");
+
+/// The built-in presets: each reference detector's `[[detector]]` table.
+pub fn presets() -> Vec<DetectorConfig> {
+    Config::parse_settings(Path::new("compress/configs/presets.toml"), PRESETS)
+        .expect("the built-in presets parse")
+        .detectors
+}
+
+/// A detector's name: its `name`, or its model's file stem, as the runtime names it.
+fn name_of(d: &DetectorConfig) -> String {
+    d.name.clone().unwrap_or_else(|| {
+        d.model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    })
+}
+
+fn names(ds: &[DetectorConfig]) -> String {
+    ds.iter().map(name_of).collect::<Vec<_>>().join(", ")
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The runtime configuration for `model`: the `[[detector]]` table `setup` selects, with the
+/// model's path, its name set, and a labels file resolved against the config's folder.
+pub fn detector_config(model: &Path, setup: &Setup) -> Result<DetectorConfig, DataError> {
+    let found = match &setup.config {
+        Some(file) => from_config(model, file, setup.detector.as_deref())?,
+        None => {
+            let presets = presets();
+            let file = file_name(model);
+            presets
+                .iter()
+                .find(|p| match &setup.preset {
+                    Some(name) => name_of(p) == *name,
+                    None => p
+                        .model
+                        .file_stem()
+                        .is_some_and(|stem| file.starts_with(&*stem.to_string_lossy())),
+                })
+                .cloned()
+                .ok_or_else(|| match &setup.preset {
+                    Some(name) => DataError::UnknownPreset {
+                        name: name.clone(),
+                        known: names(&presets),
+                    },
+                    None => DataError::NoPreset {
+                        path: model.into(),
+                        known: names(&presets),
+                    },
+                })?
         }
     };
-    // The arch/ models have random weights: a low threshold so that there is something to
-    // compare.
-    let random = (0.01, 0.7, false);
-    vec![
-        p(
-            "yolox_nano",
-            "yolox_nano",
-            Family::Yolox,
-            "coco",
-            bgr,
-            (0.3, 0.45, false),
-        ),
-        p(
-            "nanodet_m_320",
-            "nanodet_m_320",
-            Family::Nanodet,
-            "coco",
-            nanodet,
-            (0.35, 0.6, true),
-        ),
-        p(
-            "yunet",
-            "yunet_n_320_320",
-            Family::Yunet,
-            "face",
-            yunet,
-            (0.6, 0.3, false),
-        ),
-        p(
-            "ultraface_rfb",
-            "ultraface_version-RFB-320",
-            Family::Ssd,
-            "face",
-            ultraface,
-            (0.7, 0.5, false),
-        ),
-        p(
-            "ultraface_slim",
-            "ultraface_version-slim-320",
-            Family::Ssd,
-            "face",
-            ultraface,
-            (0.7, 0.5, false),
-        ),
-        p(
-            "yolov8n",
-            "yolov8n_320",
-            Family::Yolov8,
-            "coco",
-            ultralytics,
-            random,
-        ),
-        p(
-            "yolo11n",
-            "yolo11n_320",
-            Family::Yolov8,
-            "coco",
-            ultralytics,
-            random,
-        ),
-        p(
-            "yolov10n",
-            "yolov10n-e2e_320",
-            Family::Yolov10,
-            "coco",
-            ultralytics,
-            random,
-        ),
-    ]
-}
-
-fn known() -> String {
-    presets()
-        .iter()
-        .map(|p| p.name)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The preset named `preset`, or the one whose model file stem starts the model's file name.
-fn find_preset(model: &Path, preset: Option<&str>) -> Result<Preset, DataError> {
-    let file = model
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    presets()
-        .into_iter()
-        .find(|p| match preset {
-            Some(name) => p.name == name,
-            None => file.starts_with(p.stem),
-        })
-        .ok_or_else(|| match preset {
-            Some(name) => DataError::UnknownPreset {
-                name: name.into(),
-                known: known(),
-            },
-            None => DataError::NoPreset {
-                path: model.into(),
-                known: known(),
-            },
-        })
-}
-
-/// The name of the preset [`detector_config`] would use.
-pub fn preset_name(model: &Path, preset: Option<&str>) -> Result<&'static str, DataError> {
-    find_preset(model, preset).map(|p| p.name)
-}
-
-/// The runtime configuration for `model`: the preset named `preset`, or the one whose model
-/// file stem starts the model's file name.
-pub fn detector_config(model: &Path, preset: Option<&str>) -> Result<DetectorConfig, DataError> {
-    let found = find_preset(model, preset)?;
     Ok(DetectorConfig {
-        name: None,
+        name: Some(name_of(&found)),
         model: model.into(),
         sha256: None,
-        family: Some(found.family),
-        labels: found.labels.into(),
-        input_size: None,
-        preprocess: found.preprocess,
-        decode: DecodeConfig {
-            score_threshold: found.score_threshold,
-            nms_iou: found.nms_iou,
-            class_agnostic: found.class_agnostic,
-            ..DecodeConfig::default()
-        },
+        ..found
     })
+}
+
+/// The detector of the config `file` named `name`, or its only one, or the one whose model
+/// has `model`'s file name.
+fn from_config(model: &Path, file: &Path, name: Option<&str>) -> Result<DetectorConfig, DataError> {
+    let config = Config::load_settings(file)?;
+    let ds = &config.detectors;
+    let found = match name {
+        Some(name) => ds.iter().find(|d| name_of(d) == name),
+        None if ds.len() == 1 => ds.first(),
+        None => ds.iter().find(|d| file_name(&d.model) == file_name(model)),
+    };
+    let mut d = found.cloned().ok_or_else(|| DataError::NoDetector {
+        file: file.into(),
+        found: match name {
+            Some(name) => format!("no detector named {name}"),
+            None if ds.is_empty() => "no [[detector]] table".into(),
+            None => format!(
+                "{} detectors, none with model file {}",
+                ds.len(),
+                file_name(model)
+            ),
+        },
+        known: names(ds),
+    })?;
+    if !matches!(d.labels.as_str(), "coco" | "face" | "text") {
+        d.labels = config.resolve(Path::new(&d.labels)).display().to_string();
+    }
+    Ok(d)
 }
 
 /// The PNG and JPEG files of a folder, sorted by name.

@@ -8,6 +8,7 @@ use ocelli::config::DetectorConfig;
 use ocelli::detect::{Detection, Detections, Detector};
 use serde::Serialize;
 
+use crate::agree::{KeypointError, MeanIou, Metric, mask_iou};
 use crate::data::{self, DataError};
 use crate::measure::median;
 use crate::{Error, onnx::ModelError};
@@ -19,15 +20,16 @@ pub const IOU: f32 = 0.5;
 pub struct Options {
     /// Timed runs of each model per image (after one untimed run).
     pub rounds: usize,
-    /// The preset that says how to feed and decode both models (default: by file name).
-    pub preset: Option<String>,
+    /// How to feed and decode both models (the reference's file name picks a preset when
+    /// it names no config or preset).
+    pub setup: data::Setup,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             rounds: 5,
-            preset: None,
+            setup: data::Setup::default(),
         }
     }
 }
@@ -71,6 +73,16 @@ pub struct Report {
     /// mAP@0.5 of the candidate taking the reference's detections as ground truth, over every
     /// class either model reports (1 when neither detects anything).
     pub map50: f64,
+    /// What the family's outputs are judged by besides mAP@0.5; its value is in one of
+    /// `mask_iou`, `region_iou` or `keypoint_error_px`.
+    pub metric: Metric,
+    /// Masks (yolov8-seg, semantic): mean IoU of paired masks, unpaired ones counting 0.
+    pub mask_iou: Option<f64>,
+    /// DBNet text regions: mean IoU of paired regions, unpaired ones counting 0.
+    pub region_iou: Option<f64>,
+    /// Keypoints (yolov8-pose): mean pixel distance over the points both models see
+    /// (score ≥ 0.5) of detections paired at IoU ≥ 0.5; none when no point was compared.
+    pub keypoint_error_px: Option<f64>,
     /// |candidate − reference| score of matched detections: mean and largest.
     pub score_drift_mean: f32,
     pub score_drift_max: f32,
@@ -92,13 +104,13 @@ fn load(cfg: &DetectorConfig) -> Result<Detector, Error> {
     })
 }
 
-/// The runtime configuration for both models: the reference's preset, with each model's path.
+/// The runtime configuration for both models: the reference's, with each model's path.
 pub fn configs(
     reference: &Path,
     candidate: &Path,
-    preset: Option<&str>,
+    setup: &data::Setup,
 ) -> Result<(DetectorConfig, DetectorConfig), DataError> {
-    let a = data::detector_config(reference, preset)?;
+    let a = data::detector_config(reference, setup)?;
     let b = DetectorConfig {
         model: candidate.into(),
         ..a.clone()
@@ -115,7 +127,7 @@ pub fn eval(
     mut progress: impl FnMut(&str),
 ) -> Result<Report, Error> {
     let files = data::image_files(images)?;
-    let (ca, cb) = configs(reference, candidate, opts.preset.as_deref())?;
+    let (ca, cb) = configs(reference, candidate, &opts.setup)?;
     let (mut a, mut b) = (load(&ca)?, load(&cb)?);
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
     let (mut da_ms, mut db_ms) = (Vec::new(), Vec::new());
@@ -124,6 +136,9 @@ pub fn eval(
     let mut per_image = Vec::new();
     let (mut drift_sum, mut drift_max, mut matched, mut missed) = (0f32, 0f32, 0usize, 0usize);
     let (mut out_a, mut out_b) = (Detections::new(), Detections::new());
+    let metric = Metric::of(a.family);
+    let (mut masks, mut regions) = (MeanIou::default(), MeanIou::default());
+    let mut keypoints = KeypointError::default();
     for (i, file) in files.iter().enumerate() {
         progress(&format!(
             "eval: {}/{}: {}",
@@ -145,6 +160,18 @@ pub fn eval(
                 da_ms.push(total_ms(&ra));
                 db_ms.push(total_ms(&rb));
             }
+        }
+        let (ea, eb) = (a.extras(), b.extras());
+        match metric {
+            Metric::MaskIou => masks.add(&out_a, &out_b, |i, j| match (ea.mask(i), eb.mask(j)) {
+                (Some(x), Some(y)) => mask_iou(&x, &y),
+                _ => 0.0,
+            }),
+            Metric::RegionIou => regions.add(&out_a, &out_b, |i, j| {
+                f64::from(out_a[i].bbox.iou(&out_b[j].bbox))
+            }),
+            Metric::KeypointError => keypoints.add(&out_a, &out_b, ea, eb),
+            Metric::Map50 => {}
         }
         gt.extend(out_a.iter().map(|d| (i, *d)));
         pred.extend(out_b.iter().map(|d| (i, *d)));
@@ -218,6 +245,10 @@ pub fn eval(
         candidate: sb,
         images: files.len(),
         map50: mean_average_precision(&gt, &pred, IOU),
+        metric,
+        mask_iou: (metric == Metric::MaskIou).then(|| masks.value()),
+        region_iou: (metric == Metric::RegionIou).then(|| regions.value()),
+        keypoint_error_px: keypoints.value(),
         score_drift_mean: if matched > 0 {
             drift_sum / matched as f32
         } else {
@@ -334,6 +365,16 @@ pub fn table(r: &Report) -> String {
         "agreement over {} images: mAP@0.5 {:.3}; score drift mean {:.3}, max {:.3}; missed {}",
         r.images, r.map50, r.score_drift_mean, r.score_drift_max, r.missed
     );
+    let family = match (r.mask_iou, r.region_iou, r.keypoint_error_px) {
+        (Some(v), _, _) => format!("mask IoU {v:.3}"),
+        (_, Some(v), _) => format!("text region IoU {v:.3}"),
+        (_, _, Some(v)) => format!("keypoint error {v:.2} px"),
+        _ if r.metric == Metric::KeypointError => "keypoint error: no point seen by both".into(),
+        _ => String::new(),
+    };
+    if !family.is_empty() {
+        let _ = writeln!(s, "{family}");
+    }
     for im in &r.per_image {
         let pairs: Vec<String> = im
             .pairs

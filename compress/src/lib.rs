@@ -4,6 +4,7 @@
 //! The model stays an ONNX protobuf (`tract_onnx::pb`) throughout: each command reads one,
 //! rewrites it with standard ONNX operators only, and writes one that any ONNX runtime loads.
 
+pub mod agree;
 pub mod calib;
 pub mod data;
 pub mod eval;

@@ -28,9 +28,8 @@ enum Command {
         /// Photos to check the outputs on (default: a synthetic input).
         #[arg(long)]
         images: Option<PathBuf>,
-        /// The reference detector whose preprocessing feeds the photos (default: by file name).
-        #[arg(long)]
-        preset: Option<String>,
+        #[command(flatten)]
+        setup: data::Setup,
         /// Largest output difference allowed, relative where outputs exceed 1.
         #[arg(long, default_value_t = 1e-4)]
         tolerance: f32,
@@ -44,9 +43,8 @@ enum Command {
         candidate: PathBuf,
         #[arg(long)]
         images: PathBuf,
-        /// The reference detector whose pre/postprocessing both use (default: by file name).
-        #[arg(long)]
-        preset: Option<String>,
+        #[command(flatten)]
+        setup: data::Setup,
         /// Timed runs of each model per image.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
@@ -59,8 +57,8 @@ enum Command {
     Memprobe {
         model: PathBuf,
         image: PathBuf,
-        #[arg(long)]
-        preset: Option<String>,
+        #[command(flatten)]
+        setup: data::Setup,
     },
     /// Time chains of convolutions of typical shapes in each ONNX representation (float, QDQ,
     /// QLinearConv on u8 or i8, QLinearConv with float between layers) in tract.
@@ -108,8 +106,8 @@ enum Command {
         method: ocelli_compress::calib::Method,
         #[arg(long, num_args = 2, value_names = ["W", "H"])]
         input_size: Option<Vec<usize>>,
-        #[arg(long)]
-        preset: Option<String>,
+        #[command(flatten)]
+        setup: data::Setup,
         /// Least mAP@0.5 against float on the calibration images.
         #[arg(long, default_value_t = 0.98)]
         min_map: f64,
@@ -133,8 +131,8 @@ enum Command {
         /// reproduce the unpruned layers' outputs (layer-wise reconstruction).
         #[arg(long)]
         calib: Option<PathBuf>,
-        #[arg(long)]
-        preset: Option<String>,
+        #[command(flatten)]
+        setup: data::Setup,
         /// How channels are ranked with --calib (without it: by weight norm).
         #[arg(long, value_enum, default_value_t = prune::Keep::Energy)]
         keep: prune::Keep,
@@ -164,12 +162,9 @@ enum Command {
 
 /// Peak memory of a fresh process that loads `model` and runs `image`: models measured in one
 /// process would share (and hide) each other's peaks.
-fn memprobe(model: &std::path::Path, image: &std::path::Path, preset: Option<&str>) -> Option<u64> {
+fn memprobe(model: &std::path::Path, image: &std::path::Path, setup: &data::Setup) -> Option<u64> {
     let mut cmd = std::process::Command::new(std::env::current_exe().ok()?);
-    cmd.arg("memprobe").arg(model).arg(image);
-    if let Some(p) = preset {
-        cmd.arg("--preset").arg(p);
-    }
+    cmd.arg("memprobe").arg(model).arg(image).args(setup.args());
     let out = cmd.output().ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
@@ -227,7 +222,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             output,
             input_size,
             images,
-            preset,
+            setup,
             tolerance,
         } => {
             let original = Model::load(&input)?;
@@ -240,7 +235,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let shape = report.input_shape;
             let inputs = match &images {
                 Some(dir) => {
-                    let cfg = data::detector_config(&input, preset.as_deref())?;
+                    let cfg = data::detector_config(&input, &setup)?;
                     data::input_tensors(dir, &cfg.preprocess, shape)?
                 }
                 None => vec![pattern_input(shape, 0.0, 1.0)],
@@ -280,17 +275,20 @@ fn run(cli: Cli) -> Result<(), Error> {
             reference,
             candidate,
             images,
-            preset,
+            setup,
             rounds,
             json,
         } => {
-            let preset = Some(data::preset_name(&reference, preset.as_deref())?.to_string());
-            let opts = eval::Options { rounds, preset };
+            let cfg = data::detector_config(&reference, &setup)?;
+            let opts = eval::Options {
+                rounds,
+                setup: setup.pinned(&cfg),
+            };
             let mut report =
                 eval::eval(&reference, &candidate, &images, &opts, |m| eprintln!("{m}"))?;
             let first = data::image_files(&images)?.remove(0);
             for m in [&mut report.reference, &mut report.candidate] {
-                m.peak_rss_kb = memprobe(&m.path, &first, opts.preset.as_deref());
+                m.peak_rss_kb = memprobe(&m.path, &first, &opts.setup);
             }
             if json {
                 println!(
@@ -305,9 +303,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Memprobe {
             model,
             image,
-            preset,
+            setup,
         } => {
-            let cfg = data::detector_config(&model, preset.as_deref())?;
+            let cfg = data::detector_config(&model, &setup)?;
             let mut d = ocelli::detect::Detector::load(&cfg, |p| p.to_path_buf())
                 .map_err(|e| Error::run(&model, &e.into()))?;
             let rgb = data::load_image(&image)?;
@@ -461,7 +459,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             calib,
             method,
             input_size,
-            preset,
+            setup,
             min_map,
             max_drift,
             json,
@@ -470,7 +468,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             let opts = quantize::Options {
                 method,
                 input_size: size(&input_size),
-                preset,
+                setup,
                 min_map,
                 max_score_drift: max_drift,
                 ..Default::default()
@@ -524,7 +522,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             ratio,
             input_size,
             calib,
-            preset,
+            setup,
             keep,
             refit,
         } => {
@@ -534,7 +532,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 ratio,
                 input_size: size(&input_size),
                 calib,
-                preset,
+                setup,
                 keep,
                 refit,
             };

@@ -29,8 +29,8 @@ pub struct Options {
     /// Images on which channels are ranked ([`Keep`]) and the remaining weights refitted
     /// ([`Refit`]).
     pub calib: Option<PathBuf>,
-    /// The preset that preprocesses those images (default: by file name).
-    pub preset: Option<String>,
+    /// How those images are preprocessed.
+    pub setup: data::Setup,
     pub keep: Keep,
     pub refit: Refit,
 }
@@ -137,7 +137,7 @@ pub fn prune(
     let inputs = match &opts.calib {
         Some(dir) => {
             let shape = model.input_shape(opts.input_size)?;
-            let cfg = data::detector_config(&model.path, opts.preset.as_deref())?;
+            let cfg = data::detector_config(&model.path, &opts.setup)?;
             data::input_tensors(dir, &cfg.preprocess, shape)?
         }
         None => Vec::new(),

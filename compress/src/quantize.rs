@@ -43,8 +43,8 @@ pub enum Form {
 pub struct Options {
     pub method: Method,
     pub input_size: Option<[usize; 2]>,
-    /// The reference detector whose preprocessing and decoding apply (default: by file name).
-    pub preset: Option<String>,
+    /// How the model is fed and decoded.
+    pub setup: data::Setup,
     /// Least mAP@0.5 against the float model's detections on the calibration images.
     pub min_map: f64,
     /// Largest score change of a matched detection on the calibration images.
@@ -60,7 +60,7 @@ impl Default for Options {
         Self {
             method: Method::Entropy,
             input_size: None,
-            preset: None,
+            setup: data::Setup::default(),
             min_map: 0.98,
             max_score_drift: 0.1,
             speed_rounds: 15,
@@ -145,13 +145,12 @@ pub fn quantize(
     opts: &Options,
     mut progress: impl FnMut(&str),
 ) -> Result<(Model, Report), Error> {
-    let preset = data::preset_name(&model.path, opts.preset.as_deref())?;
-    let cfg = data::detector_config(&model.path, Some(preset))?;
+    let cfg = data::detector_config(&model.path, &opts.setup)?;
     let mut float = model.clone();
     let opt = optimize::optimize(
         &mut float,
         &optimize::Options {
-            input_size: opts.input_size,
+            input_size: opts.input_size.or(cfg.input_size),
         },
     )?;
     let shape = opt.input_shape;
@@ -207,7 +206,7 @@ pub fn quantize(
     float.save(&float_path)?;
     let eval_opts = eval::Options {
         rounds: 0,
-        preset: Some(preset.to_string()),
+        setup: opts.setup.pinned(&cfg),
     };
     let cal = Calibration { thresholds, means };
     let mut quantized = apply(&float, &layers, &cal)?;

@@ -52,11 +52,40 @@ fn bad_input_fails_with_one_line() {
     let ultraface = cached("ultraface_version-slim-320.onnx");
     let short = tmp.join("short.f32");
     std::fs::write(&short, [0u8; 12]).unwrap();
-    let cases: [(&str, Vec<String>, &str); 8] = [
+    let hidden = tmp.join("my_detector.onnx");
+    std::fs::copy(&yunet, &hidden).unwrap();
+    let rpi5 = Path::new(ROOT).join("board-configs/rpi5.toml");
+    let quantize_hidden: Vec<String> = vec![
+        "quantize".into(),
+        s(&hidden),
+        s(&out),
+        "--calib".into(),
+        s(&empty),
+    ];
+    let cases: [(&str, Vec<String>, &str); 10] = [
         (
             "raw input of the wrong size",
             vec!["time".into(), "--input".into(), s(&short), s(&yunet)],
             "expected 307200 little-endian f32 values (input [1, 3, 320, 320]): the file holds 12 bytes",
+        ),
+        (
+            "a model no preset matches, without a config",
+            quantize_hidden.clone(),
+            "give the device's config with --config",
+        ),
+        (
+            "a detector the config does not have",
+            [
+                quantize_hidden,
+                vec![
+                    "--config".into(),
+                    s(&rpi5),
+                    "--detector".into(),
+                    "nope".into(),
+                ],
+            ]
+            .concat(),
+            "rpi5.toml: detector.name: no detector named nope; pass --detector with one of: objects, faces",
         ),
         (
             "models that take different inputs, timed together",

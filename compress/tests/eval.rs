@@ -79,7 +79,7 @@ fn a_model_agrees_with_itself_and_not_with_a_damaged_copy() {
     let images = Path::new(CACHE).join("images");
     let opts = eval::Options {
         rounds: 1,
-        preset: None,
+        setup: Default::default(),
     };
     let same = eval::eval(&reference, &reference, &images, &opts, |_| {}).unwrap();
     assert!(
@@ -114,4 +114,34 @@ fn a_model_agrees_with_itself_and_not_with_a_damaged_copy() {
         worse.score_drift_max
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn mask_and_region_iou_on_hand_made_cases() {
+    use ocelli::detect::{Detections, Mask};
+    use ocelli_compress::agree::{MeanIou, mask_iou};
+    // 4×4 masks, column-major: pixels 2..6 and 4..8 share 2 of 6.
+    let mask = |counts: &'static [u32]| Mask {
+        size: [4, 4],
+        counts,
+        area: counts[1],
+        centroid: [0.0; 2],
+    };
+    assert!((mask_iou(&mask(&[2, 4]), &mask(&[4, 4])) - 1.0 / 3.0).abs() < 1e-9);
+    assert_eq!(mask_iou(&mask(&[0, 3, 2, 3]), &mask(&[0, 3, 2, 3])), 1.0);
+    assert_eq!(mask_iou(&mask(&[0, 2]), &mask(&[8, 2])), 0.0);
+    let list = |ds: &[Detection]| Detections::from_slice(ds).unwrap();
+    let (a, b) = (
+        list(&[det(0, 0.9, 0.0), det(1, 0.8, 50.0)]),
+        list(&[det(0, 0.9, 5.0), det(2, 0.8, 50.0)]),
+    );
+    let mut m = MeanIou::default();
+    m.add(&a, &b, |i, j| f64::from(a[i].bbox.iou(&b[j].bbox)));
+    // One pair at IoU 1/3 (boxes 10 wide, 5 apart); each model's other class is unpaired.
+    assert!(
+        (m.value() - (1.0 / 3.0) / 3.0).abs() < 1e-6,
+        "{}",
+        m.value()
+    );
+    assert_eq!(MeanIou::default().value(), 1.0, "both empty");
 }

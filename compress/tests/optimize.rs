@@ -219,7 +219,7 @@ fn yolov8n_outputs_unchanged_on_the_reference_photos() {
         report.maxpools_separated, 3,
         "SPPF's three 5×5 pools: {report:?}"
     );
-    let cfg = data::detector_config(&path, None).unwrap();
+    let cfg = data::detector_config(&path, &Default::default()).unwrap();
     let inputs = data::input_tensors(
         &Path::new(CACHE).join("images"),
         &cfg.preprocess,

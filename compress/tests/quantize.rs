@@ -186,7 +186,7 @@ fn yunet_int8_is_small_and_agrees_on_held_out_images() {
         &fixtures("eval"),
         &eval::Options {
             rounds: 0,
-            preset: None,
+            setup: Default::default(),
         },
         |_| {},
     )

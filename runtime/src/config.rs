@@ -418,24 +418,30 @@ impl Config {
     /// Reads, parses and validates `file`: models exist and match their checksums, the image
     /// source exists, sizes are sane.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let read_err = |source| ConfigError::Read {
-            file: file.into(),
-            source,
-        };
-        let bytes =
-            crate::limits::read_bounded(file, crate::limits::MAX_CONFIG_BYTES).map_err(read_err)?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-        Self::parse(file, &text)
+        Self::parse(file, &read(file)?)
     }
 
     /// Parses and validates config `text` read from `file` (used to name the file in errors
     /// and as the base for relative paths).
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let config = Self::parse_settings(file, text)?;
+        config.validate_files(file, text)?;
+        Ok(config)
+    }
+
+    /// Reads and parses `file` as [`Config::load`] does, without reading the files it names
+    /// (models, labels, image folders): for tools that apply its detector settings to other
+    /// model files, away from the device.
+    pub fn load_settings(file: &Path) -> Result<Config, ConfigError> {
+        Self::parse_settings(file, &read(file)?)
+    }
+
+    /// [`Config::parse`] without reading the files the config names.
+    pub fn parse_settings(file: &Path, text: &str) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             file: file.into(),
             line: e.span().map_or(0, |s| line_of_offset(text, s.start)),
-            message: e.message().replace('\n', " "),
+            message: with_key(text, e.span(), &e.message().replace('\n', " ")),
         })?;
         config.base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         config.validate(file, text)?;
@@ -447,22 +453,10 @@ impl Config {
         self.base_dir.join(p)
     }
 
+    /// Checks the values that need no file: sizes, delays, geometry, detector settings.
     fn validate(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
-        let err = |key: &[Key], found: String, expected: &str| ConfigError::Value {
-            file: file.into(),
-            line: line_of_key(text, key),
-            key: dotted(key),
-            found,
-            expected: expected.into(),
-        };
+        let err = value_error(file, text);
         match &self.source {
-            SourceConfig::Images { path, .. } if !self.resolve(path).exists() => {
-                return Err(err(
-                    &[Key::Name("source"), Key::Name("path")],
-                    format!("{} does not exist", self.resolve(path).display()),
-                    "an image file or a folder of PNG/JPEG files",
-                ));
-            }
             SourceConfig::Images { max_pixels, .. }
                 if !(1..=crate::limits::DEFAULT_MAX_PIXELS).contains(max_pixels) =>
             {
@@ -563,6 +557,32 @@ impl Config {
         }
         for (i, d) in self.detectors.iter().enumerate() {
             let key = |name| [Key::Name("detector"), Key::Index(i), Key::Name(name)];
+            if d.preprocess.std.contains(&0.0) {
+                return Err(err(
+                    &key("preprocess"),
+                    "a zero in std".into(),
+                    "non-zero std values",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the files the config names: the image source, models and their checksums,
+    /// labels files.
+    fn validate_files(&self, file: &Path, text: &str) -> Result<(), ConfigError> {
+        let err = value_error(file, text);
+        if let SourceConfig::Images { path, .. } = &self.source
+            && !self.resolve(path).exists()
+        {
+            return Err(err(
+                &[Key::Name("source"), Key::Name("path")],
+                format!("{} does not exist", self.resolve(path).display()),
+                "an image file or a folder of PNG/JPEG files",
+            ));
+        }
+        for (i, d) in self.detectors.iter().enumerate() {
+            let key = |name| [Key::Name("detector"), Key::Index(i), Key::Name(name)];
             let model = self.resolve(&d.model);
             let bytes = crate::limits::read_bounded(&model, crate::limits::MAX_MODEL_BYTES)
                 .map_err(|e| {
@@ -594,15 +614,53 @@ impl Config {
                     "\"coco\", \"face\", \"text\" or a labels file with one label per line",
                 ));
             }
-            if d.preprocess.std.contains(&0.0) {
-                return Err(err(
-                    &key("preprocess"),
-                    "a zero in std".into(),
-                    "non-zero std values",
-                ));
-            }
         }
         Ok(())
+    }
+}
+
+/// `message` led by the key of the `key = value` line at `span`, unless it names it already
+/// (serde's value errors name the expected values, not the key).
+fn with_key(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> String {
+    let line = span.and_then(|s| text.get(..s.start)).map_or("", |before| {
+        let start = before.rfind('\n').map_or(0, |i| i + 1);
+        text[start..].lines().next().unwrap_or("")
+    });
+    match line.split_once('=').map(|(k, _)| k.trim()) {
+        Some(key)
+            if !key.is_empty()
+                && !key.starts_with('#')
+                && !message.contains(&format!("`{key}`")) =>
+        {
+            format!("{key}: {message}")
+        }
+        _ => message.into(),
+    }
+}
+
+/// Reads `file` as UTF-8 text, refusing one over [`crate::limits::MAX_CONFIG_BYTES`].
+fn read(file: &Path) -> Result<String, ConfigError> {
+    let read_err = |source| ConfigError::Read {
+        file: file.into(),
+        source,
+    };
+    let bytes =
+        crate::limits::read_bounded(file, crate::limits::MAX_CONFIG_BYTES).map_err(read_err)?;
+    String::from_utf8(bytes)
+        .map_err(|e| read_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+/// Builds [`ConfigError::Value`]s for `file`, locating each key's line in `text`.
+fn value_error<'a>(
+    file: &'a Path,
+    text: &'a str,
+) -> impl Fn(&[Key], String, &str) -> ConfigError + 'a {
+    move |key, found, expected| ConfigError::Value {
+        file: file.into(),
+        line: line_of_key(text, key),
+        key: dotted(key),
+        found,
+        expected: expected.into(),
     }
 }
 
