@@ -33,21 +33,24 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
 /// The packing tract's Im2col `node` writes, if one of [`Packing`]'s.
 pub fn packing(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Packing>> {
     let output = model.outlet_fact(OutletId::new(node.id, 0))?;
-    let Some(format) = output
+    Ok(output
         .exotic_fact()
         .and_then(|f| f.downcast_ref::<PackedExoticFact>())
-        .map(|f| &f.format)
-    else {
-        return Ok(None);
-    };
-    Ok(if let Some(k4) = format.downcast_ref::<PackedI8K4>() {
-        Some(Packing::K4(k4.clone()))
-    } else {
-        format
-            .downcast_ref::<PackedFormat>()
-            .filter(|f| f.dt.unquantized() == i8::datum_type())
-            .map(|plain| Packing::KMajor(plain.clone()))
-    })
+        .and_then(|f| Packing::of(&*f.format)))
+}
+
+impl Packing {
+    /// `format` if it is one of these.
+    pub fn of(format: &dyn MMMInputFormat) -> Option<Packing> {
+        if let Some(k4) = format.downcast_ref::<PackedI8K4>() {
+            Some(Packing::K4(k4.clone()))
+        } else {
+            format
+                .downcast_ref::<PackedFormat>()
+                .filter(|f| f.dt.unquantized() == i8::datum_type())
+                .map(|plain| Packing::KMajor(plain.clone()))
+        }
+    }
 }
 
 /// tract's Im2col `node` and its resolved geometry, if it reads one i8 image (NCHW or CHW)
@@ -333,25 +336,26 @@ impl EvalOp for FastIm2colI8 {
         let input = &inputs[0];
         let plain = input.try_as_plain_ram()?;
         let planes = self.geo.phase_planes(plain.as_slice::<i8>()?);
-        let output = self
-            .packing
-            .pack(input.datum_type(), self.k(), self.geo.n(), |kk, row| {
-                self.row(&planes, kk, row)
-            })?;
+        let dt = input.datum_type();
+        let packed = self.packing.pack(dt, self.k(), self.geo.n(), |kk, row| {
+            self.row(&planes, kk, row)
+        })?;
+        let output = PackedMatrixStorage::new_batched(&[1, 1], tvec!(packed)).into_tensor(dt);
         Ok(tvec!(output.into_tvalue()))
     }
 }
 
 impl Packing {
-    /// The packed matrix of `k` rows of `n` values, as tract's Im2col outputs it: `row(kk,
-    /// buffer)` writes K row `kk` into the first `n` values of a buffer `n + CHUNK` long.
+    /// The packed matrix of `k` rows of `n` values, as tract's Im2col and OptMatMulPack write
+    /// it: `row(kk, buffer)` writes K row `kk` into the first `n` values of a buffer `n +
+    /// CHUNK` long.
     pub fn pack(
         &self,
         dt: DatumType,
         k: usize,
         n: usize,
         mut row: impl FnMut(usize, &mut [i8]),
-    ) -> TractResult<Tensor> {
+    ) -> TractResult<Box<dyn MMMInputValue>> {
         let r = self.r();
         let panel_len = self.panel_len(k);
         let panels = n.div_ceil(r);
@@ -398,13 +402,12 @@ impl Packing {
                 }
             }
         }
-        let packed: Box<dyn MMMInputValue> = Box::new(EagerPackedInput {
+        Ok(Box::new(EagerPackedInput {
             fact: self.exotic(k, n),
             packed: data.into_blob()?.into(),
             panel_bytes: panel_len,
             mn: n,
-        });
-        Ok(PackedMatrixStorage::new_batched(&[1, 1], tvec!(packed)).into_tensor(dt))
+        }))
     }
 
     /// The fact of [`Packing::pack`]'s output for a `k`×`n` matrix.

@@ -11,17 +11,21 @@ use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
 pub mod depthwise_i8;
 pub mod im2col_i8;
+pub mod pointwise_i8;
 pub mod quantize;
 
-/// Replaces, in an optimised model, the Im2col and matmul of every int8 depthwise convolution
-/// by [`depthwise_i8::DepthwiseI8`], every other int8 `Im2col` it can by
+/// Replaces, in an optimised model, the quantisation and packing of every 1×1 int8 convolution's
+/// input by [`pointwise_i8::QuantizePackI8`], the Im2col and matmul of every int8 depthwise one by
+/// [`depthwise_i8::DepthwiseI8`], every other int8 `Im2col` it can by
 /// [`im2col_i8::FastIm2colI8`] and every other f32-input `QuantizeLinearI8` by
 /// [`quantize::FastQuantizeI8`].
 pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     // The ops that stand for several of tract's nodes first, while those are still tract's.
     for id in model.eval_order()? {
         let node = model.node(id);
-        if let Some((op, matmul)) = depthwise_i8::replacement(&model, node)? {
+        if let Some((op, input)) = pointwise_i8::replacement(&model, node)? {
+            swap(&mut model, id, input, op, OutletId::new(id, 0))?;
+        } else if let Some((op, matmul)) = depthwise_i8::replacement(&model, node)? {
             let input = node.inputs[0];
             swap(&mut model, id, input, op, OutletId::new(matmul, 0))?;
         }
