@@ -202,6 +202,11 @@ impl PhasePlanes<'_> {
         self.geo
     }
 
+    /// How far apart in `data` the runs of consecutive output rows start.
+    pub fn row_step(&self) -> usize {
+        self.geo.strides[0] * self.cols
+    }
+
     /// Where, in `data`, the `ow` inputs that kernel tap `tap` of channel `c` meets along
     /// output row `yo` start: a contiguous run, with `CHUNK` readable bytes past any start.
     pub fn run(&self, c: usize, tap: usize, yo: usize) -> usize {
