@@ -235,6 +235,26 @@ fn fast_quantize_replaces_tracts_and_changes_no_output() {
     assert_eq!(count(&fast_ops, "FastQuantizeLinearI8"), 4, "{fast_ops:?}");
 }
 
+/// The runtime's 1×1 and depthwise int8 ops replace tract's in the probe's ConvInteger chains
+/// (QuantizeLinear, convolution, Cast, Mul, Add, ReLU, four times over) and the outputs stay
+/// bit-identical.
+#[test]
+fn fast_pointwise_and_depthwise_change_no_output() {
+    use ocelli_compress::probe::{ConvShape, Repr, chain_model};
+    for (kernel, depthwise, op) in [(1, false, "QuantizePackI8"), (3, true, "DepthwiseI8")] {
+        let shape = ConvShape {
+            channels: 24,
+            kernel,
+            size: 13,
+            depthwise,
+        };
+        let model = chain_model(shape, Repr::ConvInteger);
+        let (_, fast_ops) = same_output_both_ways(&model, [1, 24, 13, 13]);
+        let count = fast_ops.iter().filter(|o| *o == op).count();
+        assert_eq!(count, 4, "{fast_ops:?}");
+    }
+}
+
 /// Plans `model` with and without the runtime's fast int8 ops, checks both give the same
 /// output bit for bit on an input that saturates the quantisation, returns both op lists.
 fn same_output_both_ways(model: &Model, shape: [usize; 4]) -> (Vec<String>, Vec<String>) {

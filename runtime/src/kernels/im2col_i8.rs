@@ -21,30 +21,50 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 /// The replacement for `node` if it is an Im2col this op handles: one image (NCHW or CHW),
 /// one group, a 2-D kernel, i8 input, a [`Packing`] it writes, padding with 0.
 pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastIm2colI8>> {
+    let Some((op, geo)) = geometry(model, node)? else {
+        return Ok(None);
+    };
+    let Some(packing) = packing(model, node)? else {
+        return Ok(None);
+    };
+    Ok((op.group == 1).then_some(FastIm2colI8 { packing, geo }))
+}
+
+/// The packing tract's Im2col `node` writes, if one of [`Packing`]'s.
+pub fn packing(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Packing>> {
+    let output = model.outlet_fact(OutletId::new(node.id, 0))?;
+    Ok(output
+        .exotic_fact()
+        .and_then(|f| f.downcast_ref::<PackedExoticFact>())
+        .and_then(|f| Packing::of(&*f.format)))
+}
+
+impl Packing {
+    /// `format` if it is one of these.
+    pub fn of(format: &dyn MMMInputFormat) -> Option<Packing> {
+        if let Some(k4) = format.downcast_ref::<PackedI8K4>() {
+            Some(Packing::K4(k4.clone()))
+        } else {
+            format
+                .downcast_ref::<PackedFormat>()
+                .filter(|f| f.dt.unquantized() == i8::datum_type())
+                .map(|plain| Packing::KMajor(plain.clone()))
+        }
+    }
+}
+
+/// tract's Im2col `node` and its resolved geometry, if it reads one i8 image (NCHW or CHW)
+/// with a 2-D kernel and pads with 0; any number of groups.
+pub fn geometry<'m>(
+    model: &'m TypedModel,
+    node: &'m TypedNode,
+) -> TractResult<Option<(&'m Im2Col, Geometry)>> {
     let Some(op) = node.op_as::<Im2Col>() else {
         return Ok(None);
     };
     let input = model.outlet_fact(node.inputs[0])?;
-    let output = model.outlet_fact(OutletId::new(node.id, 0))?;
     let spec = &op.pool_spec;
     let Some(shape) = input.shape.as_concrete() else {
-        return Ok(None);
-    };
-    let Some(format) = output
-        .exotic_fact()
-        .and_then(|f| f.downcast_ref::<PackedExoticFact>())
-        .map(|f| &f.format)
-    else {
-        return Ok(None);
-    };
-    let packing = if let Some(k4) = format.downcast_ref::<PackedI8K4>() {
-        Packing::K4(k4.clone())
-    } else if let Some(plain) = format
-        .downcast_ref::<PackedFormat>()
-        .filter(|f| f.dt.unquantized() == i8::datum_type())
-    {
-        Packing::KMajor(plain.clone())
-    } else {
         return Ok(None);
     };
     // tract pads with the zero point, 0 for the ConvInteger form quantize writes.
@@ -59,8 +79,7 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
         (DataFormat::NCHW, [1, chw @ ..]) | (DataFormat::CHW, chw) => chw,
         _ => return Ok(None),
     };
-    if op.group != 1
-        || spec.kernel_shape.len() != 2
+    if spec.kernel_shape.len() != 2
         || chw.len() != 3
         || input.datum_type.unquantized() != i8::datum_type()
     {
@@ -69,16 +88,18 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
     let padding = spec.computed_padding(&chw[1..]);
     let strides = spec.strides();
     let dilations = spec.dilations();
-    Ok(Some(FastIm2colI8 {
-        packing,
-        channels: chw[0],
-        input_hw: [chw[1], chw[2]],
-        output_hw: [padding[0].convoluted, padding[1].convoluted],
-        kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
-        strides: [strides[0], strides[1]],
-        dilations: [dilations[0], dilations[1]],
-        pad_before: [padding[0].pad_before, padding[1].pad_before],
-    }))
+    Ok(Some((
+        op,
+        Geometry {
+            channels: chw[0],
+            input_hw: [chw[1], chw[2]],
+            output_hw: [padding[0].convoluted, padding[1].convoluted],
+            kernel: [spec.kernel_shape[0], spec.kernel_shape[1]],
+            strides: [strides[0], strides[1]],
+            dilations: [dilations[0], dilations[1]],
+            pad_before: [padding[0].pad_before, padding[1].pad_before],
+        },
+    )))
 }
 
 /// How the int8 matmul kernel takes the patches, as tract's Im2col writes them: panels of `r`
@@ -127,6 +148,12 @@ impl Packing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastIm2colI8 {
     pub packing: Packing,
+    pub geo: Geometry,
+}
+
+/// A 2-D convolution's geometry over one CHW image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Geometry {
     pub channels: usize,
     pub input_hw: [usize; 2],
     pub output_hw: [usize; 2],
@@ -138,19 +165,68 @@ pub struct FastIm2colI8 {
 
 impl FastIm2colI8 {
     fn k(&self) -> usize {
-        self.channels * self.kernel[0] * self.kernel[1]
-    }
-
-    fn n(&self) -> usize {
-        self.output_hw[0] * self.output_hw[1]
+        self.geo.channels * self.geo.taps()
     }
 
     fn exotic(&self) -> PackedExoticFact {
-        PackedExoticFact {
-            format: self.packing.format(),
-            k: self.k(),
-            mn: self.n().to_dim(),
+        self.packing.exotic(self.k(), self.geo.n())
+    }
+
+    /// K row `kk` (kernel tap of one channel at every output position) into `row`, which has
+    /// `CHUNK` spare bytes at its end.
+    fn row(&self, planes: &PhasePlanes, kk: usize, row: &mut [i8]) {
+        let taps = self.geo.taps();
+        let [oh, ow] = self.geo.output_hw;
+        for yo in 0..oh {
+            let src = planes.run(kk / taps, kk % taps, yo);
+            let dst = yo * ow;
+            // Whole chunks: what runs past this output row is overwritten by the next one,
+            // or lands in the spare bytes.
+            for o in (0..ow).step_by(CHUNK) {
+                row[dst + o..][..CHUNK].copy_from_slice(&planes.data[src + o..][..CHUNK]);
+            }
         }
+    }
+}
+
+/// Every channel's zero-padded input split by column phase ([`Geometry::phase_planes`]).
+pub struct PhasePlanes<'g> {
+    geo: &'g Geometry,
+    pub data: Vec<i8>,
+    rows: usize,
+    cols: usize,
+}
+
+impl PhasePlanes<'_> {
+    pub fn geometry(&self) -> &Geometry {
+        self.geo
+    }
+
+    /// How far apart in `data` the runs of consecutive output rows start.
+    pub fn row_step(&self) -> usize {
+        self.geo.strides[0] * self.cols
+    }
+
+    /// Where, in `data`, the `ow` inputs that kernel tap `tap` of channel `c` meets along
+    /// output row `yo` start: a contiguous run, with `CHUNK` readable bytes past any start.
+    pub fn run(&self, c: usize, tap: usize, yo: usize) -> usize {
+        let g = self.geo;
+        let [sy, sx] = g.strides;
+        let [dy, dx] = g.dilations;
+        let (ky, kx) = (tap / g.kernel[1], tap % g.kernel[1]);
+        let (phase, offset) = ((kx * dx) % sx, (kx * dx) / sx);
+        ((c * sx + phase) * self.rows + yo * sy + ky * dy) * self.cols + offset
+    }
+}
+
+impl Geometry {
+    pub fn taps(&self) -> usize {
+        self.kernel[0] * self.kernel[1]
+    }
+
+    /// Output positions.
+    pub fn n(&self) -> usize {
+        self.output_hw[0] * self.output_hw[1]
     }
 
     /// Every channel's zero-padded input, split by column phase: the values of padded columns
@@ -158,7 +234,7 @@ impl FastIm2colI8 {
     /// row. A K row then copies contiguous runs from one phase plane whatever the stride, and
     /// the padding is already in place. 16 spare bytes at the end let the copies run in whole
     /// 16-byte chunks.
-    fn phase_planes(&self, x: &[i8]) -> (Vec<i8>, usize, usize) {
+    pub fn phase_planes(&self, x: &[i8]) -> PhasePlanes<'_> {
         let [h, w] = self.input_hw;
         let [oh, ow] = self.output_hw;
         let [sy, sx] = self.strides;
@@ -201,28 +277,11 @@ impl FastIm2colI8 {
                 }
             }
         }
-        (planes, rows, cols)
-    }
-
-    /// K row `kk` (kernel tap of one channel at every output position) into `row`, which has
-    /// `CHUNK` spare bytes at its end.
-    fn row(&self, planes: &[i8], rows: usize, cols: usize, kk: usize, row: &mut [i8]) {
-        let [oh, ow] = self.output_hw;
-        let [sy, sx] = self.strides;
-        let [dy, dx] = self.dilations;
-        let taps = self.kernel[0] * self.kernel[1];
-        let (c, tap) = (kk / taps, kk % taps);
-        let (ky, kx) = (tap / self.kernel[1], tap % self.kernel[1]);
-        let (phase, offset) = ((kx * dx) % sx, (kx * dx) / sx);
-        let plane = ((c * sx + phase) * rows) * cols;
-        for yo in 0..oh {
-            let src = plane + (yo * sy + ky * dy) * cols + offset;
-            let dst = yo * ow;
-            // Whole chunks: what runs past this output row is overwritten by the next one,
-            // or lands in the spare bytes.
-            for o in (0..ow).step_by(CHUNK) {
-                row[dst + o..][..CHUNK].copy_from_slice(&planes[src + o..][..CHUNK]);
-            }
+        PhasePlanes {
+            geo: self,
+            data: planes,
+            rows,
+            cols,
         }
     }
 }
@@ -280,22 +339,40 @@ impl EvalOp for FastIm2colI8 {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = &inputs[0];
-        let dt = input.datum_type();
         let plain = input.try_as_plain_ram()?;
-        let x = plain.as_slice::<i8>()?;
-        let (k, n, r) = (self.k(), self.n(), self.packing.r());
-        let panel_len = self.packing.panel_len(k);
+        let planes = self.geo.phase_planes(plain.as_slice::<i8>()?);
+        let dt = input.datum_type();
+        let packed = self.packing.pack(dt, self.k(), self.geo.n(), |kk, row| {
+            self.row(&planes, kk, row)
+        })?;
+        let output = PackedMatrixStorage::new_batched(&[1, 1], tvec!(packed)).into_tensor(dt);
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl Packing {
+    /// The packed matrix of `k` rows of `n` values, as tract's Im2col and OptMatMulPack write
+    /// it: `row(kk, buffer)` writes K row `kk` into the first `n` values of a buffer `n +
+    /// CHUNK` long.
+    pub fn pack(
+        &self,
+        dt: DatumType,
+        k: usize,
+        n: usize,
+        mut row: impl FnMut(usize, &mut [i8]),
+    ) -> TractResult<Box<dyn MMMInputValue>> {
+        let r = self.r();
+        let panel_len = self.panel_len(k);
         let panels = n.div_ceil(r);
         // SAFETY: zeroed whole before rows 0..k are written: what the kernel also reads (a
         // partial last panel's spare lanes, the padding rows) stays 0 as tract writes it.
         let mut data = unsafe {
-            Tensor::uninitialized_aligned_dt(dt, &[panels * panel_len], self.packing.alignment())?
+            Tensor::uninitialized_aligned_dt(dt, &[panels * panel_len], self.alignment())?
         };
         let bytes = data.as_bytes_mut();
         bytes.fill(0);
-        let (planes, rows, cols) = self.phase_planes(x);
         let stride = n + CHUNK;
-        match self.packing {
+        match self {
             Packing::K4(_) => {
                 // The 4 K rows the layout interleaves, built one at a time.
                 let layout = Four {
@@ -306,22 +383,22 @@ impl EvalOp for FastIm2colI8 {
                 };
                 let mut rows4 = vec![0i8; 4 * stride];
                 for k0 in (0..k).step_by(4) {
-                    for (j, row) in rows4.chunks_exact_mut(stride).enumerate() {
+                    for (j, buffer) in rows4.chunks_exact_mut(stride).enumerate() {
                         let kk = k0 + j;
                         if kk < k {
-                            self.row(&planes, rows, cols, kk, row);
+                            row(kk, buffer);
                         } else {
-                            row.fill(0);
+                            buffer.fill(0);
                         }
                     }
                     interleave4(&rows4, layout, k0 * r, bytes);
                 }
             }
             Packing::KMajor(_) => {
-                let mut row = vec![0i8; stride];
+                let mut buffer = vec![0i8; stride];
                 for kk in 0..k {
-                    self.row(&planes, rows, cols, kk, &mut row);
-                    for (p, run) in row[..n].chunks(r).enumerate() {
+                    row(kk, &mut buffer);
+                    for (p, run) in buffer[..n].chunks(r).enumerate() {
                         let dst = &mut bytes[p * panel_len + kk * r..][..run.len()];
                         for (d, v) in dst.iter_mut().zip(run) {
                             *d = *v as u8;
@@ -330,14 +407,21 @@ impl EvalOp for FastIm2colI8 {
                 }
             }
         }
-        let packed: Box<dyn MMMInputValue> = Box::new(EagerPackedInput {
-            fact: self.exotic(),
+        Ok(Box::new(EagerPackedInput {
+            fact: self.exotic(k, n),
             packed: data.into_blob()?.into(),
             panel_bytes: panel_len,
             mn: n,
-        });
-        let output = PackedMatrixStorage::new_batched(&[1, 1], tvec!(packed)).into_tensor(dt);
-        Ok(tvec!(output.into_tvalue()))
+        }))
+    }
+
+    /// The fact of [`Packing::pack`]'s output for a `k`×`n` matrix.
+    pub fn exotic(&self, k: usize, n: usize) -> PackedExoticFact {
+        PackedExoticFact {
+            format: self.format(),
+            k,
+            mn: n.to_dim(),
+        }
     }
 }
 
@@ -438,86 +522,7 @@ fn interleave4_simd(_: &[i8], _: Four, _: usize, _: &mut [u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
-
-    use super::*;
-
-    fn attr(name: &str, ints: &[i64]) -> pb::AttributeProto {
-        pb::AttributeProto {
-            name: name.into(),
-            r#type: AttributeType::Ints as i32,
-            ints: ints.to_vec(),
-            ..Default::default()
-        }
-    }
-
-    fn value(name: &str, dt: DataType, dims: Option<&[usize]>) -> pb::ValueInfoProto {
-        use pb::tensor_shape_proto::{Dimension, dimension::Value};
-        let shape = dims.map(|d| pb::TensorShapeProto {
-            dim: d
-                .iter()
-                .map(|v| Dimension {
-                    value: Some(Value::DimValue(*v as i64)),
-                    ..Default::default()
-                })
-                .collect(),
-        });
-        pb::ValueInfoProto {
-            name: name.into(),
-            r#type: Some(pb::TypeProto {
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: dt as i32,
-                    shape,
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    /// i8 x [1, ci, size, size] → ConvInteger (no zero points) → i32 y.
-    fn conv_integer(ci: usize, co: usize, k: usize, geometry: [i64; 3], size: usize) -> TypedModel {
-        let [stride, pad, dilation] = geometry;
-        let weights: Vec<u8> = (0..co * ci * k * k)
-            .map(|i| ((i * 37 % 255) as i32 - 127) as i8 as u8)
-            .collect();
-        let conv = pb::NodeProto {
-            op_type: "ConvInteger".into(),
-            input: vec!["x".into(), "w".into()],
-            output: vec!["y".into()],
-            attribute: vec![
-                attr("pads", &[pad; 4]),
-                attr("strides", &[stride; 2]),
-                attr("dilations", &[dilation; 2]),
-            ],
-            ..Default::default()
-        };
-        let proto = pb::ModelProto {
-            ir_version: 7,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 13,
-            }],
-            graph: Some(pb::GraphProto {
-                node: vec![conv],
-                input: vec![value("x", DataType::Int8, Some(&[1, ci, size, size]))],
-                output: vec![value("y", DataType::Int32, None)],
-                initializer: vec![pb::TensorProto {
-                    name: "w".into(),
-                    dims: [co, ci, k, k].iter().map(|d| *d as i64).collect(),
-                    data_type: DataType::Int8 as i32,
-                    raw_data: weights,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .and_then(|m| m.into_optimized())
-            .expect("a ConvInteger layer loads")
-    }
+    use crate::kernels::tests::{Conv, run_both};
 
     /// The same packed patches as tract's Im2col, for whichever int8 kernel this CPU gets (K4
     /// on x86-64 with VNNI and ARM with the dot product, K-major on Cortex-A72 and A53):
@@ -535,32 +540,16 @@ mod tests {
             (3, 8, 3, [1, 1, 1], 40),
         ];
         for (ci, co, k, geometry, size) in cases {
-            let case = (ci, co, k, geometry, size);
-            let tracts = conv_integer(ci, co, k, geometry, size);
-            let ours = crate::kernels::accelerate(tracts.clone()).unwrap();
-            let ops = |m: &TypedModel, name: &str| {
-                m.nodes().iter().filter(|n| n.op.name() == name).count()
+            let conv = Conv {
+                ci,
+                co,
+                group: 1,
+                k,
+                geometry,
+                size,
+                quantize: false,
             };
-            assert_eq!(
-                (
-                    ops(&tracts, "Im2col"),
-                    ops(&ours, "Im2col"),
-                    ops(&ours, "FastIm2colI8")
-                ),
-                (1, 0, 1),
-                "{case:?}: {ours}"
-            );
-            let x: Vec<i8> = (0..ci * size * size)
-                .map(|i| ((i * 7919 % 251) as i32 - 125) as i8)
-                .collect();
-            let x = tensor1(&x).into_shape(&[1, ci, size, size]).unwrap();
-            let run = |m: TypedModel| {
-                m.into_runnable()
-                    .and_then(|p| p.run(tvec!(x.clone().into_tvalue())))
-                    .unwrap()
-                    .remove(0)
-            };
-            assert_eq!(run(tracts), run(ours), "{case:?}");
+            run_both(&conv.model(), "FastIm2colI8", |_| None);
         }
     }
 }

@@ -9,12 +9,27 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
+pub mod depthwise_i8;
 pub mod im2col_i8;
+pub mod pointwise_i8;
 pub mod quantize;
 
-/// Replaces every f32-input `QuantizeLinearI8` of an optimised model by
-/// [`quantize::FastQuantizeI8`], and every int8 `Im2col` it can by [`im2col_i8::FastIm2colI8`].
+/// Replaces, in an optimised model, the quantisation and packing of every 1×1 int8 convolution's
+/// input by [`pointwise_i8::QuantizePackI8`], the Im2col and matmul of every int8 depthwise one by
+/// [`depthwise_i8::DepthwiseI8`], every other int8 `Im2col` it can by
+/// [`im2col_i8::FastIm2colI8`] and every other f32-input `QuantizeLinearI8` by
+/// [`quantize::FastQuantizeI8`].
 pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
+    // The ops that stand for several of tract's nodes first, while those are still tract's.
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        if let Some((op, input)) = pointwise_i8::replacement(&model, node)? {
+            swap(&mut model, id, input, op, OutletId::new(id, 0))?;
+        } else if let Some((op, matmul)) = depthwise_i8::replacement(&model, node)? {
+            let input = node.inputs[0];
+            swap(&mut model, id, input, op, OutletId::new(matmul, 0))?;
+        }
+    }
     for id in model.eval_order()? {
         let node = model.node(id);
         if let Some(fast) = im2col_i8::replacement(&model, node)? {
@@ -43,4 +58,192 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     }
     // The replaced nodes stay behind as unconnected placeholders until compacted.
     model.into_compact()
+}
+
+/// Wires `op` on `input` in place of the nodes from `node` to the one writing `replaced`.
+fn swap(
+    model: &mut TypedModel,
+    node: usize,
+    input: OutletId,
+    op: impl TypedOp,
+    replaced: OutletId,
+) -> TractResult<()> {
+    let mut patch = TypedModelPatch::default();
+    let x = patch.tap_model(model, input)?;
+    let y = patch.wire_node(&model.node(node).name, op, &[x])?[0];
+    patch.shunt_outside(model, replaced, y)?;
+    patch.apply(model)
+}
+
+#[cfg(test)]
+pub mod tests {
+    use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
+
+    use super::*;
+
+    fn attr(name: &str, ints: &[i64]) -> pb::AttributeProto {
+        pb::AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Ints as i32,
+            ints: ints.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn value(name: &str, dt: DataType, dims: Option<&[usize]>) -> pb::ValueInfoProto {
+        use pb::tensor_shape_proto::{Dimension, dimension::Value};
+        let shape = dims.map(|d| pb::TensorShapeProto {
+            dim: d
+                .iter()
+                .map(|v| Dimension {
+                    value: Some(Value::DimValue(*v as i64)),
+                    ..Default::default()
+                })
+                .collect(),
+        });
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: dt as i32,
+                    shape,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn tensor(name: &str, dt: DataType, dims: &[usize], raw_data: Vec<u8>) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            dims: dims.iter().map(|d| *d as i64).collect(),
+            data_type: dt as i32,
+            raw_data,
+            ..Default::default()
+        }
+    }
+
+    /// One ConvInteger layer (no zero points), optimised by tract.
+    pub struct Conv {
+        pub ci: usize,
+        pub co: usize,
+        pub group: usize,
+        pub k: usize,
+        /// [stride, pad, dilation], the same along both axes.
+        pub geometry: [i64; 3],
+        /// Input height and width.
+        pub size: usize,
+        /// f32 input through QuantizeLinear (scale 1/32, zero point 0) instead of i8 input.
+        pub quantize: bool,
+    }
+
+    impl Conv {
+        /// x [1, ci, size, size] → (QuantizeLinear →) ConvInteger → i32 y.
+        pub fn model(&self) -> TypedModel {
+            let (ci, co, k) = (self.ci, self.co, self.k);
+            let [stride, pad, dilation] = self.geometry;
+            let weights: Vec<u8> = (0..co * ci / self.group * k * k)
+                .map(|i| ((i * 37 % 255) as i32 - 127) as i8 as u8)
+                .collect();
+            let mut nodes = vec![];
+            let mut initializer = vec![tensor(
+                "w",
+                DataType::Int8,
+                &[co, ci / self.group, k, k],
+                weights,
+            )];
+            let x_type = if self.quantize {
+                initializer.push(tensor(
+                    "s",
+                    DataType::Float,
+                    &[],
+                    (1.0f32 / 32.0).to_le_bytes().to_vec(),
+                ));
+                initializer.push(tensor("z", DataType::Int8, &[], vec![0]));
+                nodes.push(pb::NodeProto {
+                    op_type: "QuantizeLinear".into(),
+                    input: vec!["x".into(), "s".into(), "z".into()],
+                    output: vec!["xq".into()],
+                    ..Default::default()
+                });
+                DataType::Float
+            } else {
+                DataType::Int8
+            };
+            nodes.push(pb::NodeProto {
+                op_type: "ConvInteger".into(),
+                input: vec![if self.quantize { "xq" } else { "x" }.into(), "w".into()],
+                output: vec!["y".into()],
+                attribute: vec![
+                    attr("pads", &[pad; 4]),
+                    attr("strides", &[stride; 2]),
+                    attr("dilations", &[dilation; 2]),
+                    pb::AttributeProto {
+                        name: "group".into(),
+                        r#type: AttributeType::Int as i32,
+                        i: self.group as i64,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            });
+            let proto = pb::ModelProto {
+                ir_version: 7,
+                opset_import: vec![pb::OperatorSetIdProto {
+                    domain: String::new(),
+                    version: 13,
+                }],
+                graph: Some(pb::GraphProto {
+                    node: nodes,
+                    input: vec![value("x", x_type, Some(&[1, ci, self.size, self.size]))],
+                    output: vec![value("y", DataType::Int32, None)],
+                    initializer,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            tract_onnx::onnx()
+                .model_for_proto_model(&proto)
+                .and_then(|m| m.into_optimized())
+                .expect("a ConvInteger layer loads")
+        }
+    }
+
+    /// Checks that [`accelerate`] puts exactly one `name` op into `tracts` and that the plan
+    /// then gives tract's output bit for bit, on an input spanning i8 (and beyond, for f32
+    /// input, to saturate); `variant` may swap the op for another build of it first.
+    pub fn run_both(
+        tracts: &TypedModel,
+        name: &str,
+        variant: impl Fn(&TypedNode) -> Option<Box<dyn TypedOp>>,
+    ) {
+        let mut ours = accelerate(tracts.clone()).unwrap();
+        let ids: Vec<usize> = ours
+            .nodes()
+            .iter()
+            .filter(|n| n.op.name() == name)
+            .map(|n| n.id)
+            .collect();
+        assert_eq!(ids.len(), 1, "one {name} in {ours}");
+        if let Some(op) = variant(ours.node(ids[0])) {
+            ours.node_mut(ids[0]).op = op;
+        }
+        let fact = tracts.input_fact(0).unwrap();
+        let shape = fact.shape.as_concrete().unwrap().to_vec();
+        let values = (0..shape.iter().product::<usize>()).map(|i| (i * 7919 % 251) as i32 - 125);
+        let x = if fact.datum_type == f32::datum_type() {
+            tensor1(&values.map(|v| v as f32 * 0.37).collect::<Vec<_>>())
+        } else {
+            tensor1(&values.map(|v| v as i8).collect::<Vec<_>>())
+        };
+        let x = x.into_shape(&shape).unwrap();
+        let run = |m: TypedModel| {
+            m.into_runnable()
+                .and_then(|p| p.run(tvec!(x.clone().into_tvalue())))
+                .unwrap()
+                .remove(0)
+        };
+        assert_eq!(run(tracts.clone()), run(ours), "{name}: {tracts}");
+    }
 }

@@ -1,0 +1,275 @@
+//! An int8 depthwise convolution for tract's optimised plans.
+//!
+//! tract 0.23.9 lowers a depthwise ConvInteger like any grouped one: an Im2col per channel
+//! (K = the kernel's 9 taps) and a batched matmul of one output row per channel, ~8× slower
+//! than its float depthwise. [`DepthwiseI8`] computes the same i32 accumulators directly:
+//! each channel's zero-padded input is split by column phase once (as the int8 im2col does),
+//! then every kernel tap adds `w · x` along whole output rows, contiguous runs that vectorise
+//! at any stride.
+
+use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedMatrixStorage};
+use tract_linalg::pack::{PackedFormat, PackedI8K4};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
+
+use super::im2col_i8::{self, Geometry, PhasePlanes};
+use crate::imgproc::morph::Simd;
+
+/// The replacement for `node` if it is the Im2col of an int8 depthwise convolution (one input
+/// channel a group, one output channel a group, no bias) whose only reader is tract's batched
+/// matmul: the op, and the matmul whose i32 output it computes.
+pub fn replacement(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(DepthwiseI8, usize)>> {
+    let Some((op, geo)) = im2col_i8::geometry(model, node)? else {
+        return Ok(None);
+    };
+    let readers = model.outlet_successors(OutletId::new(node.id, 0));
+    let ([reader], true) = (readers, op.group == geo.channels && op.group > 1) else {
+        return Ok(None);
+    };
+    let mm_node = model.node(reader.node);
+    let Some(mm) = mm_node.op_as::<OptMatMul>() else {
+        return Ok(None);
+    };
+    let [
+        ProtoFusedSpec::AddMatMul {
+            a: MatMulOperand::Input(1),
+            b: MatMulOperand::Input(0),
+            ..
+        },
+        ProtoFusedSpec::Store(_),
+    ] = mm.micro_ops.as_slice()
+    else {
+        return Ok(None);
+    };
+    let c = &mm.c_fact;
+    if reader.slot != 0
+        || c.datum_type != i32::datum_type()
+        || c.shape.as_concrete().map(|s| s.iter().product::<usize>())
+            != Some(geo.channels * geo.n())
+    {
+        return Ok(None);
+    }
+    let Some(weights) = model
+        .outlet_fact(mm_node.inputs[1])?
+        .konst
+        .as_ref()
+        .and_then(|k| unpack_weights(k, geo.channels, geo.taps()))
+    else {
+        return Ok(None);
+    };
+    Ok(Some((
+        DepthwiseI8 {
+            geo,
+            weights,
+            output: c.clone(),
+            simd: Simd::detect(),
+        },
+        mm_node.id,
+    )))
+}
+
+/// Each channel's kernel taps out of tract's packed weights (one row per group), if packed
+/// in a layout this knows.
+fn unpack_weights(packed: &Tensor, channels: usize, taps: usize) -> Option<Vec<i8>> {
+    let storage = packed.try_storage_as::<PackedMatrixStorage>().ok()?;
+    let values = storage.values();
+    if values.len() != channels {
+        return None;
+    }
+    let mut weights = Vec::with_capacity(channels * taps);
+    for v in values {
+        let v = v.downcast_ref::<EagerPackedInput>()?;
+        if v.mn() != 1 || v.k() != taps {
+            return None;
+        }
+        let format = v.format();
+        // Row 0 of the one panel: K-major, `r` rows side by side, or 4 K values a row at a
+        // time ([`PackedI8K4`]).
+        let at: Box<dyn Fn(usize) -> usize> = if let Some(f) = format
+            .downcast_ref::<PackedFormat>()
+            .filter(|f| f.dt.unquantized() == i8::datum_type())
+        {
+            let r = f.r;
+            Box::new(move |k| k * r)
+        } else if let Some(f) = format.downcast_ref::<PackedI8K4>() {
+            let r = f.r;
+            Box::new(move |k| (k / 4) * 4 * r + k % 4)
+        } else {
+            return None;
+        };
+        let bytes: &[u8] = &v.packed;
+        for k in 0..taps {
+            weights.push(*bytes.get(at(k))? as i8);
+        }
+    }
+    Some(weights)
+}
+
+/// An int8 depthwise convolution of one CHW image: i8 input, i32 accumulators out in the
+/// shape tract's matmul gave them (channel-major either way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepthwiseI8 {
+    pub geo: Geometry,
+    /// `[channel][tap]`, taps row-major.
+    pub weights: Vec<i8>,
+    pub output: TypedFact,
+    /// The instruction set the kernel runs with.
+    pub simd: Simd,
+}
+
+impl Op for DepthwiseI8 {
+    fn name(&self) -> StaticName {
+        "DepthwiseI8".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("{:?} {:?}", self.geo, self.simd)])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for DepthwiseI8 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let plain = inputs[0].try_as_plain_ram()?;
+        let planes = self.geo.phase_planes(plain.as_slice::<i8>()?);
+        let shape = self
+            .output
+            .shape
+            .as_concrete()
+            .context("DepthwiseI8: output shape not concrete")?;
+        // SAFETY: `convolve` writes every accumulator.
+        let mut output = unsafe { Tensor::uninitialized::<i32>(shape)? };
+        let mut out_plain = output.try_as_plain_ram_mut()?;
+        convolve(
+            self.simd,
+            &planes,
+            &self.weights,
+            out_plain.as_slice_mut::<i32>()?,
+        );
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for DepthwiseI8 {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(self.output.without_value()))
+    }
+
+    as_op!();
+}
+
+/// `out[c][y][x] = Σ_taps weights[c][tap] · input under the tap`, with the instruction set
+/// `simd` (baseline for any the CPU lacks or this kernel has no build for).
+pub fn convolve(simd: Simd, planes: &PhasePlanes, weights: &[i8], out: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    match simd {
+        // SAFETY: each arm runs only where the CPU has its instruction set.
+        Simd::Avx512 if simd.is_available() => unsafe { avx512(planes, weights, out) },
+        Simd::Avx2 if simd.is_available() => unsafe { avx2(planes, weights, out) },
+        _ => body(planes, weights, out),
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = simd;
+        body(planes, weights, out)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn avx2(planes: &PhasePlanes, weights: &[i8], out: &mut [i32]) {
+    body(planes, weights, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn avx512(planes: &PhasePlanes, weights: &[i8], out: &mut [i32]) {
+    body(planes, weights, out)
+}
+
+/// One channel at a time, each tap one run over every output row at once: the rows' runs
+/// are [`PhasePlanes::row_step`] apart, so the run also covers the padding between them (and,
+/// for a vertical stride, the skipped rows), computed and dropped when the rows are copied
+/// out. Long runs the compiler vectorises for whichever instruction set this is inlined into
+/// (SSE2 on baseline x86-64, NEON on aarch64) beat short ones per row: 40-wide rows spent
+/// more time entering loops than multiplying.
+#[inline(always)]
+fn body(planes: &PhasePlanes, weights: &[i8], out: &mut [i32]) {
+    let geo = planes.geometry();
+    let [oh, ow] = geo.output_hw;
+    let step = planes.row_step();
+    let len = (oh - 1) * step + ow;
+    let mut acc = vec![0i32; len];
+    for (c, (w, out)) in weights
+        .chunks_exact(geo.taps())
+        .zip(out.chunks_exact_mut(oh * ow))
+        .enumerate()
+    {
+        let run = |tap: usize| &planes.data[planes.run(c, tap, 0)..][..len];
+        let w0 = w[0] as i32;
+        for (a, x) in acc.iter_mut().zip(run(0)) {
+            *a = w0 * *x as i32;
+        }
+        for (tap, w) in w.iter().enumerate().skip(1) {
+            let w = *w as i32;
+            for (a, x) in acc.iter_mut().zip(run(tap)) {
+                *a += w * *x as i32;
+            }
+        }
+        for (yo, row) in out.chunks_exact_mut(ow).enumerate() {
+            row.copy_from_slice(&acc[yo * step..][..ow]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::tests::{Conv, run_both};
+
+    /// tract's i32 accumulators bit for bit, with every instruction set this CPU has (the ones
+    /// it lacks are named): 3×3 and 5×5, strides 1 to 3, padding, dilation, odd sizes, i8 input
+    /// and f32 input through QuantizeLinear.
+    #[test]
+    fn accumulates_what_tracts_matmul_does() {
+        // (channels, kernel, [stride, pad, dilation], input size, f32 input)
+        let cases = [
+            (16, 3, [1, 1, 1], 20, false),
+            (24, 3, [2, 1, 1], 21, true),
+            (8, 5, [1, 2, 1], 13, false),
+            (5, 3, [2, 0, 1], 40, false),
+            (7, 3, [1, 2, 2], 9, true),
+            (4, 3, [3, 1, 1], 17, false),
+        ];
+        for simd in Simd::ALL {
+            if !simd.is_available() {
+                println!("depthwise_i8: {simd:?} skipped, this CPU lacks it");
+                continue;
+            }
+            for (c, k, geometry, size, quantize) in cases {
+                let conv = Conv {
+                    ci: c,
+                    co: c,
+                    group: c,
+                    k,
+                    geometry,
+                    size,
+                    quantize,
+                };
+                run_both(&conv.model(), "DepthwiseI8", |node| {
+                    let mut op = node.op_as::<DepthwiseI8>()?.clone();
+                    op.simd = simd;
+                    Some(Box::new(op))
+                });
+            }
+            println!("depthwise_i8: {simd:?} matches tract");
+        }
+    }
+}
