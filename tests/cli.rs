@@ -555,8 +555,7 @@ fn a_lost_camera_is_reopened_with_backoff_while_the_socket_stays_up() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(30, "the socket", || socket.exists());
-    let client = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let client = connect_when_listening(&socket);
     let reader = std::thread::spawn(move || {
         std::io::BufReader::new(client)
             .lines()
@@ -881,8 +880,7 @@ fn sigterm_exits_0_within_2_s_and_removes_the_socket() {
         match moment {
             Moment::Frame => wait_for(60, "first frames", || lines() >= 2),
             Moment::ClientWrite => {
-                wait_for(30, "the socket", || socket.exists());
-                _client = Some(std::os::unix::net::UnixStream::connect(&socket).unwrap());
+                _client = Some(connect_when_listening(&socket));
                 // Far more than the ring, the staging buffer and the socket buffer hold.
                 let start = lines();
                 wait_for(60, "lines the client cannot take", || {
@@ -1126,4 +1124,15 @@ fn the_rpi3_presets_refuse_image_bombs_by_name_within_their_memory_budget() {
             assert!(kb < limit_mb * 1024, "{preset}: peak RSS {kb} kB");
         }
     }
+}
+
+/// A client of the Unix socket at `path`: its file appears at bind, a moment before the
+/// server listens, so a connect in between is refused.
+fn connect_when_listening(path: &Path) -> std::os::unix::net::UnixStream {
+    let mut client = None;
+    wait_for(30, "the socket to accept", || {
+        client = std::os::unix::net::UnixStream::connect(path).ok();
+        client.is_some()
+    });
+    client.unwrap()
 }
