@@ -28,12 +28,13 @@ const CACHE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/cache");
 const IMAGES: [&str; 4] = ["astronaut", "chelsea", "coffee", "rocket"];
 
 /// Every model the reference script covers, and the family it belongs to.
-const MODELS: [(&str, Family); 8] = [
+const MODELS: [(&str, Family); 9] = [
     ("yolox_nano", Family::Yolox),
     ("nanodet_m_320", Family::Nanodet),
     ("yunet_n_320", Family::Yunet),
     ("ultraface_rfb_320", Family::Ssd),
     ("ultraface_slim_320", Family::Ssd),
+    ("yolov8n", Family::Yolov8),
     ("yolov8n_320", Family::Yolov8),
     ("yolo11n_320", Family::Yolov8),
     ("yolov10n_320", Family::Yolov10),
@@ -385,6 +386,7 @@ pipeline_tests! { check_pipeline:
     yunet_end_to_end_matches_reference => "yunet_n_320",
     ultraface_rfb_end_to_end_matches_reference => "ultraface_rfb_320",
     ultraface_slim_end_to_end_matches_reference => "ultraface_slim_320",
+    yolov8n_coco_end_to_end_matches_reference => "yolov8n",
 }
 
 pipeline_tests! { check_raw_outputs:
@@ -403,6 +405,7 @@ fixture_tests! {
     yunet_matches_reference => "yunet_n_320",
     ultraface_rfb_matches_reference => "ultraface_rfb_320",
     ultraface_slim_matches_reference => "ultraface_slim_320",
+    yolov8n_coco_matches_reference => "yolov8n",
     yolov8n_matches_reference => "yolov8n_320",
     yolo11n_matches_reference => "yolo11n_320",
     yolov10n_matches_reference => "yolov10n_320",

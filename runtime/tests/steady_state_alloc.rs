@@ -104,6 +104,7 @@ fn postprocess_and_emit_allocate_nothing_per_frame() {
         ("yolox_nano.onnx", Family::Yolox, "coco"),
         ("nanodet_m_320.onnx", Family::Nanodet, "coco"),
         ("ultraface_version-slim-320.onnx", Family::Ssd, "face"),
+        ("yolov8n.onnx", Family::Yolov8, "coco"),
     ] {
         let cfg = detector(model, family, labels);
         check_steady_state(&cfg, "images/astronaut.png", &server, &mut line);

@@ -387,6 +387,9 @@ SPECS = {
                           pre_ultraface, post_ultraface, decode_cfg(0.7, 0.5), False),
     "ultraface_slim_320": ("ultraface_version-slim-320.onnx", "ssd", "face", (320, 240),
                            pre_ultraface, post_ultraface, decode_cfg(0.7, 0.5), False),
+    # Ultralytics' COCO weights (AGPL-3.0, test-only); predict's defaults: conf 0.25, iou 0.7.
+    "yolov8n": ("yolov8n.onnx", "yolov8", "coco", (640, 640), pre_ultralytics, post_yolov8,
+                decode_cfg(0.25, 0.7), True),
     # Random weights: every score is tiny and equal within a stride, so a low threshold.
     "yolov8n_320": ("arch/yolov8n_320.onnx", "yolov8", "coco", (320, 320), pre_ultralytics,
                     post_yolov8, decode_cfg(1e-4, 0.7), True),
@@ -411,6 +414,9 @@ CHECKS = [
     ("yunet_n_320", "rocket.jpg", "none", None, None),
     ("ultraface_rfb_320", "astronaut.png", "face", 1.00, 0.01),
     ("ultraface_rfb_320", "chelsea.png", "face", None, None),
+    ("yolov8n", "astronaut.png", "person", None, None),
+    ("yolov8n", "chelsea.png", "cat", None, None),
+    ("yolov8n", "coffee.png", "cup", None, None),
 ]
 
 
