@@ -40,7 +40,12 @@ install -D -m 0644 "$root/README.md" "$stage/usr/share/doc/ocelli/README.md"
 install -D -m 0644 "$root/docs/config.md" "$stage/usr/share/doc/ocelli/config.md"
 install -D -m 0644 "$root/docs/protocol.md" "$stage/usr/share/doc/ocelli/protocol.md"
 install -D -m 0755 "$root/models/fetch.sh" "$stage/usr/share/ocelli/fetch.sh"
-install -D -m 0644 "$root/models/sources.tsv" "$stage/usr/share/ocelli/sources.tsv"
+# Without the test-only entries (a comment starting "# Test-only" and the entry after it): a
+# board fetches nothing whose licence is not the package's concern.
+mkdir -p "$stage/usr/share/ocelli"
+awk '/^# Test-only/ { skip = 1 } skip && !/^#/ { skip = 0; next } !skip' "$root/models/sources.tsv" \
+  > "$stage/usr/share/ocelli/sources.tsv"
+chmod 0644 "$stage/usr/share/ocelli/sources.tsv"
 cat > "$stage/usr/bin/ocelli-fetch-models" <<'SH'
 #!/bin/sh
 # Fetches more reference models (see /usr/share/ocelli/sources.tsv) into /var/lib/ocelli/models.

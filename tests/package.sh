@@ -27,6 +27,8 @@ for f in usr/bin/ocelli usr/bin/ocelli-fetch-models lib/systemd/system/ocelli.se
          etc/ocelli/ocelli.toml usr/share/ocelli/fetch.sh usr/share/ocelli/sources.tsv; do
   [ -e "$R/$f" ] || fail "$f not installed"
 done
+! grep -q '^yolov8n.onnx' "$R/usr/share/ocelli/sources.tsv" || fail "a test-only model source is packaged"
+grep -q '^yolox_nano.onnx' "$R/usr/share/ocelli/sources.tsv" || fail "the packaged sources lost yolox_nano.onnx"
 grep -q '^Version: 0.0.1$' <(dpkg --root="$R" -s ocelli) || fail "version 0.0.1 not recorded"
 memory_mb=$(sed -n 's/^memory_mb = \([0-9]*\).*/\1/p' "$R/etc/ocelli/ocelli.toml")
 grep -qx "MemoryMax=${memory_mb:?no memory_mb in the preset}M" "$R/lib/systemd/system/ocelli.service" \
