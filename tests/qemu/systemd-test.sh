@@ -71,11 +71,12 @@ systemctl is-active --quiet "$unit" || { journal; exit 1; }
 stream installed
 
 # The installed binary and packaged model on a photo: the installed config with the photo as
-# its source and the lines printed, for check_systemd.py to find the astronaut's face.
+# its source and its JSON lines, for check_systemd.py to find the astronaut's face.
 awk '/^\[/ { skip = ($0 == "[source]" || $0 == "[output]") } !skip' "$config" > /tmp/photo.toml
-printf '\n[source]\nkind = "images"\npath = "%s"\n\n[output]\nprint = true\n' \
+printf '\n[source]\nkind = "images"\npath = "%s"\n\n[output]\njsonl = "/tmp/photo.jsonl"\n' \
   "$here/astronaut.png" >> /tmp/photo.toml
-timeout 300 /usr/bin/ocelli run /tmp/photo.toml > /tmp/photo.jsonl 2> /tmp/photo.err
+rm -f /tmp/photo.jsonl
+timeout 300 /usr/bin/ocelli run /tmp/photo.toml > /dev/null 2> /tmp/photo.err
 photo_rc=$?
 sed 's/^/    /' /tmp/photo.err
 echo "==== ocelli-photo begin"
