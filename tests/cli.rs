@@ -5,7 +5,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::{ocelli_command, slowdown, wait_for};
+use support::{Running, ocelli_command, slowdown, wait_for};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -60,11 +60,13 @@ fn lines_in(path: &Path) -> usize {
 }
 
 /// `ocelli run config`, started with its stderr going to the file `stderr`.
-fn run_logging_stderr(config: &Path, stderr: &Path) -> std::process::Child {
-    ocelli_command(&["run", config.to_str().unwrap()])
-        .stderr(std::fs::File::create(stderr).unwrap())
-        .spawn()
-        .unwrap()
+fn run_logging_stderr(config: &Path, stderr: &Path) -> Running {
+    Running(
+        ocelli_command(&["run", config.to_str().unwrap()])
+            .stderr(std::fs::File::create(stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -654,10 +656,12 @@ fn board_threads_give_tract_a_pool_and_the_same_detections() {
             cached("yolox_nano.onnx")
         );
         let config = write(&dir, "config.toml", &text);
-        let mut child = ocelli_command(&["run", config.to_str().unwrap()])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = Running(
+            ocelli_command(&["run", config.to_str().unwrap()])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let lines = || lines_in(&jsonl);
         wait_for(120, "frames", || lines() >= frames);
         let pool = inference_threads(child.id());
@@ -1065,14 +1069,16 @@ fn the_rpi3_presets_refuse_image_bombs_by_name_within_their_memory_budget() {
         } else {
             // RLIMIT_DATA counts the heap and private mappings as they are made writable, not
             // the address space glibc's arenas and tract's threads reserve (ulimit -v does).
-            std::process::Command::new("sh")
-                .args(["-c", "ulimit -d $0 && exec \"$1\" run \"$2\""])
-                .arg((limit_mb * 1024).to_string())
-                .arg(env!("CARGO_BIN_EXE_ocelli"))
-                .arg(&config)
-                .stderr(std::fs::File::create(&stderr_path).unwrap())
-                .spawn()
-                .unwrap()
+            Running(
+                std::process::Command::new("sh")
+                    .args(["-c", "ulimit -d $0 && exec \"$1\" run \"$2\""])
+                    .arg((limit_mb * 1024).to_string())
+                    .arg(env!("CARGO_BIN_EXE_ocelli"))
+                    .arg(&config)
+                    .stderr(std::fs::File::create(&stderr_path).unwrap())
+                    .spawn()
+                    .unwrap(),
+            )
         };
         let stderr = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
         // A second round has begun once the first good photo is seen twice.

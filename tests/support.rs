@@ -1,7 +1,8 @@
 //! What the tests that drive the `ocelli` binary share: starting it, through the emulator when
 //! it is cross-built, and waiting on it with time to spare under emulation.
 
-use std::process::Command;
+use std::ops::{Deref, DerefMut};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// The `ocelli` binary as a command. Cross-built, it is foreign to the host: it starts through
@@ -36,5 +37,31 @@ pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A started process that is killed when the test lets go of it, so that a failed assertion
+/// never leaves it running (and writing) after the test.
+pub struct Running(pub Child);
+
+impl Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }

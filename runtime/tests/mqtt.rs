@@ -16,7 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
-use support::{ocelli_command, wait_for};
+use support::{Running, ocelli_command, wait_for};
 
 const SCHEMA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -220,7 +220,7 @@ fn checked(line: &str) -> Value {
 
 /// `ocelli run` on a synthetic camera, publishing to `broker_port` with its spool in `dir`.
 struct Ocelli {
-    child: Child,
+    child: Running,
     http_port: u16,
     stderr: PathBuf,
 }
@@ -247,11 +247,13 @@ impl Ocelli {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, text).unwrap();
         let stderr = dir.join(format!("{name}.stderr"));
-        let child = ocelli_command(&["run", config.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
+        let child = Running(
+            ocelli_command(&["run", config.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&stderr).unwrap())
+                .spawn()
+                .unwrap(),
+        );
         Self {
             child,
             http_port,
@@ -301,13 +303,6 @@ impl Ocelli {
         let (status, body) = self.get("/metrics");
         (status == 200)
             .then(|| Exposition::parse(std::str::from_utf8(&body).unwrap()).value(name, &[]))
-    }
-}
-
-impl Drop for Ocelli {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
