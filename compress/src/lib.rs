@@ -8,13 +8,14 @@ pub mod agree;
 pub mod calib;
 pub mod data;
 pub mod eval;
-pub mod measure;
-pub mod onnx;
 pub mod optimize;
 pub mod probe;
 pub mod prune;
 pub mod quantize;
 pub mod reconstruct;
+
+pub use measure::pattern_input;
+pub use ocelli::model::{measure, onnx};
 
 /// Any command's failure, shown as one line.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +24,8 @@ pub enum Error {
     Model(#[from] onnx::ModelError),
     #[error(transparent)]
     Data(#[from] data::DataError),
+    #[error(transparent)]
+    Timings(#[from] ocelli::model::layers::TableError),
     /// The rewritten model's outputs moved more than the tolerance from the original's: a
     /// rewrite is wrong for this graph. Report it with the model; `--tolerance` loosens the check.
     #[error(
@@ -66,21 +69,4 @@ pub fn compare_models(
         worst = worst.max(e);
     }
     Ok(worst)
-}
-
-/// A deterministic input spread over `lo..hi`, for checks without photos.
-pub fn pattern_input(shape: [usize; 4], lo: f32, hi: f32) -> tract_onnx::prelude::Tensor {
-    use tract_onnx::prelude::*;
-    let n: usize = shape.iter().product();
-    // A 32-bit LCG: reproducible without a random-number dependency.
-    let mut s = 0x2545_f491u32;
-    let data: Vec<f32> = (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            lo + (hi - lo) * (s >> 8) as f32 / (1u32 << 24) as f32
-        })
-        .collect();
-    tract_ndarray::Array4::from_shape_vec(shape, data)
-        .expect("sized")
-        .into_tensor()
 }

@@ -114,6 +114,10 @@ enum Command {
         /// Largest score change of a matched detection on the calibration images.
         #[arg(long, default_value_t = 0.1)]
         max_drift: f32,
+        /// Choose each layer's form from these timings, taken on the board by `ocelli
+        /// profile-layers`, instead of timing the layers on this host.
+        #[arg(long)]
+        layer_timings: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -462,15 +466,23 @@ fn run(cli: Cli) -> Result<(), Error> {
             setup,
             min_map,
             max_drift,
+            layer_timings,
             json,
         } => {
             let model = Model::load(&input)?;
+            let timings = match &layer_timings {
+                Some(path) => {
+                    quantize::BoardTimings::load(path, &setup, |w| eprintln!("warning: {w}"))?
+                }
+                None => None,
+            };
             let opts = quantize::Options {
                 method,
                 input_size: size(&input_size),
                 setup,
                 min_map,
                 max_score_drift: max_drift,
+                timings,
                 ..Default::default()
             };
             let (q, report) = quantize::quantize(&model, &calib, &opts, |m| eprintln!("{m}"))?;
@@ -503,9 +515,9 @@ fn run(cli: Cli) -> Result<(), Error> {
                  {:.2} MB -> {:.2} MB ({:.2}×); agreement on {} calibration images: mAP@0.5 {:.3}, \
                  max score drift {:.3}",
                 output.display(),
-                report.count(quantize::Form::ConvInteger),
-                report.count(quantize::Form::WeightInt8),
-                report.count(quantize::Form::Float),
+                report.count(ocelli::model::layers::Form::ConvInteger),
+                report.count(ocelli::model::layers::Form::WeightInt8),
+                report.count(ocelli::model::layers::Form::Float),
                 report.reverted,
                 bytes(&input) as f64 / 1e6,
                 bytes(&output) as f64 / 1e6,
@@ -514,6 +526,16 @@ fn run(cli: Cli) -> Result<(), Error> {
                 report.map50,
                 report.score_drift_max
             );
+            if let Some(t) = &report.timings {
+                println!(
+                    "layer timings: {} ({}, {} thread(s)): {} shape(s) from the table, {} timed on this host",
+                    t.path.display(),
+                    t.cpu,
+                    t.threads,
+                    t.from_table,
+                    t.timed_here
+                );
+            }
             Ok(())
         }
         Command::Prune {

@@ -2,15 +2,9 @@
 //! form tract runs for its shape (measured), and layers whose quantisation costs accuracy go
 //! back towards float until the agreement budget holds.
 //!
-//! The forms, all standard ONNX:
-//! - [`Form::WeightInt8`]: int8 weights (symmetric, per output channel) through
-//!   DequantizeLinear into a float Conv. tract folds the dequantisation at load time, so the
-//!   layer runs exactly as fast as float while the file stores a quarter of the bytes.
-//! - [`Form::ConvInteger`]: QuantizeLinear (int8, zero point 0, calibrated scale) →
-//!   ConvInteger (i8 × i8 → i32) → Cast → Mul by the per-channel scales → Add bias. With no
-//!   zero points tract lowers it to one int8 matmul whose float epilogue it fuses; QLinearConv
-//!   and QDQ forms lower to unfused zero-point and requantisation passes (see `probe`).
-//! - [`Form::Float`]: left as it was.
+//! The forms are [`ocelli::model::layers::Form`]'s. Each layer's speed comes from timing it
+//! alone on this host, or from a table that `ocelli profile-layers` wrote on the board
+//! ([`Options::timings`]).
 //!
 //! Detection heads (convolutions that write a model output with no other convolution in
 //! between) never take ConvInteger: their outputs are the scores and boxes themselves, where
@@ -21,23 +15,17 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use ocelli::model::layers::{
+    Calibration, Cpu, Form, Layer, LayerTimes, Shape, Table, apply, conv_node, convolutions,
+    time_layer,
+};
 use serde::Serialize;
-use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::calib::{self, Method};
-use crate::measure::{self, Plan};
-use crate::onnx::{
-    Model, ModelError, attr, f32_proto, float_unshaped, float_value, i8_proto, node,
-};
+use crate::measure;
+use crate::onnx::{Model, ModelError};
 use crate::{Error, data, eval, optimize};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Form {
-    Float,
-    WeightInt8,
-    ConvInteger,
-}
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -53,6 +41,61 @@ pub struct Options {
     pub speed_rounds: usize,
     /// Activation int8 (ConvInteger) only where at least this much faster than float.
     pub min_speedup: f64,
+    /// Layer timings taken on the board; shapes it lacks are timed on this host.
+    pub timings: Option<BoardTimings>,
+}
+
+/// A layer-timing table from `ocelli profile-layers`, and the file it came from.
+#[derive(Clone, Debug)]
+pub struct BoardTimings {
+    pub path: PathBuf,
+    pub table: Table,
+}
+
+impl BoardTimings {
+    /// The table at `path`, unless the device config of `setup` names a board whose CPU it
+    /// was not timed on: then `warn` hears why, and the layers are timed on this host
+    /// instead (`None`). Without a config, or with one naming no target, the table is taken
+    /// as it is.
+    pub fn load(
+        path: &Path,
+        setup: &data::Setup,
+        warn: impl FnOnce(&str),
+    ) -> Result<Option<Self>, Error> {
+        let table = Table::load(path)?;
+        if let Some(config) = &setup.config {
+            let board = ocelli::config::Config::load_settings(config)
+                .map_err(data::DataError::from)?
+                .board;
+            if let Some(cpu) = Cpu::of_board(&board)
+                && !table.cpu.stands_for(&cpu)
+            {
+                warn(&format!(
+                    "{}: timed on {}, but the board of {} is {cpu} (board.target, board.tract_cpu): \
+                     timing the layers on this host instead",
+                    path.display(),
+                    table.cpu,
+                    config.display()
+                ));
+                return Ok(None);
+            }
+        }
+        Ok(Some(Self {
+            path: path.into(),
+            table,
+        }))
+    }
+}
+
+/// Where the layers' timings came from, when a table was given.
+#[derive(Clone, Debug, Serialize)]
+pub struct TimingsUsed {
+    pub path: PathBuf,
+    pub cpu: Cpu,
+    pub threads: usize,
+    /// Distinct layer shapes the table had, and those it lacked (timed on this host).
+    pub from_table: usize,
+    pub timed_here: usize,
 }
 
 impl Default for Options {
@@ -65,49 +108,7 @@ impl Default for Options {
             max_score_drift: 0.1,
             speed_rounds: 15,
             min_speedup: 1.05,
-        }
-    }
-}
-
-/// One convolution: what it is, what each form cost, what it became.
-#[derive(Clone, Debug, Serialize)]
-pub struct Layer {
-    /// The Conv node's first output: unique, unlike node names.
-    pub output: String,
-    pub input: String,
-    pub weight_shape: Vec<usize>,
-    pub input_shape: Vec<usize>,
-    /// Fastest run of the layer alone, float and ConvInteger, milliseconds.
-    pub float_ms: f64,
-    pub int8_ms: f64,
-    pub form: Form,
-    /// Writes a model output with no other convolution in between (a detection head): its
-    /// activations are not quantised.
-    pub head: bool,
-    /// Relative output error of the whole model with only this layer quantised; computed
-    /// only when the budget failed.
-    pub sensitivity: Option<f64>,
-}
-
-impl Layer {
-    /// A layer in `form`, not yet timed, not a head, its sensitivity unmeasured.
-    pub fn new(
-        output: &str,
-        input: &str,
-        weight_shape: Vec<usize>,
-        input_shape: Vec<usize>,
-        form: Form,
-    ) -> Self {
-        Self {
-            output: output.into(),
-            input: input.into(),
-            weight_shape,
-            input_shape,
-            float_ms: 0.0,
-            int8_ms: 0.0,
-            form,
-            head: false,
-            sensitivity: None,
+            timings: None,
         }
     }
 }
@@ -122,20 +123,14 @@ pub struct Report {
     pub score_drift_max: f32,
     /// Layers moved towards float for accuracy.
     pub reverted: usize,
+    /// The board's table, when the layers' speeds came from one.
+    pub timings: Option<TimingsUsed>,
 }
 
 impl Report {
     pub fn count(&self, form: Form) -> usize {
         self.layers.iter().filter(|l| l.form == form).count()
     }
-}
-
-/// What calibration measured: each observed tensor's clipping magnitude (inputs of
-/// ConvInteger layers) and per-channel means (inputs of every layer, for bias correction).
-#[derive(Clone, Debug, Default)]
-pub struct Calibration {
-    pub thresholds: HashMap<String, f32>,
-    pub means: HashMap<String, Vec<f32>>,
 }
 
 /// Quantises `model` (a float model; `optimize` is applied first).
@@ -158,18 +153,38 @@ pub fn quantize(
     let facts = float.facts(shape)?;
     let mut layers = convolutions(&float, &facts);
 
-    // Speed: each distinct layer shape timed alone in both forms.
-    let mut timed: HashMap<String, LayerTimes> = HashMap::new();
+    // Speed: each distinct layer shape timed alone in both forms, here or on the board.
+    let mut timed: HashMap<Shape, LayerTimes> = HashMap::new();
+    let mut used = opts.timings.as_ref().map(|b| TimingsUsed {
+        path: b.path.clone(),
+        cpu: b.table.cpu.clone(),
+        threads: b.table.threads,
+        from_table: 0,
+        timed_here: 0,
+    });
     let total = layers.len();
     for (i, l) in layers.iter_mut().enumerate() {
-        progress(&format!("quantize: timing layer {}/{total}", i + 1));
-        let n = conv_node(&float, &l.output).clone();
-        let key = format!("{:?}{:?}{:?}", l.weight_shape, l.input_shape, n.attribute);
-        let t = match timed.get(&key) {
+        let n = conv_node(&float, &l.output);
+        let shape = Shape::of(n, &l.weight_shape, &l.input_shape);
+        let t = match timed.get(&shape) {
             Some(t) => *t,
             None => {
-                let t = time_layer(&float, &n, &l.input_shape, opts.speed_rounds)?;
-                timed.insert(key, t);
+                let board = opts.timings.as_ref().and_then(|b| b.table.get(&shape));
+                if let Some(u) = &mut used {
+                    *if board.is_some() {
+                        &mut u.from_table
+                    } else {
+                        &mut u.timed_here
+                    } += 1;
+                }
+                let t = match board {
+                    Some(t) => t,
+                    None => {
+                        progress(&format!("quantize: timing layer {}/{total}", i + 1));
+                        time_layer(&float, n, &l.input_shape, opts.speed_rounds)?
+                    }
+                };
+                timed.insert(shape, t);
                 t
             }
         };
@@ -251,6 +266,7 @@ pub fn quantize(
         map50: agreement.map50,
         score_drift_max: agreement.score_drift_max,
         reverted,
+        timings: used,
     };
     Ok((quantized, report))
 }
@@ -259,260 +275,6 @@ fn stem(p: &Path) -> String {
     p.file_name()
         .map(|f| f.to_string_lossy().trim_end_matches(".onnx").to_string())
         .unwrap_or_default()
-}
-
-/// Every Conv whose weights are constant, in graph order.
-fn convolutions(m: &Model, facts: &crate::onnx::Facts) -> Vec<Layer> {
-    let heads = heads(m);
-    m.graph()
-        .node
-        .iter()
-        .filter(|n| n.op_type == "Conv" && n.domain.is_empty())
-        .filter_map(|n| {
-            let (wshape, _) = m.constant_f32(&n.input[1])?;
-            let input_shape = facts.shape(&n.input[0])?.to_vec();
-            (wshape.len() == 4 && input_shape.len() == 4).then(|| Layer {
-                head: heads.contains(&n.output[0]),
-                ..Layer::new(
-                    &n.output[0],
-                    &n.input[0],
-                    wshape,
-                    input_shape,
-                    Form::WeightInt8,
-                )
-            })
-        })
-        .collect()
-}
-
-/// Outputs of the convolutions that reach a graph output through no other convolution.
-fn heads(m: &Model) -> std::collections::HashSet<String> {
-    let producers = m.producers();
-    let mut heads = std::collections::HashSet::new();
-    let mut seen = std::collections::HashSet::new();
-    let mut todo: Vec<String> = m.graph().output.iter().map(|o| o.name.clone()).collect();
-    while let Some(t) = todo.pop() {
-        if !seen.insert(t.clone()) {
-            continue;
-        }
-        let Some(&i) = producers.get(&t) else {
-            continue;
-        };
-        let n = &m.graph().node[i];
-        if n.op_type == "Conv" {
-            heads.insert(t);
-        } else {
-            todo.extend(n.input.iter().filter(|x| !x.is_empty()).cloned());
-        }
-    }
-    heads
-}
-
-fn conv_node<'a>(m: &'a Model, output: &str) -> &'a pb::NodeProto {
-    m.graph()
-        .node
-        .iter()
-        .find(|n| n.output.first().is_some_and(|o| o == output))
-        .expect("layers come from this graph")
-}
-
-/// Symmetric per-output-channel int8 weights and their scales.
-pub fn quantize_weights(shape: &[usize], w: &[f32]) -> (Vec<i8>, Vec<f32>) {
-    let per = w.len() / shape[0];
-    let scales: Vec<f32> = w
-        .chunks(per)
-        .map(|c| {
-            let m = c.iter().fold(0f32, |m, x| m.max(x.abs()));
-            if m > 0.0 { m / 127.0 } else { 1.0 }
-        })
-        .collect();
-    let q = w
-        .iter()
-        .enumerate()
-        .map(|(i, x)| (x / scales[i / per]).round().clamp(-127.0, 127.0) as i8)
-        .collect();
-    (q, scales)
-}
-
-/// `model` with the convolution that reads graph input `x` and writes `output` as a ConvInteger
-/// island, its input quantised over [-1, 1]: a layer's int8 form, built alone to be timed.
-pub fn conv_integer_island(
-    model: &Model,
-    output: &str,
-    input_shape: &[usize],
-) -> Result<Model, ModelError> {
-    let layer = Layer::new(output, "x", vec![], input_shape.to_vec(), Form::ConvInteger);
-    let cal = Calibration {
-        thresholds: HashMap::from([("x".to_string(), 1.0)]),
-        means: HashMap::new(),
-    };
-    apply(model, &[layer], &cal)
-}
-
-/// The model with each layer in its form; biases absorb the mean shift of rounded weights
-/// where the calibration has the layer's input means.
-pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model, ModelError> {
-    let mut m = float.clone();
-    let mut quantized_inputs: HashMap<String, String> = HashMap::new();
-    for l in layers.iter().filter(|l| l.form != Form::Float) {
-        let idx = m
-            .graph()
-            .node
-            .iter()
-            .position(|n| n.output.first() == Some(&l.output))
-            .expect("layers come from this graph");
-        let conv = m.graph().node[idx].clone();
-        let (wshape, w) = m
-            .constant_f32(&conv.input[1])
-            .ok_or_else(|| m.graph_err(format!("{}: weights not constant", l.output)))?;
-        let (wq, ws) = quantize_weights(&wshape, &w);
-        let o = wshape[0];
-        let bias_in = match conv.input.get(2).filter(|b| !b.is_empty()) {
-            Some(b) => Some(
-                m.constant_f32(b)
-                    .ok_or_else(|| m.graph_err(format!("{}: bias not constant", l.output)))?
-                    .1,
-            ),
-            None => None,
-        };
-        let bias = match cal.means.get(&l.input) {
-            Some(mean) => {
-                let mut b = bias_in.unwrap_or_else(|| vec![0.0; o]);
-                let per = w.len() / o;
-                let (cin_g, k) = (wshape[1], wshape[2] * wshape[3]);
-                let groups = mean.len() / cin_g.max(1);
-                for (oo, bo) in b.iter_mut().enumerate() {
-                    let g = oo / (o / groups.max(1)).max(1);
-                    let mut shift = 0f32;
-                    for j in 0..per {
-                        let c = g * cin_g + j / k;
-                        let dw = w[oo * per + j] - wq[oo * per + j] as f32 * ws[oo];
-                        shift += dw * mean.get(c).copied().unwrap_or(0.0);
-                    }
-                    *bo += shift;
-                }
-                Some(b)
-            }
-            None => bias_in,
-        };
-        let fresh = |m: &Model, s: &str| m.fresh_name(&format!("{}.{s}", l.output));
-        let wq_name = fresh(&m, "wq");
-        m.set_initializer(i8_proto(&wq_name, &wshape, &wq));
-        let mut nodes = Vec::new();
-        match l.form {
-            Form::WeightInt8 => {
-                // No zero point: it defaults to 0 of the weights' type, and the file is smaller.
-                let (s, d) = (fresh(&m, "w_scale"), fresh(&m, "w"));
-                m.set_initializer(f32_proto(&s, &[o], &ws));
-                let mut dq = node("DequantizeLinear", &d, &[&wq_name, &s], &[&d]);
-                dq.attribute.push(attr::int("axis", 0));
-                nodes.push(dq);
-                let mut c = conv.clone();
-                c.input[1] = d;
-                if let Some(b) = &bias {
-                    let bn = fresh(&m, "bias");
-                    m.set_initializer(f32_proto(&bn, &[o], b));
-                    c.input.resize(3, String::new());
-                    c.input[2] = bn;
-                }
-                nodes.push(c);
-            }
-            Form::ConvInteger => {
-                let thr = *cal
-                    .thresholds
-                    .get(&l.input)
-                    .ok_or_else(|| m.graph_err(format!("{}: input not calibrated", l.output)))?;
-                let sx = thr.max(1e-8) / 127.0;
-                let xq = match quantized_inputs.get(&l.input) {
-                    Some(xq) => xq.clone(),
-                    None => {
-                        let xq = m.fresh_name(&format!("{}.q", l.input));
-                        let (s, z) = (
-                            m.fresh_name(&format!("{}.q_scale", l.input)),
-                            m.fresh_name(&format!("{}.q_zp", l.input)),
-                        );
-                        m.set_initializer(f32_proto(&s, &[], &[sx]));
-                        m.set_initializer(i8_proto(&z, &[], &[0]));
-                        nodes.push(node("QuantizeLinear", &xq, &[&l.input, &s, &z], &[&xq]));
-                        quantized_inputs.insert(l.input.clone(), xq.clone());
-                        xq
-                    }
-                };
-                let (yi, yf) = (fresh(&m, "acc"), fresh(&m, "acc_f"));
-                let mut ci = node("ConvInteger", &yi, &[&xq, &wq_name], &[&yi]);
-                ci.attribute = conv.attribute.clone();
-                nodes.push(ci);
-                let mut cast = node("Cast", &yf, &[&yi], &[&yf]);
-                cast.attribute
-                    .push(attr::int("to", pb::tensor_proto::DataType::Float as i64));
-                nodes.push(cast);
-                let scale = fresh(&m, "scale");
-                let sc: Vec<f32> = ws.iter().map(|s| s * sx).collect();
-                m.set_initializer(f32_proto(&scale, &[1, o, 1, 1], &sc));
-                let scaled = if bias.is_some() {
-                    fresh(&m, "scaled")
-                } else {
-                    l.output.clone()
-                };
-                nodes.push(node("Mul", &scaled, &[&yf, &scale], &[&scaled]));
-                if let Some(bv) = &bias {
-                    let bn = fresh(&m, "bias");
-                    m.set_initializer(f32_proto(&bn, &[1, o, 1, 1], bv));
-                    nodes.push(node("Add", &l.output, &[&scaled, &bn], &[&l.output]));
-                }
-            }
-            Form::Float => unreachable!("filtered"),
-        }
-        m.graph_mut().node.splice(idx..=idx, nodes);
-    }
-    m.remove_dead();
-    Ok(m)
-}
-
-/// The layer alone, as a model, in float and as a ConvInteger island, timed taking turns.
-fn time_layer(
-    float: &Model,
-    conv: &pb::NodeProto,
-    input_shape: &[usize],
-    rounds: usize,
-) -> Result<LayerTimes, ModelError> {
-    let mut c = conv.clone();
-    c.input[0] = "x".into();
-    c.output[0] = "y".into();
-    let inits: Vec<pb::TensorProto> = conv.input[1..]
-        .iter()
-        .filter(|i| !i.is_empty())
-        .filter_map(|i| {
-            let (s, v) = float.constant_f32(i)?;
-            Some(f32_proto(i, &s, &v))
-        })
-        .collect();
-    let dims: Vec<Option<usize>> = input_shape.iter().map(|d| Some(*d)).collect();
-    let alone = Model::build(
-        13,
-        vec![c],
-        vec![float_value("x", &dims)],
-        vec![float_unshaped("y")],
-        inits,
-    );
-    let int8 = conv_integer_island(&alone, "y", input_shape)?;
-    let shape: [usize; 4] = input_shape.try_into().expect("4-d");
-    let plans: Vec<Plan> = vec![alone.plan(shape)?, int8.plan(shape)?];
-    let input = crate::pattern_input(shape, -1.0, 1.0);
-    let t = measure::time_interleaved(&plans.iter().collect::<Vec<_>>(), &input, 2, rounds)
-        .map_err(|e| alone.tract_err(&e))?;
-    Ok(LayerTimes {
-        float_ms: measure::min(&t[0]),
-        int8_ms: measure::min(&t[1]),
-        int8_median_faster: measure::median(&t[1]) < measure::median(&t[0]),
-    })
-}
-
-#[derive(Clone, Copy, Debug)]
-struct LayerTimes {
-    float_ms: f64,
-    int8_ms: f64,
-    int8_median_faster: bool,
 }
 
 /// Each quantised layer's cost alone: the whole model's relative output error with only that

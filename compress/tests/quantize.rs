@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use ocelli::model::layers::{Calibration, Form, Layer, apply, quantize_weights};
 use ocelli_compress::calib::{Method, calibrate, entropy};
 use ocelli_compress::eval;
 use ocelli_compress::onnx::{Model, attr, f32_proto, float_unshaped, float_value, node};
-use ocelli_compress::quantize::{
-    self, Calibration, Form, Layer, apply, quantize_weights, relative_l2,
-};
+use ocelli_compress::quantize::{self, relative_l2};
 use ocelli_compress::{measure, pattern_input};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -313,7 +312,8 @@ fn fast_im2col_packs_what_tracts_does() {
                 f32_proto("b", &[co], &vec![0.05; co]),
             ],
         );
-        let q = quantize::conv_integer_island(&float, "c", &[1, ci, size, size]).unwrap();
+        let q =
+            ocelli::model::layers::conv_integer_island(&float, "c", &[1, ci, size, size]).unwrap();
         let case = (ci, co, k, stride, pad, dilation, size);
         let (tract_ops, fast_ops) = same_output_both_ways(&q, [1, ci, size, size]);
         let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();

@@ -1,5 +1,5 @@
 //! The `ocelli` command: run the pipeline, check configs, inspect models, probe cameras, record
-//! calibration frames, tail the stream.
+//! calibration frames, time the models' layers, tail the stream.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +54,18 @@ enum Command {
         /// Save one frame in this many, so that the set spans more of the scene's changes.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         every: u64,
+    },
+    /// Time each distinct convolution shape of a config's models alone, in float and as int8,
+    /// with this board's kernels and threads: the table `ocelli-compress quantize
+    /// --layer-timings` chooses each layer's form from.
+    ProfileLayers {
+        config: PathBuf,
+        /// The JSON table to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Timed runs of each layer in each form, taking turns.
+        #[arg(long, default_value_t = 15)]
+        rounds: usize,
     },
     /// Print the JSON stream of a running Ocelli for a person.
     Tail {
@@ -128,6 +140,39 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 ),
                 Err(why) => println!("family: not recognised ({why}); set `family` in the config"),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ProfileLayers {
+            config: path,
+            out,
+            rounds,
+        } => {
+            use ocelli::model::{layers, onnx::Model};
+            let config = Config::load(&path)?;
+            ocelli::service::use_board(&config.board);
+            let models = config
+                .detectors
+                .iter()
+                .map(|d| {
+                    let m = Model::load(&config.resolve(&d.model))?;
+                    let shape = m.input_shape(d.input_size)?;
+                    Ok((m, shape))
+                })
+                .collect::<Result<Vec<_>, ocelli::model::onnx::ModelError>>()?;
+            let table = layers::profile(&models, rounds, config.board.threads, |m| {
+                eprintln!("ocelli: profile-layers: {m}")
+            })?;
+            let json = serde_json::to_string_pretty(&table)?;
+            std::fs::write(&out, json + "\n")
+                .map_err(|e| format!("{}: cannot write: {e}", out.display()))?;
+            println!(
+                "{}: {} layer shape(s) of {} model(s) timed on {}, {} thread(s)",
+                out.display(),
+                table.layers.len(),
+                models.len(),
+                table.cpu,
+                table.threads
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Probe { devices } => {

@@ -114,20 +114,26 @@ pub fn serve(config_path: &Path) -> Result<RunSummary, ServiceError> {
     // in a clean exit (the run loop sees it before the first frame).
     install_signal_handlers().map_err(|e| ServiceError::Imaging(format!("signals: {e}")))?;
     let config = Config::load(config_path)?;
-    if let Some(kind) = &config.board.tract_cpu
-        && std::env::var_os("TRACT_CPU_AARCH64_KIND").is_none()
-    {
-        // SAFETY: still single-threaded: no other thread reads the environment yet, and tract
-        // reads this knob when the first model is loaded, just below.
-        unsafe { std::env::set_var("TRACT_CPU_AARCH64_KIND", kind) };
-    }
-    use_threads(config.board.threads);
+    use_board(&config.board);
     let mut notifier = Notifier::from_env();
     let mut pipeline = Pipeline::open(&config)?;
     notifier.ready();
     let summary = pipeline.run(&mut notifier, Some(config_path));
     notifier.stopping();
     summary
+}
+
+/// Runs tract as `board` says: its CPU kind (unless the environment sets one) and threads.
+/// Call it before the first model loads, while the process has one thread.
+pub fn use_board(board: &crate::config::Board) {
+    if let Some(kind) = &board.tract_cpu
+        && std::env::var_os("TRACT_CPU_AARCH64_KIND").is_none()
+    {
+        // SAFETY: callers are still single-threaded: no other thread reads the environment
+        // yet, and tract reads this knob when the first model is loaded.
+        unsafe { std::env::set_var("TRACT_CPU_AARCH64_KIND", kind) };
+    }
+    use_threads(board.threads);
 }
 
 /// Runs tract's matrix products on a pool of `threads` threads, or on the calling thread alone

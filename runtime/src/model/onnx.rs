@@ -320,7 +320,7 @@ impl Model {
     }
 
     /// [`Model::plan`], or with `fast_int8` false tract's plan exactly as it optimises it
-    /// (its own QuantizeLinearI8 and Im2col, not [`ocelli::kernels::accelerate`]'s).
+    /// (its own QuantizeLinearI8 and Im2col, not [`crate::kernels::accelerate`]'s).
     pub fn plan_with(
         &self,
         input: [usize; 4],
@@ -333,7 +333,7 @@ impl Model {
                 .with_input_fact(0, f32::fact(input).into())?
                 .into_optimized()?;
             if fast_int8 {
-                ocelli::kernels::accelerate(typed)?.into_runnable()
+                crate::kernels::accelerate(typed)?.into_runnable()
             } else {
                 typed.into_runnable()
             }

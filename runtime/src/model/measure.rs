@@ -211,3 +211,19 @@ pub fn peak_rss_kb() -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
 }
+
+/// A deterministic input spread over `lo..hi`, for checks without photos.
+pub fn pattern_input(shape: [usize; 4], lo: f32, hi: f32) -> tract_onnx::prelude::Tensor {
+    let n: usize = shape.iter().product();
+    // A 32-bit LCG: reproducible without a random-number dependency.
+    let mut s = 0x2545_f491u32;
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            lo + (hi - lo) * (s >> 8) as f32 / (1u32 << 24) as f32
+        })
+        .collect();
+    tract_ndarray::Array4::from_shape_vec(shape, data)
+        .expect("sized")
+        .into_tensor()
+}
