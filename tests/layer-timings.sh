@@ -29,10 +29,12 @@ preprocess = { resize = "letterbox", pad = "top-left", pad_value = 0, channels =
 decode = { score_threshold = 0.6, nms_iou = 0.3 }
 TOML
 QEMU_CPU=cortex-a72 "$root/cross/qemu-user.sh" "$binary" profile-layers "$work/board.toml" \
-  --out "$work/layers.json" --rounds 1 2>/dev/null
+  --out "$work/layers.json" --rounds 1 2> "$work/profile.log" ||
+  { cat "$work/profile.log" >&2; exit 1; }
 cargo run -q -p ocelli-compress -- quantize "$model" "$work/int8.onnx" \
   --calib "$root/target/fixtures/compress/calib" --config "$work/board.toml" \
-  --layer-timings "$work/layers.json" --json > "$work/report.json"
+  --layer-timings "$work/layers.json" --json > "$work/report.json" 2> "$work/quantize.log" ||
+  { cat "$work/quantize.log" >&2; exit 1; }
 python3 - "$work/layers.json" "$work/report.json" <<'PY'
 import json, sys
 table, report = (json.load(open(p)) for p in sys.argv[1:])

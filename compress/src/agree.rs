@@ -29,6 +29,54 @@ impl Metric {
     }
 }
 
+/// A family's own agreement measure, beside mAP@0.5: its value is in one of the three fields.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct FamilyAgreement {
+    pub metric: Metric,
+    /// Masks (yolov8-seg, semantic): mean IoU of paired masks, unpaired ones counting 0.
+    pub mask_iou: Option<f64>,
+    /// DBNet text regions: mean IoU of paired regions, unpaired ones counting 0.
+    pub region_iou: Option<f64>,
+    /// Keypoints (yolov8-pose): mean pixel distance over the points both models see
+    /// (score ≥ 0.5) of detections paired at IoU ≥ 0.5; none when no point was compared.
+    pub keypoint_error_px: Option<f64>,
+}
+
+impl FamilyAgreement {
+    /// Whether the measure is within bounds: IoUs of at least `min_iou`, keypoints at most
+    /// `max_px` apart (none compared passes: there is nothing to disagree on).
+    pub fn within(&self, min_iou: f64, max_px: f64) -> bool {
+        self.mask_iou.is_none_or(|v| v >= min_iou)
+            && self.region_iou.is_none_or(|v| v >= min_iou)
+            && self.keypoint_error_px.is_none_or(|v| v <= max_px)
+    }
+}
+
+impl FamilyAgreement {
+    /// `", "` and the measure, to follow mAP@0.5 in a line; nothing for boxes alone.
+    pub fn after_map(&self) -> String {
+        match self.to_string() {
+            f if f.is_empty() => f,
+            f => format!(", {f}"),
+        }
+    }
+}
+
+impl std::fmt::Display for FamilyAgreement {
+    /// The measure for people; nothing for boxes alone.
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match (self.mask_iou, self.region_iou, self.keypoint_error_px) {
+            (Some(v), _, _) => write!(f, "mask IoU {v:.3}"),
+            (_, Some(v), _) => write!(f, "text region IoU {v:.3}"),
+            (_, _, Some(v)) => write!(f, "keypoint error {v:.2} px"),
+            _ if self.metric == Metric::KeypointError => {
+                write!(f, "keypoint error: no point seen by both")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Greedy one-to-one pairs `(overlap, i, j)` of same-class detections of `a` and `b`, best
 /// overlap first, keeping those of at least `min` (and above 0).
 pub fn pairs(

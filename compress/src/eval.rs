@@ -8,7 +8,7 @@ use ocelli::config::DetectorConfig;
 use ocelli::detect::{Detection, Detections, Detector};
 use serde::Serialize;
 
-use crate::agree::{KeypointError, MeanIou, Metric, mask_iou};
+use crate::agree::{FamilyAgreement, KeypointError, MeanIou, Metric, mask_iou};
 use crate::data::{self, DataError};
 use crate::measure::median;
 use crate::{Error, onnx::ModelError};
@@ -73,16 +73,9 @@ pub struct Report {
     /// mAP@0.5 of the candidate taking the reference's detections as ground truth, over every
     /// class either model reports (1 when neither detects anything).
     pub map50: f64,
-    /// What the family's outputs are judged by besides mAP@0.5; its value is in one of
-    /// `mask_iou`, `region_iou` or `keypoint_error_px`.
-    pub metric: Metric,
-    /// Masks (yolov8-seg, semantic): mean IoU of paired masks, unpaired ones counting 0.
-    pub mask_iou: Option<f64>,
-    /// DBNet text regions: mean IoU of paired regions, unpaired ones counting 0.
-    pub region_iou: Option<f64>,
-    /// Keypoints (yolov8-pose): mean pixel distance over the points both models see
-    /// (score ≥ 0.5) of detections paired at IoU ≥ 0.5; none when no point was compared.
-    pub keypoint_error_px: Option<f64>,
+    /// What the family's outputs are judged by besides mAP@0.5, and its value.
+    #[serde(flatten)]
+    pub family: FamilyAgreement,
     /// |candidate − reference| score of matched detections: mean and largest.
     pub score_drift_mean: f32,
     pub score_drift_max: f32,
@@ -245,10 +238,12 @@ pub fn eval(
         candidate: sb,
         images: files.len(),
         map50: mean_average_precision(&gt, &pred, IOU),
-        metric,
-        mask_iou: (metric == Metric::MaskIou).then(|| masks.value()),
-        region_iou: (metric == Metric::RegionIou).then(|| regions.value()),
-        keypoint_error_px: keypoints.value(),
+        family: FamilyAgreement {
+            metric,
+            mask_iou: (metric == Metric::MaskIou).then(|| masks.value()),
+            region_iou: (metric == Metric::RegionIou).then(|| regions.value()),
+            keypoint_error_px: keypoints.value(),
+        },
         score_drift_mean: if matched > 0 {
             drift_sum / matched as f32
         } else {
@@ -365,13 +360,7 @@ pub fn table(r: &Report) -> String {
         "agreement over {} images: mAP@0.5 {:.3}; score drift mean {:.3}, max {:.3}; missed {}",
         r.images, r.map50, r.score_drift_mean, r.score_drift_max, r.missed
     );
-    let family = match (r.mask_iou, r.region_iou, r.keypoint_error_px) {
-        (Some(v), _, _) => format!("mask IoU {v:.3}"),
-        (_, Some(v), _) => format!("text region IoU {v:.3}"),
-        (_, _, Some(v)) => format!("keypoint error {v:.2} px"),
-        _ if r.metric == Metric::KeypointError => "keypoint error: no point seen by both".into(),
-        _ => String::new(),
-    };
+    let family = r.family.to_string();
     if !family.is_empty() {
         let _ = writeln!(s, "{family}");
     }

@@ -114,6 +114,12 @@ enum Command {
         /// Largest score change of a matched detection on the calibration images.
         #[arg(long, default_value_t = 0.1)]
         max_drift: f32,
+        /// Least mask or text-region IoU against float on the calibration images (masks, text).
+        #[arg(long, default_value_t = 0.9)]
+        min_iou: f64,
+        /// Largest mean keypoint distance from float's, in pixels (pose).
+        #[arg(long, default_value_t = 2.0)]
+        max_keypoint_px: f64,
         /// Choose each layer's form from these timings, taken on the board by `ocelli
         /// profile-layers`, instead of timing the layers on this host.
         #[arg(long)]
@@ -466,6 +472,8 @@ fn run(cli: Cli) -> Result<(), Error> {
             setup,
             min_map,
             max_drift,
+            min_iou,
+            max_keypoint_px,
             layer_timings,
             json,
         } => {
@@ -482,6 +490,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                 setup,
                 min_map,
                 max_score_drift: max_drift,
+                min_iou,
+                max_keypoint_px,
                 timings,
                 ..Default::default()
             };
@@ -513,7 +523,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             println!(
                 "{}: {} ConvInteger, {} int8 weights, {} float; {} moved towards float; \
                  {:.2} MB -> {:.2} MB ({:.2}×); agreement on {} calibration images: mAP@0.5 {:.3}, \
-                 max score drift {:.3}",
+                 max score drift {:.3}{}",
                 output.display(),
                 report.count(ocelli::model::layers::Form::ConvInteger),
                 report.count(ocelli::model::layers::Form::WeightInt8),
@@ -524,7 +534,8 @@ fn run(cli: Cli) -> Result<(), Error> {
                 bytes(&output) as f64 / bytes(&input).max(1) as f64,
                 report.calibration_images,
                 report.map50,
-                report.score_drift_max
+                report.score_drift_max,
+                report.family.after_map()
             );
             if let Some(t) = &report.timings {
                 println!(

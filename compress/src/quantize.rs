@@ -22,6 +22,7 @@ use ocelli::model::layers::{
 use serde::Serialize;
 use tract_onnx::prelude::*;
 
+use crate::agree::FamilyAgreement;
 use crate::calib::{self, Method};
 use crate::measure;
 use crate::onnx::{Model, ModelError};
@@ -37,6 +38,11 @@ pub struct Options {
     pub min_map: f64,
     /// Largest score change of a matched detection on the calibration images.
     pub max_score_drift: f32,
+    /// Least mask or text-region IoU against float on the calibration images, for the
+    /// families that have them.
+    pub min_iou: f64,
+    /// Largest mean keypoint distance from float's, pixels, for the pose family.
+    pub max_keypoint_px: f64,
     /// Timed runs per layer form when choosing by speed.
     pub speed_rounds: usize,
     /// Activation int8 (ConvInteger) only where at least this much faster than float.
@@ -106,6 +112,8 @@ impl Default for Options {
             setup: data::Setup::default(),
             min_map: 0.98,
             max_score_drift: 0.1,
+            min_iou: 0.9,
+            max_keypoint_px: 2.0,
             speed_rounds: 15,
             min_speedup: 1.05,
             timings: None,
@@ -121,6 +129,9 @@ pub struct Report {
     /// Agreement with the float model on the calibration images, after any reverts.
     pub map50: f64,
     pub score_drift_max: f32,
+    /// The family's own measure against float on the calibration images, after any reverts.
+    #[serde(flatten)]
+    pub family: FamilyAgreement,
     /// Layers moved towards float for accuracy.
     pub reverted: usize,
     /// The board's table, when the layers' speeds came from one.
@@ -232,7 +243,10 @@ pub fn quantize(
         quantized.save(&path)?;
         progress("quantize: checking agreement with float on the calibration images");
         agreement = eval::eval(&float_path, &path, calib_dir, &eval_opts, |_| {})?;
-        if agreement.map50 >= opts.min_map && agreement.score_drift_max <= opts.max_score_drift {
+        if agreement.map50 >= opts.min_map
+            && agreement.score_drift_max <= opts.max_score_drift
+            && agreement.family.within(opts.min_iou, opts.max_keypoint_px)
+        {
             break;
         }
         if layers.iter().all(|l| l.sensitivity.is_none()) {
@@ -254,8 +268,10 @@ pub fn quantize(
         layers[i].sensitivity = layers[i].sensitivity.map(|s| s / 4.0);
         reverted += 1;
         progress(&format!(
-            "quantize: mAP@0.5 {:.3}, drift {:.3}: {reverted} layer(s) moved towards float",
-            agreement.map50, agreement.score_drift_max
+            "quantize: mAP@0.5 {:.3}, drift {:.3}{}: {reverted} layer(s) moved towards float",
+            agreement.map50,
+            agreement.score_drift_max,
+            agreement.family.after_map()
         ));
         quantized = apply(&float, &layers, &cal)?;
     }
@@ -265,6 +281,7 @@ pub fn quantize(
         layers,
         map50: agreement.map50,
         score_drift_max: agreement.score_drift_max,
+        family: agreement.family,
         reverted,
         timings: used,
     };
@@ -338,7 +355,10 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new() -> Result<Self, ModelError> {
-        let dir = std::env::temp_dir().join(format!("ocelli-compress-{}", std::process::id()));
+        // Unique within the process too: quantisations may run side by side.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ocelli-compress-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|source| ModelError::Write {
             path: dir.clone(),
             source,

@@ -193,7 +193,7 @@ fn masks_and_text_regions_are_judged_by_their_iou() {
             setup: config(&file, name),
         };
         let r = eval::eval(&model, &model, &images, &opts, |_| {}).unwrap();
-        assert_eq!(r.metric, metric, "{name}");
+        assert_eq!(r.family.metric, metric, "{name}");
         assert!(r.reference.detections > 0, "{name}: nothing to compare");
         let json = serde_json::to_value(&r).unwrap();
         let field = if metric == Metric::MaskIou {
@@ -202,5 +202,45 @@ fn masks_and_text_regions_are_judged_by_their_iou() {
             "region_iou"
         };
         assert_eq!(json[field], 1.0, "{name}: {}", json[field]);
+    }
+}
+
+/// `quantize` reports the family's own measure beside mAP@0.5 and holds PP-OCRv4's text
+/// regions to its IoU budget. The segmentation model has random weights, whose near-zero
+/// scores no int8 form keeps in order: it is held to no budget, only measured.
+#[test]
+fn quantize_judges_masks_and_text_regions_by_their_iou() {
+    use ocelli_compress::agree::Metric;
+    let file = Path::new(ROOT).join("compress/configs/masks-and-text.toml");
+    let board = Config::load_settings(&file).unwrap();
+    let calib = Path::new(ROOT).join("target/fixtures/compress/calib");
+    for (name, metric, field, held) in [
+        ("segments", Metric::MaskIou, "mask_iou", false),
+        ("text", Metric::RegionIou, "region_iou", true),
+    ] {
+        let d = board
+            .detectors
+            .iter()
+            .find(|d| d.name.as_deref() == Some(name))
+            .unwrap();
+        let model = Model::load(&board.resolve(&d.model)).unwrap();
+        let mut opts = quantize::Options {
+            setup: config(&file, name),
+            speed_rounds: 1,
+            ..Default::default()
+        };
+        if !held {
+            (opts.min_map, opts.max_score_drift, opts.min_iou) = (0.0, f32::INFINITY, 0.0);
+        }
+        let (_, report) = quantize::quantize(&model, &calib, &opts, |_| {}).unwrap();
+        assert_eq!(report.family.metric, metric, "{name}");
+        let json = serde_json::to_value(&report).unwrap();
+        let iou = json[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}: no {field} in {json}"));
+        assert!((0.0..=1.0).contains(&iou), "{name}: {field} {iou}");
+        if held {
+            assert!(iou >= opts.min_iou, "{name}: {field} {iou}");
+        }
     }
 }
