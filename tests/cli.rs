@@ -188,6 +188,84 @@ fn a_misspelt_config_key_is_refused_with_its_line() {
     assert_one_line_error(&out, &["config.toml:9:", "treshold", "score_threshold"]);
 }
 
+/// A model's card is printed by `inspect`; a card that names another file, or is not a card,
+/// makes `inspect` and `check-config` fail with one line naming the card and the field.
+#[test]
+fn a_models_card_is_printed_and_refused_when_it_names_another_file() {
+    use ocelli::model::card::{Card, Digest, SCHEMA, sha256_hex};
+    let dir = scratch("card");
+    let model = dir.join("faces.onnx");
+    std::fs::copy(cached("yunet_n_320_320.onnx"), &model).unwrap();
+    let bytes = std::fs::read(&model).unwrap();
+    let card = Card {
+        schema: SCHEMA.into(),
+        model: Digest::of_bytes(Path::new("faces.onnx"), &bytes),
+        source: Digest::of_bytes(Path::new("yunet_n_320_320.onnx"), &bytes),
+        command: vec!["ocelli-compress".into(), "optimize".into()],
+        options: serde_json::json!({ "optimize": {} }),
+        tool: "ocelli-compress 0.1.0".into(),
+        tract: ocelli::model::card::TRACT_VERSION.into(),
+        setup: serde_json::json!({ "preset": "yunet" }),
+        calibration: None,
+        eval: None,
+    };
+    card.save(&model).unwrap();
+    let config = write(
+        &dir,
+        "config.toml",
+        &format!(
+            "[source]\nkind = \"synthetic\"\n\n[[detector]]\nmodel = {model:?}\nfamily = \"yunet\"\n"
+        ),
+    );
+    let m = model.to_str().unwrap();
+    let out = ocelli(&["inspect", m]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("card:   {}", sha256_hex(&bytes)))
+            && stdout.contains("ocelli-compress optimize"),
+        "{stdout}"
+    );
+    assert!(
+        ocelli(&["check-config", config.to_str().unwrap()])
+            .status
+            .success()
+    );
+
+    let other = "0".repeat(64);
+    Card {
+        model: Digest {
+            sha256: other.clone(),
+            ..card.model.clone()
+        },
+        ..card
+    }
+    .save(&model)
+    .unwrap();
+    for args in [
+        vec!["inspect", m],
+        vec!["check-config", config.to_str().unwrap()],
+    ] {
+        assert_one_line_error(
+            &ocelli(&args),
+            &["faces.card.json: model.sha256", &other, &sha256_hex(&bytes)],
+        );
+    }
+    std::fs::write(
+        Card::path_for(&model),
+        "{\"schema\": \"ocelli-model-card/1\"",
+    )
+    .unwrap();
+    assert_one_line_error(
+        &ocelli(&["check-config", config.to_str().unwrap()]),
+        &["faces.card.json: not a model card", "EOF"],
+    );
+}
+
 #[test]
 fn a_wrong_checksum_is_refused_with_both_sums() {
     let dir = scratch("sha");

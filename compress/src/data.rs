@@ -72,7 +72,7 @@ pub fn raw_f32_tensor(path: &Path, shape: [usize; 4]) -> Result<Tensor, DataErro
 
 /// Where a model's preprocessing, family, decoding, thresholds and labels come from: a
 /// device config, a built-in preset, or the preset matching the model's file name.
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, Default, serde::Serialize, clap::Args)]
 pub struct Setup {
     /// The device's ocelli.toml: its [[detector]] table says how to feed and decode the model.
     #[arg(long, conflicts_with = "preset")]

@@ -6,6 +6,7 @@
 
 pub mod agree;
 pub mod calib;
+pub mod card;
 pub mod data;
 pub mod eval;
 pub mod optimize;
@@ -26,6 +27,8 @@ pub enum Error {
     Data(#[from] data::DataError),
     #[error(transparent)]
     Timings(#[from] ocelli::model::layers::TableError),
+    #[error(transparent)]
+    Card(#[from] ocelli::model::card::CardError),
     /// The rewritten model's outputs moved more than the tolerance from the original's: a
     /// rewrite is wrong for this graph. Report it with the model; `--tolerance` loosens the check.
     #[error(

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ocelli_compress::onnx::Model;
 use ocelli_compress::{
-    Error, compare_models, data, eval, measure, optimize, pattern_input, probe, prune, quantize,
+    Error, card, compare_models, data, eval, measure, optimize, pattern_input, probe, prune,
+    quantize,
 };
 
 #[derive(Parser)]
@@ -16,7 +17,8 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 enum Command {
     /// Rewrite a float model so tract runs it fast, with the same outputs (within --tolerance).
     Optimize {
@@ -226,6 +228,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
+    // Every option, defaults included, for the cards of the models written.
+    let options = serde_json::to_value(&cli.command).expect("serialisable");
     match cli.command {
         Command::Optimize {
             input,
@@ -264,6 +268,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 });
             }
             model.save(&output)?;
+            card::write_new(&output, &input, &options, &setup, None)?;
             println!(
                 "{}: input {:?}; value_info stripped {}; batchnorms folded {}; constants folded {}; \
                  softmaxes rewritten {}; maxpools separated {}; nodes {} -> {}; max output difference {:.1e} on {} input(s)",
@@ -296,6 +301,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             let mut report =
                 eval::eval(&reference, &candidate, &images, &opts, |m| eprintln!("{m}"))?;
+            if let Some(card) = card::add_eval(&report, &images)? {
+                eprintln!("eval: summary added to {}", card.display());
+            }
             let first = data::image_files(&images)?.remove(0);
             for m in [&mut report.reference, &mut report.candidate] {
                 m.peak_rss_kb = memprobe(&m.path, &first, &opts.setup);
@@ -497,6 +505,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             };
             let (q, report) = quantize::quantize(&model, &calib, &opts, |m| eprintln!("{m}"))?;
             q.save(&output)?;
+            card::write_new(&output, &input, &options, &opts.setup, Some(&calib))?;
             if json {
                 println!(
                     "{}",
@@ -576,6 +585,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             measure::run(&pruned.plan(shape)?, &pattern_input(shape, 0.0, 1.0))
                 .map_err(|e| Error::run(&output, &e))?;
             pruned.save(&output)?;
+            card::write_new(
+                &output,
+                &input,
+                &options,
+                &opts.setup,
+                opts.calib.as_deref(),
+            )?;
             println!(
                 "{}: {}/{} channel groups pruned; channels {} -> {}; conv weights {} -> {} ({:.2}×)",
                 output.display(),

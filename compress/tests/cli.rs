@@ -193,3 +193,105 @@ fn time_serve_answers_each_request() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Every model written gets `NAME.card.json` naming its own and its source's sha256, the
+/// command and its options, and the calibration images; `eval` adds its summary, and refuses a
+/// card that names another file than the model beside it.
+#[test]
+fn every_written_model_gets_a_card_and_eval_adds_its_summary() {
+    use ocelli::model::card::{Card, SCHEMA, sha256_hex};
+    let tmp = scratch("card");
+    let yunet = cached("yunet_n_320_320.onnx");
+    let fixtures = Path::new(ROOT).join("target/fixtures/compress");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |args: &[String]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_ocelli-compress"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let sha = |p: &Path| sha256_hex(&std::fs::read(p).unwrap());
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(ROOT).join("docs/schema/card.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let schema = jsonschema::draft202012::new(&schema).unwrap();
+    let card = |p: &Path| {
+        let path = Card::path_for(p);
+        let json = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let errors: Vec<String> = schema.iter_errors(&json).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+        Card::load(&path).unwrap()
+    };
+
+    let opt = tmp.join("yunet.opt.onnx");
+    let (ok, log) = run(&["optimize".into(), s(&yunet), s(&opt)]);
+    assert!(ok, "{log}");
+    let c = card(&opt);
+    assert_eq!(c.schema, SCHEMA);
+    assert_eq!((c.model.sha256, c.source.sha256), (sha(&opt), sha(&yunet)));
+    assert_eq!(c.model.path, Path::new("yunet.opt.onnx"));
+    assert_eq!(c.command[1..3], ["optimize".to_string(), s(&yunet)]);
+    assert_eq!(c.options["optimize"]["tolerance"], 1e-4_f32 as f64);
+    assert!(c.calibration.is_none() && c.eval.is_none());
+
+    // The layers' speeds from a table, so that nothing is timed here.
+    let model = ocelli::model::onnx::Model::load(&yunet).unwrap();
+    let shape = model.input_shape(None).unwrap();
+    let table = ocelli::model::layers::profile(&[(model, shape)], 1, 1, |_| {}).unwrap();
+    let timings = tmp.join("layers.json");
+    std::fs::write(&timings, serde_json::to_string(&table).unwrap()).unwrap();
+    let int8 = tmp.join("yunet.int8.onnx");
+    let calib = fixtures.join("calib");
+    let (ok, log) = run(&[
+        "quantize".into(),
+        s(&yunet),
+        s(&int8),
+        "--calib".into(),
+        s(&calib),
+        "--layer-timings".into(),
+        s(&timings),
+    ]);
+    assert!(ok, "{log}");
+    let c = card(&int8);
+    let cal = c.calibration.expect("calibration images");
+    assert_eq!((cal.path, cal.files), (calib.clone(), 25));
+    assert_eq!(c.options["quantize"]["layer_timings"], s(&timings));
+
+    let images = fixtures.join("eval");
+    let eval = || {
+        run(&[
+            "eval".into(),
+            "--reference".into(),
+            s(&yunet),
+            "--candidate".into(),
+            s(&int8),
+            "--images".into(),
+            s(&images),
+            "--rounds".into(),
+            "1".into(),
+        ])
+    };
+    let (ok, log) = eval();
+    assert!(ok, "{log}");
+    let e = card(&int8).eval.expect("an eval summary");
+    assert_eq!(e.reference.sha256, sha(&yunet));
+    assert_eq!(e.images.files, std::fs::read_dir(&images).unwrap().count());
+    assert!(e.map50 >= 0.9 && e.size_ratio < 0.5, "{e:?}");
+
+    // The model replaced, its card left behind.
+    std::fs::copy(&opt, &int8).unwrap();
+    let (ok, log) = eval();
+    let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error:")).collect();
+    assert!(!ok && errors.len() == 1, "{log}");
+    assert!(
+        errors[0].contains("yunet.int8.card.json: model.sha256"),
+        "{}",
+        errors[0]
+    );
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

@@ -7,7 +7,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::detect::{DecodeConfig, Family};
 use crate::emit::{HttpConfig, MqttConfig, SocketConfig};
@@ -32,6 +31,9 @@ pub enum ConfigError {
         line: usize,
         message: String,
     },
+    /// The card beside a model is unreadable, or describes another file: see its message.
+    #[error(transparent)]
+    Card(#[from] crate::model::card::CardError),
     /// A value is well-typed but wrong: a missing model or image folder, a checksum that
     /// differs, an impossible size. Fix the value, or the file it points to.
     #[error("{file}:{line}: {key}: {found}, expected {expected}")]
@@ -593,7 +595,7 @@ impl Config {
                     )
                 })?;
             if let Some(expected) = &d.sha256 {
-                let found = hex(&Sha256::digest(&bytes));
+                let found = crate::model::card::sha256_hex(&bytes);
                 if !found.eq_ignore_ascii_case(expected.trim()) {
                     return Err(err(
                         &key("sha256"),
@@ -601,6 +603,9 @@ impl Config {
                         expected,
                     ));
                 }
+            }
+            if let Some(card) = crate::model::card::Card::beside(&model)? {
+                card.check(&model, &bytes)?;
             }
             if !matches!(d.labels.as_str(), "coco" | "face" | "text")
                 && !self.resolve(Path::new(&d.labels)).is_file()
@@ -720,10 +725,6 @@ fn line_of_offset(text: &str, offset: usize) -> usize {
         .filter(|b| *b == b'\n')
         .count()
         + 1
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl fmt::Display for SourceConfig {

@@ -28,7 +28,8 @@ enum Command {
     },
     /// Validate a config: keys, types, files, model checksums.
     CheckConfig { config: PathBuf },
-    /// Print a model's inputs, outputs and the family Ocelli recognises.
+    /// Print a model's inputs, outputs, the family Ocelli recognises, and its card if one sits
+    /// beside it.
     Inspect {
         model: PathBuf,
         /// Input width and height, for models whose input size is not fixed.
@@ -139,6 +140,11 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     serde_json::to_string(family)?.trim_matches('"')
                 ),
                 Err(why) => println!("family: not recognised ({why}); set `family` in the config"),
+            }
+            if let Some(card) = ocelli::model::card::Card::beside(&model)? {
+                let bytes = ocelli::limits::read_bounded(&model, ocelli::limits::MAX_MODEL_BYTES)?;
+                card.check(&model, &bytes)?;
+                print!("{card}");
             }
             Ok(ExitCode::SUCCESS)
         }
