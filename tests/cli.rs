@@ -97,7 +97,13 @@ fn demo_config_finds_the_reference_objects() {
         .replace("../out/demo", dir.join("annotated").to_str().unwrap())
         .replace("../out/ocelli.sock", dir.join("s.sock").to_str().unwrap());
     let config = write(&dir, "demo.toml", &demo);
-    for photo in ["astronaut.png", "chelsea.png", "coffee.png"] {
+    for photo in [
+        "astronaut.png",
+        "chelsea.png",
+        "coffee.png",
+        "text.png",
+        "page.png",
+    ] {
         cached(&format!("images/{photo}"));
     }
     let out = ocelli(&["run", config.to_str().unwrap()]);
@@ -133,6 +139,11 @@ fn demo_config_finds_the_reference_objects() {
             (score - expected).abs() < 0.05,
             "{label} on {photo}: score {score}, expected ≈{expected}\n{stdout}"
         );
+    }
+    // What a newcomer sees first: no object on handwriting or a printed page.
+    for photo in ["text.png", "page.png"] {
+        let found: Vec<_> = rows.iter().filter(|r| r.0 == photo).collect();
+        assert!(found.is_empty(), "{photo}: {found:?}");
     }
     for photo in ["astronaut", "chelsea", "coffee"] {
         let png = dir.join("annotated").join(format!("{photo}.png"));
