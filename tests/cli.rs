@@ -246,6 +246,34 @@ fn a_models_card_is_printed_and_refused_when_it_names_another_file() {
             .status
             .success()
     );
+    // The stream's first line names the model by its sha256, and its card.
+    let socket = dir.join("s.sock");
+    let served = write(
+        &dir,
+        "served.toml",
+        &format!(
+            "{}\n[output]\nsocket = {{ path = {socket:?} }}\n",
+            std::fs::read_to_string(&config).unwrap()
+        ),
+    );
+    let _service = run_logging_stderr(&served, &dir.join("stderr"));
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(connect_when_listening(&socket)),
+        &mut first,
+    )
+    .unwrap();
+    let line: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        line,
+        serde_json::json!({"schema": 1, "type": "models", "detectors": [{
+            "detector": "faces",
+            "model": m,
+            "sha256": sha256_hex(&bytes),
+            "card": Card::path_for(&model).to_str().unwrap(),
+        }]}),
+        "{first}"
+    );
 
     let other = "0".repeat(64);
     Card {

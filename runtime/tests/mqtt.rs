@@ -414,6 +414,15 @@ fn a_normal_stream_arrives_in_order_and_the_last_will_marks_the_device_offline()
     let ocelli = Ocelli::start(&dir, "run", broker.port, "fps = 50", "", "");
     wait_for(30, "40 frames", || sub.frame_ids().len() >= 40);
     assert_eq!(sub.statuses().first().map(String::as_str), Some("online"));
+    // Which models run (none here), retained beside the status.
+    let models: Vec<Value> = sub
+        .messages()
+        .iter()
+        .filter(|m| m.topic == "ocelli/test/cam/models")
+        .map(|m| checked(&m.payload))
+        .collect();
+    assert_eq!(models.len(), 1, "{models:?}");
+    assert_eq!(models[0]["detectors"], serde_json::json!([]));
     // Killed without a DISCONNECT, the broker publishes the will.
     ocelli.sigkill();
     wait_for(10, "the last will", || {

@@ -111,6 +111,9 @@ def check_format(lines, client_rc, run_rc, validator, want, size):
             frames.append(msg)
     if len(frames) < want:
         errors.append(f"{len(frames)} frame lines, expected {want}")
+    first = lines[0] if lines else ""
+    if '"type":"models"' not in first or '"sha256":"' not in first:
+        errors.append(f"the first line does not name the models run: {first[:120]!r}")
     ids = [f["frame_id"] for f in frames]
     stamps = [f["timestamp_us"] for f in frames]
     gaps = [(a, b) for a, b in zip(ids, ids[1:]) if b != a + 1]

@@ -59,7 +59,8 @@ stream() {
   i=0
   while [ ! -S "$socket" ] && [ $i -lt 600 ] && kill -0 $pid 2>/dev/null; do sleep 0.1; i=$((i + 1)); done
   # Bounded: a runtime that stops emitting must not hold the VM until the host's timeout.
-  timeout 600 sockcat "$socket" "$frames" > "/tmp/frames-$f.jsonl"
+  # The `models` line first, then the frames.
+  timeout 600 sockcat "$socket" $((frames + 1)) > "/tmp/frames-$f.jsonl"
   client_rc=$?
   kill -TERM $pid 2>/dev/null
   wait $pid

@@ -31,9 +31,9 @@ wait_for() {
   for _ in $(seq $((limit * 2))); do "$@" && return 0; sleep 0.5; done
   return 1
 }
-# Reads the socket for `frames` lines; STEP names the block.
+# Reads the socket for the `models` line and `frames` frame lines; STEP names the block.
 stream() {
-  timeout 300 "$here/sockcat" "$socket" "$frames" > /tmp/frames
+  timeout 300 "$here/sockcat" "$socket" $((frames + 1)) > /tmp/frames
   local rc=$?
   echo "==== ocelli-frames $1 begin"
   cat /tmp/frames
@@ -109,7 +109,7 @@ broken() {
 for kind in syntax missing-model; do
   pid=$(prop MainPID)
   refused=$(journal_has 'reload refused')
-  "$here/sockcat" "$socket" 1 > /tmp/before
+  "$here/sockcat" "$socket" 2 > /tmp/before  # the models line, then the latest frame
   fact "reload_${kind}_last_id" "$(sed -n 's/.*"frame_id":\([0-9]*\).*/\1/p' /tmp/before)"
   broken "$kind" > "$config"
   systemctl reload "$unit"

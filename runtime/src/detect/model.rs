@@ -68,6 +68,9 @@ pub struct ModelInfo {
 /// A loaded, optimised model ready to run frames.
 pub struct Detector {
     pub name: String,
+    /// The model file, its sha256 and its card if one sits beside it: what the stream's
+    /// `models` line names.
+    pub model: crate::emit::RunningModel,
     pub family: Family,
     pub labels: Labels,
     preprocess: Preprocess,
@@ -96,7 +99,14 @@ impl Detector {
             "text" => Labels::text(),
             file => Labels::from_file(&resolve(Path::new(file)))?,
         };
-        let (plan, info) = load_plan(&path, cfg.input_size)?;
+        let bytes =
+            crate::limits::read_bounded(&path, crate::limits::MAX_MODEL_BYTES).map_err(|e| {
+                DetectError::Load {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        let (plan, info) = load_plan_from_bytes(&path, &bytes, cfg.input_size)?;
         let family =
             match cfg.family {
                 Some(f) => f,
@@ -121,8 +131,16 @@ impl Detector {
         });
         let state = SimpleState::new(&plan).map_err(|e| load_err(&path, e))?;
         let preprocess = cfg.preprocess.plan(input_wh.0, input_wh.1);
+        let card = crate::model::card::Card::path_for(&path);
+        let model = crate::emit::RunningModel {
+            detector: name.clone(),
+            model: path.display().to_string(),
+            sha256: crate::model::card::sha256_hex(&bytes),
+            card: card.exists().then(|| card.display().to_string()),
+        };
         Ok(Self {
             name,
+            model,
             family,
             labels,
             preprocess,

@@ -13,11 +13,30 @@ pub mod spool;
 pub mod tail;
 
 pub use record::{
-    Event, FrameRecord, Inference, Motion, SCHEMA_VERSION, SourceNotice, SourceState, SourceStatus,
-    StageLatency,
+    Event, FrameRecord, Inference, Motion, RunningModel, SCHEMA_VERSION, SourceNotice, SourceState,
+    SourceStatus, StageLatency, models_line,
 };
 pub use socket::{SocketConfig, SocketError, SocketServer, SocketStats};
 pub use tail::{TailError, tail};
 
 pub use http::{HttpConfig, HttpError, HttpServer, Metrics};
+
+/// The latest `models` line (see [`record::models_line`]) and a version that changes with it:
+/// each socket client and the broker get every version once, new clients before anything else.
+#[derive(Debug, Default)]
+pub struct Announcement {
+    pub version: u64,
+    pub line: Vec<u8>,
+}
+
+impl Announcement {
+    /// Makes `line` the announcement, ending in one newline.
+    pub fn set(&mut self, line: &[u8]) {
+        self.version += 1;
+        self.line.clear();
+        self.line
+            .extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
+        self.line.push(b'\n');
+    }
+}
 pub use mqtt::{MqttConfig, MqttError, MqttOutput};

@@ -14,7 +14,8 @@
 //! A record can thus reach the broker twice only when the broker got it but its PUBACK was lost
 //! with the connection, which QoS 1 allows; consumers dedupe by `frame_id` with the timestamp.
 //!
-//! Lines are published on `<prefix>/<device>/<stream>/frames`; `<prefix>/<device>/<stream>/status`
+//! Lines are published on `<prefix>/<device>/<stream>/frames`, the `models` line retained on
+//! `<prefix>/<device>/<stream>/models`; `<prefix>/<device>/<stream>/status`
 //! holds a retained `online`, replaced by `offline` on shutdown or, as the last will, by the
 //! broker when the connection is lost.
 
@@ -188,6 +189,7 @@ pub struct MqttOutput {
     /// Buffers the worker is done with, for the pipeline to reuse.
     pool: Arc<Mutex<Vec<Vec<u8>>>>,
     stats: Arc<MqttStats>,
+    models: Arc<Mutex<super::Announcement>>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -304,6 +306,7 @@ impl MqttOutput {
         let (tx, rx) = mpsc::sync_channel(config.queue_frames);
         let pool = Arc::new(Mutex::new(Vec::new()));
         let stats = Arc::new(MqttStats::default());
+        let models = Arc::new(Mutex::new(super::Announcement::default()));
         let (client, connection) = Client::new(options, config.inflight as usize + 8);
         let worker = Worker {
             rx,
@@ -314,6 +317,9 @@ impl MqttOutput {
             connection,
             frames_topic: format!("{base}/frames"),
             status_topic,
+            models: models.clone(),
+            models_topic: format!("{base}/models"),
+            models_sent: 0,
             inflight: config.inflight as usize,
             drain: Duration::from_secs_f64(config.drain_timeout_s),
             connected: false,
@@ -333,6 +339,7 @@ impl MqttOutput {
             tx: Some(tx),
             pool,
             stats,
+            models,
             worker: Some(worker),
         })
     }
@@ -354,6 +361,12 @@ impl MqttOutput {
                 lock(&self.pool).push(buf);
             }
         }
+    }
+
+    /// Publishes `line` (a `models` line) retained on `<prefix>/<device>/<stream>/models`, now
+    /// or at the next connection.
+    pub fn announce(&self, line: &[u8]) {
+        lock(&self.models).set(line);
     }
 
     pub fn stats(&self) -> &Arc<MqttStats> {
@@ -411,6 +424,11 @@ struct Worker {
     connection: Connection,
     frames_topic: String,
     status_topic: String,
+    /// The latest `models` line, published retained on `models_topic` at each connection and
+    /// change.
+    models: Arc<Mutex<super::Announcement>>,
+    models_topic: String,
+    models_sent: u64,
     inflight: usize,
     drain: Duration,
     connected: bool,
@@ -471,6 +489,7 @@ impl Worker {
                 continue;
             }
             self.publish_spooled();
+            self.publish_models();
             let turn = if self.has_work() || !open {
                 NET_TURN
             } else {
@@ -547,6 +566,24 @@ impl Worker {
         !self.unacked.is_empty() || self.next_send < self.spool.next_seq()
     }
 
+    /// Publishes the `models` line if this connection has not had its latest version.
+    fn publish_models(&mut self) {
+        let (version, line) = {
+            let m = lock(&self.models);
+            if m.version == self.models_sent {
+                return;
+            }
+            (
+                m.version,
+                m.line.strip_suffix(b"\n").unwrap_or(&m.line).to_vec(),
+            )
+        };
+        let topic = self.models_topic.clone();
+        if self.send(&topic, line, true, Sent::Other) {
+            self.models_sent = version;
+        }
+    }
+
     /// One blocking connection attempt (bounded by rumqttc's connection timeout).
     fn connect(&mut self) -> bool {
         match self.connection.recv() {
@@ -557,6 +594,7 @@ impl Worker {
                 self.stats.connects.fetch_add(1, Ordering::Relaxed);
                 let topic = self.status_topic.clone();
                 self.send(&topic, b"online".to_vec(), true, Sent::Other);
+                self.models_sent = 0;
                 true
             }
             Ok(Err(e)) => {

@@ -88,6 +88,38 @@ pub enum Event {
     },
 }
 
+/// One detector's model, as the `models` line names it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunningModel {
+    pub detector: String,
+    pub model: String,
+    pub sha256: String,
+    /// The model's card, when one sits beside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<String>,
+}
+
+/// The `models` line: which model file each detector runs (by sha256, with its card), so that
+/// a consumer knows which model produced a detection.
+pub fn models_line(models: &[RunningModel]) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        schema: u32,
+        r#type: &'static str,
+        detectors: &'a [RunningModel],
+    }
+    let mut buf = Vec::new();
+    write_json_line(
+        &Line {
+            schema: SCHEMA_VERSION,
+            r#type: "models",
+            detectors: models,
+        },
+        &mut buf,
+    );
+    buf
+}
+
 /// A line sent while the camera is away: no frame, only the source's state.
 #[derive(Clone, Copy, Debug)]
 pub struct SourceNotice<'a> {

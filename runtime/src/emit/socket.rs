@@ -202,6 +202,8 @@ struct Shared {
     dropped_frames: AtomicU64,
     refused: AtomicU64,
     disconnected: AtomicU64,
+    /// Which models run: every client's first line, and again to all after a change.
+    models: Mutex<super::Announcement>,
 }
 
 impl Shared {
@@ -246,6 +248,7 @@ impl SocketServer {
             dropped_frames: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             disconnected: AtomicU64::new(0),
+            models: Mutex::new(super::Announcement::default()),
         });
         let started = (|| {
             let (wake, wake_rx) = UnixStream::pair()?;
@@ -288,6 +291,17 @@ impl SocketServer {
     /// Never waits on a client; allocates only while the ring's buffers grow to the longest line.
     pub fn publish(&self, line: &[u8]) {
         self.shared.ring().push(line);
+        self.wake();
+    }
+
+    /// Makes `line` (a `models` line) the first line every new client gets, and sends it to
+    /// the clients connected now, in order with the frame lines.
+    pub fn announce(&self, line: &[u8]) {
+        self.shared
+            .models
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set(line);
         self.wake();
     }
 
@@ -448,6 +462,8 @@ struct Client {
     read_closed: bool,
     /// The shutdown notice is staged.
     said_bye: bool,
+    /// The version of the `models` line staged last.
+    announced: u64,
 }
 
 impl Client {
@@ -503,6 +519,13 @@ impl Client {
 
     /// Stages and writes until the client has everything published or its socket is full.
     fn pump(&mut self, shared: &Shared, closing: bool) -> Result<(), Gone> {
+        {
+            let models = shared.models.lock().unwrap_or_else(PoisonError::into_inner);
+            if models.version != self.announced {
+                self.out.extend_from_slice(&models.line);
+                self.announced = models.version;
+            }
+        }
         loop {
             let behind = {
                 let ring = shared.ring();
@@ -693,6 +716,7 @@ impl Writer {
             blocked: false,
             read_closed: false,
             said_bye: false,
+            announced: 0,
         });
         self.shared.clients.fetch_add(1, Ordering::Relaxed);
     }

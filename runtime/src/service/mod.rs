@@ -15,7 +15,7 @@ use crate::config::{Config, rect_corners};
 use crate::detect::{DetectError, Detection, Detections, Detector, Extras};
 use crate::emit::{
     Event, FrameRecord, HttpServer, Inference, Metrics, Motion, MqttOutput, SocketServer,
-    SourceNotice, SourceState, SourceStatus, StageLatency,
+    SourceNotice, SourceState, SourceStatus, StageLatency, models_line,
 };
 use crate::framebuffer::Framebuffer;
 use crate::imgproc::Image;
@@ -362,7 +362,7 @@ impl Pipeline {
         }
         let socket = bind_socket(config)?;
         let net = NetOutputs::open(config)?;
-        Ok(Self {
+        let pipeline = Self {
             config: config.clone(),
             source,
             imaging,
@@ -379,7 +379,27 @@ impl Pipeline {
             line: Vec::with_capacity(4096),
             reconnects: 0,
             restored: false,
-        })
+        };
+        pipeline.announce_models();
+        Ok(pipeline)
+    }
+
+    /// Tells the stream which models run: the socket's clients (new ones first thing) and the
+    /// broker (retained).
+    fn announce_models(&self) {
+        let models: Vec<_> = self
+            .detectors
+            .detectors
+            .iter()
+            .map(|d| d.model.clone())
+            .collect();
+        let line = models_line(&models);
+        if let Some(socket) = &self.socket {
+            socket.announce(&line);
+        }
+        if let Some(mqtt) = &self.net.mqtt {
+            mqtt.announce(&line);
+        }
     }
 
     /// Switches to `config`. Everything new is loaded and verified first (models, imaging,
@@ -425,6 +445,7 @@ impl Pipeline {
             eprintln!("ocelli: output.mqtt and output.http changes take effect on restart");
         }
         self.config = config;
+        self.announce_models();
         Ok(())
     }
 
