@@ -14,6 +14,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
 
 use super::im2col_i8::{self, Geometry, PhasePlanes};
+use super::split;
 use crate::imgproc::morph::Simd;
 
 /// The replacement for `node` if it is the Im2col of an int8 depthwise convolution (one input
@@ -138,7 +139,7 @@ impl EvalOp for DepthwiseI8 {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let plain = inputs[0].try_as_plain_ram()?;
-        let planes = self.geo.phase_planes(plain.as_slice::<i8>()?);
+        let planes = self.geo.phase_planes(plain.as_slice::<i8>()?)?;
         let shape = self
             .output
             .shape
@@ -147,12 +148,19 @@ impl EvalOp for DepthwiseI8 {
         // SAFETY: `convolve` writes every accumulator.
         let mut output = unsafe { Tensor::uninitialized::<i32>(shape)? };
         let mut out_plain = output.try_as_plain_ram_mut()?;
-        convolve(
-            self.simd,
-            &planes,
-            &self.weights,
-            out_plain.as_slice_mut::<i32>()?,
-        );
+        let out = out_plain.as_slice_mut::<i32>()?;
+        let taps = self.geo.taps();
+        // Whole channels over tract's executor.
+        split(out, self.geo.n(), out.len() * taps, |first, out| {
+            convolve(
+                self.simd,
+                &planes,
+                first,
+                &self.weights[first * taps..],
+                out,
+            );
+            Ok(())
+        })?;
         Ok(tvec!(output.into_tvalue()))
     }
 }
@@ -165,33 +173,34 @@ impl TypedOp for DepthwiseI8 {
     as_op!();
 }
 
-/// `out[c][y][x] = Σ_taps weights[c][tap] · input under the tap`, with the instruction set
-/// `simd` (baseline for any the CPU lacks or this kernel has no build for).
-pub fn convolve(simd: Simd, planes: &PhasePlanes, weights: &[i8], out: &mut [i32]) {
+/// `out[c][y][x] = Σ_taps weights[c][tap] · input under the tap` for the channels from
+/// `first` that `out` holds (`weights` from `first`'s), with the instruction set `simd`
+/// (baseline for any the CPU lacks or this kernel has no build for).
+pub fn convolve(simd: Simd, planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
     match simd {
         // SAFETY: each arm runs only where the CPU has its instruction set.
-        Simd::Avx512 if simd.is_available() => unsafe { avx512(planes, weights, out) },
-        Simd::Avx2 if simd.is_available() => unsafe { avx2(planes, weights, out) },
-        _ => body(planes, weights, out),
+        Simd::Avx512 if simd.is_available() => unsafe { avx512(planes, first, weights, out) },
+        Simd::Avx2 if simd.is_available() => unsafe { avx2(planes, first, weights, out) },
+        _ => body(planes, first, weights, out),
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = simd;
-        body(planes, weights, out)
+        body(planes, first, weights, out)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn avx2(planes: &PhasePlanes, weights: &[i8], out: &mut [i32]) {
-    body(planes, weights, out)
+fn avx2(planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
+    body(planes, first, weights, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn avx512(planes: &PhasePlanes, weights: &[i8], out: &mut [i32]) {
-    body(planes, weights, out)
+fn avx512(planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
+    body(planes, first, weights, out)
 }
 
 /// One channel at a time, each tap one run over every output row at once: the rows' runs
@@ -201,7 +210,7 @@ fn avx512(planes: &PhasePlanes, weights: &[i8], out: &mut [i32]) {
 /// (SSE2 on baseline x86-64, NEON on aarch64) beat short ones per row: 40-wide rows spent
 /// more time entering loops than multiplying.
 #[inline(always)]
-fn body(planes: &PhasePlanes, weights: &[i8], out: &mut [i32]) {
+fn body(planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
     let geo = planes.geometry();
     let [oh, ow] = geo.output_hw;
     let step = planes.row_step();
@@ -212,7 +221,7 @@ fn body(planes: &PhasePlanes, weights: &[i8], out: &mut [i32]) {
         .zip(out.chunks_exact_mut(oh * ow))
         .enumerate()
     {
-        let run = |tap: usize| &planes.data[planes.run(c, tap, 0)..][..len];
+        let run = |tap: usize| &planes.data[planes.run(first + c, tap, 0)..][..len];
         let w0 = w[0] as i32;
         for (a, x) in acc.iter_mut().zip(run(0)) {
             *a = w0 * *x as i32;
@@ -236,9 +245,11 @@ mod tests {
 
     /// tract's i32 accumulators bit for bit, with every instruction set this CPU has (the ones
     /// it lacks are named): 3×3 and 5×5, strides 1 to 3, padding, dilation, odd sizes, i8 input
-    /// and f32 input through QuantizeLinear.
+    /// and f32 input through QuantizeLinear, and one big enough to split over threads (the
+    /// quantisation too).
     #[test]
     fn accumulates_what_tracts_matmul_does() {
+        const { assert!(30 * 47 * 47 >= crate::kernels::MIN_SPLIT) };
         // (channels, kernel, [stride, pad, dilation], input size, f32 input)
         let cases = [
             (16, 3, [1, 1, 1], 20, false),
@@ -247,6 +258,7 @@ mod tests {
             (5, 3, [2, 0, 1], 40, false),
             (7, 3, [1, 2, 2], 9, true),
             (4, 3, [3, 1, 1], 17, false),
+            (30, 3, [1, 1, 1], 47, true),
         ];
         for simd in Simd::ALL {
             if !simd.is_available() {

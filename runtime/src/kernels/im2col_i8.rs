@@ -9,6 +9,8 @@
 //! layer costs about as much per byte as a wide stride-1 one (YOLOv8n's 37 int8 im2cols:
 //! 13.3 ms → 6.4 ms, where stride 2 took 1.65 ns a byte and 10-wide rows 1.4).
 
+use std::ops::Range;
+
 use tract_linalg::mmm::{
     EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
 };
@@ -17,6 +19,8 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
 use tract_onnx::tract_core::ops::nn::DataFormat;
+
+use super::split;
 
 /// The replacement for `node` if it is an Im2col this op handles: one image (NCHW or CHW),
 /// one group, a 2-D kernel, i8 input, a [`Packing`] it writes, padding with 0.
@@ -172,18 +176,21 @@ impl FastIm2colI8 {
         self.packing.exotic(self.k(), self.geo.n())
     }
 
-    /// K row `kk` (kernel tap of one channel at every output position) into `row`, which has
-    /// `CHUNK` spare bytes at its end.
-    fn row(&self, planes: &PhasePlanes, kk: usize, row: &mut [i8]) {
+    /// K row `kk` (kernel tap of one channel) at output positions `at` into `row`, which
+    /// has `CHUNK` spare bytes past them.
+    fn row(&self, planes: &PhasePlanes, kk: usize, at: Range<usize>, row: &mut [i8]) {
         let taps = self.geo.taps();
-        let [oh, ow] = self.geo.output_hw;
-        for yo in 0..oh {
+        let ow = self.geo.output_hw[1];
+        for yo in at.start / ow..at.end.div_ceil(ow) {
             let src = planes.run(kk / taps, kk % taps, yo);
-            let dst = yo * ow;
+            // The columns of this output row inside `at`.
+            let x0 = at.start.max(yo * ow) - yo * ow;
+            let x1 = at.end.min(yo * ow + ow) - yo * ow;
+            let dst = yo * ow + x0 - at.start;
             // Whole chunks: what runs past this output row is overwritten by the next one,
             // or lands in the spare bytes.
-            for o in (0..ow).step_by(CHUNK) {
-                row[dst + o..][..CHUNK].copy_from_slice(&planes.data[src + o..][..CHUNK]);
+            for o in (x0..x1).step_by(CHUNK) {
+                row[dst + o - x0..][..CHUNK].copy_from_slice(&planes.data[src + o..][..CHUNK]);
             }
         }
     }
@@ -233,55 +240,74 @@ impl Geometry {
     /// `i·sx + p` for phase `p`, as planes `[channel][phase][padded row][i]`, `cols` values a
     /// row. A K row then copies contiguous runs from one phase plane whatever the stride, and
     /// the padding is already in place. 16 spare bytes at the end let the copies run in whole
-    /// 16-byte chunks.
-    pub fn phase_planes(&self, x: &[i8]) -> PhasePlanes<'_> {
-        let [h, w] = self.input_hw;
+    /// 16-byte chunks. Channels are split over tract's executor ([`split`]).
+    pub fn phase_planes(&self, x: &[i8]) -> TractResult<PhasePlanes<'_>> {
         let [oh, ow] = self.output_hw;
         let [sy, sx] = self.strides;
         let [dy, dx] = self.dilations;
         let [kh, kw] = self.kernel;
-        let [pt, pl] = self.pad_before;
         let rows = (oh - 1) * sy + (kh - 1) * dy + 1;
         let width = (ow - 1) * sx + (kw - 1) * dx + 1;
         let cols = width.div_ceil(sx);
-        let mut planes = vec![0i8; self.channels * sx * rows * cols + CHUNK];
-        // One padded input row, with room for the phases' last chunk.
-        let mut line = vec![0i8; cols * sx + CHUNK];
-        let plane_len = h * w;
-        for c in 0..self.channels {
-            let input = &x[c * plane_len..][..plane_len];
-            for yp in 0..rows {
-                let Some(y) = yp.checked_sub(pt).filter(|y| *y < h) else {
-                    continue;
-                };
-                let src = &input[y * w..][..w];
-                // Columns of the padded row that hold input: xp = x + pl for x in 0..w.
-                let (x0, x1) = (pl.min(line.len()), (pl + w).min(width));
-                line.fill(0);
-                line[x0..x1.max(x0)].copy_from_slice(&src[..x1.saturating_sub(x0)]);
-                let at = |p: usize| ((c * sx + p) * rows + yp) * cols;
-                match sx {
-                    1 => planes[at(0)..][..cols].copy_from_slice(&line[..cols]),
-                    2 => {
-                        let (even, odd) = planes[at(0)..].split_at_mut(at(1) - at(0));
-                        deinterleave2(&line[..2 * cols], &mut even[..cols], &mut odd[..cols]);
-                    }
-                    _ => {
-                        for p in 0..sx {
-                            let dst = &mut planes[at(p)..][..cols];
-                            for (d, v) in dst.iter_mut().zip(line[p..].iter().step_by(sx)) {
-                                *d = *v;
-                            }
-                        }
-                    }
-                }
+        let channel_len = sx * rows * cols;
+        let all = self.channels * channel_len;
+        let mut planes = vec![0i8; all + CHUNK];
+        let plane_len = self.input_hw[0] * self.input_hw[1];
+        split(&mut planes[..all], channel_len, all, |first, chunk| {
+            // One padded input row, with room for the phases' last chunk.
+            let mut line = vec![0i8; cols * sx + CHUNK];
+            for (c, out) in chunk.chunks_exact_mut(channel_len).enumerate() {
+                let input = &x[(first + c) * plane_len..][..plane_len];
+                self.phase_channel(input, [rows, cols, width], &mut line, out);
             }
-        }
-        PhasePlanes {
+            Ok(())
+        })?;
+        Ok(PhasePlanes {
             geo: self,
             data: planes,
             rows,
             cols,
+        })
+    }
+
+    /// One channel's planes, `[phase][padded row][i]`, into `out` (zeroed): `rows` padded
+    /// rows, `cols` values a plane row, `width` padded columns; `line` is scratch for one
+    /// padded input row.
+    fn phase_channel(
+        &self,
+        input: &[i8],
+        [rows, cols, width]: [usize; 3],
+        line: &mut [i8],
+        out: &mut [i8],
+    ) {
+        let [h, w] = self.input_hw;
+        let sx = self.strides[1];
+        let [pt, pl] = self.pad_before;
+        for yp in 0..rows {
+            let Some(y) = yp.checked_sub(pt).filter(|y| *y < h) else {
+                continue;
+            };
+            let src = &input[y * w..][..w];
+            // Columns of the padded row that hold input: xp = x + pl for x in 0..w.
+            let (x0, x1) = (pl.min(line.len()), (pl + w).min(width));
+            line.fill(0);
+            line[x0..x1.max(x0)].copy_from_slice(&src[..x1.saturating_sub(x0)]);
+            let at = |p: usize| (p * rows + yp) * cols;
+            match sx {
+                1 => out[at(0)..][..cols].copy_from_slice(&line[..cols]),
+                2 => {
+                    let (even, odd) = out[at(0)..].split_at_mut(at(1) - at(0));
+                    deinterleave2(&line[..2 * cols], &mut even[..cols], &mut odd[..cols]);
+                }
+                _ => {
+                    for p in 0..sx {
+                        let dst = &mut out[at(p)..][..cols];
+                        for (d, v) in dst.iter_mut().zip(line[p..].iter().step_by(sx)) {
+                            *d = *v;
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -340,11 +366,13 @@ impl EvalOp for FastIm2colI8 {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = &inputs[0];
         let plain = input.try_as_plain_ram()?;
-        let planes = self.geo.phase_planes(plain.as_slice::<i8>()?);
+        let planes = self.geo.phase_planes(plain.as_slice::<i8>()?)?;
         let dt = input.datum_type();
-        let packed = self.packing.pack(dt, self.k(), self.geo.n(), |kk, row| {
-            self.row(&planes, kk, row)
-        })?;
+        let packed = self
+            .packing
+            .pack(dt, self.k(), self.geo.n(), |kk, at, row| {
+                self.row(&planes, kk, at, row)
+            })?;
         let output = PackedMatrixStorage::new_batched(&[1, 1], tvec!(packed)).into_tensor(dt);
         Ok(tvec!(output.into_tvalue()))
     }
@@ -352,25 +380,53 @@ impl EvalOp for FastIm2colI8 {
 
 impl Packing {
     /// The packed matrix of `k` rows of `n` values, as tract's Im2col and OptMatMulPack write
-    /// it: `row(kk, buffer)` writes K row `kk` into the first `n` values of a buffer `n +
-    /// CHUNK` long.
+    /// it, its panels split over tract's executor ([`split`]): `row(kk, at, buffer)` writes
+    /// K row `kk`'s values at positions `at` into the first `at.len()` values of `buffer`,
+    /// which has `CHUNK` more.
     pub fn pack(
         &self,
         dt: DatumType,
         k: usize,
         n: usize,
-        mut row: impl FnMut(usize, &mut [i8]),
+        row: impl Fn(usize, Range<usize>, &mut [i8]) + Sync,
     ) -> TractResult<Box<dyn MMMInputValue>> {
         let r = self.r();
         let panel_len = self.panel_len(k);
         let panels = n.div_ceil(r);
-        // SAFETY: zeroed whole before rows 0..k are written: what the kernel also reads (a
-        // partial last panel's spare lanes, the padding rows) stays 0 as tract writes it.
+        // SAFETY: each chunk is zeroed whole before rows 0..k are written: what the kernel
+        // also reads (a partial last panel's spare lanes, the padding rows) stays 0 as tract
+        // writes it.
         let mut data = unsafe {
             Tensor::uninitialized_aligned_dt(dt, &[panels * panel_len], self.alignment())?
         };
-        let bytes = data.as_bytes_mut();
-        bytes.fill(0);
+        split(data.as_bytes_mut(), panel_len, k * n, |first, bytes| {
+            let start = first * r;
+            bytes.fill(0);
+            self.pack_panels(
+                k,
+                start..n.min(start + bytes.len() / panel_len * r),
+                &row,
+                bytes,
+            );
+            Ok(())
+        })?;
+        Ok(Box::new(EagerPackedInput {
+            fact: self.exotic(k, n),
+            packed: data.into_blob()?.into(),
+            panel_bytes: panel_len,
+            mn: n,
+        }))
+    }
+
+    /// The panels of positions `at` (from a panel's first) into `bytes`, zeroed.
+    fn pack_panels(
+        &self,
+        k: usize,
+        at: Range<usize>,
+        row: impl Fn(usize, Range<usize>, &mut [i8]),
+        bytes: &mut [u8],
+    ) {
+        let (r, panel_len, n) = (self.r(), self.panel_len(k), at.len());
         let stride = n + CHUNK;
         match self {
             Packing::K4(_) => {
@@ -386,7 +442,7 @@ impl Packing {
                     for (j, buffer) in rows4.chunks_exact_mut(stride).enumerate() {
                         let kk = k0 + j;
                         if kk < k {
-                            row(kk, buffer);
+                            row(kk, at.clone(), buffer);
                         } else {
                             buffer.fill(0);
                         }
@@ -397,7 +453,7 @@ impl Packing {
             Packing::KMajor(_) => {
                 let mut buffer = vec![0i8; stride];
                 for kk in 0..k {
-                    row(kk, &mut buffer);
+                    row(kk, at.clone(), &mut buffer);
                     for (p, run) in buffer[..n].chunks(r).enumerate() {
                         let dst = &mut bytes[p * panel_len + kk * r..][..run.len()];
                         for (d, v) in dst.iter_mut().zip(run) {
@@ -407,12 +463,6 @@ impl Packing {
                 }
             }
         }
-        Ok(Box::new(EagerPackedInput {
-            fact: self.exotic(k, n),
-            packed: data.into_blob()?.into(),
-            panel_bytes: panel_len,
-            mn: n,
-        }))
     }
 
     /// The fact of [`Packing::pack`]'s output for a `k`×`n` matrix.
@@ -522,11 +572,13 @@ fn interleave4_simd(_: &[i8], _: Four, _: usize, _: &mut [u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use crate::kernels::MIN_SPLIT;
     use crate::kernels::tests::{Conv, run_both};
 
     /// The same packed patches as tract's Im2col, for whichever int8 kernel this CPU gets (K4
     /// on x86-64 with VNNI and ARM with the dot product, K-major on Cortex-A72 and A53):
-    /// strides 1 to 3, padding, dilation, 5×5, rows shorter and longer than one copy.
+    /// strides 1 to 3, padding, dilation, 5×5, rows shorter and longer than one copy, and
+    /// two big enough to split over threads, whose chunks start inside output rows.
     #[test]
     fn packs_what_tracts_im2col_packs() {
         // (input channels, output channels, kernel, [stride, pad, dilation], input size)
@@ -538,7 +590,12 @@ mod tests {
             (4, 12, 5, [1, 2, 1], 9),
             (3, 8, 3, [3, 1, 1], 20),
             (3, 8, 3, [1, 1, 1], 40),
+            (16, 8, 3, [1, 1, 1], 37),
+            (13, 8, 3, [2, 1, 1], 83),
         ];
+        // K × positions: what the packing splits.
+        let split = |ci: usize, k: usize, out: usize| ci * k * k * out * out >= MIN_SPLIT;
+        assert!(split(16, 3, 37) && split(13, 3, 42));
         for (ci, co, k, geometry, size) in cases {
             let conv = Conv {
                 ci,

@@ -60,6 +60,27 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     model.into_compact()
 }
 
+/// Work (values written, or multiply-adds) below which an op stays on the calling thread:
+/// waking the pool's threads costs some microseconds, as much as ~64 K values take.
+pub const MIN_SPLIT: usize = 1 << 16;
+
+/// `f(first, chunk)` over `out` cut into chunks of whole `unit`-long units (`first`: the
+/// chunk's first unit), spread over tract's current executor, the one its matmuls run on, so
+/// that `[board] threads = 1` stays on the calling thread; all of `out` at once when `work`
+/// is below [`MIN_SPLIT`]. Each unit is written by one call whatever the split: the results
+/// cannot depend on it.
+pub fn split<T: Send>(
+    out: &mut [T],
+    unit: usize,
+    work: usize,
+    f: impl Fn(usize, &mut [T]) -> TractResult<()> + Sync + Send,
+) -> TractResult<()> {
+    if work < MIN_SPLIT {
+        return f(0, out);
+    }
+    tract_linalg::multithread::par_chunks_mut(out, unit, work, f)
+}
+
 /// Wires `op` on `input` in place of the nodes from `node` to the one writing `replaced`.
 fn swap(
     model: &mut TypedModel,
@@ -211,8 +232,9 @@ pub mod tests {
     }
 
     /// Checks that [`accelerate`] puts exactly one `name` op into `tracts` and that the plan
-    /// then gives tract's output bit for bit, on an input spanning i8 (and beyond, for f32
-    /// input, to saturate); `variant` may swap the op for another build of it first.
+    /// then gives tract's output bit for bit, on one thread and split over two, on an input
+    /// spanning i8 (and beyond, for f32 input, to saturate); `variant` may swap the op for
+    /// another build of it first.
     pub fn run_both(
         tracts: &TypedModel,
         name: &str,
@@ -244,6 +266,10 @@ pub mod tests {
                 .unwrap()
                 .remove(0)
         };
-        assert_eq!(run(tracts.clone()), run(ours), "{name}: {tracts}");
+        let expected = run(tracts.clone());
+        assert_eq!(expected, run(ours.clone()), "{name}: {tracts}");
+        let pool = tract_linalg::multithread::Executor::multithread(2);
+        let split = tract_linalg::multithread::multithread_tract_scope(pool, || run(ours));
+        assert_eq!(expected, split, "{name} on 2 threads: {tracts}");
     }
 }

@@ -16,7 +16,7 @@ use tract_onnx::tract_core::ops::matmul::pack::{DynPackedExoticFact, OptMatMulPa
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
 use super::im2col_i8::Packing;
-use super::quantize;
+use super::{quantize, split};
 
 /// The replacement for `node` if it is an OptMatMulPack of i8 values, with one packing of
 /// [`Packing`]'s and the matrix's columns along the input's last axis, whose input an f32
@@ -136,20 +136,34 @@ impl EvalOp for QuantizePackI8 {
         batch[self.k_axis] = 1;
         *batch.last_mut().expect("rank ≥ 2") = 1;
         let dt = self.output.datum_type;
-        let mut values = TVec::new();
-        for coords in tract_ndarray::indices(&*batch) {
-            let base: isize = coords
-                .as_array_view()
-                .iter()
-                .zip(&strides)
-                .map(|(c, s)| *c as isize * s)
-                .sum();
-            let base = base as usize;
-            values.push(self.packing.pack(dt, k, n, |kk, row| {
-                let run = &x[base + kk * strides[self.k_axis] as usize..][..n];
-                quantize::quantize(run, self.scale, self.zero_point, &mut row[..n]);
-            })?);
-        }
+        let bases: Vec<usize> = tract_ndarray::indices(&*batch)
+            .into_iter()
+            .map(|coords| {
+                let base: isize = coords
+                    .as_array_view()
+                    .iter()
+                    .zip(&strides)
+                    .map(|(c, s)| *c as isize * s)
+                    .sum();
+                base as usize
+            })
+            .collect();
+        // Whole matrices over tract's executor, or, for one, its panels (in `pack`).
+        let mut values: Vec<_> = bases.iter().map(|_| None).collect();
+        split(&mut values, 1, x.len(), |first, chunk| {
+            for (value, base) in chunk.iter_mut().zip(&bases[first..]) {
+                *value = Some(self.packing.pack(dt, k, n, |kk, at, row| {
+                    let run = &x[base + kk * strides[self.k_axis] as usize + at.start..];
+                    let len = at.len();
+                    quantize::quantize(&run[..len], self.scale, self.zero_point, &mut row[..len]);
+                })?);
+            }
+            Ok(())
+        })?;
+        let values = values
+            .into_iter()
+            .map(|v| v.expect("every matrix packed"))
+            .collect();
         let batch_shape = self
             .output
             .shape
@@ -170,15 +184,24 @@ impl TypedOp for QuantizePackI8 {
 
 #[cfg(test)]
 mod tests {
+    use crate::kernels::MIN_SPLIT;
     use crate::kernels::tests::{Conv, run_both};
 
     /// tract's QuantizeLinear and OptMatMulPack bit for bit, in whichever packing this CPU's
     /// int8 kernel takes (K4 with VNNI or the dot product, K-major on Cortex-A72 and A53): channel
-    /// counts and sizes off the multiples of 4 and of the panel width, values that saturate.
+    /// counts and sizes off the multiples of 4 and of the panel width, values that saturate,
+    /// and one input big enough to split over threads.
     #[test]
     fn packs_what_tracts_quantisation_and_packing_pack() {
+        const { assert!(48 * 37 * 37 >= MIN_SPLIT) };
         // (input channels, output channels, input size)
-        for (ci, co, size) in [(16, 32, 20), (5, 7, 9), (64, 24, 13), (3, 8, 1)] {
+        for (ci, co, size) in [
+            (16, 32, 20),
+            (5, 7, 9),
+            (64, 24, 13),
+            (3, 8, 1),
+            (48, 8, 37),
+        ] {
             let conv = Conv {
                 ci,
                 co,

@@ -7,6 +7,8 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
+use super::split;
+
 /// `clamp(round_half_to_even(x · scale) + zero_point, -128, 127)`: tract's `QuantizeLinearI8`
 /// (whose `scale` is the reciprocal of ONNX's), vectorised.
 #[derive(Debug, Clone)]
@@ -51,12 +53,12 @@ impl EvalOp for FastQuantizeI8 {
         // SAFETY: every element is written by `quantize` below before the tensor is read.
         let mut output = unsafe { Tensor::uninitialized_dt(self.output, input.shape())? };
         let mut out_plain = output.try_as_plain_ram_mut()?;
-        quantize(
-            xs,
-            self.scale,
-            self.zero_point,
-            out_plain.as_slice_mut::<i8>()?,
-        );
+        let ys = out_plain.as_slice_mut::<i8>()?;
+        // Value by value: any cut gives the same bytes.
+        split(ys, 1, xs.len(), |first, ys| {
+            quantize(&xs[first..][..ys.len()], self.scale, self.zero_point, ys);
+            Ok(())
+        })?;
         Ok(tvec!(output.into_tvalue()))
     }
 }
