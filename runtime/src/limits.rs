@@ -12,6 +12,10 @@ pub const MAX_LABELS_BYTES: u64 = 1 << 20;
 pub const MAX_TLS_FILE_BYTES: u64 = 1 << 20;
 /// Bytes of an ONNX model, checked before tract parses it (and expands it several times over).
 pub const MAX_MODEL_BYTES: u64 = 256 << 20;
+/// Largest model card read (`NAME.card.json`): a card is a few kilobytes of JSON.
+pub const MAX_CARD_BYTES: u64 = 1 << 20;
+/// Largest layer-timing table read (`ocelli profile-layers`): tens of kilobytes per model.
+pub const MAX_TIMINGS_BYTES: u64 = 1 << 20;
 /// Pixels of an image file unless `source.max_pixels` says otherwise: the camera bound,
 /// 8192×8192.
 pub const DEFAULT_MAX_PIXELS: u64 = 8192 * 8192;

@@ -14,9 +14,6 @@ pub const SCHEMA: &str = "ocelli-model-card/1";
 /// The tract every model is checked and timed with (the workspace pins it exactly).
 pub const TRACT_VERSION: &str = "0.23.9";
 
-/// Largest card read: a card is a few kilobytes of JSON.
-const MAX_CARD_BYTES: u64 = 1 << 20;
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Card {
@@ -143,12 +140,13 @@ impl Card {
     }
 
     pub fn load(path: &Path) -> Result<Self, CardError> {
-        let bytes = crate::limits::read_bounded(path, MAX_CARD_BYTES).map_err(|source| {
-            CardError::Read {
-                path: path.into(),
-                source,
-            }
-        })?;
+        let bytes =
+            crate::limits::read_bounded(path, crate::limits::MAX_CARD_BYTES).map_err(|source| {
+                CardError::Read {
+                    path: path.into(),
+                    source,
+                }
+            })?;
         let malformed = |reason: String| CardError::Malformed {
             path: path.into(),
             reason,

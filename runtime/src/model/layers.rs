@@ -534,7 +534,7 @@ impl Table {
     }
 
     pub fn load(path: &Path) -> Result<Self, TableError> {
-        let bytes = crate::limits::read_bounded(path, crate::limits::MAX_CONFIG_BYTES).map_err(
+        let bytes = crate::limits::read_bounded(path, crate::limits::MAX_TIMINGS_BYTES).map_err(
             |source| TableError::Read {
                 path: path.into(),
                 source,
