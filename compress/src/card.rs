@@ -3,21 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use ocelli::model::card::{Card, Digest, EvalSummary, Folder, SCHEMA};
+use ocelli::model::card::{Card, Digest, EvalSummary, Folder, SCHEMA, sha256_hex};
 use serde::Serialize;
 
-use crate::onnx::ModelError;
+use crate::onnx::{ModelError, read_bytes};
 use crate::{Error, data, eval};
-
-fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    ocelli::limits::read_bounded(path, ocelli::limits::MAX_MODEL_BYTES).map_err(|source| {
-        ModelError::Read {
-            path: path.into(),
-            source,
-        }
-        .into()
-    })
-}
 
 fn folder(dir: &Path) -> Result<Folder, Error> {
     let files = data::image_files(dir)?;
@@ -53,9 +43,9 @@ pub fn write_new(
         schema: SCHEMA.into(),
         model: Digest::of_bytes(
             Path::new(output.file_name().unwrap_or_default()),
-            &read(output)?,
+            &read_bytes(output)?,
         ),
-        source: Digest::of_bytes(source, &read(source)?),
+        source: Digest::of_bytes(source, &read_bytes(source)?),
         command: std::env::args().collect(),
         options: serde_json::to_value(options).expect("serialisable"),
         tool: concat!("ocelli-compress ", env!("CARGO_PKG_VERSION")).into(),
@@ -74,9 +64,9 @@ pub fn add_eval(report: &eval::Report, images: &Path) -> Result<Option<PathBuf>,
     let Some(mut card) = Card::beside(model)? else {
         return Ok(None);
     };
-    card.check(model, &read(model)?)?;
+    card.check(model, &sha256_hex(&read_bytes(model)?))?;
     card.eval = Some(EvalSummary {
-        reference: Digest::of_bytes(&report.reference.path, &read(&report.reference.path)?),
+        reference: Digest::of_bytes(&report.reference.path, &read_bytes(&report.reference.path)?),
         images: folder(images)?,
         map50: report.map50,
         family: (report.family.metric != crate::agree::Metric::Map50)

@@ -594,8 +594,11 @@ impl Config {
                         "a readable ONNX file",
                     )
                 })?;
+            // Hashed once, and only when a checksum or a card asks for it.
+            let sha256 = std::cell::OnceCell::new();
+            let found = || sha256.get_or_init(|| crate::model::card::sha256_hex(&bytes));
             if let Some(expected) = &d.sha256 {
-                let found = crate::model::card::sha256_hex(&bytes);
+                let found = found();
                 if !found.eq_ignore_ascii_case(expected.trim()) {
                     return Err(err(
                         &key("sha256"),
@@ -605,7 +608,7 @@ impl Config {
                 }
             }
             if let Some(card) = crate::model::card::Card::beside(&model)? {
-                card.check(&model, &bytes)?;
+                card.check(&model, found())?;
             }
             if !matches!(d.labels.as_str(), "coco" | "face" | "text")
                 && !self.resolve(Path::new(&d.labels)).is_file()

@@ -142,8 +142,8 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 Err(why) => println!("family: not recognised ({why}); set `family` in the config"),
             }
             if let Some(card) = ocelli::model::card::Card::beside(&model)? {
-                let bytes = ocelli::limits::read_bounded(&model, ocelli::limits::MAX_MODEL_BYTES)?;
-                card.check(&model, &bytes)?;
+                let bytes = ocelli::model::onnx::read_bytes(&model)?;
+                card.check(&model, &ocelli::model::card::sha256_hex(&bytes))?;
                 print!("{card}");
             }
             Ok(ExitCode::SUCCESS)

@@ -99,13 +99,7 @@ impl Detector {
             "text" => Labels::text(),
             file => Labels::from_file(&resolve(Path::new(file)))?,
         };
-        let bytes =
-            crate::limits::read_bounded(&path, crate::limits::MAX_MODEL_BYTES).map_err(|e| {
-                DetectError::Load {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let bytes = read_model(&path)?;
         let (plan, info) = load_plan_from_bytes(&path, &bytes, cfg.input_size)?;
         let family =
             match cfg.family {
@@ -366,13 +360,17 @@ pub fn load_plan(
     path: &Path,
     input_size: Option<[usize; 2]>,
 ) -> Result<(Arc<TypedSimplePlan>, ModelInfo), DetectError> {
-    let bytes = crate::limits::read_bounded(path, crate::limits::MAX_MODEL_BYTES).map_err(|e| {
+    load_plan_from_bytes(path, &read_model(path)?, input_size)
+}
+
+/// The model file's bytes, refused unread over [`MAX_MODEL_BYTES`](crate::limits::MAX_MODEL_BYTES).
+fn read_model(path: &Path) -> Result<Vec<u8>, DetectError> {
+    crate::limits::read_bounded(path, crate::limits::MAX_MODEL_BYTES).map_err(|e| {
         DetectError::Load {
             path: path.into(),
             reason: e.to_string(),
         }
-    })?;
-    load_plan_from_bytes(path, &bytes, input_size)
+    })
 }
 
 /// [`load_plan`] on a model already in memory; `path` only names it in errors.

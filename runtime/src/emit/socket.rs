@@ -211,6 +211,11 @@ impl Shared {
         // The ring holds plain bytes: a panic elsewhere cannot leave it inconsistent.
         self.ring.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn models(&self) -> std::sync::MutexGuard<'_, super::Announcement> {
+        // Plain bytes too.
+        self.models.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Streams JSON lines to the clients of a Unix socket.
@@ -297,11 +302,7 @@ impl SocketServer {
     /// Makes `line` (a `models` line) the first line every new client gets, and sends it to
     /// the clients connected now, in order with the frame lines.
     pub fn announce(&self, line: &[u8]) {
-        self.shared
-            .models
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .set(line);
+        self.shared.models().set(line);
         self.wake();
     }
 
@@ -520,7 +521,7 @@ impl Client {
     /// Stages and writes until the client has everything published or its socket is full.
     fn pump(&mut self, shared: &Shared, closing: bool) -> Result<(), Gone> {
         {
-            let models = shared.models.lock().unwrap_or_else(PoisonError::into_inner);
+            let models = shared.models();
             if models.version != self.announced {
                 self.out.extend_from_slice(&models.line);
                 self.announced = models.version;

@@ -161,15 +161,14 @@ impl Card {
         Ok(card)
     }
 
-    /// Refuses the card unless it names `model`'s own sha256 (lowercase hex, as `bytes` hash).
-    pub fn check(&self, model: &Path, bytes: &[u8]) -> Result<(), CardError> {
-        let expected = sha256_hex(bytes);
-        if !self.model.sha256.eq_ignore_ascii_case(&expected) {
+    /// Refuses the card unless it names `sha256`, that of `model`'s bytes ([`sha256_hex`]).
+    pub fn check(&self, model: &Path, sha256: &str) -> Result<(), CardError> {
+        if !self.model.sha256.eq_ignore_ascii_case(sha256) {
             return Err(CardError::Mismatch {
                 path: Self::path_for(model),
                 model: model.into(),
                 found: self.model.sha256.clone(),
-                expected,
+                expected: sha256.into(),
             });
         }
         Ok(())

@@ -53,13 +53,20 @@ pub struct Model {
     pub path: PathBuf,
 }
 
-impl Model {
-    pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+/// The bytes of the model file at `path`, refused unread over
+/// [`MAX_MODEL_BYTES`](crate::limits::MAX_MODEL_BYTES), as the runtime's loader refuses it.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>, ModelError> {
+    crate::limits::read_bounded(path, crate::limits::MAX_MODEL_BYTES).map_err(|source| {
+        ModelError::Read {
             path: path.into(),
             source,
-        })?;
-        Self::from_bytes(&bytes, path)
+        }
+    })
+}
+
+impl Model {
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        Self::from_bytes(&read_bytes(path)?, path)
     }
 
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, ModelError> {
