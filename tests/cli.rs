@@ -620,6 +620,19 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cle
     });
     assert!(log().contains("yunett"), "{}", log());
 
+    // A client connected before the good reload is told which models run, first thing and
+    // again once the reload applies.
+    let client = std::io::BufReader::new(connect_when_listening(&socket));
+    let models_lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        client
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains(r#""type":"models""#))
+            .take(2)
+            .count()
+    });
+
     // A good new config is applied.
     write(
         &dir,
@@ -643,6 +656,11 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cle
         t.elapsed()
     );
     assert!(!socket.exists(), "socket left behind");
+    assert_eq!(
+        models_lines.join().unwrap(),
+        2,
+        "the models line, before and after the reload"
+    );
     let frames = read_jsonl(&jsonl);
     assert!(
         frames.iter().any(|f| f.get("motion").is_some()),
