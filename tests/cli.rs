@@ -342,6 +342,25 @@ fn a_model_that_does_not_fit_its_family_is_refused() {
 }
 
 #[test]
+fn a_detr_model_of_unknown_layout_is_refused() {
+    let dir = scratch("detr-layout");
+    let config = write(
+        &dir,
+        "detr.toml",
+        &format!(
+            "[source]\nkind = \"images\"\npath = {:?}\n\n[[detector]]\nmodel = {:?}\n\
+             family = \"detr\"\n\n[output]\nprint = true\n",
+            cached("images/coffee.png"),
+            cached("arch/yolov8n-seg_320.onnx"),
+        ),
+    );
+    assert_one_line_error(
+        &ocelli(&["check-config", config.to_str().unwrap()]),
+        &["yolov8n-seg_320.onnx", "detr decoder", "detector.family"],
+    );
+}
+
+#[test]
 fn inspect_recognises_each_reference_family() {
     for (model, family) in [
         ("yolox_nano.onnx", "yolox"),

@@ -478,6 +478,31 @@ fn recognise_explains_unknown_layouts() {
             ],
             Family::Yolov8Seg,
         ),
+        (vec![info("output0", &[1, 300, 84])], Family::Detr),
+        (
+            vec![
+                info("logits", &[1, 300, 80]),
+                info("pred_boxes", &[1, 300, 4]),
+            ],
+            Family::Detr,
+        ),
+        (
+            vec![info("dets", &[1, 300, 4]), info("labels", &[1, 300, 91])],
+            Family::Detr,
+        ),
+        (
+            vec![
+                info("labels", &[1, 300]),
+                info("boxes", &[1, 300, 4]),
+                info("scores", &[1, 300]),
+            ],
+            Family::Detr,
+        ),
+        // SSD's outputs have DETR's shapes but not its names.
+        (
+            vec![info("scores", &[1, 300, 3]), info("boxes", &[1, 300, 4])],
+            Family::Ssd,
+        ),
     ] {
         let (found, why) = recognise(&outputs).unwrap();
         assert_eq!(found, family, "{why}");
@@ -489,6 +514,11 @@ fn recognise_explains_unknown_layouts() {
         vec![
             info("seg", &[1, 116, 2100]),
             info("protos", &[1, 120, 80, 80]),
+        ],
+        vec![
+            info("labels", &[1, 300]),
+            info("boxes", &[1, 300, 4]),
+            info("confidence", &[1, 300]),
         ],
     ] {
         let err = recognise(&outputs).unwrap_err();

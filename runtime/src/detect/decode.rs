@@ -13,7 +13,7 @@ use super::extras::{Extras, Target};
 use super::labels::Labels;
 use super::{DecodeConfig, Detections, Family, MAX_DETECTIONS, Output, OutputInfo};
 use super::{
-    dbnet, nanodet, semantic, ssd, yolov8, yolov8_pose, yolov8_seg, yolov10, yolox, yunet,
+    dbnet, detr, nanodet, semantic, ssd, yolov8, yolov8_pose, yolov8_seg, yolov10, yolox, yunet,
 };
 
 /// Turns one frame's raw model outputs into detections in MODEL-INPUT pixel coordinates.
@@ -133,6 +133,7 @@ impl fmt::Display for Family {
             Family::Yunet => "yunet",
             Family::Dbnet => "dbnet",
             Family::Semantic => "semantic",
+            Family::Detr => "detr",
         })
     }
 }
@@ -192,6 +193,11 @@ pub fn recognise(outputs: &[OutputInfo]) -> Result<(Family, String), String> {
                      NMS-free YOLOv10 layout"
                 ),
             )),
+            // A YOLOX over strides 8/16/32 at a multiple of 32 has a multiple of 21 anchors,
+            // and below 1000 only at toy input sizes; DETR queries are 100 to 900.
+            [1, q, n] if n > 6 && q > n && q <= 1000 && q % 21 != 0 => {
+                Ok((Family::Detr, detr::describe(outputs).unwrap_or_default()))
+            }
             [1, n, c] if c >= 6 && n > c => Ok((
                 Family::Yolox,
                 format!(
@@ -241,6 +247,16 @@ pub fn recognise(outputs: &[OutputInfo]) -> Result<(Family, String), String> {
                 ),
             ));
         }
+    }
+    // SSD's scores and boxes have the same shapes as DETR's logits and boxes: DETR exports
+    // name theirs.
+    let detr_names = ["logit", "pred_box", "dets", "label"];
+    let named_detr = outputs.iter().any(|o| {
+        let name = o.name.to_ascii_lowercase();
+        detr_names.iter().any(|n| name.contains(n))
+    });
+    if named_detr && let Some(why) = detr::describe(outputs) {
+        return Ok((Family::Detr, why));
     }
     let rank3: Option<Vec<(usize, usize)>> = outputs
         .iter()
@@ -353,6 +369,7 @@ pub fn decoder_for(
         Family::Yunet => Box::new(yunet::Yunet::new(&ctx)?),
         Family::Dbnet => Box::new(dbnet::Dbnet::new(&ctx)?),
         Family::Semantic => Box::new(semantic::Semantic::new(&ctx)?),
+        Family::Detr => Box::new(detr::Detr::new(&ctx)?),
     })
 }
 

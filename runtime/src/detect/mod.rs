@@ -8,6 +8,7 @@ pub mod labels;
 pub mod nms;
 
 mod dbnet;
+mod detr;
 mod nanodet;
 mod polygons;
 mod semantic;
@@ -81,6 +82,8 @@ pub enum Family {
     Dbnet,
     /// Any per-pixel class score map: one region per connected area of a class.
     Semantic,
+    /// End-to-end query-based transformer detectors (DETR, RT-DETR, D-FINE, DEIM, RF-DETR).
+    Detr,
 }
 
 /// A model output as the decoders see it: a name, a shape and row-major f32 data.
@@ -120,6 +123,9 @@ pub struct DecodeConfig {
     pub reg_max: Option<usize>,
     /// nanodet/PicoDet: the class outputs are logits and need a sigmoid.
     pub sigmoid_scores: bool,
+    /// detr: the class logits are softmax-scored with a last "no object" class (DETR); by
+    /// default they are sigmoid-scored (RT-DETR, D-FINE, RF-DETR).
+    pub softmax_scores: bool,
     /// nanodet/PicoDet: where a grid cell's anchor point sits; `None` means NanoDet's.
     pub anchor_point: Option<AnchorPoint>,
     /// dbnet: probability above which a pixel is text; semantic (threshold mode): score
@@ -163,6 +169,7 @@ impl Default for DecodeConfig {
             num_classes: None,
             reg_max: None,
             sigmoid_scores: false,
+            softmax_scores: false,
             anchor_point: None,
             mask_threshold: 0.3,
             unclip_ratio: 1.6,

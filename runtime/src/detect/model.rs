@@ -291,6 +291,71 @@ fn load_err(path: &Path, e: anyhow::Error) -> DetectError {
     }
 }
 
+/// Finds the inputs beside the image: only an image size, as D-FINE's and RT-DETR's deploy
+/// exports take (`orig_target_sizes`, `[1,2]` integers), is accepted; its fact is fixed to
+/// `[1,2]` of its own integer type. Returns the size inputs' nodes, or what was found.
+fn size_inputs(model: &mut InferenceModel) -> Result<Vec<usize>, String> {
+    let inputs = model.input_outlets().map_err(|e| e.to_string())?.to_vec();
+    let mut sizes = Vec::new();
+    for (ix, outlet) in inputs.iter().enumerate().skip(1) {
+        let name = model.node(outlet.node).name.clone();
+        let fact = model.input_fact(ix).map_err(|e| e.to_string())?;
+        let dt = fact.datum_type.concretize().unwrap_or(i64::datum_type());
+        let fits_shape = fact
+            .shape
+            .as_concrete_finite()
+            .ok()
+            .flatten()
+            .is_none_or(|s| *s == [1, 2]);
+        if !(name.to_ascii_lowercase().contains("size") && dt.is_integer() && fits_shape) {
+            return Err(format!("a second input `{name}` {:?}", fact));
+        }
+        model
+            .set_input_fact(ix, InferenceFact::dt_shape(dt, [1, 2]))
+            .map_err(|e| e.to_string())?;
+        sizes.push(outlet.node);
+    }
+    Ok(sizes)
+}
+
+/// Turns the size inputs into constants holding the model input's `(w, h)`: the boxes then
+/// come out in input pixels, as every family's do, and the plan takes the image alone.
+fn fix_sizes(model: &mut TypedModel, sizes: &[usize], (w, h): (usize, usize)) -> TractResult<()> {
+    for &node in sizes {
+        let dt = model.node(node).outputs[0].fact.datum_type;
+        let value = tensor2(&[[w as i64, h as i64]])
+            .cast_to_dt(dt)?
+            .into_owned()
+            .into_arc_tensor();
+        let n = model.node_mut(node);
+        n.op = Box::new(tract_onnx::tract_core::ops::konst::Const::new(
+            value.clone(),
+        )?);
+        n.outputs[0].fact = TypedFact::try_from(value)?;
+        model.inputs.retain(|o| o.node != node);
+    }
+    Ok(())
+}
+
+/// Casts every output that is not f32 (D-FINE's int64 labels) to f32, the decoders' type,
+/// keeping the output's name.
+fn outputs_to_f32(model: &mut TypedModel) -> TractResult<()> {
+    let mut outlets = model.output_outlets()?.to_vec();
+    for outlet in &mut outlets {
+        if model.outlet_fact(*outlet)?.datum_type == f32::datum_type() {
+            continue;
+        }
+        let name = model
+            .outlet_label(*outlet)
+            .unwrap_or(&model.node(outlet.node).name)
+            .to_string();
+        let cast = tract_onnx::tract_core::ops::cast::cast(f32::datum_type());
+        *outlet = model.wire_node(format!("{name}.f32"), cast, &[*outlet])?[0];
+        model.set_outlet_label(*outlet, name)?;
+    }
+    model.select_output_outlets(&outlets)
+}
+
 /// The first output of `graph` or of a subgraph that no node, initializer or input of its
 /// graph defines. tract indexes its name table with it and panics, so it is refused first.
 fn undefined_output(graph: &tract_onnx::pb::GraphProto) -> Option<&str> {
@@ -451,8 +516,18 @@ fn plan_from_bytes(
     model
         .set_input_fact(0, f32::fact([1, 3, h, w]).into())
         .map_err(|e| load_err(path, e))?;
+    let sizes = size_inputs(&mut model).map_err(|found| DetectError::Input {
+        path: path.into(),
+        found,
+        expected: "the image, and at most D-FINE's `orig_target_sizes` [1,2]".into(),
+    })?;
     let typed = model
-        .into_optimized()
+        .into_typed()
+        .and_then(|mut typed| {
+            fix_sizes(&mut typed, &sizes, (w, h))?;
+            outputs_to_f32(&mut typed)?;
+            typed.into_optimized()
+        })
         .and_then(crate::kernels::accelerate)
         .map_err(|e| load_err(path, e))?;
     if let Some(reason) = oversized_tensor(&typed) {
