@@ -415,17 +415,18 @@ FILES = {
 }
 
 
-def main():
+def main(files=FILES, make=build):
+    """Writes the files named on the command line (none = all), each made by make(files[name])."""
     if len(sys.argv) < 2:
-        sys.exit(__doc__)
+        sys.exit(sys.modules["__main__"].__doc__)
     out = Path(sys.argv[1])
-    names = sys.argv[2:] or list(FILES)
-    unknown = [n for n in names if n not in FILES]
+    names = sys.argv[2:] or list(files)
+    unknown = [n for n in names if n not in files]
     if unknown:
-        sys.exit(f"arch.py: unknown model(s) {unknown}; known: {list(FILES)}")
+        sys.exit(f"{Path(sys.argv[0]).name}: unknown model(s) {unknown}; known: {list(files)}")
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
-        onnx.save(build(FILES[name]), out / name)
+        onnx.save(make(files[name]), out / name)
 
 
 if __name__ == "__main__":
