@@ -28,7 +28,6 @@ need to set thresholds with clear gaps. Only numpy and onnx are needed: no torch
 """
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper
 
 from arch import Graph, main
@@ -318,13 +317,8 @@ def build(layout):
         postprocessor(g, logits, boxes)
         outputs = [("labels", TensorProto.INT64, [1, QUERIES]), ("boxes", f32, [1, QUERIES, 4]),
                    ("scores", f32, [1, QUERIES])]
-    graph = helper.make_graph(g.nodes, f"{layout}_{SIZE}", inputs,
-                              [helper.make_tensor_value_info(*o) for o in outputs], g.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="ocelli models/detr.py")
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
+    return g.model(f"{layout}_{SIZE}", inputs, [helper.make_tensor_value_info(*o) for o in outputs],
+                   opset=17, ir_version=8, producer="ocelli models/detr.py")
 
 
 FILES = {
