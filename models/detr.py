@@ -15,7 +15,7 @@ usage: models/detr.py OUTDIR [NAME...]   (NAME: rtdetr_320.onnx, ...; none = all
   `pred_boxes`: the same network with an 81-class head (DETR itself has no query selection
   nor deformable attention; only its output layout and scoring are exercised).
 
-All four share the seed, so the first three are one network exported three ways.
+The first three share their weights: one network exported three ways.
 
 The weights are random: the detections mean nothing. The architecture follows lyuwenyu's
 RT-DETR rtdetr_r18vd (HybridEncoder's AIFI layer, the query selection of RTDETRTransformer's
@@ -23,7 +23,7 @@ _get_decoder_input with _generate_anchors, its decoder layers with MSDeformableA
 by deformable_attention_core_func with GridSample), at width 64, 4 heads, 2 decoder layers,
 4 sampling points per level. Simplified: a plain ReLU conv backbone instead of ResNet-18, no
 CCFM (the FPN/PAN fusion) after AIFI, BatchNorm folded away. The weight scales are chosen so
-that the class logits spread (about -10..+4) and the boxes vary, which the reference fixtures
+that the class logits spread (about -13..+7) and the boxes vary, which the reference fixtures
 need to set thresholds with clear gaps. Only numpy and onnx are needed: no torch.
 """
 
@@ -40,9 +40,12 @@ POINTS = 4
 QUERIES = 300
 CLASSES = 80
 DEC_LAYERS = 2
-SEED = 20240417
+# Seeds picked among a few for varied classes and for score gaps around the fixtures'
+# thresholds (tests/reference/detectors.py checks those gaps).
+SEED = 4
+DETR_SEED = 37
 # Output scales of the box heads (deltas of a few tenths) and of the class head (logits about
-# -10..+4: a handful of queries per photo score above 0.75).
+# -13..+7: tens of queries per photo score above 0.7).
 BOX_GAIN = 0.3
 SCORE_GAIN = 2.2
 SCORE_BIAS = -4.3
@@ -300,7 +303,7 @@ def postprocessor(g, logits, boxes):
 def build(layout):
     """The ONNX model of layout (rtdetr, rtdetr-ul, dfine, detr)."""
     classes = CLASSES + 1 if layout == "detr" else CLASSES
-    g = Graph(seed=SEED)
+    g = Graph(seed=DETR_SEED if layout == "detr" else SEED)
     logits, boxes = detector(g, classes)
     inputs = [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, SIZE, SIZE])]
     f32 = TensorProto.FLOAT
