@@ -39,6 +39,7 @@ fixtures: fetch
     python3 tests/reference/ultralytics_seg.py target/fixtures/seg
     python3 tests/reference/opencv_geom.py target/fixtures/geom
     python3 tests/reference/opencv_morph.py target/fixtures
+    python3 tests/reference/gridsample.py target/fixtures/gridsample
 
 # The demo: YOLOX-Nano and YuNet over the reference photos; annotated PNGs in out/demo.
 demo: setup (fetch "yolox_nano.onnx" "yunet_n_320_320.onnx" "images/astronaut.png" "images/chelsea.png" "images/coffee.png" "images/camera.png" "images/page.png" "images/text.png" "images/rocket.jpg")

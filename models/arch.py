@@ -37,6 +37,15 @@ class Graph:
         self.count[key] = n + 1
         return f"{key}_{n}" if n else key
 
+    def model(self, name, inputs, outputs, opset, ir_version, producer):
+        """The checked model of this graph; inputs and outputs are ValueInfoProtos."""
+        graph = helper.make_graph(self.nodes, name, inputs, outputs, self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                                  producer_name=producer)
+        model.ir_version = ir_version
+        onnx.checker.check_model(model, full_check=True)
+        return model
+
     def init(self, name, array):
         self.inits.append(numpy_helper.from_array(np.asarray(array), name))
         return name
@@ -393,17 +402,12 @@ def build(kind):
         outputs = {"output0": [1, 300, 6]}
     else:
         g.op("Concat", head, parts, axis=1, out="output0")
-    graph = helper.make_graph(
-        g.nodes, f"{kind}_{SIZE}",
+    return g.model(
+        f"{kind}_{SIZE}",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, SIZE, SIZE])],
         [helper.make_tensor_value_info(k, TensorProto.FLOAT, v) for k, v in outputs.items()],
-        g.inits,
+        opset=13, ir_version=7, producer="ocelli models/arch.py",
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
-                              producer_name="ocelli models/arch.py")
-    model.ir_version = 7
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 FILES = {
@@ -415,17 +419,18 @@ FILES = {
 }
 
 
-def main():
+def main(files=FILES, make=build):
+    """Writes the files named on the command line (none = all), each made by make(files[name])."""
     if len(sys.argv) < 2:
-        sys.exit(__doc__)
+        sys.exit(sys.modules["__main__"].__doc__)
     out = Path(sys.argv[1])
-    names = sys.argv[2:] or list(FILES)
-    unknown = [n for n in names if n not in FILES]
+    names = sys.argv[2:] or list(files)
+    unknown = [n for n in names if n not in files]
     if unknown:
-        sys.exit(f"arch.py: unknown model(s) {unknown}; known: {list(FILES)}")
+        sys.exit(f"{Path(sys.argv[0]).name}: unknown model(s) {unknown}; known: {list(files)}")
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
-        onnx.save(build(FILES[name]), out / name)
+        onnx.save(make(files[name]), out / name)
 
 
 if __name__ == "__main__":

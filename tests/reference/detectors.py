@@ -136,14 +136,31 @@ def pre_yunet(img, size):
                              "ShiqiYu/libfacedetection.train tools/compare_inference.py")
 
 
-def pre_ultraface(img, size):
-    # Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB detect_imgs_onnx.py.
+def stretch(img, size, mean, std, sample):
+    """Resize to the input size ignoring the aspect ratio (INTER_LINEAR), RGB, (x-mean)/std."""
     w, h = size
-    x = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), (w, h))
-    x = (x - np.array([127, 127, 127])) / 128
-    return nchw(x), params(size, "stretch", "linear", None, None, "rgb", (127, 127, 127),
-                           (128, 128, 128), (w / img.shape[1], h / img.shape[0]), (0, 0),
-                           "Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB detect_imgs_onnx.py")
+    x = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), (w, h), interpolation=cv2.INTER_LINEAR)
+    x = (x - np.array(mean)) / np.array(std)
+    return nchw(x), params(size, "stretch", "linear", None, None, "rgb", mean, std,
+                           (w / img.shape[1], h / img.shape[0]), (0, 0), sample)
+
+
+def pre_ultraface(img, size):
+    return stretch(img, size, (127, 127, 127), (128, 128, 128),
+                   "Linzaer/Ultra-Light-Fast-Generic-Face-Detector-1MB detect_imgs_onnx.py")
+
+
+def pre_rtdetr(img, size):
+    # HF RTDetrImageProcessor's defaults (resize to the input, rescale 1/255, no normalisation);
+    # Ultralytics' RT-DETR LetterBox(scale_fill=True) and D-FINE's Resize + ToTensor alike.
+    return stretch(img, size, (0, 0, 0), (255, 255, 255),
+                   "transformers RTDetrImageProcessor; ultralytics RTDETRPredictor")
+
+
+def pre_detr(img, size):
+    # HF DetrImageProcessor: rescale 1/255 and ImageNet mean/std (here in 0..255 units).
+    return stretch(img, size, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375),
+                   "transformers DetrImageProcessor")
 
 
 def pre_ultralytics(img, size):
@@ -369,6 +386,55 @@ def post_yolov10(outs, size, pp, cfg):
     return [(int(r[5]), float(r[4]), r[:4].tolist(), None) for r in p]
 
 
+def cxcywh_to_xyxy(b, size):
+    """transformers center_to_corners_format (torchvision box_convert), scaled to pixels."""
+    cx, cy, w, h = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    xyxy = np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], -1)
+    return xyxy * np.array([*size, *size], np.float32)
+
+
+def kept(labels, scores, boxes, threshold):
+    return [(int(c), float(s), b.tolist(), None)
+            for c, s, b in zip(labels, scores, boxes) if s > threshold]
+
+
+def post_rtdetr(outs, size, pp, cfg):
+    # transformers RTDetrImageProcessor.post_process_object_detection (use_focal_loss=True):
+    # sigmoid, top Q of the flattened Q*C scores, label = index % C, query = index // C.
+    logits, boxes = outs[0][0], cxcywh_to_xyxy(outs[1][0], size)
+    q, c = logits.shape
+    scores = 1 / (1 + np.exp(-logits.reshape(-1)))
+    index = np.argsort(-scores, kind="stable")[:q]
+    return kept(index % c, scores[index], boxes[index // c], cfg["score_threshold"])
+
+
+def post_rtdetr_ul(outs, size, pp, cfg):
+    # ultralytics models/rtdetr/predict.py RTDETRPredictor.postprocess: per query the best
+    # class, keep > conf, sort by score, first max_det, xywh2xyxy times the (stretched) size.
+    p = outs[0][0]
+    scores, labels = p[:, 4:].max(-1), p[:, 4:].argmax(-1)
+    order = np.argsort(-scores, kind="stable")[: cfg["max_detections"]]
+    boxes = cxcywh_to_xyxy(p[:, :4], size)
+    return kept(labels[order], scores[order], boxes[order], cfg["score_threshold"])
+
+
+def post_dfine(outs, size, pp, cfg):
+    # D-FINE tools/inference/onnx_inf.py draw(): the PostProcessor ran in the graph (boxes in
+    # orig_target_sizes pixels, here the input's); keep scr > thrh.
+    labels, boxes, scores = outs[0][0], outs[1][0], outs[2][0]
+    return kept(labels, scores, boxes, cfg["score_threshold"])
+
+
+def post_detr(outs, size, pp, cfg):
+    # transformers DetrImageProcessor.post_process_object_detection: softmax over the classes
+    # and no-object (last), drop no-object, the best class per query, keep > threshold.
+    logits = outs[0][0]
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    prob = (e / e.sum(-1, keepdims=True))[:, :-1]
+    return kept(prob.argmax(-1), prob.max(-1), cxcywh_to_xyxy(outs[1][0], size),
+                cfg["score_threshold"])
+
+
 def decode_cfg(score, iou, agnostic=False, max_det=100):
     return {"score_threshold": score, "nms_iou": iou, "class_agnostic": agnostic,
             "max_detections": max_det}
@@ -397,6 +463,16 @@ SPECS = {
                     post_yolov8, decode_cfg(1e-4, 0.7), True),
     "yolov10n_320": ("arch/yolov10n-e2e_320.onnx", "yolov10", "coco", (320, 320),
                      pre_ultralytics, post_yolov10, decode_cfg(1e-4, 0.7), True),
+    # Random weights (models/detr.py), scores spread: thresholds sit in gaps of the scores
+    # (checked below), so float rounding cannot change what is kept.
+    "rtdetr_320": ("arch/rtdetr_320.onnx", "detr", "coco", (320, 320), pre_rtdetr, post_rtdetr,
+                   decode_cfg(0.71, 0.7), False),
+    "rtdetr-ul_320": ("arch/rtdetr-ul_320.onnx", "detr", "coco", (320, 320), pre_rtdetr,
+                      post_rtdetr_ul, decode_cfg(0.71, 0.7), False),
+    "dfine_320": ("arch/dfine_320.onnx", "detr", "coco", (320, 320), pre_rtdetr, post_dfine,
+                  decode_cfg(0.71, 0.7), False),
+    "detr_320": ("arch/detr_320.onnx", "detr", "coco", (320, 320), pre_detr, post_detr,
+                 decode_cfg(0.4, 0.7), False),
 }
 
 # README expectations: (model, image, label, README score, tolerance); "none" = nothing.
@@ -440,13 +516,24 @@ def to_source(box, lm, pp, src_wh, clip):
     return b, lms
 
 
+def steady(dets, outs, size, pp, cfg, post, what):
+    """Whether the threshold is 1e-3 clear of every score and keeps 5..max_detections-1, so
+    float32 rounding in another runtime cannot change the detections."""
+    t = cfg["score_threshold"]
+    near = [len(post(outs, size, pp, dict(cfg, score_threshold=t + d))) for d in (-1e-3, 1e-3)]
+    ok = near == [len(dets)] * 2 and 5 <= len(dets) < cfg["max_detections"]
+    if not ok:
+        print(f"{what}: {len(dets)} detections, {near} at threshold -+1e-3: UNSTEADY")
+    return ok
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     outdir = sys.argv[1]
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    results = {}
+    results, unsteady = {}, 0
     for model, (path, family, labels, size, pre, post, cfg, clip) in SPECS.items():
         sess = ort.InferenceSession(os.path.join(MODELS, path), so,
                                     providers=["CPUExecutionProvider"])
@@ -457,8 +544,14 @@ def main():
             if img is None:
                 sys.exit(f"cannot read {image} from {MODELS}/images")
             x, pp = pre(img, size)
-            outs = sess.run(None, {sess.get_inputs()[0].name: x})
+            feed = {sess.get_inputs()[0].name: x}
+            if len(sess.get_inputs()) > 1:
+                # D-FINE's deploy export: boxes come out in these units (input pixels).
+                feed["orig_target_sizes"] = np.array([size], np.int64)
+            outs = sess.run(None, feed)
             dets = post(outs, size, pp, cfg)
+            if family == "detr":
+                unsteady += not steady(dets, outs, size, pp, cfg, post, f"{model} {image}")
             folder = os.path.join(outdir, model, os.path.splitext(image)[0])
             os.makedirs(folder, exist_ok=True)
             write_tensors(folder, "input.json", [(sess.get_inputs()[0].name, x)])
@@ -482,7 +575,7 @@ def main():
             top = ", ".join(f"{r['label']} {r['score']:.2f}" for r in rows[:3])
             print(f"{model:20} {image:14} {len(rows):3} detections  {top}")
 
-    failed = 0
+    failed = unsteady
     for model, image, label, score, tol in CHECKS:
         rows = results[(model, image)]
         if label == "none":
