@@ -369,6 +369,10 @@ fn inspect_recognises_each_reference_family() {
         ("ultraface_version-RFB-320.onnx", "ssd"),
         ("arch/yolov8n_320.onnx", "yolov8"),
         ("arch/yolov10n-e2e_320.onnx", "yolov10"),
+        ("arch/rtdetr_320.onnx", "detr"),
+        ("arch/rtdetr-ul_320.onnx", "detr"),
+        ("arch/dfine_320.onnx", "detr"),
+        ("arch/detr_320.onnx", "detr"),
     ] {
         let out = ocelli(&["inspect", cached(model).to_str().unwrap()]);
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -28,7 +28,7 @@ const CACHE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/cache");
 const IMAGES: [&str; 4] = ["astronaut", "chelsea", "coffee", "rocket"];
 
 /// Every model the reference script covers, and the family it belongs to.
-const MODELS: [(&str, Family); 9] = [
+const MODELS: [(&str, Family); 13] = [
     ("yolox_nano", Family::Yolox),
     ("nanodet_m_320", Family::Nanodet),
     ("yunet_n_320", Family::Yunet),
@@ -38,6 +38,10 @@ const MODELS: [(&str, Family); 9] = [
     ("yolov8n_320", Family::Yolov8),
     ("yolo11n_320", Family::Yolov8),
     ("yolov10n_320", Family::Yolov10),
+    ("rtdetr_320", Family::Detr),
+    ("rtdetr-ul_320", Family::Detr),
+    ("dfine_320", Family::Detr),
+    ("detr_320", Family::Detr),
 ];
 
 // ---- fixtures ----------------------------------------------------------------------------
@@ -78,29 +82,9 @@ impl Fixture {
             })
         };
         let json = |file: &str| -> Value { serde_json::from_slice(&read(file)).unwrap() };
-        let tensor = |t: &Value| {
-            let bytes = read(t["file"].as_str().unwrap());
-            Tensor {
-                name: t["name"].as_str().unwrap().into(),
-                shape: t["shape"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| d.as_u64().unwrap() as usize)
-                    .collect(),
-                data: bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                    .collect(),
-            }
-        };
-        let outputs = json("outputs.json")["tensors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(tensor)
-            .collect();
-        let input = tensor(&json("input.json")["tensors"][0]);
+        let script = "python3 tests/reference/detectors.py target/fixtures/detectors";
+        let outputs = raw::read_manifest(&dir, "outputs.json", script);
+        let input = raw::read_manifest(&dir, "input.json", script).swap_remove(0);
         let e = json("expected.json");
         let d = &e["decode"];
         let cfg = DecodeConfig {
@@ -108,6 +92,7 @@ impl Fixture {
             nms_iou: d["nms_iou"].as_f64().unwrap() as f32,
             class_agnostic: d["class_agnostic"].as_bool().unwrap(),
             max_detections: d["max_detections"].as_u64().unwrap() as usize,
+            softmax_scores: d["softmax_scores"].as_bool().unwrap_or(false),
             ..DecodeConfig::default()
         };
         let f32s = |v: &Value| -> Vec<f32> {
@@ -397,6 +382,10 @@ pipeline_tests! { check_raw_outputs:
     yolov8n_raw_outputs_match_onnxruntime => "yolov8n_320",
     yolo11n_raw_outputs_match_onnxruntime => "yolo11n_320",
     yolov10n_raw_outputs_match_onnxruntime => "yolov10n_320",
+    rtdetr_raw_outputs_match_onnxruntime => "rtdetr_320",
+    rtdetr_ultralytics_raw_outputs_match_onnxruntime => "rtdetr-ul_320",
+    dfine_raw_outputs_match_onnxruntime => "dfine_320",
+    detr_raw_outputs_match_onnxruntime => "detr_320",
 }
 
 fixture_tests! {
@@ -409,6 +398,10 @@ fixture_tests! {
     yolov8n_matches_reference => "yolov8n_320",
     yolo11n_matches_reference => "yolo11n_320",
     yolov10n_matches_reference => "yolov10n_320",
+    rtdetr_matches_reference => "rtdetr_320",
+    rtdetr_ultralytics_matches_reference => "rtdetr-ul_320",
+    dfine_matches_reference => "dfine_320",
+    detr_matches_reference => "detr_320",
 }
 
 #[test]

@@ -472,7 +472,7 @@ SPECS = {
     "dfine_320": ("arch/dfine_320.onnx", "detr", "coco", (320, 320), pre_rtdetr, post_dfine,
                   decode_cfg(0.71, 0.7), False),
     "detr_320": ("arch/detr_320.onnx", "detr", "coco", (320, 320), pre_detr, post_detr,
-                 decode_cfg(0.4, 0.7), False),
+                 dict(decode_cfg(0.4, 0.7), softmax_scores=True), False),
 }
 
 # README expectations: (model, image, label, README score, tolerance); "none" = nothing.

@@ -9,6 +9,12 @@ the borders) with exact -1, 0 and 1 points among them (where nearest rounds halv
 `rtdetr_bilinear_zeros_0`, at RT-DETR's deformable-attention size: X [1,64,10,10], grid
 [1,300,4,2]. Each OUTDIR/<mode>_<padding>_<align_corners>/ holds model.onnx (the one node),
 inputs.json (X, grid) and outputs.json (Y), with their .f32 files, as detectors.py writes them.
+
+Each case is also run in ONNX's own reference implementation (onnx.reference, the operator's
+specification in code). Where onnxruntime departs from it by more than 1e-4 (bicubic with
+border padding: onnxruntime clamps each of the 16 taps but not the sampling point, as PyTorch
+does; the specification clamps the point first), the folder also holds spec.json, the
+specification's Y, and the script says so.
 """
 
 import itertools
@@ -19,6 +25,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
+from onnx.reference import ReferenceEvaluator
 
 from detectors import write_tensors
 
@@ -58,6 +65,18 @@ def write_case(outdir, name, mode, padding, align_corners, x, grid):
     (y,) = sess.run(None, {"X": x, "grid": grid})
     write_tensors(folder, "inputs.json", [("X", x), ("grid", grid)])
     write_tensors(folder, "outputs.json", [("Y", y)])
+    # onnx.reference knows the opset-20 names of the modes only.
+    spec_model = onnx.ModelProto()
+    spec_model.CopyFrom(m)
+    for a in spec_model.graph.node[0].attribute:
+        if a.name == "mode":
+            a.s = {b"bicubic": b"cubic", b"bilinear": b"linear"}.get(a.s, a.s)
+    spec_model.opset_import[0].version = 20
+    (spec,) = ReferenceEvaluator(spec_model).run(None, {"X": x, "grid": grid})
+    gap = float(np.abs(spec - y).max())
+    if gap > 1e-4:
+        write_tensors(folder, "spec.json", [("Y", spec.astype(np.float32))])
+        print(f"gridsample {name}: onnxruntime departs from the specification by {gap:.3g}")
 
 
 def main():

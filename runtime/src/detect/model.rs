@@ -293,8 +293,8 @@ fn load_err(path: &Path, e: anyhow::Error) -> DetectError {
 
 /// Finds the inputs beside the image: only an image size, as D-FINE's and RT-DETR's deploy
 /// exports take (`orig_target_sizes`, `[1,2]` integers), is accepted; its fact is fixed to
-/// `[1,2]` of its own integer type. Returns the size inputs' nodes, or what was found.
-fn size_inputs(model: &mut InferenceModel) -> Result<Vec<usize>, String> {
+/// `[1,2]` of its own integer type. Returns the size inputs' names, or what was found.
+fn size_inputs(model: &mut InferenceModel) -> Result<Vec<String>, String> {
     let inputs = model.input_outlets().map_err(|e| e.to_string())?.to_vec();
     let mut sizes = Vec::new();
     for (ix, outlet) in inputs.iter().enumerate().skip(1) {
@@ -313,15 +313,17 @@ fn size_inputs(model: &mut InferenceModel) -> Result<Vec<usize>, String> {
         model
             .set_input_fact(ix, InferenceFact::dt_shape(dt, [1, 2]))
             .map_err(|e| e.to_string())?;
-        sizes.push(outlet.node);
+        sizes.push(name);
     }
     Ok(sizes)
 }
 
 /// Turns the size inputs into constants holding the model input's `(w, h)`: the boxes then
 /// come out in input pixels, as every family's do, and the plan takes the image alone.
-fn fix_sizes(model: &mut TypedModel, sizes: &[usize], (w, h): (usize, usize)) -> TractResult<()> {
-    for &node in sizes {
+fn fix_sizes(model: &mut TypedModel, sizes: &[String], (w, h): (usize, usize)) -> TractResult<()> {
+    for name in sizes {
+        // Typing renumbers the nodes: find the input by name.
+        let node = model.node_id_by_name(name)?;
         let dt = model.node(node).outputs[0].fact.datum_type;
         let value = tensor2(&[[w as i64, h as i64]])
             .cast_to_dt(dt)?
@@ -429,7 +431,7 @@ pub fn load_plan(
 }
 
 /// The model file's bytes, refused unread over [`MAX_MODEL_BYTES`](crate::limits::MAX_MODEL_BYTES).
-fn read_model(path: &Path) -> Result<Vec<u8>, DetectError> {
+pub(crate) fn read_model(path: &Path) -> Result<Vec<u8>, DetectError> {
     crate::limits::read_bounded(path, crate::limits::MAX_MODEL_BYTES).map_err(|e| {
         DetectError::Load {
             path: path.into(),
