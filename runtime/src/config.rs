@@ -56,6 +56,9 @@ pub struct Config {
     /// Detectors run on every frame, in order.
     #[serde(default, rename = "detector")]
     pub detectors: Vec<DetectorConfig>,
+    /// Second-stage classifiers, run on crops of the detections.
+    #[serde(default, rename = "classifier")]
+    pub classifiers: Vec<crate::detect::classify::ClassifierConfig>,
     #[serde(default)]
     pub reconnect: ReconnectConfig,
     #[serde(default)]
@@ -307,6 +310,9 @@ impl PreprocessConfig {
                     pad: self.pad_value,
                 },
                 ResizeMode::Stretch => geometry::Fit::Stretch,
+                ResizeMode::Height => geometry::Fit::Height {
+                    pad: self.pad_value,
+                },
             },
             rounding: match self.size_rounding {
                 SizeRounding::Floor => geometry::Rounding::Floor,
@@ -332,6 +338,9 @@ pub enum ResizeMode {
     Letterbox,
     /// Scale each axis independently to fill the input.
     Stretch,
+    /// Scale to the input height keeping the aspect ratio, squash to the input width when
+    /// wider, pad the right: PaddleOCR's text-line classifiers and recognisers.
+    Height,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

@@ -16,6 +16,8 @@ pub const MAX_MODEL_BYTES: u64 = 256 << 20;
 pub const MAX_CARD_BYTES: u64 = 1 << 20;
 /// Largest layer-timing table read (`ocelli profile-layers`): tens of kilobytes per model.
 pub const MAX_TIMINGS_BYTES: u64 = 1 << 20;
+/// Largest classifier gallery read: 10 000 embeddings of 512 values in JSON.
+pub const MAX_GALLERY_BYTES: u64 = 64 << 20;
 /// Pixels of an image file unless `source.max_pixels` says otherwise: the camera bound,
 /// 8192×8192.
 pub const DEFAULT_MAX_PIXELS: u64 = 8192 * 8192;

@@ -58,15 +58,16 @@ pub fn class_colour(class_id: u16) -> Rgb888 {
     Rgb888::new(r, g, b)
 }
 
-/// Draws each detection's box, `label score` and landmarks onto `rgb`.
-pub fn draw_detections<'l>(
+/// Draws each detection's box, its caption (`caption(index)`: label, score, classifier
+/// labels) and landmarks onto `rgb`.
+pub fn draw_detections(
     rgb: &mut Image,
     detections: &[Detection],
-    label: impl Fn(u16) -> &'l str,
+    caption: impl Fn(usize) -> String,
 ) {
     let mut canvas = Canvas(rgb);
     let thickness = ((canvas.0.width.max(canvas.0.height) / 320) as u32).max(2);
-    for d in detections {
+    for (i, d) in detections.iter().enumerate() {
         let colour = class_colour(d.class_id);
         let top_left = Point::new(d.bbox.x1.round() as i32, d.bbox.y1.round() as i32);
         let size = Size::new(
@@ -76,7 +77,7 @@ pub fn draw_detections<'l>(
         let _ = Rectangle::new(top_left, size)
             .into_styled(PrimitiveStyle::with_stroke(colour, thickness))
             .draw(&mut canvas);
-        let text = format!("{} {:.2}", label(d.class_id), d.score);
+        let text = caption(i);
         let style = MonoTextStyleBuilder::new()
             .font(&FONT_6X10)
             .text_color(Rgb888::WHITE)

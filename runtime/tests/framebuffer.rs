@@ -26,7 +26,7 @@ fn annotated() -> Image {
         },
         landmarks: None,
     };
-    overlay::draw_detections(&mut rgb, &[det], |_| "person");
+    overlay::draw_detections(&mut rgb, &[det], |_| "person 0.90".into());
     rgb
 }
 

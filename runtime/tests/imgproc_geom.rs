@@ -435,13 +435,16 @@ fn preprocess_matches_unfused() {
             (Fit::Stretch, norms[1]),
         ]
         .into_iter()
-        .chain(std::iter::once((
-            Fit::Letterbox {
-                placement: Placement::Centre,
-                pad: 0,
-            },
-            norms[2],
-        ))) {
+        .chain([
+            (
+                Fit::Letterbox {
+                    placement: Placement::Centre,
+                    pad: 0,
+                },
+                norms[2],
+            ),
+            (Fit::Height { pad: 127 }, norms[0]),
+        ]) {
             let pre = Preprocess {
                 width: w,
                 height: h,
@@ -459,6 +462,16 @@ fn preprocess_matches_unfused() {
                 }
                 Fit::Stretch => {
                     geometry::resize(&src, w, h, interp, &mut img).unwrap();
+                    lb
+                }
+                // The content resized to its planned size, on a padded canvas at the left.
+                Fit::Height { pad } => {
+                    let mut content = Image::new(0, 0, 3);
+                    geometry::resize(&src, lb.width, h, interp, &mut content).unwrap();
+                    img = Image::from_vec(w, h, 3, vec![pad; w * h * 3]).unwrap();
+                    for y in 0..h {
+                        img.row_mut(y)[..lb.width * 3].copy_from_slice(content.row(y));
+                    }
                     lb
                 }
             };

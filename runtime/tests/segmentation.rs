@@ -793,6 +793,8 @@ fn records_with_masks_and_keypoints_follow_the_schema() {
             extras: Some(&extras),
             dropped_detections: 0,
             labels: labels.names(),
+            classifiers: &[],
+            unclassified: 0,
             motion: None,
             source: None,
             events: &[],

@@ -187,6 +187,8 @@ fn check_steady_state(
             extras: Some(detector.extras()),
             dropped_detections: 0,
             labels: detector.labels.names(),
+            classifiers: &[],
+            unclassified: 0,
             motion: None,
             source: None,
             events: &[],

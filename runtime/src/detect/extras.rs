@@ -135,6 +135,18 @@ struct Entry {
     centroid: [f32; 2],
     /// 0: not tracked.
     track_id: u32,
+    /// Range of `classes`.
+    classes: [u32; 2],
+}
+
+/// A second-stage classifier's label for a detection.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Classified {
+    /// Which classifier, in config order.
+    pub classifier: u8,
+    /// The label's index in the stream's label table.
+    pub label: u16,
+    pub score: f32,
 }
 
 /// The masks, keypoints and track ids of a frame's detections.
@@ -151,6 +163,7 @@ pub struct Extras {
     tracer: Option<Tracer>,
     polygon_points: Vec<[u32; 2]>,
     polygon_ends: Vec<u32>,
+    classes: Vec<Classified>,
 }
 
 /// The first index from `i` whose byte is not `value` (0 or 255), or `s.len()`; eight bytes
@@ -191,6 +204,7 @@ impl Extras {
         self.points.clear();
         self.polygon_points.clear();
         self.polygon_ends.clear();
+        self.classes.clear();
         self.entries.clear();
     }
 
@@ -258,9 +272,33 @@ impl Extras {
             .and_then(|e| (e.track_id != 0).then_some(e.track_id))
     }
 
+    /// The classifiers' labels of detection `i`, best first per classifier.
+    pub fn classes(&self, i: usize) -> &[Classified] {
+        self.entries.get(i).map_or(&[], |e| {
+            &self.classes[e.classes[0] as usize..e.classes[1] as usize]
+        })
+    }
+
+    /// Gives detection `i` the labels `labels` (each detection once per frame).
+    pub fn set_classes(&mut self, i: usize, labels: impl Iterator<Item = Classified>) {
+        let start = self.classes.len() as u32;
+        self.classes.extend(labels);
+        if self.fill_to(i) {
+            self.entries[i].classes = [start, self.classes.len() as u32];
+        }
+    }
+
     /// Marks detection `i` as part of track `id` (non-zero); entries up to `i` are added
     /// empty when the detections before it have no extras.
     pub fn set_track_id(&mut self, i: usize, id: u32) {
+        if self.fill_to(i) {
+            self.entries[i].track_id = id;
+        }
+    }
+
+    /// Adds empty entries up to `i`, for detections before it with no extras; false when
+    /// there is no room.
+    fn fill_to(&mut self, i: usize) -> bool {
         while self.entries.len() <= i {
             let (c, p) = (self.counts.len() as u32, self.points.len() as u32);
             if self
@@ -272,10 +310,10 @@ impl Extras {
                 })
                 .is_err()
             {
-                return;
+                return false;
             }
         }
-        self.entries[i].track_id = id;
+        true
     }
 
     /// Appends an entry with keypoints and no mask.
@@ -368,7 +406,7 @@ impl Extras {
                 (left as f64 + sum_x as f64 / n + 0.5) as f32,
                 (top as f64 + sum_y as f64 / n + 0.5) as f32,
             ],
-            track_id: 0,
+            ..Entry::default()
         });
         area as u32
     }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod classify;
 pub mod decode;
 pub mod extras;
 pub mod labels;
@@ -21,7 +22,7 @@ mod yolox;
 mod yunet;
 
 pub use decode::{AnchorPoint, DecodeError, Decoder, MaskMode, decoder_for, recognise};
-pub use extras::{Extras, Mask, Polygons, Target};
+pub use extras::{Classified, Extras, Mask, Polygons, Target};
 pub use labels::Labels;
 
 /// Most detections kept per frame; the rest are dropped (lowest scores first) and counted.

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde::ser::{SerializeSeq, SerializeStruct, Serializer};
 
-use crate::detect::{BBox, Detection, Extras, Mask, Polygons};
+use crate::detect::{BBox, Classified, Detection, Extras, Mask, Polygons};
 use crate::track::ZoneName;
 
 /// The `schema` number of every line; bumped on any incompatible change.
@@ -181,6 +181,10 @@ pub struct FrameRecord<'a> {
     pub dropped_detections: u32,
     /// Label of each class id; ids past the end are named `class_<id>`.
     pub labels: &'a [String],
+    /// The second-stage classifiers' names, in config order.
+    pub classifiers: &'a [String],
+    /// Detections a classifier would have cropped but for its per-frame budget.
+    pub unclassified: u32,
     pub motion: Option<Motion<'a>>,
     pub source: Option<SourceStatus>,
     pub events: &'a [Event],
@@ -195,7 +199,7 @@ impl FrameRecord<'_> {
 
 impl Serialize for FrameRecord<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_struct("FrameRecord", 13)?;
+        let mut m = s.serialize_struct("FrameRecord", 14)?;
         m.serialize_field("schema", &SCHEMA_VERSION)?;
         m.serialize_field("type", "frame")?;
         m.serialize_field("frame_id", &self.frame_id)?;
@@ -211,9 +215,14 @@ impl Serialize for FrameRecord<'_> {
                 dets: self.detections,
                 extras: self.extras,
                 labels,
+                classifiers: self.classifiers,
             },
         )?;
         m.serialize_field("dropped_detections", &self.dropped_detections)?;
+        match self.classifiers.is_empty() {
+            true => m.skip_field("unclassified")?,
+            false => m.serialize_field("unclassified", &self.unclassified)?,
+        }
         match &self.motion {
             Some(motion) => m.serialize_field("motion", motion)?,
             None => m.skip_field("motion")?,
@@ -308,6 +317,7 @@ struct Dets<'a> {
     dets: &'a [Detection],
     extras: Option<&'a Extras>,
     labels: Labels<'a>,
+    classifiers: &'a [String],
 }
 
 impl Serialize for Dets<'_> {
@@ -320,6 +330,11 @@ impl Serialize for Dets<'_> {
                 track_id: self.extras.and_then(|e| e.track_id(i)),
                 polygons: self.extras.and_then(|e| e.polygons(i)),
                 keypoints: self.extras.map_or(&[], |e| e.keypoints(i)),
+                classes: Classes {
+                    classes: self.extras.map_or(&[], |e| e.classes(i)),
+                    labels: self.labels,
+                    classifiers: self.classifiers,
+                },
                 labels: self.labels,
             })?;
         }
@@ -333,13 +348,39 @@ struct Det<'a> {
     track_id: Option<u32>,
     polygons: Option<Polygons<'a>>,
     keypoints: &'a [[f32; 3]],
+    classes: Classes<'a>,
     labels: Labels<'a>,
+}
+
+/// A detection's classifier labels: `[{"classifier", "label", "score"}]`.
+struct Classes<'a> {
+    classes: &'a [Classified],
+    labels: Labels<'a>,
+    classifiers: &'a [String],
+}
+
+impl Serialize for Classes<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct One<'a>(&'a Classes<'a>, Classified);
+        impl Serialize for One<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let (c, one) = (self.0, self.1);
+                let mut m = s.serialize_struct("Classified", 3)?;
+                let name = c.classifiers.get(usize::from(one.classifier));
+                m.serialize_field("classifier", name.map_or("?", String::as_str))?;
+                c.labels.serialize_label(&mut m, one.label)?;
+                m.serialize_field("score", &quantize(one.score, SCORE))?;
+                m.end()
+            }
+        }
+        s.collect_seq(self.classes.iter().map(|&one| One(self, one)))
+    }
 }
 
 impl Serialize for Det<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let d = &self.det;
-        let mut m = s.serialize_struct("Detection", 10)?;
+        let mut m = s.serialize_struct("Detection", 11)?;
         m.serialize_field("class_id", &d.class_id)?;
         self.labels.serialize_label(&mut m, d.class_id)?;
         m.serialize_field("score", &quantize(d.score, SCORE))?;
@@ -372,6 +413,11 @@ impl Serialize for Det<'_> {
             m.skip_field("keypoints")?;
         } else {
             m.serialize_field("keypoints", &Keypoints(self.keypoints))?;
+        }
+        if self.classes.classes.is_empty() {
+            m.skip_field("classes")?;
+        } else {
+            m.serialize_field("classes", &self.classes)?;
         }
         m.end()
     }
@@ -543,6 +589,8 @@ mod tests {
             extras: None,
             dropped_detections: 0,
             labels: &labels,
+            classifiers: &[],
+            unclassified: 0,
             motion: None,
             source: None,
             events: &[],
@@ -604,6 +652,8 @@ mod tests {
             extras: None,
             dropped_detections: 3,
             labels: &labels,
+            classifiers: &[],
+            unclassified: 0,
             motion: Some(Motion {
                 area: 0.123_456,
                 regions: &regions,
@@ -658,6 +708,8 @@ mod tests {
             extras: None,
             dropped_detections: 0,
             labels: &labels,
+            classifiers: &[],
+            unclassified: 0,
             motion: None,
             source: None,
             events: &[],
@@ -696,6 +748,8 @@ mod tests {
             extras: Some(&extras),
             dropped_detections: 0,
             labels: &labels,
+            classifiers: &[],
+            unclassified: 0,
             motion: None,
             source: None,
             events: &[],

@@ -458,6 +458,9 @@ pub enum Fit {
     Stretch,
     /// Keep the aspect ratio and pad with `pad` (all channels).
     Letterbox { placement: Placement, pad: u8 },
+    /// PaddleOCR's text-line fit: scale to the target height keeping the aspect ratio (the
+    /// width rounded up), squash to the target width when wider, and pad the right with `pad`.
+    Height { pad: u8 },
 }
 
 /// The mapping between a source image and its fitted copy: resized content of
@@ -507,6 +510,10 @@ impl Letterbox {
                 };
                 let side = |s: usize, d: usize| (round(s as f64 * r) as usize).clamp(1, d);
                 (side(src_w, dst_w), side(src_h, dst_h), placement)
+            }
+            Fit::Height { .. } => {
+                let w = (dst_h as f64 * src_w as f64 / src_h as f64).ceil() as usize;
+                (w.clamp(1, dst_w), dst_h, Placement::TopLeft)
             }
         };
         let (left, top) = match placement {
@@ -685,7 +692,7 @@ impl Preprocess {
         let plane = self.width * self.height;
         let (r_plane, rest) = out.split_at_mut(plane);
         let (g_plane, b_plane) = rest.split_at_mut(plane);
-        if let Fit::Letterbox { pad, .. } = self.fit {
+        if let Fit::Letterbox { pad, .. } | Fit::Height { pad } = self.fit {
             let mut value = [0.0; 3];
             let [vr, vg, vb] = &mut value;
             normalize_row(

@@ -12,7 +12,8 @@ pub use systemd::Notifier;
 
 use crate::capture::{self, CaptureError, Source};
 use crate::config::{Config, rect_corners};
-use crate::detect::{DetectError, Detection, Detections, Detector, Extras};
+use crate::detect::classify::{Classifier, ClassifyError, TopK};
+use crate::detect::{Classified, DetectError, Detection, Detections, Detector, Extras};
 use crate::emit::{
     Event, FrameRecord, HttpServer, Inference, Metrics, Motion, MqttOutput, SocketServer,
     SourceNotice, SourceState, SourceStatus, StageLatency, models_line,
@@ -33,6 +34,8 @@ pub enum ServiceError {
     Capture(#[from] CaptureError),
     #[error(transparent)]
     Detect(#[from] DetectError),
+    #[error(transparent)]
+    Classify(#[from] ClassifyError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// The socket could not be bound: check the folder exists and is writable.
@@ -152,12 +155,27 @@ pub fn executor(threads: usize) -> tract_linalg::multithread::Executor {
     }
 }
 
-/// The detectors and the one class table they share in the stream.
+/// The detectors, the classifiers run on their detections, and the one label table they
+/// share in the stream.
 struct Detectors {
     detectors: Vec<Detector>,
     /// Where each detector's class ids start in the combined label table.
     class_offsets: Vec<u16>,
+    classifiers: Vec<Cascade>,
+    /// The classifiers' names, as the stream gives them.
+    classifier_names: Vec<String>,
     labels: Vec<String>,
+}
+
+/// A classifier and what it runs on in each frame.
+struct Cascade {
+    classifier: Classifier,
+    /// The detection classes it crops (ids in the label table); empty: all.
+    classes: Vec<u16>,
+    /// Where its labels start in the label table.
+    offset: u16,
+    /// Crops it classified this frame.
+    crops: usize,
 }
 
 impl Detectors {
@@ -173,11 +191,87 @@ impl Detectors {
             class_offsets.push(labels.len() as u16);
             labels.extend_from_slice(d.labels.names());
         }
+        let detected = labels.len();
+        let mut classifiers = Vec::new();
+        for cfg in &config.classifiers {
+            let classifier = Classifier::load(cfg, |p| config.resolve(p))?;
+            let classes = classifier
+                .classes
+                .iter()
+                .map(|name| {
+                    labels[..detected]
+                        .iter()
+                        .position(|l| l == name)
+                        .map(|id| id as u16)
+                        .ok_or_else(|| ClassifyError::Config {
+                            name: classifier.name.clone(),
+                            field: "classes",
+                            reason: format!("no detector labels `{name}`"),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let offset = labels.len() as u16;
+            labels.extend_from_slice(&classifier.labels);
+            classifiers.push(Cascade {
+                classifier,
+                classes,
+                offset,
+                crops: 0,
+            });
+        }
         Ok(Self {
             detectors,
             class_offsets,
+            classifier_names: classifiers.iter().map(|c| c.classifier.name.clone()).collect(),
+            classifiers,
             labels,
         })
+    }
+
+    /// Runs the classifiers on the crops of `detections` in `image`, best-scored detections
+    /// first, each within its per-frame budget; returns how many crops the budgets skipped.
+    fn classify(
+        &mut self,
+        image: &Image,
+        detections: &Detections,
+        extras: &mut Extras,
+    ) -> Result<u32, ServiceError> {
+        let mut order: heapless::Vec<u16, { crate::detect::MAX_DETECTIONS }> =
+            (0..detections.len() as u16).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let score = |i: u16| detections[usize::from(i)].score;
+            score(b).total_cmp(&score(a)).then(a.cmp(&b))
+        });
+        self.classifiers.iter_mut().for_each(|c| c.crops = 0);
+        let mut skipped = 0;
+        let mut top = TopK::new();
+        let mut found: heapless::Vec<Classified, 64> = heapless::Vec::new();
+        for i in order.into_iter().map(usize::from) {
+            let d = &detections[i];
+            found.clear();
+            for (k, c) in self.classifiers.iter_mut().enumerate() {
+                if !(c.classes.is_empty() || c.classes.contains(&d.class_id)) {
+                    continue;
+                }
+                if c.crops == c.classifier.max_crops {
+                    skipped += 1;
+                    continue;
+                }
+                c.crops += 1;
+                c.classifier.classify(image, &d.bbox, &mut top)?;
+                for &(label, score) in &top {
+                    let _ = found.push(Classified {
+                        classifier: k as u8,
+                        label: c.offset + label,
+                        score,
+                    });
+                }
+            }
+            if !found.is_empty() {
+                extras.set_classes(i, found.iter().copied());
+            }
+        }
+        Ok(skipped)
     }
 }
 
@@ -387,11 +481,12 @@ impl Pipeline {
     /// Tells the stream which models run: the socket's clients (new ones first thing) and the
     /// broker (retained).
     fn announce_models(&self) {
-        let models: Vec<_> = self
-            .detectors
+        let d = &self.detectors;
+        let models: Vec<_> = d
             .detectors
             .iter()
             .map(|d| d.model.clone())
+            .chain(d.classifiers.iter().map(|c| c.classifier.model.clone()))
             .collect();
         let line = models_line(&models);
         if let Some(socket) = &self.socket {
@@ -663,6 +758,14 @@ impl Pipeline {
             tracker.update(w, h, &mut self.detections, &mut self.extras, &mut events);
             latency.postprocess += t0.elapsed().as_micros() as u32;
         }
+        let mut unclassified = 0;
+        if run_detectors && !self.detectors.classifiers.is_empty() {
+            let t0 = Instant::now();
+            unclassified = self
+                .detectors
+                .classify(image, &self.detections, &mut self.extras)?;
+            latency.inference += t0.elapsed().as_micros() as u32;
+        }
         summary.frames += 1;
         summary.detections += self.detections.len() as u64;
         let labels = &self.detectors.labels;
@@ -681,6 +784,8 @@ impl Pipeline {
             extras: Some(&self.extras),
             dropped_detections: dropped,
             labels,
+            classifiers: &self.detectors.classifier_names,
+            unclassified,
             motion: self.imaging.motion.as_ref().map(|_| Motion {
                 area: self.motion.area,
                 regions: &self.motion.regions,
@@ -703,7 +808,7 @@ impl Pipeline {
         let emit_us = t_emit.elapsed().as_micros() as u32;
         let labels = &self.detectors.labels;
         if self.outputs.print {
-            print_frame(id, origin, &self.detections, labels);
+            print_frame(id, origin, &self.detections, &self.extras, labels);
         }
         let snapshot = match &mut self.outputs.snapshots {
             Some(s) => s.due(timestamp_us, &events),
@@ -713,9 +818,7 @@ impl Pipeline {
         let (detections, extras, tracker) = (&self.detections, &self.extras, &self.tracker);
         let annotate = |image: &mut Image| {
             overlay::draw_extras(image, detections, extras);
-            overlay::draw_detections(image, detections, |c| {
-                labels.get(c as usize).map_or("?", String::as_str)
-            });
+            overlay::draw_detections(image, detections, |i| caption(detections, extras, labels, i));
             if let Some(tracker) = tracker {
                 overlay::draw_tracks(image, detections, extras, &tracker.config().zones);
             }
@@ -780,18 +883,52 @@ fn emit_line(
     Ok(())
 }
 
-fn print_frame(id: u64, origin: &str, detections: &[Detection], labels: &[String]) {
+fn print_frame(
+    id: u64,
+    origin: &str,
+    detections: &[Detection],
+    extras: &Extras,
+    labels: &[String],
+) {
     let short = Path::new(origin)
         .file_name()
         .map_or(origin.into(), |n| n.to_string_lossy());
     if detections.is_empty() {
         println!("{id:>6}  {short:<28} (nothing)");
     }
-    for d in detections {
+    for (i, d) in detections.iter().enumerate() {
         let label = labels.get(d.class_id as usize).map_or("?", String::as_str);
         println!(
-            "{id:>6}  {short:<28} {label:<14} {:>6.3}  {:.0} {:.0} {:.0} {:.0}",
-            d.score, d.bbox.x1, d.bbox.y1, d.bbox.x2, d.bbox.y2
+            "{id:>6}  {short:<28} {label:<14} {:>6.3}  {:.0} {:.0} {:.0} {:.0}{}",
+            d.score,
+            d.bbox.x1,
+            d.bbox.y1,
+            d.bbox.x2,
+            d.bbox.y2,
+            classes_text(extras.classes(i), labels)
         );
     }
+}
+
+/// `  [label score, ...]` for a detection's classifier labels; empty without any.
+fn classes_text(classes: &[Classified], labels: &[String]) -> String {
+    if classes.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = classes
+        .iter()
+        .map(|c| {
+            let label = labels.get(usize::from(c.label)).map_or("?", String::as_str);
+            format!("{label} {:.2}", c.score)
+        })
+        .collect();
+    format!("  [{}]", each.join(", "))
+}
+
+/// What the overlay writes above detection `i`'s box: its label and score, then its
+/// classifier labels.
+fn caption(detections: &[Detection], extras: &Extras, labels: &[String], i: usize) -> String {
+    let d = &detections[i];
+    let label = labels.get(d.class_id as usize).map_or("?", String::as_str);
+    format!("{label} {:.2}{}", d.score, classes_text(extras.classes(i), labels))
 }

@@ -93,6 +93,8 @@ impl Scene {
             extras: None,
             dropped_detections: k.is_multiple_of(17) as u32 * 4,
             labels: &self.labels,
+            classifiers: &[],
+            unclassified: 0,
             motion: (k % 2 == 1).then(|| Motion {
                 area: (k % 100) as f32 / 1000.0,
                 regions: &self.regions[..k % 7],
