@@ -35,6 +35,7 @@ fetch *NAMES:
 fixtures: fetch
     python3 tests/reference/detectors.py target/fixtures/detectors
     python3 tests/reference/dbnet.py target/fixtures/dbnet
+    python3 tests/reference/classify.py target/fixtures/classify
     python3 compress/scripts/make_images.py target/fixtures/compress
     python3 tests/reference/ultralytics_seg.py target/fixtures/seg
     python3 tests/reference/opencv_geom.py target/fixtures/geom

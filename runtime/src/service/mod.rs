@@ -222,7 +222,10 @@ impl Detectors {
         Ok(Self {
             detectors,
             class_offsets,
-            classifier_names: classifiers.iter().map(|c| c.classifier.name.clone()).collect(),
+            classifier_names: classifiers
+                .iter()
+                .map(|c| c.classifier.name.clone())
+                .collect(),
             classifiers,
             labels,
         })
@@ -818,7 +821,9 @@ impl Pipeline {
         let (detections, extras, tracker) = (&self.detections, &self.extras, &self.tracker);
         let annotate = |image: &mut Image| {
             overlay::draw_extras(image, detections, extras);
-            overlay::draw_detections(image, detections, |i| caption(detections, extras, labels, i));
+            overlay::draw_detections(image, detections, |i| {
+                caption(detections, extras, labels, i)
+            });
             if let Some(tracker) = tracker {
                 overlay::draw_tracks(image, detections, extras, &tracker.config().zones);
             }
@@ -930,5 +935,9 @@ fn classes_text(classes: &[Classified], labels: &[String]) -> String {
 fn caption(detections: &[Detection], extras: &Extras, labels: &[String], i: usize) -> String {
     let d = &detections[i];
     let label = labels.get(d.class_id as usize).map_or("?", String::as_str);
-    format!("{label} {:.2}{}", d.score, classes_text(extras.classes(i), labels))
+    format!(
+        "{label} {:.2}{}",
+        d.score,
+        classes_text(extras.classes(i), labels)
+    )
 }
