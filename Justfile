@@ -47,6 +47,11 @@ demo: setup (fetch "yolox_nano.onnx" "yunet_n_320_320.onnx" "images/astronaut.pn
     cargo run -p ocelli --quiet -- run board-configs/host-demo.toml
     @echo "annotated images: out/demo/"
 
+# The cascade demo: PP-OCRv4 det, then PP-OCR's orientation classifier on each text line.
+demo-cascade: setup (fetch "ch_PP-OCRv4_det_infer.onnx" "ch_ppocr_mobile_v2.0_cls_infer.onnx" "images/page.png")
+    cargo run -p ocelli --quiet -- run board-configs/host-cascade.toml
+    @echo "annotated image: out/cascade/page.png"
+
 # docs/snapshot.png: annotated snapshots (tracking, a zone) of three demo photos, tiled.
 snapshot: (fetch "yolox_nano.onnx" "yunet_n_320_320.onnx" "images/astronaut.png" "images/chelsea.png" "images/coffee.png" "images/camera.png" "images/page.png" "images/text.png" "images/rocket.jpg")
     rm -rf out/snapshots

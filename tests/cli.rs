@@ -153,6 +153,71 @@ fn demo_config_finds_the_reference_objects() {
     assert!(!dir.join("s.sock").exists(), "socket file left behind");
 }
 
+/// The cascade demo with its outputs in `dir` and `budget` for the classifier's `max_crops`.
+fn cascade_config(dir: &Path, budget: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("board-configs/host-cascade.toml")).unwrap();
+    let text = text
+        .replace("../models", root().join("models").to_str().unwrap())
+        .replace(
+            "../out/cascade.jsonl",
+            dir.join("frames.jsonl").to_str().unwrap(),
+        )
+        .replace("../out/cascade", dir.join("annotated").to_str().unwrap())
+        .replace("max_crops = 16", budget);
+    cached("ch_PP-OCRv4_det_infer.onnx");
+    cached("ch_ppocr_mobile_v2.0_cls_infer.onnx");
+    cached("images/page.png");
+    write(dir, "cascade.toml", &text)
+}
+
+/// Runs the cascade demo into `scratch(name)` with `budget`; returns its one frame record.
+fn run_cascade(name: &str, budget: &str) -> (PathBuf, serde_json::Value) {
+    let dir = scratch(name);
+    let out = ocelli(&["run", cascade_config(&dir, budget).to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let frame = read_jsonl(&dir.join("frames.jsonl")).swap_remove(0);
+    (dir, frame)
+}
+
+#[test]
+fn the_cascade_demo_labels_every_text_line_within_its_budget() {
+    let (dir, frame) = run_cascade("cascade", "max_crops = 16");
+    let dets = frame["detections"].as_array().unwrap();
+    assert_eq!(dets.len(), 7, "page.png's seven lines: {frame}");
+    for d in dets {
+        let classes = d["classes"].as_array().unwrap();
+        assert_eq!(classes.len(), 1, "{d}");
+        assert_eq!(classes[0]["classifier"], "orientation");
+        assert!(
+            ["0", "180"].contains(&classes[0]["label"].as_str().unwrap()),
+            "{d}"
+        );
+    }
+    assert_eq!(frame["unclassified"], 0);
+    let png = std::fs::read(dir.join("annotated/page.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+
+    // Over budget: the best-scored lines are classified, the rest counted.
+    let (_, frame) = run_cascade("cascade-budget", "max_crops = 3");
+    let dets = frame["detections"].as_array().unwrap();
+    let mut by_score: Vec<(f64, bool)> = dets
+        .iter()
+        .map(|d| (d["score"].as_f64().unwrap(), d.get("classes").is_some()))
+        .collect();
+    by_score.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let classified: Vec<bool> = by_score.iter().map(|d| d.1).collect();
+    assert_eq!(
+        classified,
+        [true, true, true, false, false, false, false],
+        "{frame}"
+    );
+    assert_eq!(frame["unclassified"], 4, "{frame}");
+}
+
 #[test]
 fn truncated_onnx_is_refused_with_one_line() {
     let dir = scratch("truncated");

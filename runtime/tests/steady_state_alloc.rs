@@ -326,3 +326,104 @@ fn tracking_allocates_nothing_per_frame() {
     });
     assert_eq!(n, 0, "allocations over {MEASURED} tracked frames");
 }
+
+/// The cascade after each crop's inference: ranking the classifier's output (class scores and
+/// a gallery's embeddings), storing the labels with the detections and writing the record.
+#[test]
+fn classifier_labels_allocate_nothing_per_frame() {
+    use ocelli::detect::classify::{Classifier, ClassifierConfig, TopK};
+    use ocelli::detect::{BBox, Classified, Detection, Extras};
+    let orientation: ClassifierConfig = toml::from_str(&format!(
+        "model = {:?}\nlabels = \"text\"\ninput_size = [192, 48]\nscores = \"softmax\"\ntop_k = 1\n",
+        cached("ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    ))
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("ocelli-cascade-alloc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let labels = dir.join("two.txt");
+    std::fs::write(&labels, "0\n180\n").unwrap();
+    let orientation = ClassifierConfig {
+        labels: Some(labels.display().to_string()),
+        ..orientation
+    };
+    let gallery = dir.join("gallery.json");
+    std::fs::write(
+        &gallery,
+        r#"{"entries": [{"label": "up", "embedding": [1, 0]}, {"label": "down", "embedding": [0, 1]}]}"#,
+    )
+    .unwrap();
+    let embedding = ClassifierConfig {
+        labels: None,
+        gallery: Some(gallery),
+        scores: Default::default(),
+        top_k: 2,
+        ..orientation.clone()
+    };
+    let mut classifiers = [
+        Classifier::load(&orientation, |p| p.into()).unwrap(),
+        Classifier::load(&embedding, |p| p.into()).unwrap(),
+    ];
+    std::fs::remove_dir_all(&dir).unwrap();
+    let det = Detection {
+        class_id: 0,
+        score: 0.9,
+        bbox: BBox {
+            x1: 10.0,
+            y1: 10.0,
+            x2: 200.0,
+            y2: 40.0,
+        },
+        landmarks: None,
+    };
+    let detections = [det; 8];
+    let names = ["orientation".to_string(), "direction".to_string()];
+    let table: Vec<String> = ["text", "0", "180", "up", "down"]
+        .map(String::from)
+        .to_vec();
+    let (mut extras, mut top, mut line) = (Extras::new(), TopK::new(), Vec::new());
+    let mut frame = |i: u64| {
+        extras.reset(640, 480);
+        for d in 0..detections.len() {
+            let raw = [(i % 7) as f32 - 3.0, d as f32 * 0.5 - 1.0];
+            let mut found: heapless::Vec<Classified, 8> = heapless::Vec::new();
+            for (k, c) in classifiers.iter_mut().enumerate() {
+                c.rank(&raw, &mut top);
+                for &(label, score) in &top {
+                    let _ = found.push(Classified {
+                        classifier: k as u8,
+                        label: 1 + 2 * k as u16 + label,
+                        score,
+                    });
+                }
+            }
+            extras.set_classes(d, found.iter().copied());
+        }
+        let record = FrameRecord {
+            frame_id: i,
+            timestamp_us: i,
+            width: 640,
+            height: 480,
+            latency: StageLatency::default(),
+            inference: ocelli::emit::Inference::Ran,
+            detections: &detections,
+            extras: Some(&extras),
+            dropped_detections: 0,
+            labels: &table,
+            classifiers: &names,
+            unclassified: 3,
+            motion: None,
+            source: None,
+            events: &[],
+        };
+        record.write_line(&mut line);
+    };
+    (0..WARM_UP).for_each(&mut frame);
+    let allocations = allocations_in(|| (WARM_UP..WARM_UP + MEASURED).for_each(&mut frame));
+    let text = String::from_utf8_lossy(&line);
+    assert!(
+        text.contains(r#""classes":[{"classifier":"orientation","label":"#)
+            && text.contains(r#"{"classifier":"direction","label":"up","score":"#),
+        "{text}"
+    );
+    assert_eq!(allocations, 0, "allocations over {MEASURED} frames");
+}
