@@ -426,6 +426,45 @@ fn a_detr_model_of_unknown_layout_is_refused() {
 }
 
 #[test]
+fn a_classifier_of_the_wrong_shape_or_gallery_is_refused() {
+    let dir = scratch("classifier-bad");
+    let config = |classifier: &str| {
+        let text = format!(
+            "[source]\nkind = \"images\"\npath = {:?}\n\n[[detector]]\nmodel = {:?}\n\
+             family = \"yolox\"\n\n[[classifier]]\n{classifier}\n[output]\nprint = true\n",
+            cached("images/coffee.png"),
+            cached("yolox_nano.onnx"),
+        );
+        write(&dir, "config.toml", &text)
+    };
+    let check = |path: PathBuf| ocelli(&["check-config", path.to_str().unwrap()]);
+    let detector_as_classifier = config(&format!(
+        "model = {:?}\nlabels = \"coco\"\n",
+        cached("arch/yolov8n_320.onnx")
+    ));
+    assert_one_line_error(
+        &check(detector_as_classifier),
+        &[
+            "yolov8n_320.onnx",
+            "expected one [1,C] class scores or [1,D] embedding",
+        ],
+    );
+    write(
+        &dir,
+        "gallery.json",
+        r#"{"entries": [{"label": "a", "embedding": [1, 0, 0]}]}"#,
+    );
+    let wrong_gallery = config(&format!(
+        "model = {:?}\ngallery = \"gallery.json\"\ninput_size = [192, 48]\n",
+        cached("ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    ));
+    assert_one_line_error(
+        &check(wrong_gallery),
+        &["gallery.json", "entries[0].embedding", "expected 2"],
+    );
+}
+
+#[test]
 fn inspect_recognises_each_reference_family() {
     for (model, family) in [
         ("yolox_nano.onnx", "yolox"),

@@ -108,10 +108,7 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Command::CheckConfig { config: path } => {
             let config = Config::load(&path)?;
-            // Loading each detector checks its model, labels and decoding settings together.
-            for d in &config.detectors {
-                ocelli::detect::Detector::load(d, |p| config.resolve(p))?;
-            }
+            ocelli::service::check_models(&config)?;
             let budget = ocelli::limits::check_budget(&path, &config)?;
             println!(
                 "{}: ok (board {}, source {}, {} detector(s){})",

@@ -141,6 +141,10 @@ fn postprocess_and_emit_allocate_nothing_per_frame() {
         ("arch/yolov10n-e2e_320.onnx", Family::Yolov10),
         ("arch/yolov8n-seg_320.onnx", Family::Yolov8Seg),
         ("arch/yolov8n-pose_320.onnx", Family::Yolov8Pose),
+        ("arch/rtdetr_320.onnx", Family::Detr),
+        ("arch/rtdetr-ul_320.onnx", Family::Detr),
+        ("arch/dfine_320.onnx", Family::Detr),
+        ("arch/detr_320.onnx", Family::Detr),
     ] {
         let mut cfg = detector(model, family, "coco");
         cfg.decode = DecodeConfig {
@@ -149,6 +153,8 @@ fn postprocess_and_emit_allocate_nothing_per_frame() {
             mask_close: 3,
             mask_min_area: 8,
             mask_polygons: true,
+            // DETR's own layout: softmax with a "no object" class.
+            softmax_scores: model == "arch/detr_320.onnx",
             ..Default::default()
         };
         check_steady_state(&cfg, "images/astronaut.png", &server, &mut line);

@@ -61,6 +61,7 @@ struct Frame {
     latency_us: Latency,
     detections: Vec<Det>,
     dropped_detections: u32,
+    unclassified: Option<u32>,
     motion: Option<Motion>,
     source_status: Option<Source>,
     events: Vec<Event>,
@@ -81,6 +82,15 @@ struct Det {
     #[serde(rename = "box")]
     bbox: [f32; 4],
     landmarks: Option<Vec<[f32; 2]>>,
+    #[serde(default)]
+    classes: Vec<Class>,
+}
+
+#[derive(Deserialize)]
+struct Class {
+    classifier: String,
+    label: String,
+    score: f32,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +195,9 @@ fn print_frame(f: &Frame, out: &mut impl Write) -> io::Result<()> {
     if f.dropped_detections > 0 {
         write!(out, " (+{} over the limit)", f.dropped_detections)?;
     }
+    if let Some(n @ 1..) = f.unclassified {
+        write!(out, " ({n} crops over the classifiers' budget)")?;
+    }
     writeln!(out)?;
     for d in &f.detections {
         let [x1, y1, x2, y2] = d.bbox;
@@ -198,6 +211,9 @@ fn print_frame(f: &Frame, out: &mut impl Write) -> io::Result<()> {
             for [x, y] in points {
                 write!(out, " ({x:.1} {y:.1})")?;
             }
+        }
+        for c in &d.classes {
+            write!(out, " | {}: {} {:.2}", c.classifier, c.label, c.score)?;
         }
         writeln!(out)?;
     }
@@ -219,4 +235,26 @@ fn print_frame(f: &Frame, out: &mut impl Write) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifier_labels_follow_their_detection() {
+        let line = r#"{"schema":1,"type":"frame","frame_id":3,"timestamp_us":5,"width":384,"height":191,"inference":"ran","latency_us":{"capture":1,"preprocess":2,"inference":3,"postprocess":4},"detections":[{"class_id":0,"label":"text","score":0.858,"box":[5.1,11.3,293.9,35.2],"classes":[{"classifier":"orientation","label":"0","score":1.0}]}],"dropped_detections":0,"unclassified":4,"events":[]}"#;
+        let mut out = Vec::new();
+        print(&serde_json::from_str(line).unwrap(), line, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].ends_with("1 detections (4 crops over the classifiers' budget)"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[1],
+            "  text 0.86 [5.1 11.3 293.9 35.2] | orientation: 0 1.00"
+        );
+    }
 }

@@ -155,6 +155,12 @@ pub fn executor(threads: usize) -> tract_linalg::multithread::Executor {
     }
 }
 
+/// Loads every detector and classifier of `config` as a run would, which checks each model,
+/// its labels and its settings together, and drops them.
+pub fn check_models(config: &Config) -> Result<(), ServiceError> {
+    Detectors::load(config).map(drop)
+}
+
 /// The detectors, the classifiers run on their detections, and the one label table they
 /// share in the stream.
 struct Detectors {
