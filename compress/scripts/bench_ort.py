@@ -67,12 +67,12 @@ class Tract:
             sys.exit(f"ocelli-compress time --serve failed (exit {self.proc.returncode})")
 
 
-def ort_timer(path, threads, name, x):
+def ort_timer(path, threads, feed):
     s = ort_int8.session(path, threads)
 
     def run():
         t = time.perf_counter()
-        s.run(None, {name: x})
+        s.run(None, feed)
         return (time.perf_counter() - t) * 1e3
     return run
 
@@ -109,7 +109,7 @@ def bench(model, args):
     for v, path in zip(ORT, (model, qdq)):
         for t in args.threads:
             if path != qdq or qdq_error is None:
-                timers[(v, t)] = ort_timer(path, t, name, x)
+                timers[(v, t)] = ort_timer(path, t, {name: x})
     print(f"bench-ort: {stem}: {len(timers)} runs x {args.rounds} rounds, taking turns",
           file=sys.stderr)
     times = {k: [] for k in timers}

@@ -291,10 +291,23 @@ fn load_err(path: &Path, e: anyhow::Error) -> DetectError {
     }
 }
 
+/// Types and optimises a model whose image input is fixed to `w × h`: its `sizes` inputs
+/// (from [`size_inputs`]) become constants and its outputs f32.
+pub(crate) fn optimize_for_image(
+    model: InferenceModel,
+    sizes: &[String],
+    (w, h): (usize, usize),
+) -> TractResult<TypedModel> {
+    let mut typed = model.into_typed()?;
+    fix_sizes(&mut typed, sizes, (w, h))?;
+    outputs_to_f32(&mut typed)?;
+    typed.into_optimized()
+}
+
 /// Finds the inputs beside the image: only an image size, as D-FINE's and RT-DETR's deploy
 /// exports take (`orig_target_sizes`, `[1,2]` integers), is accepted; its fact is fixed to
 /// `[1,2]` of its own integer type. Returns the size inputs' names, or what was found.
-fn size_inputs(model: &mut InferenceModel) -> Result<Vec<String>, String> {
+pub(crate) fn size_inputs(model: &mut InferenceModel) -> Result<Vec<String>, String> {
     let inputs = model.input_outlets().map_err(|e| e.to_string())?.to_vec();
     let mut sizes = Vec::new();
     for (ix, outlet) in inputs.iter().enumerate().skip(1) {
@@ -523,13 +536,7 @@ fn plan_from_bytes(
         found,
         expected: "the image, and at most D-FINE's `orig_target_sizes` [1,2]".into(),
     })?;
-    let typed = model
-        .into_typed()
-        .and_then(|mut typed| {
-            fix_sizes(&mut typed, &sizes, (w, h))?;
-            outputs_to_f32(&mut typed)?;
-            typed.into_optimized()
-        })
+    let typed = optimize_for_image(model, &sizes, (w, h))
         .and_then(crate::kernels::accelerate)
         .map_err(|e| load_err(path, e))?;
     if let Some(reason) = oversized_tensor(&typed) {

@@ -10,6 +10,7 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
 pub mod depthwise_i8;
+pub mod grid_sample;
 pub mod im2col_i8;
 pub mod pointwise_i8;
 pub mod quantize;
@@ -17,8 +18,9 @@ pub mod quantize;
 /// Replaces, in an optimised model, the quantisation and packing of every 1×1 int8 convolution's
 /// input by [`pointwise_i8::QuantizePackI8`], the Im2col and matmul of every int8 depthwise one by
 /// [`depthwise_i8::DepthwiseI8`], every other int8 `Im2col` it can by
-/// [`im2col_i8::FastIm2colI8`] and every other f32-input `QuantizeLinearI8` by
-/// [`quantize::FastQuantizeI8`].
+/// [`im2col_i8::FastIm2colI8`], every other f32-input `QuantizeLinearI8` by
+/// [`quantize::FastQuantizeI8`] and every GridSample over f32 images by
+/// [`grid_sample::FastGridSample`].
 pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     // The ops that stand for several of tract's nodes first, while those are still tract's.
     for id in model.eval_order()? {
@@ -32,6 +34,11 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     }
     for id in model.eval_order()? {
         let node = model.node(id);
+        if let Some(fast) = grid_sample::replacement(&model, node)? {
+            let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
+            patch.apply(&mut model)?;
+            continue;
+        }
         if let Some(fast) = im2col_i8::replacement(&model, node)? {
             let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
             patch.apply(&mut model)?;

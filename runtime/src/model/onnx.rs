@@ -334,11 +334,15 @@ impl Model {
         fast_int8: bool,
     ) -> Result<Arc<TypedSimplePlan>, ModelError> {
         let run = || -> TractResult<_> {
-            let typed = tract_onnx::onnx()
+            let mut model = tract_onnx::onnx()
                 .with_ignore_value_info(true)
                 .model_for_proto_model(&self.proto)?
-                .with_input_fact(0, f32::fact(input).into())?
-                .into_optimized()?;
+                .with_input_fact(0, f32::fact(input).into())?;
+            let sizes = crate::detect::model::size_inputs(&mut model).map_err(|found| {
+                anyhow::anyhow!("{found}: only the image, and D-FINE's orig_target_sizes, are fed")
+            })?;
+            let typed =
+                crate::detect::model::optimize_for_image(model, &sizes, (input[3], input[2]))?;
             if fast_int8 {
                 crate::kernels::accelerate(typed)?.into_runnable()
             } else {
