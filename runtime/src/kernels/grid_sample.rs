@@ -228,7 +228,6 @@ impl EvalOp for FastGridSample {
                 }
             }
         }
-        drop(out_plain);
         Ok(tvec!(out.into_tvalue()))
     }
 }
