@@ -12,6 +12,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// A trusted signer's key, as [`read_public_key`] reads it from `KEY.pub`.
+pub use ed25519_dalek::VerifyingKey as PublicKey;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
