@@ -1,24 +1,19 @@
 //! Update bundles end to end on files: `keygen` and `bundle` write what the runtime opens and
 //! stages byte for byte, and every bundle the runtime must refuse is refused with one line
 //! naming the bundle and the entry. The refused bundles are crafted here entry by entry and
-//! signed with the fleet key, so each reaches the check it is made for.
+//! signed with the fleet key, so each reaches the check it is made for. A module of the `cli`
+//! test, so that it costs no test executable of its own.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use super::scratch;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use ocelli::model::card::sha256_hex;
 use ocelli::update::bundle::{
     Bundle, BundleError, FileEntry, Limits, MANIFEST, Manifest, SCHEMA, SIGNATURE, key_id,
     read_key_file, read_public_key,
 };
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ocelli-bundle-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn compress(args: &[&Path]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ocelli-compress"))
@@ -49,7 +44,7 @@ struct Fleet {
 
 impl Fleet {
     fn new(tag: &str) -> Self {
-        let dir = scratch(tag);
+        let dir = scratch(&format!("bundle-{tag}"));
         let key = dir.join("fleet.key");
         ok(compress(&["keygen".as_ref(), "--out".as_ref(), &key]));
         let model: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
