@@ -948,3 +948,36 @@ fn check_fragment(
     }
     Ok(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Fragment, check_path};
+
+    #[test]
+    fn only_plain_relative_paths_pass() {
+        for ok in ["m.onnx", "models/m.onnx", "a..b"] {
+            assert_eq!(check_path(ok), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            "", "/m", "../m", "a/../m", "a/..", "./m", "a//m", "a/", "a\nb",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_fragment_names_its_models_labels_files_and_galleries() {
+        let f = Fragment::parse(
+            "[[detector]]\nmodel = \"d.onnx\"\n\n[[detector]]\nmodel = \"e.onnx\"\n\
+             labels = \"e.txt\"\n\n[[classifier]]\nmodel = \"c.onnx\"\nlabels = \"face\"\n\n\
+             [[classifier]]\nmodel = \"g.onnx\"\ngallery = \"g.json\"\n",
+        )
+        .unwrap();
+        let named = ["d.onnx", "e.onnx", "e.txt", "c.onnx", "g.onnx", "g.json"];
+        assert_eq!(f.files(), named);
+        let e = Fragment::parse("[[detector]]\nmodle = \"d.onnx\"\n").unwrap_err();
+        assert!(e.starts_with("line 2: unknown field `modle`"), "{e}");
+        let e = Fragment::parse("[[classifier]]\nmodel = \"c.onnx\"\n").unwrap_err();
+        assert!(e.contains("missing field `detector`"), "{e}");
+    }
+}
