@@ -114,6 +114,17 @@ def models():
     save("model", "conv_resize", b"\x00" + m.SerializeToString())
 
 
+def bundles():
+    # A bundle signed by the key the target trusts, a truncated copy, one with a payload byte
+    # flipped (its sha256 then differs).
+    valid = (ROOT.parent / "tests" / "bundle" / "valid.bundle").read_bytes()
+    save("bundle", "valid", valid)
+    save("bundle", "truncated", valid[: len(valid) // 2])
+    flipped = bytearray(valid)
+    flipped[valid.index(b"Stands in")] ^= 1
+    save("bundle", "flipped", bytes(flipped))
+
+
 def socket_scripts():
     # Ops: 0 write, 1 publish, 2 read, 3 half-close; each followed by a length and its bytes.
     save("socket_client", "write", b"\x00\x05hello\x01\x02{}\x02\x40")
@@ -129,3 +140,4 @@ if __name__ == "__main__":
     configs()
     models()
     socket_scripts()
+    bundles()

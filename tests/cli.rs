@@ -515,6 +515,52 @@ fn inspect_recognises_dbnet_at_a_given_input_size() {
     assert!(stdout.contains("family: dbnet ("), "{stdout}");
 }
 
+/// tests/bundle/valid.bundle: `ocelli-compress keygen --out signer.key`, then `ocelli-compress
+/// bundle --key signer.key --version 1 --config fragment.toml --out valid.bundle tiny.onnx
+/// labels.txt`; signer.pub is the public key (the secret one was not kept).
+#[test]
+fn inspect_shows_a_bundle_and_fails_on_a_refused_one() {
+    let dir = root().join("tests/bundle");
+    let (bundle, key) = (dir.join("valid.bundle"), dir.join("signer.pub"));
+    let (bundle, key) = (bundle.to_str().unwrap(), key.to_str().unwrap());
+    let shown = |args: &[&str]| {
+        let out = ocelli(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let trusted = shown(&["inspect", bundle, "--trust", key]);
+    for line in [
+        "version: 1\n",
+        "signer:  fa07cf6ca035521c\n",
+        "file:    tiny.onnx (65 bytes, sha256 65b88e4d3c796e4f170f4cbb71937a755eedcaac4a73d57bbbc917e464d53576)\n",
+        "config:  fragment.toml\n  [[detector]]\n  model = \"tiny.onnx\"\n",
+        "signature: valid (trusted key fa07cf6ca035521c)\n",
+    ] {
+        assert!(trusted.contains(line), "{trusted}");
+    }
+    let untrusted = shown(&["inspect", bundle]);
+    assert!(
+        untrusted.ends_with("signature: valid, signer not among the given keys\n"),
+        "{untrusted}"
+    );
+
+    let tmp = scratch("inspect-bundle");
+    let cut = tmp.join("cut.bundle");
+    let bytes = std::fs::read(dir.join("valid.bundle")).unwrap();
+    std::fs::write(&cut, &bytes[..1800]).unwrap();
+    let out = ocelli(&["inspect", cut.to_str().unwrap(), "--trust", key]);
+    assert_one_line_error(
+        &out,
+        &["cut.bundle: the header after manifest.json: truncated"],
+    );
+    assert!(out.stdout.is_empty());
+}
+
 #[test]
 fn every_board_preset_passes_check_config() {
     let mut checked = 0;

@@ -5,6 +5,7 @@
 //! rewrites it with standard ONNX operators only, and writes one that any ONNX runtime loads.
 
 pub mod agree;
+pub mod bundle;
 pub mod calib;
 pub mod card;
 pub mod data;
@@ -29,6 +30,8 @@ pub enum Error {
     Timings(#[from] ocelli::model::layers::TableError),
     #[error(transparent)]
     Card(#[from] ocelli::model::card::CardError),
+    #[error(transparent)]
+    Bundle(#[from] bundle::WriteError),
     /// The rewritten model's outputs moved more than the tolerance from the original's: a
     /// rewrite is wrong for this graph. Report it with the model; `--tolerance` loosens the check.
     #[error(

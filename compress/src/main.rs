@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ocelli_compress::onnx::Model;
 use ocelli_compress::{
-    Error, card, compare_models, data, eval, measure, optimize, pattern_input, probe, prune,
-    quantize,
+    Error, bundle, card, compare_models, data, eval, measure, optimize, pattern_input, probe,
+    prune, quantize,
 };
 
 #[derive(Parser)]
@@ -151,6 +151,30 @@ enum Command {
         /// Which convolutions --calib refits.
         #[arg(long, value_enum, default_value_t = prune::Refit::All)]
         refit: prune::Refit,
+    },
+    /// Write a new Ed25519 key pair for signing update bundles: the secret key to KEY (mode
+    /// 0600), the public key, which devices trust, to KEY.pub. Never overwrites.
+    Keygen {
+        #[arg(long, value_name = "KEY")]
+        out: PathBuf,
+    },
+    /// Sign a config fragment and the files it names into an update bundle (docs/fleet.md).
+    Bundle {
+        /// The secret key file, from `keygen`.
+        #[arg(long)]
+        key: PathBuf,
+        /// The bundle's version: devices refuse one not newer than what they run.
+        #[arg(long)]
+        version: u64,
+        /// A TOML file of `[[detector]]` (and `[[classifier]]`) tables; their paths are the
+        /// files' names.
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The models, cards, labels and galleries the fragment names.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Time each of tract's operators on a model, most expensive first.
     Profile {
@@ -616,6 +640,40 @@ fn run(cli: Cli) -> Result<(), Error> {
                     r.refit[r.refit.len() - 1].error_after,
                 );
             }
+            Ok(())
+        }
+        Command::Keygen { out } => {
+            let key = bundle::keygen(&out)?;
+            println!(
+                "{}: secret key (keep it private); {}: public key {}",
+                out.display(),
+                bundle::public_path(&out).display(),
+                ocelli::update::bundle::key_id(&key)
+            );
+            Ok(())
+        }
+        Command::Bundle {
+            key,
+            version,
+            config,
+            out,
+            files,
+        } => {
+            let m = bundle::write(&bundle::Request {
+                key: &key,
+                version,
+                config: &config,
+                files: &files,
+                out: &out,
+            })?;
+            println!(
+                "{}: version {}, {} file(s), {} bytes of payload, signed by {}",
+                out.display(),
+                m.version,
+                m.files.len(),
+                m.files.iter().map(|f| f.bytes).sum::<u64>(),
+                m.signer
+            );
             Ok(())
         }
         Command::Profile {

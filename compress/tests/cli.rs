@@ -1,9 +1,12 @@
-//! The binary on bad input: one line on stderr, a failing exit status, no output file.
+//! The binary on bad input: one line on stderr, a failing exit status, no output file; and
+//! update bundles end to end (`bundle`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ocelli_compress::onnx::{Model, float_unshaped, float_value, node};
+
+mod bundle;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 

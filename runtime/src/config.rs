@@ -731,7 +731,7 @@ pub fn line_of_key(text: &str, key: &[Key]) -> usize {
     line_of_offset(text, span.start)
 }
 
-fn line_of_offset(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of_offset(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())]
         .bytes()
         .filter(|b| *b == b'\n')

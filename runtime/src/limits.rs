@@ -18,6 +18,10 @@ pub const MAX_CARD_BYTES: u64 = 1 << 20;
 pub const MAX_TIMINGS_BYTES: u64 = 1 << 20;
 /// Largest classifier gallery read: 10 000 embeddings of 512 values in JSON.
 pub const MAX_GALLERY_BYTES: u64 = 64 << 20;
+/// Bytes of a fleet update bundle (`update::bundle`): a few models at the model bound's scale.
+pub const MAX_BUNDLE_BYTES: u64 = 512 << 20;
+/// Bytes of a bundle's `manifest.json`: a few hundred bytes per file it lists.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 /// Pixels of an image file unless `source.max_pixels` says otherwise: the camera bound,
 /// 8192×8192.
 pub const DEFAULT_MAX_PIXELS: u64 = 8192 * 8192;

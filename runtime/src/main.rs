@@ -29,12 +29,16 @@ enum Command {
     /// Validate a config: keys, types, files, model checksums.
     CheckConfig { config: PathBuf },
     /// Print a model's inputs, outputs, the family Ocelli recognises, and its card if one sits
-    /// beside it.
+    /// beside it; or an update bundle's manifest, config fragment and signature, failing when
+    /// the bundle is refused.
     Inspect {
         model: PathBuf,
         /// Input width and height, for models whose input size is not fixed.
         #[arg(long, value_names = ["W", "H"], num_args = 2)]
         input_size: Option<Vec<usize>>,
+        /// A bundle's trusted public keys (`KEY.pub`).
+        #[arg(long, value_name = "KEY.pub")]
+        trust: Vec<PathBuf>,
     },
     /// List V4L2 devices with their formats, sizes and frame intervals.
     Probe {
@@ -124,7 +128,20 @@ fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Inspect { model, input_size } => {
+        Command::Inspect {
+            model,
+            input_size,
+            trust,
+        } => {
+            use ocelli::update::bundle::{Bundle, Limits, read_public_key};
+            if Bundle::looks_like(&model) {
+                let trusted = trust
+                    .iter()
+                    .map(|p| read_public_key(p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                print!("{}", Bundle::inspect(&model, &trusted, Limits::default())?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let size = input_size.map(|v| [v[0], v[1]]);
             let (_, info) = load_plan(&model, size)?;
             println!("model:  {}", model.display());

@@ -120,6 +120,9 @@ const COCO: [&str; 80] = [
 pub struct Labels(Vec<String>);
 
 impl Labels {
+    /// The sets a config names instead of a file (`labels = "coco"`).
+    pub const BUILTIN: [&str; 3] = ["coco", "face", "text"];
+
     /// The 80 COCO classes, in the order COCO-trained detectors score them.
     pub fn coco() -> Self {
         Self(COCO.iter().map(|s| s.to_string()).collect())

@@ -1,0 +1,4 @@
+//! Fleet updates: signed bundles of models with the config fragment that uses them
+//! (docs/fleet.md).
+
+pub mod bundle;
