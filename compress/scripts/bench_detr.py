@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 import ort_int8
-from bench_ort import WARMUP, Tract, cpu_model, ort_timer, tract_version
+from bench_ort import WARMUP, Tract, cpu_model, ort_timer, take_turns, tract_version
 
 BEGIN, END = "<!-- bench-detr: begin -->", "<!-- bench-detr: end -->"
 
@@ -49,12 +49,7 @@ def main():
         x.astype("<f4").tofile(tensor)
         tract = Tract(args.bin, [model], [1], tensor)
         timers = {"tract": lambda: tract.time(0), "onnxruntime": ort_timer(model, 1, feed(model, x))}
-        times = {k: [] for k in timers}
-        for r in range(WARMUP + args.rounds):
-            for k, run in timers.items():
-                ms = run()
-                if r >= WARMUP:
-                    times[k].append(ms)
+        times = take_turns(timers, args.rounds)
         tract.close()
         os.remove(tensor)
         med = {k: float(np.median(v)) for k, v in times.items()}

@@ -77,6 +77,18 @@ def ort_timer(path, threads, feed):
     return run
 
 
+def take_turns(timers, rounds):
+    """Runs each of `timers` once per round, in turn, so that load hits them alike; returns
+    each one's milliseconds over `rounds` rounds after WARMUP ones."""
+    times = {k: [] for k in timers}
+    for r in range(WARMUP + rounds):
+        for k, run in timers.items():
+            ms = run()
+            if r >= WARMUP:
+                times[k].append(ms)
+    return times
+
+
 def ort_qdq(model, calib, out, x):
     """Writes onnxruntime's QDQ int8 of MODEL to OUT; None if onnxruntime runs it, else why not."""
     print(f"bench-ort: onnxruntime QDQ int8 of {model}", file=sys.stderr)
@@ -112,12 +124,7 @@ def bench(model, args):
                 timers[(v, t)] = ort_timer(path, t, {name: x})
     print(f"bench-ort: {stem}: {len(timers)} runs x {args.rounds} rounds, taking turns",
           file=sys.stderr)
-    times = {k: [] for k in timers}
-    for r in range(WARMUP + args.rounds):
-        for k, run in timers.items():
-            ms = run()
-            if r >= WARMUP:
-                times[k].append(ms)
+    times = take_turns(timers, args.rounds)
     tract.close()
     for (v, t), ts in times.items():
         print(f"bench-ort: {stem}: {v}, threads {t}: median {np.median(ts):.2f} ms", file=sys.stderr)

@@ -14,7 +14,9 @@ use tract_onnx::tract_core::plan::SimpleState;
 
 use super::BBox;
 use super::labels::Labels;
-use super::model::{DetectError, load_plan_from_bytes, read_model};
+use super::model::{
+    DetectError, load_err, load_plan_from_bytes, model_name, read_model, running_model,
+};
 use crate::imgproc::Image;
 use crate::imgproc::geometry::Preprocess;
 
@@ -231,11 +233,7 @@ impl Classifier {
         resolve: impl Fn(&Path) -> PathBuf,
     ) -> Result<Self, ClassifyError> {
         let path = resolve(&cfg.model);
-        let name = cfg.name.clone().unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
+        let name = model_name(cfg.name.as_deref(), &path);
         let bad = |field, reason: String| ClassifyError::Config {
             name: name.clone(),
             field,
@@ -286,13 +284,10 @@ impl Classifier {
             }
             (None, labels_cfg) => {
                 let given = labels_cfg.as_deref().unwrap_or("");
-                let table = match given {
-                    "coco" => Labels::coco(),
-                    "face" => Labels::faces(),
-                    "text" => Labels::text(),
-                    "" => return Err(bad("labels", "a class-score model needs labels".into())),
-                    file => Labels::from_file(&resolve(Path::new(file)))?,
-                };
+                if given.is_empty() {
+                    return Err(bad("labels", "a class-score model needs labels".into()));
+                }
+                let table = Labels::named(given, &resolve)?;
                 if table.len() != width {
                     return Err(ClassifyError::ClassCount {
                         path,
@@ -305,19 +300,10 @@ impl Classifier {
                 Head::Scores(cfg.scores)
             }
         };
-        let state = SimpleState::new(&plan).map_err(|e| DetectError::Load {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let state = SimpleState::new(&plan).map_err(|e| load_err(&path, e))?;
         let (w, h) = (info.input_shape[3], info.input_shape[2]);
-        let card = crate::model::card::Card::path_for(&path);
         Ok(Self {
-            model: crate::emit::RunningModel {
-                detector: name.clone(),
-                model: path.display().to_string(),
-                sha256: crate::model::card::sha256_hex(&bytes),
-                card: card.exists().then(|| card.display().to_string()),
-            },
+            model: running_model(&name, &path, &bytes),
             name,
             labels,
             classes: cfg.classes.clone(),

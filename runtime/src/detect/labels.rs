@@ -138,6 +138,17 @@ impl Labels {
         Self(vec!["text".into()])
     }
 
+    /// The labels a config names: a [`BUILTIN`](Self::BUILTIN) set, or a file (resolved by
+    /// `resolve`) read by [`from_file`](Self::from_file).
+    pub fn named(name: &str, resolve: impl Fn(&Path) -> PathBuf) -> Result<Self, LabelsError> {
+        Ok(match name {
+            "coco" => Self::coco(),
+            "face" => Self::faces(),
+            "text" => Self::text(),
+            file => Self::from_file(&resolve(Path::new(file)))?,
+        })
+    }
+
     /// Reads a text file with one label per line; line `n` names class `n - 1`. Trailing
     /// blank lines and surrounding whitespace are ignored.
     pub fn from_file(path: &Path) -> Result<Self, LabelsError> {

@@ -93,12 +93,7 @@ impl Detector {
         resolve: impl Fn(&Path) -> PathBuf,
     ) -> Result<Self, DetectError> {
         let path = resolve(&cfg.model);
-        let labels = match cfg.labels.as_str() {
-            "coco" => Labels::coco(),
-            "face" => Labels::faces(),
-            "text" => Labels::text(),
-            file => Labels::from_file(&resolve(Path::new(file)))?,
-        };
+        let labels = Labels::named(&cfg.labels, &resolve)?;
         let bytes = read_model(&path)?;
         let (plan, info) = load_plan_from_bytes(&path, &bytes, cfg.input_size)?;
         let family =
@@ -118,20 +113,10 @@ impl Detector {
                 source,
             },
         )?;
-        let name = cfg.name.clone().unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
+        let name = model_name(cfg.name.as_deref(), &path);
         let state = SimpleState::new(&plan).map_err(|e| load_err(&path, e))?;
         let preprocess = cfg.preprocess.plan(input_wh.0, input_wh.1);
-        let card = crate::model::card::Card::path_for(&path);
-        let model = crate::emit::RunningModel {
-            detector: name.clone(),
-            model: path.display().to_string(),
-            sha256: crate::model::card::sha256_hex(&bytes),
-            card: card.exists().then(|| card.display().to_string()),
-        };
+        let model = running_model(&name, &path, &bytes);
         Ok(Self {
             name,
             model,
@@ -277,7 +262,28 @@ pub struct Inferred {
     source_wh: (usize, usize),
 }
 
-fn load_err(path: &Path, e: anyhow::Error) -> DetectError {
+/// A model's name for logs and the stream: the configured one, or its file stem.
+pub(crate) fn model_name(configured: Option<&str>, path: &Path) -> String {
+    configured.map(str::to_owned).unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    })
+}
+
+/// What the stream's `models` line says of the model `name` runs: its file, the sha256 of
+/// its `bytes` and its card, when one sits beside it.
+pub(crate) fn running_model(name: &str, path: &Path, bytes: &[u8]) -> crate::emit::RunningModel {
+    let card = crate::model::card::Card::path_for(path);
+    crate::emit::RunningModel {
+        detector: name.into(),
+        model: path.display().to_string(),
+        sha256: crate::model::card::sha256_hex(bytes),
+        card: card.exists().then(|| card.display().to_string()),
+    }
+}
+
+pub(crate) fn load_err(path: &Path, e: anyhow::Error) -> DetectError {
     // tract's error chains are long; the outermost two causes say what went wrong.
     let reason = e
         .chain()
