@@ -5,7 +5,6 @@
 //! rewrites it with standard ONNX operators only, and writes one that any ONNX runtime loads.
 
 pub mod agree;
-pub mod bundle;
 pub mod calib;
 pub mod card;
 pub mod data;
@@ -31,7 +30,7 @@ pub enum Error {
     #[error(transparent)]
     Card(#[from] ocelli::model::card::CardError),
     #[error(transparent)]
-    Bundle(#[from] bundle::WriteError),
+    Bundle(#[from] ocelli::update::sign::WriteError),
     /// The rewritten model's outputs moved more than the tolerance from the original's: a
     /// rewrite is wrong for this graph. Report it with the model; `--tolerance` loosens the check.
     #[error(

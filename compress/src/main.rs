@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ocelli::update::sign;
 use ocelli_compress::onnx::Model;
 use ocelli_compress::{
-    Error, bundle, card, compare_models, data, eval, measure, optimize, pattern_input, probe,
-    prune, quantize,
+    Error, card, compare_models, data, eval, measure, optimize, pattern_input, probe, prune,
+    quantize,
 };
 
 #[derive(Parser)]
@@ -643,11 +644,11 @@ fn run(cli: Cli) -> Result<(), Error> {
             Ok(())
         }
         Command::Keygen { out } => {
-            let key = bundle::keygen(&out)?;
+            let key = sign::keygen(&out)?;
             println!(
                 "{}: secret key (keep it private); {}: public key {}",
                 out.display(),
-                bundle::public_path(&out).display(),
+                sign::public_path(&out).display(),
                 ocelli::update::bundle::key_id(&key)
             );
             Ok(())
@@ -659,7 +660,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             out,
             files,
         } => {
-            let m = bundle::write(&bundle::Request {
+            let m = sign::write(&sign::Request {
                 key: &key,
                 version,
                 config: &config,

@@ -68,6 +68,9 @@ pub struct Config {
     /// Object tracking and zones, after the detectors.
     #[serde(default)]
     pub track: Option<crate::track::TrackConfig>,
+    /// Signed model and detector updates from the fleet (docs/fleet.md).
+    #[serde(default)]
+    pub update: Option<crate::update::UpdateConfig>,
     /// The folder relative paths are resolved against: the config file's own.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -459,6 +462,26 @@ impl Config {
         Ok(config)
     }
 
+    /// This config running `detectors` and `classifiers` instead of its own: a fleet bundle's,
+    /// from its config fragment `file` (text `text`, which errors point into), checked as
+    /// [`Config::parse`] checks a config.
+    pub fn with_models(
+        &self,
+        file: &Path,
+        text: &str,
+        detectors: Vec<DetectorConfig>,
+        classifiers: Vec<crate::detect::classify::ClassifierConfig>,
+    ) -> Result<Config, ConfigError> {
+        let config = Config {
+            detectors,
+            classifiers,
+            ..self.clone()
+        };
+        config.validate(file, text)?;
+        config.validate_files(file, text)?;
+        Ok(config)
+    }
+
     /// A path from the config, resolved against the config file's folder.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         self.base_dir.join(p)
@@ -563,6 +586,13 @@ impl Config {
             return Err(err(
                 &[Key::Name("track")],
                 format!("{key} = {found}"),
+                expected,
+            ));
+        }
+        if let Some((name, found, expected)) = self.update.as_ref().and_then(|u| u.check()) {
+            return Err(err(
+                &[Key::Name("update"), Key::Name(name)],
+                found,
                 expected,
             ));
         }

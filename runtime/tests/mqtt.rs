@@ -4,6 +4,7 @@
 
 #[path = "../../tests/support.rs"]
 mod support;
+mod update;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -122,13 +123,20 @@ struct Subscriber {
 
 impl Subscriber {
     fn start(port: u16, id: &str) -> Self {
+        Self::start_on(port, id, &["ocelli/#"])
+    }
+
+    /// A subscriber to the topics `filters` match.
+    fn start_on(port: u16, id: &str, filters: &[&str]) -> Self {
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
         options
             .set_clean_session(false)
             .set_max_packet_size(1 << 20, 1 << 20)
             .set_keep_alive(Duration::from_secs(5));
         let (client, mut connection) = Client::new(options, 64);
-        client.subscribe("ocelli/#", QoS::AtLeastOnce).unwrap();
+        for f in filters {
+            client.subscribe(*f, QoS::AtLeastOnce).unwrap();
+        }
         let got = Arc::new(Mutex::new(Vec::new()));
         let subscribed = Arc::new(Mutex::new(false));
         let (g, s) = (got.clone(), subscribed.clone());

@@ -204,23 +204,7 @@ impl MqttOutput {
             value,
             expected,
         };
-        let device = match &config.device {
-            Some(d) => d.clone(),
-            None => hostname(),
-        };
-        for (field, v) in [
-            ("device", &device),
-            ("stream", &config.stream),
-            ("topic_prefix", &config.topic_prefix),
-        ] {
-            if v.is_empty() || v.contains(['/', '+', '#', '\0']) {
-                return Err(bad(
-                    field,
-                    v.clone(),
-                    "a non-empty topic level without / + # or NUL",
-                ));
-            }
-        }
+        let device = device_name(config)?;
         if !(1..=65_536).contains(&config.queue_frames) {
             let v = config.queue_frames.to_string();
             return Err(bad("queue_frames", v, "1 to 65536"));
@@ -241,19 +225,10 @@ impl MqttOutput {
             let v = spool_cfg.fsync_interval_s.to_string();
             return Err(bad("spool.fsync_interval_s", v, "0 to 3600 s"));
         }
-        let client_id = config
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("ocelli-{device}-{}", config.stream));
-        let port = config
-            .port
-            .unwrap_or(if config.tls.is_some() { 8883 } else { 1883 });
-        let mut options = MqttOptions::new(client_id, &config.host, port);
+        let mut options = options(config, "", &resolve)?;
         let base = format!("{}/{device}/{}", config.topic_prefix, config.stream);
         let status_topic = format!("{base}/status");
         options
-            .set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)))
-            .set_clean_session(true)
             .set_inflight(config.inflight)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET)
             .set_last_will(LastWill::new(
@@ -262,35 +237,6 @@ impl MqttOutput {
                 QoS::AtLeastOnce,
                 true,
             ));
-        if let Some(user) = &config.username {
-            options.set_credentials(user, config.password.clone().unwrap_or_default());
-        }
-        if let Some(tls) = &config.tls {
-            let read = |p: &PathBuf| {
-                let path = resolve(p);
-                crate::limits::read_bounded(&path, crate::limits::MAX_TLS_FILE_BYTES)
-                    .map_err(|source| MqttError::Tls { path, source })
-            };
-            let client_auth = match (&tls.cert_file, &tls.key_file) {
-                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-                (None, None) => None,
-                _ => {
-                    return Err(bad(
-                        "tls",
-                        "cert_file or key_file alone".into(),
-                        "both cert_file and key_file, or neither",
-                    ));
-                }
-            };
-            // rumqttc builds its rustls config from the process-wide provider; a second
-            // install (another output, a reload) fails harmlessly.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-                ca: read(&tls.ca_file)?,
-                alpn: None,
-                client_auth,
-            }));
-        }
         let dir = match &spool_cfg.dir {
             Some(d) => resolve(d),
             None => std::env::var_os("STATE_DIRECTORY")
@@ -394,12 +340,86 @@ impl Drop for MqttOutput {
     }
 }
 
+/// The device name of the topics: `device`, or the host name; checked with the other topic
+/// levels.
+pub fn device_name(config: &MqttConfig) -> Result<String, MqttError> {
+    let device = match &config.device {
+        Some(d) => d.clone(),
+        None => hostname(),
+    };
+    for (field, v) in [
+        ("device", &device),
+        ("stream", &config.stream),
+        ("topic_prefix", &config.topic_prefix),
+    ] {
+        if v.is_empty() || v.contains(['/', '+', '#', '\0']) {
+            return Err(MqttError::Config {
+                field,
+                value: v.clone(),
+                expected: "a non-empty topic level without / + # or NUL",
+            });
+        }
+    }
+    Ok(device)
+}
+
+/// The connection settings of `config` (broker, credentials, TLS, keep-alive, a clean
+/// session), for a client whose id ends in `suffix`: each connection to the broker has its own.
+pub fn options(
+    config: &MqttConfig,
+    suffix: &str,
+    resolve: impl Fn(&std::path::Path) -> PathBuf,
+) -> Result<MqttOptions, MqttError> {
+    let device = device_name(config)?;
+    let client_id = config
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("ocelli-{device}-{}", config.stream));
+    let port = config
+        .port
+        .unwrap_or(if config.tls.is_some() { 8883 } else { 1883 });
+    let mut options = MqttOptions::new(client_id + suffix, &config.host, port);
+    options
+        .set_keep_alive(Duration::from_secs(config.keep_alive_s.max(5)))
+        .set_clean_session(true);
+    if let Some(user) = &config.username {
+        options.set_credentials(user, config.password.clone().unwrap_or_default());
+    }
+    if let Some(tls) = &config.tls {
+        let read = |p: &PathBuf| {
+            let path = resolve(p);
+            crate::limits::read_bounded(&path, crate::limits::MAX_TLS_FILE_BYTES)
+                .map_err(|source| MqttError::Tls { path, source })
+        };
+        let client_auth = match (&tls.cert_file, &tls.key_file) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            (None, None) => None,
+            _ => {
+                return Err(MqttError::Config {
+                    field: "tls",
+                    value: "cert_file or key_file alone".into(),
+                    expected: "both cert_file and key_file, or neither",
+                });
+            }
+        };
+        // rumqttc builds its rustls config from the process-wide provider; a second
+        // install (another output, a reload) fails harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca: read(&tls.ca_file)?,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(options)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Plain buffers: a panic elsewhere cannot leave them inconsistent.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

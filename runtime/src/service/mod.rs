@@ -26,6 +26,7 @@ use crate::imgproc::motion::{MotionGate, MotionResult};
 use crate::overlay;
 use crate::snapshot::Snapshots;
 use crate::track::{self, Tracker};
+use crate::update::{Health, UpdateError, Updater};
 
 /// Why the service stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,8 @@ pub enum ServiceError {
     Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error(transparent)]
     Framebuffer(#[from] crate::framebuffer::FramebufferError),
+    #[error(transparent)]
+    Update(#[from] UpdateError),
     /// The JSON-lines file could not be opened or written: check the path and free space.
     #[error("{path}: cannot write results: {source}")]
     Output {
@@ -119,7 +122,15 @@ pub fn serve(config_path: &Path) -> Result<RunSummary, ServiceError> {
     let config = Config::load(config_path)?;
     use_board(&config.board);
     let mut notifier = Notifier::from_env();
+    let (updater, config) = match config.update {
+        Some(_) => {
+            let (updater, config) = Updater::open(config)?;
+            (Some(updater), config)
+        }
+        None => (None, config),
+    };
     let mut pipeline = Pipeline::open(&config)?;
+    pipeline.updater = updater;
     notifier.ready();
     let summary = pipeline.run(&mut notifier, Some(config_path));
     notifier.stopping();
@@ -450,6 +461,8 @@ pub struct Pipeline {
     /// Reopenings since start, and whether the next frame is the first after one.
     reconnects: u32,
     restored: bool,
+    /// Fleet updates, when the config has an `[update]` table.
+    updater: Option<Updater>,
 }
 
 impl Pipeline {
@@ -482,6 +495,7 @@ impl Pipeline {
             line: Vec::with_capacity(4096),
             reconnects: 0,
             restored: false,
+            updater: None,
         };
         pipeline.announce_models();
         Ok(pipeline)
@@ -569,8 +583,13 @@ impl Pipeline {
                 && RELOAD.swap(false, Ordering::Relaxed)
             {
                 notifier.reloading();
+                let updater = self.updater.as_mut();
                 match Config::load(path)
                     .map_err(ServiceError::from)
+                    .and_then(|c| match updater {
+                        Some(u) => u.merge(c).map_err(|e| UpdateError::Fragment(e).into()),
+                        None => Ok(c),
+                    })
                     .and_then(|c| self.reload(c))
                 {
                     Ok(()) => {
@@ -584,6 +603,7 @@ impl Pipeline {
                 }
                 notifier.ready();
             }
+            self.take_update(notifier);
             notifier.watchdog();
             let t0 = Instant::now();
             let frame = match self.source.next_frame() {
@@ -621,7 +641,18 @@ impl Pipeline {
                     "frame", "source", "label", "score"
                 );
             }
-            if let Err(e) = self.process(id, timestamp_us, latency, &origin, &mut summary) {
+            let processed = self.process(id, timestamp_us, latency, &origin, &mut summary);
+            let health = match &mut self.updater {
+                Some(u) => u.observe(processed.as_ref().map(|t| *t).map_err(|e| e.to_string())),
+                None => Health::Pending,
+            };
+            if let Health::RollBack(previous) = health {
+                notifier.reloading();
+                if let Err(e) = self.reload(*previous) {
+                    break Err(e);
+                }
+                notifier.ready();
+            } else if let Err(e) = processed {
                 break Err(e);
             }
         };
@@ -632,6 +663,25 @@ impl Pipeline {
         self.net.shutdown();
         let flushed = self.outputs.flush();
         result.and(flushed).map(|()| summary)
+    }
+
+    /// Applies the next fleet update waiting, if any: the new detectors load while the old
+    /// ones are still in place, then the health check starts.
+    fn take_update(&mut self, notifier: &mut Notifier) {
+        let Some(mut updater) = self.updater.take() else {
+            return;
+        };
+        if let Some((path, from)) = updater.next_bundle()
+            && let Some(config) = updater.prepare(&path, &from, &self.config)
+        {
+            notifier.reloading();
+            match self.reload(config) {
+                Ok(()) => updater.swapped(Ok(&self.config)),
+                Err(e) => updater.swapped(Err(e.to_string())),
+            }
+            notifier.ready();
+        }
+        self.updater = Some(updater);
     }
 
     /// Reopens a lost camera with the configured backoff, telling clients before each
@@ -687,7 +737,8 @@ impl Pipeline {
         unreachable!("the attempts never run out")
     }
 
-    /// Imaging, detection and outputs for the frame in `self.rgb`.
+    /// Imaging, detection and outputs for the frame in `self.rgb`; the inference time in µs
+    /// when the detectors ran.
     fn process(
         &mut self,
         id: u64,
@@ -695,7 +746,7 @@ impl Pipeline {
         mut latency: StageLatency,
         origin: &str,
         summary: &mut RunSummary,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<Option<u32>, ServiceError> {
         let t0 = Instant::now();
         let image = match self.imaging.rectify {
             Some((m, w, h)) => {
@@ -871,7 +922,7 @@ impl Pipeline {
         if let Some(fb) = &mut outputs.framebuffer {
             fb.show(image)?;
         }
-        Ok(())
+        Ok(run_detectors.then_some(latency.inference))
     }
 }
 

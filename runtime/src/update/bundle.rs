@@ -82,8 +82,7 @@ impl Fragment {
 
     /// The files it names, as written: models, labels files and galleries.
     pub fn files(&self) -> Vec<String> {
-        let label_file =
-            |l: &str| (!Labels::BUILTIN.contains(&l) && !l.is_empty()).then(|| l.into());
+        let label_file = |l: &str| is_labels_file(l).then(|| l.into());
         let shown = |p: &Path| p.to_string_lossy().into_owned();
         let detectors = self
             .detectors
@@ -98,6 +97,31 @@ impl Fragment {
         });
         detectors.chain(classifiers).flatten().collect()
     }
+
+    /// The fragment with the files it names found in `dir`: those of a staged bundle.
+    pub fn rooted_at(mut self, dir: &Path) -> Self {
+        let root = |p: &mut PathBuf| *p = dir.join(&*p);
+        let root_labels = |l: &mut String| {
+            if is_labels_file(l) {
+                *l = dir.join(&*l).to_string_lossy().into_owned();
+            }
+        };
+        for d in &mut self.detectors {
+            root(&mut d.model);
+            root_labels(&mut d.labels);
+        }
+        for c in &mut self.classifiers {
+            root(&mut c.model);
+            c.labels.as_mut().map(root_labels);
+            c.gallery.as_mut().map(root);
+        }
+        self
+    }
+}
+
+/// Whether a `labels` setting names a file, not a built-in set.
+fn is_labels_file(labels: &str) -> bool {
+    !Labels::BUILTIN.contains(&labels) && !labels.is_empty()
 }
 
 /// The bounds a bundle is read within.

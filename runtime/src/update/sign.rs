@@ -1,18 +1,18 @@
-//! Fleet update bundles (docs/fleet.md): `keygen` writes an Ed25519 key pair, `bundle` signs a
-//! config fragment and the files it names into the archive `ocelli` verifies
-//! (`ocelli::update::bundle`).
+//! Making update bundles (docs/fleet.md): [`keygen`] writes an Ed25519 key pair, [`write`]
+//! signs a config fragment and the files it names into the archive [`super::bundle`] verifies.
+//! `ocelli-compress keygen` and `bundle` call them; tests make their bundles with them.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
-use ocelli::limits::{MAX_CONFIG_BYTES, MAX_MODEL_BYTES, read_bounded};
-use ocelli::model::card::{sha256_hex, to_hex};
-use ocelli::update::bundle::{
+use super::bundle::{
     FileEntry, Fragment, MANIFEST, Manifest, SCHEMA, SIGNATURE, key_id, read_key_file,
 };
+use crate::limits::{MAX_CONFIG_BYTES, MAX_MODEL_BYTES, read_bounded};
+use crate::model::card::{sha256_hex, to_hex};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
 /// Why a key or bundle was not written.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum WriteError {
     File { path: PathBuf, reason: String },
     /// The signing key could not be read.
     #[error(transparent)]
-    Key(#[from] ocelli::update::bundle::BundleError),
+    Key(#[from] super::bundle::BundleError),
 }
 
 /// Longest entry name a plain (ustar) tar header holds.
@@ -229,7 +229,7 @@ pub fn write(req: &Request) -> Result<Manifest, WriteError> {
 
 /// `secs` after the Unix epoch as an RFC 3339 UTC time (days to dates: H. Hinnant's
 /// `civil_from_days`).
-fn rfc3339(secs: u64) -> String {
+pub fn rfc3339(secs: u64) -> String {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
