@@ -7,7 +7,7 @@
 # binfmt_misc (`just setup-cross`) and reach Debian's mirror through the host's network.
 #
 # Images live in podman storage under target/podman, with the engine settings this host needs
-# (docs/fleet.md: runc, ulimits within the host's): export CONTAINERS_STORAGE_CONF and
+# (docs/container.md: runc, ulimits within the host's): export CONTAINERS_STORAGE_CONF and
 # CONTAINERS_CONF as below to use them. The base is imported again only when this script,
 # debian-unpack.sh or the Debian package versions change.
 #
@@ -60,4 +60,6 @@ SRC
   echo "podman-image: base $base imported" >&2
 fi
 podman build --platform linux/arm64 --network host -f "$root/packaging/Dockerfile" -t "$tag" "$root" >&2
+# Earlier builds' layers, no longer tagged.
+podman image prune -f >/dev/null
 echo "$tag"
