@@ -4,7 +4,7 @@
 # slim image holds) are unpacked on the host by cross/debian-unpack.sh and imported with
 # `podman import` as docker.io/library/debian:bookworm-slim, so the Dockerfile's FROM finds it
 # locally. The build's RUN steps (apt-get install tini) run as arm64 under qemu-user through
-# binfmt_misc (`just setup-cross`) and reach Debian's mirror through the host's network.
+# binfmt_misc (`just setup-cross`) and reach Debian's mirror through podman's bridge network.
 #
 # Images live in podman storage under target/podman, with the engine settings this host needs
 # (docs/container.md: runc, ulimits within the host's): export CONTAINERS_STORAGE_CONF and
@@ -32,15 +32,25 @@ export CONTAINERS_STORAGE_CONF=$store/storage.conf CONTAINERS_CONF=$store/contai
 base=docker.io/library/debian:bookworm-slim
 essential=$(apt-cache -o APT::Architecture=arm64 -o APT::Architectures=arm64 dumpavail \
   | awk '/^Package:/ { p = $2 } /^Essential: yes/ { print p }' | sort -u)
+# usr-is-merged, not usrmerge and the whole of perl, meets init-system-helpers' dependency.
 # shellcheck disable=SC2086 # one package name per word
-packages=($essential apt mawk)
+packages=($essential apt mawk usr-is-merged)
 stamp=$( (cat "$0" "$root/cross/debian-unpack.sh"; apt-cache -o APT::Architecture=arm64 policy "${packages[@]}") \
   | sha256sum | cut -c1-16)
 if [ "$(podman image inspect --format '{{ index .Labels "stamp" }}' "$base" 2>/dev/null)" != "$stamp" ]; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   debian_unpack "$work/rootfs" "$store/debs" "${packages[@]}"
-  # The slim image's apt source, the mirror the host uses.
+  # As in the slim image: no documentation but copyrights, no translations, now or from dpkg;
+  printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+    'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' 'path-exclude /usr/share/locale/*' \
+    > "$work/rootfs/etc/dpkg/dpkg.cfg.d/slim"
+  # and apt keeps no package caches or translated descriptions in a layer.
+  printf '%s\n' 'Dir::Cache::pkgcache "";' 'Dir::Cache::srcpkgcache "";' 'Acquire::Languages "none";' \
+    > "$work/rootfs/etc/apt/apt.conf.d/slim"
+  find "$work/rootfs/usr/share/doc" -type f ! -name copyright -delete
+  rm -rf "$work/rootfs/usr/share/man" "$work/rootfs/usr/share/info" "$work/rootfs/usr/share/locale"
+  # The slim image's apt source.
   cat > "$work/rootfs/etc/apt/sources.list.d/debian.sources" <<'SRC'
 Types: deb
 URIs: http://deb.debian.org/debian
@@ -59,7 +69,7 @@ SRC
         --change 'CMD ["bash"]' - "$base" >/dev/null
   echo "podman-image: base $base imported" >&2
 fi
-podman build --platform linux/arm64 --network host -f "$root/packaging/Dockerfile" -t "$tag" "$root" >&2
+podman build --platform linux/arm64 -f "$root/packaging/Dockerfile" -t "$tag" "$root" >&2
 # Earlier builds' layers, no longer tagged.
 podman image prune -f >/dev/null
 echo "$tag"
