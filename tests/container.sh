@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The image of packaging/Dockerfile, run for real with podman: built on a local base
-# (packaging/podman-image.sh), started as the DaemonSet starts it (its user, a read-only root,
-# no capabilities, the socket directory a volume of the host's), with the config the image
-# carries mounted over /etc/ocelli, the camera replaced by a looping reference photo. The host
+# (packaging/podman-image.sh), started as packaging/k8s/daemonset.yaml starts it (its user, a
+# read-only root, no capabilities, its memory limit, the socket directory a volume of the
+# host's, its ConfigMap mounted over /etc/ocelli), the camera replaced by a looping photo. The host
 # reads detections from the socket (tests/container_check.py: the person on astronaut.png where
 # onnxruntime finds it), then stops the container: SIGTERM to tini, which forwards it, must end
 # it with status 0 and the socket removed. ocelli finishes the frame in hand first: about 5 s
@@ -22,20 +22,16 @@ trap 'podman rm -f -t 0 "$name" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
   || { cat "$work/build.log" >&2; fail "the image did not build"; }
 echo "container test: image $tag built"
 
-# The image's config, its camera replaced by the photo.
+# The DaemonSet's pod: its ConfigMap (the camera replaced by the photo), security settings and
+# volumes; the host directory its hostPath names is owned by the container's user.
 mkdir -p "$work/etc" "$work/run"
-podman run --rm --arch arm64 --network none --entrypoint cat "$tag" /etc/ocelli/ocelli.toml \
-  | sed '/^\[source\]$/,/^$/c [source]\nkind = "images"\npath = "/srv/images/astronaut.png"\nloop = true\n' \
-  > "$work/etc/ocelli.toml"
-grep -q '^kind = "images"' "$work/etc/ocelli.toml" || fail "no [source] table replaced in the image's config"
-# The host directory the DaemonSet mounts at /run/ocelli, owned by the container's user.
 chown 65534:44 "$work/run"
-
+mapfile -t pod < <(python3 "$root/tests/container_check.py" pod "$root/packaging/k8s/daemonset.yaml" \
+  "$root/models/cache/images" "$work/run" "$work/etc")
+[ ${#pod[@]} -gt 0 ] || fail "no pod read from packaging/k8s/daemonset.yaml"
+for i in "${!pod[@]}"; do [ "${pod[i]}" = IMAGE ] && pod[i]=$tag; done
 grace=60
-podman run -d --arch arm64 --name "$name" --network none --read-only --tmpfs /tmp --cap-drop ALL \
-  --security-opt no-new-privileges --memory 512m \
-  -v "$work/run:/run/ocelli" -v "$work/etc:/etc/ocelli:ro" \
-  -v "$root/models/cache/images:/srv/images:ro" "$tag" >/dev/null
+podman run -d --arch arm64 --name "$name" --network none "${pod[@]}" >/dev/null
 for _ in $(seq 120); do
   [ -S "$work/run/ocelli.sock" ] && break
   [ "$(podman inspect --format '{{.State.Running}}' "$name")" = true ] \
@@ -44,14 +40,14 @@ for _ in $(seq 120); do
 done
 [ -S "$work/run/ocelli.sock" ] || { podman logs "$name" >&2; fail "no socket in the volume after 120 s"; }
 [ "$(stat -c '%a %u:%g' "$work/run/ocelli.sock")" = "660 65534:44" ] \
-  || fail "socket is $(stat -c '%a %u:%g' "$work/run/ocelli.sock"), expected 660 65534:44 (the image's user, video)"
+  || fail "socket is $(stat -c '%a %u:%g' "$work/run/ocelli.sock"), expected 660 65534:44 (the pod's user, video)"
 
 # PID 1 is tini (run by qemu-user through binfmt_misc), ocelli its child.
 pid=$(podman inspect --format '{{.State.Pid}}' "$name")
 tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q '/usr/bin/tini -- /usr/bin/ocelli run' \
   || fail "the container's first process is not tini: $(tr '\0' ' ' < "/proc/$pid/cmdline")"
 
-python3 "$root/tests/container_check.py" --schema "$root/docs/schema/frame.schema.json" --frames 2 \
+python3 "$root/tests/container_check.py" stream --schema "$root/docs/schema/frame.schema.json" \
   "$work/run/ocelli.sock" || { podman logs "$name" >&2; fail "the stream failed its checks"; }
 
 start=$(date +%s%N)
