@@ -15,7 +15,7 @@ default:
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    pkgs=(libclang-dev curl systemd mosquitto openssl)
+    pkgs=(libclang-dev curl systemd mosquitto openssl podman runc)
     missing=()
     for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
     if [ ${#missing[@]} -gt 0 ]; then
@@ -58,8 +58,8 @@ snapshot: (fetch "yolox_nano.onnx" "yunet_n_320_320.onnx" "images/astronaut.png"
     cargo run -p ocelli --quiet -- run docs/snapshot.toml
     python3 docs/snapshot.py out/snapshots docs/snapshot.png
 
-# The whole test suite, as CI runs it: host, aarch64 under qemu-user, its package, the emulated boards.
-test: test-host (test-arm "aarch64-unknown-linux-gnu") (test-package "arm64") qemu-camera qemu-systemd
+# The whole test suite, as CI runs it: host, aarch64 under qemu-user, its package, its container, the emulated boards.
+test: test-host (test-arm "aarch64-unknown-linux-gnu") (test-package "arm64") test-container qemu-camera qemu-systemd
     @{{ just_executable() }} isa-skips
 
 # The instruction-set paths the last host and qemu-user test runs skipped (the CPU lacked them), with their count.
@@ -93,6 +93,10 @@ bench-seg: fixtures
 package: dist
     packaging/build-deb.sh arm64 target/dist/ocelli-aarch64-unknown-linux-gnu
     packaging/build-deb.sh armhf target/dist/ocelli-armv7-unknown-linux-gnueabihf
+
+# The arm64 image of packaging/Dockerfile, built and run with podman: detections on the socket volume, SIGTERM.
+test-container: setup (fetch "yolox_nano.onnx" "images/astronaut.png") (cross "aarch64-unknown-linux-gnu")
+    tests/container.sh
 
 # The packages install, upgrade (keeping an edited config) and purge cleanly.
 test-package *ARCHS="arm64 armhf":

@@ -24,6 +24,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# ARM binaries run by the kernel through qemu-user (the container image's RUN steps and
+# processes): qemu-user-static's binfmt_misc entries, registered by hand where no init does it.
+# Their F flag opens the interpreter now, so it also serves inside containers.
+[ -f /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+for arch in aarch64 arm; do
+  [ -f "/proc/sys/fs/binfmt_misc/qemu-$arch" ] || cat "/usr/lib/binfmt.d/qemu-$arch.conf" > /proc/sys/fs/binfmt_misc/register
+done
+
 # armv7-unknown-linux-musleabihf is left out: rustup ships no rust-std for it on current stable.
 rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf aarch64-unknown-linux-musl 2>&1 \
   | grep -v 'is up to date' || true

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fleet deployment files, validated statically (no container engine runs here): the Dockerfile
+# Fleet deployment files, validated statically (tests/container.sh runs the image): the Dockerfile
 # lints clean, the systemd unit's exposure is at most 2.0, the Kubernetes manifests fit the API
 # schemas, and the DaemonSet's config passes `ocelli check-config` with its models.
 set -euo pipefail
