@@ -15,7 +15,7 @@ default:
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    pkgs=(libclang-dev curl systemd mosquitto openssl podman runc)
+    pkgs=(libclang-dev curl systemd mosquitto mosquitto-clients openssl podman runc)
     missing=()
     for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
     if [ ${#missing[@]} -gt 0 ]; then
@@ -52,6 +52,11 @@ demo-cascade: setup (fetch "ch_PP-OCRv4_det_infer.onnx" "ch_ppocr_mobile_v2.0_cl
     cargo run -p ocelli --quiet -- run board-configs/host-cascade.toml
     @echo "annotated image: out/cascade/page.png"
 
+# Three devices updated over MQTT from a local mosquitto: a good bundle, a bad one, a slow one.
+fleet-demo: setup (fetch "ultraface_version-slim-320.onnx" "ultraface_version-RFB-320.onnx" "yolov8n.onnx" "images/astronaut.png" "images/chelsea.png" "images/coffee.png" "images/camera.png" "images/page.png" "images/text.png" "images/rocket.jpg")
+    cargo build -p ocelli -p ocelli-compress --quiet
+    python3 tests/fleet_demo.py "${CARGO_TARGET_DIR:-target}/debug/ocelli" "${CARGO_TARGET_DIR:-target}/debug/ocelli-compress"
+
 # docs/snapshot.png: annotated snapshots (tracking, a zone) of three demo photos, tiled.
 snapshot: (fetch "yolox_nano.onnx" "yunet_n_320_320.onnx" "images/astronaut.png" "images/chelsea.png" "images/coffee.png" "images/camera.png" "images/page.png" "images/text.png" "images/rocket.jpg")
     rm -rf out/snapshots
@@ -79,6 +84,7 @@ test-host: setup fixtures
     mkdir -p "${CARGO_TARGET_DIR:-target}/test-logs"
     cargo test --workspace 2>&1 | tee "${CARGO_TARGET_DIR:-target}/test-logs/host.log"
     tests/deploy.sh
+    python3 tests/fleet_demo.py "${CARGO_TARGET_DIR:-target}/debug/ocelli" "${CARGO_TARGET_DIR:-target}/debug/ocelli-compress"
     @{{ just_executable() }} isa-skips host
 
 # Criterion benchmarks (release builds) and the side-by-side reference timings.
