@@ -8,7 +8,9 @@ step, the socket lines it read (blocks as in check.py). This checks that the pac
 and started the hardened service, that the installed binary and model find the face on
 astronaut.png, that detections streamed after every step, that the watchdog
 restarted a stalled pipeline, that broken configs were refused on SIGHUP while the same process
-kept streaming, that SIGTERM stopped it cleanly and that a purge left nothing. Prints one line per
+kept streaming, that a signed bundle from the host's broker was applied, that a SIGKILL during the
+next one's health check left the first running and the second applied when sent again, that
+SIGTERM stopped it cleanly and that a purge left nothing. Prints one line per
 check; exit status 1 if any failed.
 """
 
@@ -29,7 +31,8 @@ PHOTO = re.compile(r"==== ocelli-photo begin\r?\n(.*?)==== ocelli-photo end rc=(
 # with the qemu-virt preset's preprocessing (tests/reference/detectors.py): the board's must
 # overlap it with an IoU of at least 0.9.
 FACE = (178.2, 62.4, 272.8, 173.5)
-STEPS = ["installed", "restarted", "reload-syntax", "reload-missing-model"]
+STEPS = ["installed", "restarted", "reload-syntax", "reload-missing-model", "updated",
+         "update-killed"]
 BROKEN = ["syntax", "missing-model"]
 
 
@@ -56,6 +59,36 @@ def check_photo(text, validator):
     if faces:
         detail += f" at {faces[0]['box']} score {faces[0]['score']:.3f}, IoU {best:.3f} with {list(FACE)}"
     return ok, "; ".join([detail] + errors[:3])
+
+
+def update_status(facts, name):
+    """The update status.json the board printed as fact `name`, or {}."""
+    try:
+        return json.loads(facts.get(name) or "{}")
+    except json.JSONDecodeError:
+        return {}
+
+
+def update_checks(facts):
+    """(name, passed, detail) for the fleet update over MQTT."""
+    out = []
+    for name, claim, version, outcome in [
+        ("update_applied", "a signed bundle over MQTT switches the model", 1, "applied"),
+        ("update_after_kill", "a SIGKILL during the next update's health check leaves it running",
+         1, "interrupted"),
+        ("update_again", "the update sent again after the SIGKILL applies", 2, "applied"),
+    ]:
+        s = update_status(facts, name)
+        running, last = s.get("running", {}), s.get("update") or {}
+        models = [os.path.basename(m["path"]) for m in running.get("models", [])]
+        ok = (running.get("version") == version and last.get("outcome") == outcome
+              and models == ["ultraface_version-RFB-320.onnx"])
+        out.append((claim, ok, f"running version {running.get('version')} {models}; last update "
+                    f"{last.get('version')} {last.get('outcome')}: {last.get('reason')}"))
+    pids = (facts.get("update_pids") or "").split()
+    out.append(("the killed update's service was restarted", len(pids) == 2 and pids[0] != pids[1],
+                f"pid {' -> '.join(pids)}"))
+    return out
 
 
 def checks(facts, streams, photo, validator, want):
@@ -109,7 +142,7 @@ def checks(facts, streams, photo, validator, want):
         ("purge leaves nothing", f("purge_rc") == "0" and f("after_purge") == "inactive 0",
          f"dpkg --purge status {f('purge_rc')}; unit state and leftovers: {f('after_purge')}"),
     ]
-    return out
+    return out + update_checks(facts)
 
 
 def main():
