@@ -662,6 +662,25 @@ impl Config {
                 ));
             }
         }
+        for (i, k) in self
+            .update
+            .iter()
+            .flat_map(|u| u.trusted_keys.iter())
+            .enumerate()
+        {
+            if let Err(e) = crate::update::bundle::read_public_key(&self.resolve(k)) {
+                let key = [
+                    Key::Name("update"),
+                    Key::Name("trusted_keys"),
+                    Key::Index(i),
+                ];
+                return Err(err(
+                    &key,
+                    e.to_string(),
+                    "a public key file from ocelli-compress keygen",
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -562,6 +562,9 @@ impl Pipeline {
         {
             eprintln!("ocelli: output.mqtt and output.http changes take effect on restart");
         }
+        if config.update != self.config.update {
+            eprintln!("ocelli: update changes take effect on restart");
+        }
         self.config = config;
         self.announce_models();
         Ok(())

@@ -286,8 +286,22 @@ impl Updater {
         Ok(cut)
     }
 
-    /// `base` with the running bundle's fragment: the config a SIGHUP reloads.
+    /// `base` with the running bundle's fragment: the config a SIGHUP reloads. A bundle on
+    /// trial is dropped: its check would measure another config.
     pub fn merge(&mut self, base: Config) -> Result<Config, String> {
+        if let Some(trial) = self.trial.take() {
+            let from = self.from();
+            self.drop_trial(&trial);
+            self.status.running = trial.previous_running;
+            let reason = "the config was reloaded during the health check; send the bundle again";
+            self.step(
+                Some(trial.version),
+                &from,
+                "done",
+                "rolled-back",
+                Some(reason.into()),
+            );
+        }
         self.base = base;
         self.current_config()
     }
