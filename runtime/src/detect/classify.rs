@@ -364,7 +364,9 @@ impl Classifier {
                 .run(&self.crop, slice)
                 .map_err(|e| run(e.into()))?;
         }
-        let outputs = self.state.run(tvec!(input.into_tvalue())).map_err(run)?;
+        let state = &mut self.state;
+        let outputs = crate::service::run_on_current(|| state.run(tvec!(input.into_tvalue())))
+            .map_err(run)?;
         let raw = outputs[0]
             .try_as_plain_ram()
             .and_then(|t| t.as_slice::<f32>())

@@ -317,39 +317,122 @@ const CHUNK: usize = 16;
 
 /// Even and odd bytes of `line` (2·n long) into `even` and `odd` (n long each).
 fn deinterleave2(line: &[i8], even: &mut [i8], odd: &mut [i8]) {
-    let done = deinterleave2_simd(line, even, odd);
-    for i in done..even.len() {
+    let blocks = even.len() / 16;
+    for b in 0..blocks {
+        let [e, o] = blocks16::deinterleave2(line[32 * b..][..32].try_into().expect("32"));
+        even[16 * b..][..16].copy_from_slice(&e);
+        odd[16 * b..][..16].copy_from_slice(&o);
+    }
+    for i in blocks * 16..even.len() {
         even[i] = line[2 * i];
         odd[i] = line[2 * i + 1];
     }
 }
 
-/// 16 pairs at a time with SSE2: masks and shifts split each 16-bit pair, unsigned packs
-/// put the halves back together; returns how many pairs it wrote.
+/// 16 values at a time, SSE2 on x86-64 and NEON on aarch64 (both baseline there), plain
+/// elsewhere: the even and odd bytes of 32, and four rows of 16 interleaved byte by byte.
 #[cfg(target_arch = "x86_64")]
-fn deinterleave2_simd(line: &[i8], even: &mut [i8], odd: &mut [i8]) -> usize {
+use sse2 as blocks16;
+
+#[cfg(target_arch = "aarch64")]
+use neon as blocks16;
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+use plain as blocks16;
+
+#[cfg(any(test, not(any(target_arch = "x86_64", target_arch = "aarch64"))))]
+mod plain {
+    pub fn deinterleave2(line: &[i8; 32]) -> [[i8; 16]; 2] {
+        [
+            std::array::from_fn(|i| line[2 * i]),
+            std::array::from_fn(|i| line[2 * i + 1]),
+        ]
+    }
+
+    /// Quad `q` holds positions 4q..4q+4, each as its 4 rows' bytes.
+    pub fn interleave4(rows: [&[i8; 16]; 4]) -> [[i8; 16]; 4] {
+        std::array::from_fn(|q| std::array::from_fn(|i| rows[i % 4][4 * q + i / 4]))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
     use std::arch::x86_64::*;
-    let blocks = even.len() / 16;
-    for b in 0..blocks {
-        let src = &line[32 * b..][..32];
-        // SAFETY: SSE2 is part of the x86-64 baseline; `src` holds 32 bytes and each
-        // destination 16, all accessed unaligned.
+
+    /// Masks and shifts split each 16-bit pair, unsigned packs put the halves back together.
+    pub fn deinterleave2(line: &[i8; 32]) -> [[i8; 16]; 2] {
+        let mut out = [[0i8; 16]; 2];
+        // SAFETY: SSE2 is part of the x86-64 baseline; `line` holds 32 bytes and each
+        // half of `out` 16, all accessed unaligned.
         unsafe {
-            let lo = _mm_loadu_si128(src.as_ptr().cast());
-            let hi = _mm_loadu_si128(src[16..].as_ptr().cast());
+            let lo = _mm_loadu_si128(line.as_ptr().cast());
+            let hi = _mm_loadu_si128(line[16..].as_ptr().cast());
             let mask = _mm_set1_epi16(0xff);
             let e = _mm_packus_epi16(_mm_and_si128(lo, mask), _mm_and_si128(hi, mask));
             let o = _mm_packus_epi16(_mm_srli_epi16(lo, 8), _mm_srli_epi16(hi, 8));
-            _mm_storeu_si128(even[16 * b..][..16].as_mut_ptr().cast(), e);
-            _mm_storeu_si128(odd[16 * b..][..16].as_mut_ptr().cast(), o);
+            _mm_storeu_si128(out[0].as_mut_ptr().cast(), e);
+            _mm_storeu_si128(out[1].as_mut_ptr().cast(), o);
         }
+        out
     }
-    blocks * 16
+
+    /// Byte then word unpacks.
+    pub fn interleave4(rows: [&[i8; 16]; 4]) -> [[i8; 16]; 4] {
+        let mut out = [[0i8; 16]; 4];
+        // SAFETY: SSE2 is part of the x86-64 baseline; every row and quad holds 16 bytes,
+        // accessed unaligned.
+        unsafe {
+            let [a, b, c, d] = rows.map(|r| _mm_loadu_si128(r.as_ptr().cast()));
+            let ab_lo = _mm_unpacklo_epi8(a, b);
+            let ab_hi = _mm_unpackhi_epi8(a, b);
+            let cd_lo = _mm_unpacklo_epi8(c, d);
+            let cd_hi = _mm_unpackhi_epi8(c, d);
+            let quads = [
+                _mm_unpacklo_epi16(ab_lo, cd_lo),
+                _mm_unpackhi_epi16(ab_lo, cd_lo),
+                _mm_unpacklo_epi16(ab_hi, cd_hi),
+                _mm_unpackhi_epi16(ab_hi, cd_hi),
+            ];
+            for (o, q) in out.iter_mut().zip(quads) {
+                _mm_storeu_si128(o.as_mut_ptr().cast(), q);
+            }
+        }
+        out
+    }
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-fn deinterleave2_simd(_: &[i8], _: &mut [i8], _: &mut [i8]) -> usize {
-    0
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    /// One de-interleaving load.
+    pub fn deinterleave2(line: &[i8; 32]) -> [[i8; 16]; 2] {
+        let mut out = [[0i8; 16]; 2];
+        // SAFETY: NEON is part of the aarch64 baseline; `line` holds 32 bytes and each half
+        // of `out` 16.
+        unsafe {
+            let v = vld2q_s8(line.as_ptr());
+            vst1q_s8(out[0].as_mut_ptr(), v.0);
+            vst1q_s8(out[1].as_mut_ptr(), v.1);
+        }
+        out
+    }
+
+    /// Byte then halfword zips.
+    pub fn interleave4(rows: [&[i8; 16]; 4]) -> [[i8; 16]; 4] {
+        let mut out = [[0i8; 16]; 4];
+        // SAFETY: NEON is part of the aarch64 baseline; every row and quad holds 16 bytes.
+        unsafe {
+            let [a, b, c, d] = rows.map(|r| vld1q_s8(r.as_ptr()));
+            let (ab, cd) = (vzipq_s8(a, b), vzipq_s8(c, d));
+            let lo = vzipq_s16(vreinterpretq_s16_s8(ab.0), vreinterpretq_s16_s8(cd.0));
+            let hi = vzipq_s16(vreinterpretq_s16_s8(ab.1), vreinterpretq_s16_s8(cd.1));
+            for (o, q) in out.iter_mut().zip([lo.0, lo.1, hi.0, hi.1]) {
+                vst1q_s8(o.as_mut_ptr(), vreinterpretq_s8_s16(q));
+            }
+        }
+        out
+    }
 }
 
 impl Op for FastIm2colI8 {
@@ -506,74 +589,61 @@ fn interleave4(rows: &[i8], four: Four, offset: usize, out: &mut [u8]) {
         r,
         panel_len,
     } = four;
-    let done = interleave4_simd(rows, four, offset, out);
-    for m in done..n {
-        let at = (m / r) * panel_len + offset + 4 * (m % r);
+    let at = |m: usize| (m / r) * panel_len + offset + 4 * (m % r);
+    // 16 positions at a time while they fill whole panels, as quads of 4 consecutive
+    // positions, which never straddle a panel when r is 4, 8 or 16.
+    let blocks = if matches!(r, 4 | 8 | 16) { n / 16 } else { 0 };
+    let row =
+        |j: usize, m: usize| -> &[i8; 16] { rows[j * stride + m..][..16].try_into().expect("16") };
+    for m in (0..blocks * 16).step_by(16) {
+        let quads = blocks16::interleave4([row(0, m), row(1, m), row(2, m), row(3, m)]);
+        for (q, quad) in quads.iter().enumerate() {
+            let dst = &mut out[at(m + 4 * q)..][..16];
+            for (d, v) in dst.iter_mut().zip(quad) {
+                *d = *v as u8;
+            }
+        }
+    }
+    for m in blocks * 16..n {
         for j in 0..4 {
-            out[at + j] = rows[j * stride + m] as u8;
+            out[at(m) + j] = rows[j * stride + m] as u8;
         }
     }
-}
-
-/// 16 positions at a time with SSE2 byte/word unpacks, while the 16 fill whole panels;
-/// returns how many positions it wrote.
-#[cfg(target_arch = "x86_64")]
-fn interleave4_simd(rows: &[i8], four: Four, offset: usize, out: &mut [u8]) -> usize {
-    use std::arch::x86_64::*;
-    let Four {
-        stride,
-        n,
-        r,
-        panel_len,
-    } = four;
-    if !matches!(r, 4 | 8 | 16) {
-        return 0;
-    }
-    let blocks = n / 16;
-    let row = |j: usize| &rows[j * stride..][..n];
-    let (a, b, c, d) = (row(0), row(1), row(2), row(3));
-    for blk in 0..blocks {
-        let m = blk * 16;
-        let load = |row: &[i8]| {
-            let s = &row[m..m + 16];
-            // SAFETY: `s` holds 16 bytes; the load is unaligned.
-            unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
-        };
-        // SAFETY: SSE2 is part of the x86-64 baseline.
-        let quads = unsafe {
-            let (va, vb, vc, vd) = (load(a), load(b), load(c), load(d));
-            let ab_lo = _mm_unpacklo_epi8(va, vb);
-            let ab_hi = _mm_unpackhi_epi8(va, vb);
-            let cd_lo = _mm_unpacklo_epi8(vc, vd);
-            let cd_hi = _mm_unpackhi_epi8(vc, vd);
-            [
-                _mm_unpacklo_epi16(ab_lo, cd_lo),
-                _mm_unpackhi_epi16(ab_lo, cd_lo),
-                _mm_unpacklo_epi16(ab_hi, cd_hi),
-                _mm_unpackhi_epi16(ab_hi, cd_hi),
-            ]
-        };
-        // Each quad is 4 consecutive positions, which never straddle a panel (r is 4, 8, 16).
-        for (q, v) in quads.iter().enumerate() {
-            let pos = m + 4 * q;
-            let at = (pos / r) * panel_len + offset + 4 * (pos % r);
-            let dst = &mut out[at..at + 16];
-            // SAFETY: `dst` holds 16 bytes; the store is unaligned.
-            unsafe { _mm_storeu_si128(dst.as_mut_ptr().cast(), *v) };
-        }
-    }
-    blocks * 16
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn interleave4_simd(_: &[i8], _: Four, _: usize, _: &mut [u8]) -> usize {
-    0
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    use super::{blocks16, plain};
     use crate::kernels::MIN_SPLIT;
     use crate::kernels::tests::{Conv, run_both};
+
+    proptest! {
+        /// Each of this target's 16-value blocks (plain; SSE2 or NEON), byte by byte.
+        #[test]
+        fn blocks_take_the_bytes_they_should(
+            line in prop::array::uniform32(any::<i8>()),
+            rows in prop::array::uniform4(prop::array::uniform16(any::<i8>())),
+        ) {
+            let rows = [&rows[0], &rows[1], &rows[2], &rows[3]];
+            type Blocks = (fn(&[i8; 32]) -> [[i8; 16]; 2], fn([&[i8; 16]; 4]) -> [[i8; 16]; 4]);
+            let kernels: [(&str, Blocks); 2] = [
+                ("plain", (plain::deinterleave2, plain::interleave4)),
+                ("blocks16", (blocks16::deinterleave2, blocks16::interleave4)),
+            ];
+            for (name, (deinterleave2, interleave4)) in kernels {
+                let [even, odd] = deinterleave2(&line);
+                let quads = interleave4(rows);
+                for i in 0..16 {
+                    prop_assert_eq!([even[i], odd[i]], [line[2 * i], line[2 * i + 1]], "{}", name);
+                    for (j, row) in rows.iter().enumerate() {
+                        prop_assert_eq!(quads[i / 4][4 * (i % 4) + j], row[i], "{} row {}", name, j);
+                    }
+                }
+            }
+        }
+    }
 
     /// The same packed patches as tract's Im2col, for whichever int8 kernel this CPU gets (K4
     /// on x86-64 with VNNI and ARM with the dot product, K-major on Cortex-A72 and A53):
