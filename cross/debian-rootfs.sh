@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the root file system of the emulated Debian 12 arm64 board that boots with systemd as
 # init: the arm64 .debs of a minimal system (systemd, udev, dpkg, kmod, procps and the Essential
-# set) unpacked on the host (cross/debian-unpack.sh), and vivid's modules from the VM's kernel.
+# set) unpacked on the host (cross/debian-unpack.sh), and vivid's and virtio-net's modules from
+# the VM's kernel.
 # The result is an ext4 image, target/qemu/debian-arm64.img, rebuilt only when this script or
 # the kernel changes; the .debs stay in target/qemu/debian-debs.
 #
@@ -40,11 +41,12 @@ ln -sf /lib/systemd/system/multi-user.target "$rfs/etc/systemd/system/default.ta
 # The console carries the test's results: no login prompt on it.
 ln -sf /dev/null "$rfs/etc/systemd/system/serial-getty@ttyAMA0.service"
 
-# vivid and its dependencies, with a module index depmod writes for the arm64 tree.
+# vivid (the camera) and virtio-net (the fleet test's broker on the host) with their dependencies,
+# and a module index depmod writes for the arm64 tree.
 mods=$cache/rootfs/lib/modules/$kver
 mkdir -p "$rfs/lib/modules/$kver"
 cp "$mods"/modules.{order,builtin,builtin.modinfo} "$rfs/lib/modules/$kver/"
-for ko in $(modprobe -D -d "$cache/rootfs" -S "$kver" vivid | awk '$1 == "insmod" {print $2}'); do
+for ko in $(modprobe -a -D -d "$cache/rootfs" -S "$kver" vivid virtio_net | awk '$1 == "insmod" {print $2}'); do
   rel=${ko#"$mods"/}
   install -D -m 0644 "$ko" "$rfs/lib/modules/$kver/$rel"
 done

@@ -72,7 +72,7 @@ for ko in $(modprobe -a -D -d "$cache/rootfs" -S "$kver" virtio_mmio virtio_blk 
 done
 cp "$root/tests/qemu/boot-root.sh" "$stage/init"
 mv "$deb" "$stage/payload/ocelli.deb"
-cp "$stage/fleet/fleet.key.pub" "$stage/payload/"
+cp "$stage/fleet/fleet.key.pub" "$cache/rootfs/bin/busybox" "$stage/payload/"
 aarch64-linux-gnu-gcc -static -O2 -o "$stage/payload/sockcat" "$root/tests/qemu/sockcat.c"
 cp "$root/tests/qemu/systemd-test.sh" "$root/tests/qemu/ocelli-qemu-test.service" \
   "$root/models/cache/images/astronaut.png" "$stage/payload/"
@@ -84,7 +84,7 @@ set +e
 # /dev/kvm is present on these hosts but guests hang there: TCG only. snapshot=on keeps the
 # image as built: every run boots the same fresh system.
 timeout "${QEMU_TIMEOUT:-900}" qemu-system-aarch64 -M virt -cpu cortex-a72 -smp 2 -m 1024 \
-  -accel tcg -nic user,model=virtio-net-pci -nographic -no-reboot \
+  -accel tcg -netdev user,id=net0 -device virtio-net-device,netdev=net0 -nographic -no-reboot \
   -kernel "$cache/rootfs/boot/vmlinuz-$kver" -initrd "$cache/systemd-initramfs.cpio.gz" \
   -drive "file=$image,format=raw,if=none,id=root,snapshot=on" -device virtio-blk-device,drive=root \
   -append "console=ttyAMA0 rdinit=/init quiet panic=-1 ocelli.frames=$frames ocelli.broker=$port" \

@@ -130,12 +130,20 @@ fact restarts_after_reloads "$(prop NRestarts)"
 # service gets the fleet key and the broker, a signed bundle switches its model, then a second
 # one is cut short by a SIGKILL during its health check and the restarted service runs the first.
 broker=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^ocelli\.broker=//p')
-nic=$(ls /sys/class/net | grep -v '^lo$' | head -n1)
-busybox ip link set "$nic" up
-busybox ip addr add 10.0.2.15/24 dev "$nic"
-busybox ip route add default via 10.0.2.2
+modprobe virtio_net
+nic_up() { nic=$(ls /sys/class/net | grep -v '^lo$' | head -n1); [ -n "$nic" ]; }
+wait_for 10 nic_up
+# The image has no network tools: the initramfs's busybox, copied beside this script, sets it up.
+"$here/busybox" ip link set "$nic" up
+"$here/busybox" ip addr add 10.0.2.15/24 dev "$nic"
+"$here/busybox" ip route add default via 10.0.2.2
 fact update_nic "$nic"
 install -m 0644 "$here/fleet.key.pub" /etc/ocelli/fleet.key.pub
+# The packaged unit allows no network: the drop-in docs/config.md gives for [output.mqtt].
+net=/etc/systemd/system/ocelli.service.d/network.conf
+mkdir -p "$(dirname "$net")"
+printf '[Service]\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\nPrivateNetwork=no\nIPAddressDeny=\n' > "$net"
+systemctl daemon-reload
 printf '\n[output.mqtt]\nhost = "10.0.2.2"\nport = %s\ndevice = "qemu-board"\n\n[update]\ntrusted_keys = ["fleet.key.pub"]\nmqtt = true\nhealth_frames = 5\nmax_slowdown = 5.0\n' \
   "$broker" >> "$config"
 status=/var/lib/ocelli/updates/status.json
@@ -169,8 +177,10 @@ fact update_after_kill "$(cat "$status" 2>/dev/null)"
 stream update-killed
 update 'update 2 from ocelli/qemu-board/update: done applied' update-2.bundle
 fact update_again "$(cat "$status" 2>/dev/null)"
-# The key is the administrator's file, which a purge rightly leaves: it goes now, the rest below.
-rm /etc/ocelli/fleet.key.pub
+# The key and the drop-in are the administrator's files, which a purge rightly leaves: they go
+# now, the rest below.
+rm /etc/ocelli/fleet.key.pub "$net"
+systemctl daemon-reload
 
 # SIGTERM: the frame in flight finishes, the socket goes, exit status 0.
 systemctl stop "$unit"

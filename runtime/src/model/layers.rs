@@ -402,6 +402,11 @@ pub struct Cpu {
 impl Cpu {
     /// The CPU this process runs on.
     pub fn this() -> Self {
+        // Nothing is detected on other architectures (armv7: NEON is the target's baseline).
+        #[cfg_attr(
+            not(any(target_arch = "x86_64", target_arch = "aarch64")),
+            allow(unused_mut)
+        )]
         let mut features = Vec::new();
         #[cfg(target_arch = "x86_64")]
         for (name, on) in [

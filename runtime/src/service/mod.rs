@@ -122,14 +122,24 @@ pub fn serve(config_path: &Path) -> Result<RunSummary, ServiceError> {
     let config = Config::load(config_path)?;
     use_board(&config.board);
     let mut notifier = Notifier::from_env();
-    let (updater, config) = match config.update {
+    let (mut updater, config) = match config.update {
         Some(_) => {
             let (updater, config) = Updater::open(config)?;
             (Some(updater), config)
         }
         None => (None, config),
     };
-    let mut pipeline = Pipeline::open(&config)?;
+    let mut pipeline = match (Pipeline::open(&config), &mut updater) {
+        (Ok(p), _) => p,
+        // A bundle that once passed its health check and now does not load (a runtime
+        // upgrade, a damaged disk) must not keep the service from starting.
+        (Err(e @ (ServiceError::Detect(_) | ServiceError::Classify(_))), Some(u))
+            if u.runs_bundle() =>
+        {
+            Pipeline::open(&u.fall_back(format!("the bundle does not load: {e}")))?
+        }
+        (Err(e), _) => return Err(e),
+    };
     pipeline.updater = updater;
     notifier.ready();
     let summary = pipeline.run(&mut notifier, Some(config_path));
@@ -609,15 +619,7 @@ impl Pipeline {
                 && RELOAD.swap(false, Ordering::Relaxed)
             {
                 notifier.reloading();
-                let updater = self.updater.as_mut();
-                match Config::load(path)
-                    .map_err(ServiceError::from)
-                    .and_then(|c| match updater {
-                        Some(u) => u.merge(c).map_err(|e| UpdateError::Fragment(e).into()),
-                        None => Ok(c),
-                    })
-                    .and_then(|c| self.reload(c))
-                {
+                match self.reload_file(path) {
                     Ok(()) => {
                         eprintln!("ocelli: reloaded {}", path.display());
                         summary.reloads += 1;
@@ -689,6 +691,20 @@ impl Pipeline {
         self.net.shutdown();
         let flushed = self.outputs.flush();
         result.and(flushed).map(|()| summary)
+    }
+
+    /// SIGHUP: reloads the config file, with the running fleet bundle's detectors if any.
+    fn reload_file(&mut self, path: &Path) -> Result<(), ServiceError> {
+        let base = Config::load(path)?;
+        let config = match &self.updater {
+            Some(u) => u.merge(&base).map_err(UpdateError::Fragment)?,
+            None => base.clone(),
+        };
+        self.reload(config)?;
+        if let Some(u) = &mut self.updater {
+            u.reloaded(base);
+        }
+        Ok(())
     }
 
     /// Applies the next fleet update waiting, if any: the new detectors load while the old

@@ -81,6 +81,7 @@ impl Inbox {
                 .spawn(move || {
                     let mut seq = 0u64;
                     let mut warned = false;
+                    let mut subscribed = true;
                     while !stop.load(Ordering::Relaxed) {
                         {
                             // In order, each once; the latest again after a reconnection.
@@ -98,12 +99,16 @@ impl Inbox {
                                 s.queued.pop_front();
                             }
                         }
+                        // Retried while the request channel is full.
+                        if !subscribed {
+                            subscribed = topics
+                                .iter()
+                                .all(|t| client.try_subscribe(t, QoS::AtLeastOnce).is_ok());
+                        }
                         match connection.recv_timeout(Duration::from_millis(100)) {
                             Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
                                 warned = false;
-                                for t in &topics {
-                                    let _ = client.try_subscribe(t, QoS::AtLeastOnce);
-                                }
+                                subscribed = false;
                                 // A broker without persistence forgets retained messages.
                                 let mut s = lock(&status);
                                 if s.queued.is_empty()
@@ -111,6 +116,17 @@ impl Inbox {
                                 {
                                     s.queued.push_back(latest);
                                 }
+                            }
+                            // Delivered again at every connection, a retained bundle would
+                            // be refused as a replay each time.
+                            Ok(Ok(Event::Incoming(Incoming::Publish(p))))
+                                if topics.contains(&p.topic) && p.retain =>
+                            {
+                                let _ = tx.send(Delivery::Unkept {
+                                    topic: p.topic.clone(),
+                                    reason: "a retained message: publish bundles without retain"
+                                        .into(),
+                                });
                             }
                             Ok(Ok(Event::Incoming(Incoming::Publish(p))))
                                 if topics.contains(&p.topic) =>
@@ -137,6 +153,7 @@ impl Inbox {
                                     bytes,
                                     max: max_bytes,
                                 });
+                                std::thread::sleep(Duration::from_millis(500));
                             }
                             Ok(Err(e)) => {
                                 if !warned {

@@ -90,6 +90,10 @@ pub struct Updater {
     base: Config,
     /// The staged bundle that runs (`current`), and its fragment.
     current: Option<(PathBuf, Manifest)>,
+    /// Bundles of this version or older are refused as replays: the newest that was current,
+    /// even when it no longer runs.
+    floor: u64,
+    opened: Instant,
     status: Status,
     /// Inference times of the latest frames, for the baseline.
     times: VecDeque<u32>,
@@ -101,6 +105,8 @@ pub struct Updater {
 const POLL: Duration = Duration::from_millis(250);
 /// How long a file in the watched folder must be left unchanged before it is taken.
 const SETTLED: Duration = Duration::from_secs(1);
+/// How long after the start a bundle waits for frames to measure the running version by.
+const BASELINE_WAIT: Duration = Duration::from_secs(60);
 
 /// Why the updater could not start.
 #[derive(Debug, thiserror::Error)]
@@ -156,23 +162,6 @@ impl Updater {
             .iter()
             .map(|k| read_public_key(&base.resolve(k)))
             .collect::<Result<Vec<_>, _>>()?;
-        let inbox = match (config.mqtt, &base.output.mqtt) {
-            (false, _) => None,
-            (true, None) => {
-                return Err(UpdateError::Mqtt(
-                    "mqtt = true needs an [output.mqtt] broker".into(),
-                ));
-            }
-            (true, Some(m)) => Some(
-                Inbox::start(
-                    m,
-                    |p| base.resolve(p),
-                    &incoming,
-                    config.max_bundle_bytes() as usize,
-                )
-                .map_err(|e| UpdateError::Mqtt(e.to_string()))?,
-            ),
-        };
         let device = match &base.output.mqtt {
             Some(m) => crate::emit::mqtt::device_name(m).unwrap_or_default(),
             None => crate::emit::mqtt::hostname(),
@@ -190,9 +179,11 @@ impl Updater {
             config,
             dir,
             trusted,
-            inbox,
+            inbox: None,
             base: base.clone(),
             current: None,
+            floor: 0,
+            opened: Instant::now(),
             status: Status {
                 schema: "ocelli-update-status/1",
                 device,
@@ -203,43 +194,68 @@ impl Updater {
             trial: None,
             next_poll: Instant::now(),
         };
-        let interrupted = updater.recover().map_err(state(&updater.dir))?;
+        // Before the broker can deliver anything into `incoming/`.
+        let interrupted = updater.recover();
+        if updater.config.mqtt {
+            let Some(m) = &base.output.mqtt else {
+                return Err(UpdateError::Mqtt(
+                    "mqtt = true needs an [output.mqtt] broker".into(),
+                ));
+            };
+            let max = updater.config.max_bundle_bytes() as usize;
+            let inbox = Inbox::start(m, |p| base.resolve(p), &incoming, max)
+                .map_err(|e| UpdateError::Mqtt(e.to_string()))?;
+            updater.inbox = Some(inbox);
+        }
+        updater.status.update = interrupted.or_else(|| updater.last_attempt(last));
         let running = match updater.current_config() {
             Ok(c) => c,
-            Err(e) => {
-                eprintln!(
-                    "ocelli: update: the staged bundle does not run ({e}); running the config's own detectors"
-                );
-                updater.current = None;
-                base
-            }
+            Err(e) => updater.fall_back(format!("the bundle does not fit the config: {e}")),
         };
         updater.status.running = updater.running(&running);
-        updater.status.update = match interrupted {
-            Some(attempt) => Some(attempt),
-            // What the last run reported, unless it was cut short mid-step.
-            None => last.and_then(|v| v.get("update").cloned()).and_then(|u| {
-                Some(Attempt {
-                    version: u.get("version")?.as_u64(),
-                    from: u.get("from")?.as_str()?.into(),
-                    step: "done",
-                    outcome: match u.get("outcome")?.as_str()? {
-                        "applied" => "applied",
-                        "refused" => "refused",
-                        "rolled-back" => "rolled-back",
-                        _ => "interrupted",
-                    },
-                    reason: u.get("reason")?.as_str().map(String::from),
-                })
-            }),
-        };
         updater.report();
         Ok((updater, running))
     }
 
+    /// What the last run reported of its last update; one cut short mid-step is interrupted,
+    /// unless what it was applying runs.
+    fn last_attempt(&self, last: Option<serde_json::Value>) -> Option<Attempt> {
+        let u = last?.get("update")?.clone();
+        let version = u.get("version")?.as_u64();
+        let runs = version.is_some() && version == self.current.as_ref().map(|(_, m)| m.version);
+        Some(Attempt {
+            version,
+            from: u.get("from")?.as_str()?.into(),
+            step: "done",
+            outcome: match u.get("outcome")?.as_str()? {
+                "applied" => "applied",
+                "refused" => "refused",
+                "rolled-back" => "rolled-back",
+                _ if runs => "applied",
+                _ => "interrupted",
+            },
+            reason: u.get("reason")?.as_str().map(String::from),
+        })
+    }
+
+    /// The bundle in `current` cannot run (it does not fit the config, or its models do not
+    /// load): reported, and the config's own detectors run. Its version stays the replay floor.
+    pub fn fall_back(&mut self, reason: String) -> Config {
+        let version = self.current.take().map(|(_, m)| m.version);
+        let reason = format!("{reason}; running the config's own detectors");
+        self.status.running = self.running(&self.base);
+        self.step(version, "current", "done", "rolled-back", Some(reason));
+        self.base.clone()
+    }
+
+    /// Whether a bundle's fragment runs.
+    pub fn runs_bundle(&self) -> bool {
+        self.current.is_some()
+    }
+
     /// Removes what an update cut short left, keeping `current`; returns what was cut short.
-    fn recover(&mut self) -> std::io::Result<Option<Attempt>> {
-        let current = std::fs::read_link(self.dir.join("current")).ok();
+    /// Best effort: what cannot be removed is logged, and the service starts anyway.
+    fn recover(&mut self) -> Option<Attempt> {
         let mut cut: Option<Attempt> = None;
         let mut interrupted = |step: &'static str, version: Option<u64>, from: &str| {
             cut = Some(Attempt {
@@ -252,43 +268,85 @@ impl Updater {
                 )),
             })
         };
-        for e in std::fs::read_dir(self.dir.join("incoming"))? {
-            let path = e?.path();
-            if path.extension().is_some_and(|e| e == "part") {
-                interrupted("download", None, &path.display().to_string());
-                std::fs::remove_file(&path)?;
+        let remove = |path: &Path| {
+            let removed = match path.is_dir() && !path.is_symlink() {
+                true => std::fs::remove_dir_all(path),
+                false => std::fs::remove_file(path),
+            };
+            if let Err(e) = removed {
+                eprintln!("ocelli: update: cannot remove {}: {e}", path.display());
+            }
+        };
+        for path in entries(&self.dir.join("incoming")) {
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("part") => interrupted("download", None, &path.display().to_string()),
+                Some("bundle") => interrupted("verified", None, &path.display().to_string()),
+                _ => continue,
+            }
+            remove(&path);
+        }
+        let trial = self.dir.join("trial");
+        if let Ok(target) = std::fs::read_link(&trial) {
+            interrupted("swap or health-check", version_of(&target), "trial");
+            remove(&trial);
+        }
+        let link = self.dir.join("current");
+        if let Ok(target) = std::fs::read_link(&link) {
+            self.floor = version_of(&target).unwrap_or(0);
+            let manifest = std::fs::read(self.dir.join(&target).join(super::bundle::MANIFEST))
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Manifest>(&b).map_err(|e| e.to_string()));
+            match manifest {
+                Ok(m) => {
+                    self.floor = self.floor.max(m.version);
+                    self.current = Some((self.dir.join(&target), m));
+                }
+                Err(e) => {
+                    eprintln!(
+                        "ocelli: update: {}: {e}; running the config's own detectors",
+                        link.display()
+                    );
+                    remove(&link);
+                }
             }
         }
-        if let Ok(trial) = std::fs::read_link(self.dir.join("trial")) {
-            let version = version_of(&trial);
-            interrupted("swap or health-check", version, "trial");
-            std::fs::remove_file(self.dir.join("trial"))?;
-        }
-        for e in std::fs::read_dir(&self.dir)? {
-            let e = e?;
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix('v') else {
+        let current = self.current.as_ref().map(|(d, _)| d.clone());
+        for path in entries(&self.dir) {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if let Some(v) = rest.strip_suffix(".staging") {
-                interrupted("staging", v.parse().ok(), &name);
-            } else if current.as_deref() == Some(Path::new(&name)) {
+            let (digits, staging) = match name.strip_suffix(".staging") {
+                Some(n) => (n, true),
+                None => (name, false),
+            };
+            let ours = digits
+                .strip_prefix('v')
+                .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+            if !ours || Some(&path) == current.as_ref() {
                 continue;
             }
-            std::fs::remove_dir_all(e.path())?;
+            if staging {
+                interrupted("staging", digits[1..].parse().ok(), name);
+            }
+            remove(&path);
         }
-        if let Some(c) = &current {
-            let manifest = std::fs::read(self.dir.join(c).join(super::bundle::MANIFEST))?;
-            let manifest: Manifest = serde_json::from_slice(&manifest)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-            self.current = Some((self.dir.join(c), manifest));
-        }
-        Ok(cut)
+        let _ = sync_dir(&self.dir);
+        cut
     }
 
-    /// `base` with the running bundle's fragment: the config a SIGHUP reloads. A bundle on
-    /// trial is dropped: its check would measure another config.
-    pub fn merge(&mut self, base: Config) -> Result<Config, String> {
+    /// `base` with the running bundle's fragment: the config a SIGHUP reloads. The base is
+    /// kept only once [`Updater::reloaded`] says the reload applied.
+    pub fn merge(&self, base: &Config) -> Result<Config, String> {
+        match &self.current {
+            Some((dir, manifest)) => bundle_config(base, dir, &dir.join(&manifest.config)),
+            None => Ok(base.clone()),
+        }
+    }
+
+    /// A SIGHUP reload of `base` applied. A bundle on trial is dropped: the config it ran with
+    /// is gone.
+    pub fn reloaded(&mut self, base: Config) {
+        self.base = base;
         if let Some(trial) = self.trial.take() {
             let from = self.from();
             self.drop_trial(&trial);
@@ -302,15 +360,10 @@ impl Updater {
                 Some(reason.into()),
             );
         }
-        self.base = base;
-        self.current_config()
     }
 
     fn current_config(&self) -> Result<Config, String> {
-        match &self.current {
-            Some((dir, manifest)) => bundle_config(&self.base, &dir.join(&manifest.config)),
-            None => Ok(self.base.clone()),
-        }
+        self.merge(&self.base)
     }
 
     fn running(&self, config: &Config) -> Running {
@@ -360,7 +413,10 @@ impl Updater {
         let json = serde_json::to_vec(&self.status).expect("serialisable");
         let path = self.dir.join("status.json");
         let tmp = self.dir.join("status.json.tmp");
-        if let Err(e) = std::fs::write(&tmp, &json).and_then(|()| std::fs::rename(&tmp, &path)) {
+        let written = std::fs::File::create(&tmp)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &json).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
             eprintln!("ocelli: update: {}: {e}", path.display());
         }
         if let Some(inbox) = &self.inbox {
@@ -389,7 +445,8 @@ impl Updater {
     /// The next bundle to apply, from the broker or the watched folder, if any is waiting and
     /// no update is on trial.
     pub fn next_bundle(&mut self) -> Option<(PathBuf, String)> {
-        if self.trial.is_some() {
+        let measured = self.times.len() == self.config.health_frames as usize;
+        if self.trial.is_some() || !measured && self.opened.elapsed() < BASELINE_WAIT {
             return None;
         }
         if let Some(inbox) = &self.inbox {
@@ -428,7 +485,13 @@ impl Updater {
         found.sort();
         let path = found.into_iter().next()?;
         let from = path.display().to_string();
-        Some((path, from))
+        // Taken into the state folder first, so that a crash while it is applied does not take
+        // it again at every start (the restart removes it there).
+        let taken = self.dir.join("incoming").join(path.file_name()?);
+        match std::fs::rename(&path, &taken) {
+            Ok(()) => Some((taken, from)),
+            Err(_) => Some((path, from)),
+        }
     }
 
     /// Verifies and stages the bundle at `path` and builds the config that runs it instead of
@@ -439,8 +502,8 @@ impl Updater {
         let _ = std::fs::remove_file(path);
         match prepared {
             Ok(config) => Some(config),
-            Err((version, reason)) => {
-                self.step(version, from, "verified", "refused", Some(reason));
+            Err((version, step, reason)) => {
+                self.step(version, from, step, "refused", Some(reason));
                 None
             }
         }
@@ -451,15 +514,14 @@ impl Updater {
         path: &Path,
         from: &str,
         running: &Config,
-    ) -> Result<Config, (Option<u64>, String)> {
+    ) -> Result<Config, (Option<u64>, &'static str, String)> {
         self.step(None, from, "received", "in-progress", None);
-        let verified =
-            Bundle::open(path, &self.trusted, self.limits).map_err(|e| (None, e.to_string()))?;
+        let verified = Bundle::open(path, &self.trusted, self.limits)
+            .map_err(|e| (None, "received", e.to_string()))?;
         let version = verified.manifest().version;
-        let refuse = |reason: String| (Some(version), reason);
-        let version_running = self.current.as_ref().map_or(0, |(_, m)| m.version);
+        let refuse = |reason: String| (Some(version), "verified", reason);
         verified
-            .check_newer_than(version_running)
+            .check_newer_than(self.floor)
             .map_err(|e| refuse(e.to_string()))?;
         self.step(Some(version), from, "verified", "in-progress", None);
         let staging = self.dir.join(format!("v{version}.staging"));
@@ -482,7 +544,8 @@ impl Updater {
                 .strip_prefix(&staging)
                 .unwrap_or(&staged.config),
         );
-        let config = bundle_config(&self.base, &config_file).map_err(|e| {
+        let refuse = |reason: String| (Some(version), "staged", reason);
+        let config = bundle_config(&self.base, &dir, &config_file).map_err(|e| {
             let _ = std::fs::remove_dir_all(&dir);
             refuse(e)
         })?;
@@ -573,7 +636,7 @@ impl Updater {
         if trial.times.len() < self.config.health_frames as usize {
             return Health::Pending;
         }
-        let new = median(std::mem::take(&mut trial.times)).unwrap_or(0);
+        let new = median(trial.times.clone()).unwrap_or(0);
         let ms = |us: u32| us as f64 / 1000.0;
         match trial.baseline {
             Some(old) if f64::from(new) > self.config.max_slowdown * f64::from(old) => {
@@ -600,26 +663,21 @@ impl Updater {
                         ms(new)
                     ),
                 };
-                self.commit(reason);
-                Health::Pending
+                match self.commit(reason) {
+                    Ok(()) => Health::Pending,
+                    Err(e) => self.roll_back(format!("cannot make it current: {e}")),
+                }
             }
         }
     }
 
-    fn commit(&mut self, reason: String) {
+    /// Makes the bundle on trial `current`; on an error it stays on trial, for a rollback.
+    fn commit(&mut self, reason: String) -> std::io::Result<()> {
+        std::fs::rename(self.dir.join("trial"), self.dir.join("current"))
+            .and_then(|()| sync_dir(&self.dir))?;
         let trial = self.trial.take().expect("on trial");
         let from = self.from();
-        let old = self.current.as_ref().map(|(d, _)| d.clone());
-        let renamed = std::fs::rename(self.dir.join("trial"), self.dir.join("current"))
-            .and_then(|()| sync_dir(&self.dir));
-        if let Err(e) = renamed {
-            // Still the old version after a restart; this run goes on with the new one.
-            eprintln!(
-                "ocelli: update: cannot make v{} current: {e}",
-                trial.version
-            );
-        }
-        if let Some(old) = old.filter(|o| *o != trial.dir) {
+        if let Some((old, _)) = self.current.take().filter(|(o, _)| *o != trial.dir) {
             let _ = std::fs::remove_dir_all(old);
         }
         let manifest = std::fs::read(trial.dir.join(super::bundle::MANIFEST))
@@ -628,8 +686,12 @@ impl Updater {
         if let Some(m) = manifest {
             self.current = Some((trial.dir.clone(), m));
         }
+        self.floor = self.floor.max(trial.version);
+        // The new version's frames are the baseline of the next update.
         self.times.clear();
+        self.times.extend(trial.times.iter().copied());
         self.step(Some(trial.version), &from, "done", "applied", Some(reason));
+        Ok(())
     }
 
     fn roll_back(&mut self, reason: String) -> Health {
@@ -654,17 +716,24 @@ impl Updater {
     }
 }
 
-/// `base` running the detectors and classifiers of the config fragment `file`, whose relative
-/// paths name files beside it.
-fn bundle_config(base: &Config, file: &Path) -> Result<Config, String> {
+/// `base` running the detectors and classifiers of the config fragment `file` of the bundle
+/// staged in `dir`, whose relative paths name files of the bundle.
+fn bundle_config(base: &Config, dir: &Path, file: &Path) -> Result<Config, String> {
     let text =
         read_bounded(file, MAX_CONFIG_BYTES).map_err(|e| format!("{}: {e}", file.display()))?;
     let text =
         String::from_utf8(text).map_err(|e| format!("{}: not UTF-8: {e}", file.display()))?;
     let fragment = Fragment::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
-    let fragment = fragment.rooted_at(file.parent().unwrap_or(Path::new("")));
+    let fragment = fragment.rooted_at(dir);
     base.with_models(file, &text, fragment.detectors, fragment.classifiers)
         .map_err(|e: ConfigError| e.to_string())
+}
+
+/// The entries of folder `dir`; none when it cannot be read.
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
 }
 
 fn version_of(dir: &Path) -> Option<u64> {

@@ -438,6 +438,11 @@ fn a_sigkill_at_each_step_of_an_update_leaves_the_old_version_complete_and_runni
             .collect();
         left.sort();
         assert_eq!(left, ["incoming", "status.json"], "{step}");
+        let incoming: Vec<_> = std::fs::read_dir(state.join("incoming")).unwrap().collect();
+        assert!(
+            incoming.is_empty(),
+            "{step}: left in incoming/: {incoming:?}"
+        );
         // Sent again, it applies: nothing the crash left stands in its way.
         publish(
             broker.port,
