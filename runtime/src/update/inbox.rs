@@ -33,7 +33,6 @@ struct Statuses {
 
 /// The running connection.
 pub struct Inbox {
-    client: Client,
     stop: Arc<AtomicBool>,
     status: Arc<Mutex<Statuses>>,
     received: Receiver<Delivery>,
@@ -74,7 +73,7 @@ impl Inbox {
         let status = Arc::new(Mutex::new(Statuses::default()));
         let (tx, received) = channel();
         let worker = {
-            let (client, stop, status) = (client.clone(), stop.clone(), status.clone());
+            let (stop, status) = (stop.clone(), status.clone());
             let incoming = incoming.to_path_buf();
             std::thread::Builder::new()
                 .name("ocelli-update".into())
@@ -165,11 +164,21 @@ impl Inbox {
                             Err(_) => {}
                         }
                     }
+                    // The statuses handed to rumqttc and the disconnect go out before the end.
+                    let _ = client.try_disconnect();
+                    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+                    while std::time::Instant::now() < deadline {
+                        match connection.recv_timeout(Duration::from_millis(100)) {
+                            Ok(Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)))
+                            | Ok(Err(_))
+                            | Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+                            _ => {}
+                        }
+                    }
                 })
                 .map_err(MqttError::Start)?
         };
         Ok(Self {
-            client,
             stop,
             status,
             received,
@@ -204,7 +213,6 @@ impl Drop for Inbox {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.client.try_disconnect();
         if let Some(w) = self.worker.take() {
             let _ = w.join();
         }

@@ -76,6 +76,7 @@ struct Trial {
     /// Median inference time before the swap, µs.
     baseline: Option<u32>,
     times: Vec<u32>,
+    started: Instant,
 }
 
 /// Takes bundles from the watched folder and the broker and carries them through their steps.
@@ -105,6 +106,8 @@ pub struct Updater {
 const POLL: Duration = Duration::from_millis(250);
 /// How long a file in the watched folder must be left unchanged before it is taken.
 const SETTLED: Duration = Duration::from_secs(1);
+/// How long a bundle may take to run its health check's frames.
+const TRIAL_LIMIT: Duration = Duration::from_secs(600);
 /// How long after the start a bundle waits for frames to measure the running version by.
 const BASELINE_WAIT: Duration = Duration::from_secs(60);
 
@@ -565,6 +568,7 @@ impl Updater {
             previous_running: self.status.running.clone(),
             baseline: median(self.times.iter().copied().collect()),
             times: Vec::with_capacity(self.config.health_frames as usize),
+            started: Instant::now(),
         });
         Ok(config)
     }
@@ -625,6 +629,17 @@ impl Updater {
             return Health::Pending;
         };
         let us = match frame {
+            // A motion gate on a still scene must not hold the check, and every later update,
+            // for ever.
+            Ok(None) if trial.started.elapsed() > TRIAL_LIMIT => {
+                let reason = format!(
+                    "only {} of {} frames ran the detectors in {} s",
+                    trial.times.len(),
+                    self.config.health_frames,
+                    TRIAL_LIMIT.as_secs()
+                );
+                return self.roll_back(reason);
+            }
             Ok(None) => return Health::Pending,
             Ok(Some(us)) => us,
             Err(e) => return self.roll_back(format!("frame failed: {e}")),
