@@ -364,9 +364,7 @@ impl Classifier {
                 .run(&self.crop, slice)
                 .map_err(|e| run(e.into()))?;
         }
-        let state = &mut self.state;
-        let outputs = crate::service::run_on_current(|| state.run(tvec!(input.into_tvalue())))
-            .map_err(run)?;
+        let outputs = self.state.run(tvec!(input.into_tvalue())).map_err(run)?;
         let raw = outputs[0]
             .try_as_plain_ram()
             .and_then(|t| t.as_slice::<f32>())

@@ -192,10 +192,10 @@ impl Detector {
 
     /// Runs the model on a fitted frame.
     pub fn infer(&mut self, fitted: Fitted) -> Result<Inferred, DetectError> {
-        let state = &mut self.state;
-        let outputs =
-            crate::service::run_on_current(|| state.run(tvec!(fitted.input.into_tvalue())))
-                .map_err(|e| self.run_err(e))?;
+        let outputs = self
+            .state
+            .run(tvec!(fitted.input.into_tvalue()))
+            .map_err(|e| self.run_err(e))?;
         Ok(Inferred {
             outputs,
             letterbox: fitted.letterbox,

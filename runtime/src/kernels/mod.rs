@@ -239,9 +239,9 @@ pub mod tests {
     }
 
     /// Checks that [`accelerate`] puts exactly one `name` op into `tracts` and that the plan
-    /// then gives tract's output bit for bit, on one thread and split over two (inside their
-    /// pool, as the service runs it), on an input spanning i8 (and beyond, for f32 input, to
-    /// saturate); `variant` may swap the op for another build of it first.
+    /// then gives tract's output bit for bit, on one thread and split over two, on an input
+    /// spanning i8 (and beyond, for f32 input, to saturate); `variant` may swap the op for
+    /// another build of it first.
     pub fn run_both(
         tracts: &TypedModel,
         name: &str,
@@ -275,8 +275,8 @@ pub mod tests {
         };
         let expected = run(tracts.clone());
         assert_eq!(expected, run(ours.clone()), "{name}: {tracts}");
-        // As the service runs a plan at `threads = 2`: inside the pool.
-        let split = crate::service::run_on(&crate::service::executor(2), || run(ours));
+        let pool = tract_linalg::multithread::Executor::multithread(2);
+        let split = tract_linalg::multithread::multithread_tract_scope(pool, || run(ours));
         assert_eq!(expected, split, "{name} on 2 threads: {tracts}");
     }
 }

@@ -6,9 +6,9 @@ use std::time::Instant;
 use serde::Serialize;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::plan::{SimpleState, eval};
-use tract_onnx::tract_core::tract_linalg::multithread::{Executor, current_tract_executor};
-
-use crate::service::run_on;
+use tract_onnx::tract_core::tract_linalg::multithread::{
+    Executor, current_tract_executor, multithread_tract_scope,
+};
 
 pub type Plan = Arc<TypedSimplePlan>;
 
@@ -93,7 +93,7 @@ impl<'a> Timer<'a> {
         let (state, executor) = &mut self.states[i];
         let input = tvec!(self.input.clone().into_tvalue());
         let start = Instant::now();
-        run_on(executor, || state.run(input))?;
+        multithread_tract_scope(executor.clone(), || state.run(input))?;
         Ok(start.elapsed().as_secs_f64() * 1e3)
     }
 }
@@ -152,7 +152,7 @@ pub fn profile(
     let mut samples: Vec<HashMap<usize, Vec<f64>>> = vec![HashMap::new(); executors.len()];
     for _ in 0..rounds.max(1) {
         for (executor, samples) in executors.iter().zip(&mut samples) {
-            run_on(executor, || {
+            multithread_tract_scope(executor.clone(), || {
                 state.run_plan_with_eval(
                     tvec!(input.clone().into_tvalue()),
                     |ctx, st, node, inputs| {

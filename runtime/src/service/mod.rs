@@ -176,29 +176,6 @@ pub fn executor(threads: usize) -> tract_linalg::multithread::Executor {
     }
 }
 
-/// Runs `f`, one run of a plan, on `executor`: for a pool, inside it, so that every operator
-/// that splits its work starts on a pool thread that takes its share while the others steal
-/// the rest, and the calling thread waits once per run instead of handing over and waiting
-/// once per operator; for [`SingleThread`](tract_linalg::multithread::Executor::SingleThread),
-/// on the calling thread. How the service runs its models and how benchmarks time them.
-pub fn run_on<R: Send>(
-    executor: &tract_linalg::multithread::Executor,
-    f: impl FnOnce() -> R + Send,
-) -> R {
-    use tract_linalg::multithread::{Executor, multithread_tract_scope};
-    // The scope goes inside: tract reads the executor from the running thread's locals.
-    let scoped = || multithread_tract_scope(executor.clone(), f);
-    match executor {
-        Executor::MultiThread(pool) => pool.install(scoped),
-        _ => scoped(),
-    }
-}
-
-/// [`run_on`] tract's current executor, the one [`use_threads`] installed.
-pub fn run_on_current<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    run_on(&tract_linalg::multithread::current_tract_executor(), f)
-}
-
 /// Loads every detector and classifier of `config` as a run would, which checks each model,
 /// its labels and its settings together, and drops them.
 pub fn check_models(config: &Config) -> Result<(), ServiceError> {
@@ -1039,34 +1016,4 @@ fn caption(detections: &[Detection], extras: &Extras, labels: &[String], i: usiz
         d.score,
         classes_text(extras.classes(i), labels)
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tract_linalg::multithread::{Executor, current_tract_executor};
-
-    /// A pool runs the whole of `f` on one of its threads, tract's operators there splitting
-    /// over that same pool; one thread runs it on the caller.
-    #[test]
-    fn run_on_runs_a_plan_inside_the_pool() {
-        let here = || (std::thread::current(), current_tract_executor());
-        let (thread, inner) = run_on(&executor(1), here);
-        assert_eq!(thread.id(), std::thread::current().id());
-        assert!(matches!(inner, Executor::SingleThread), "{inner:?}");
-        let pool = executor(2);
-        let (thread, inner) = run_on(&pool, here);
-        assert!(
-            thread
-                .name()
-                .is_some_and(|n| n.starts_with("ocelli-infer-")),
-            "ran on {thread:?}"
-        );
-        match (&inner, &pool) {
-            (Executor::MultiThread(a), Executor::MultiThread(b)) => {
-                assert!(std::sync::Arc::ptr_eq(a, b), "another pool: {inner:?}")
-            }
-            _ => panic!("expected the 2-thread pool, got {inner:?}"),
-        }
-    }
 }
