@@ -691,7 +691,8 @@ impl Pipeline {
             return;
         };
         if let Some((path, from)) = updater.next_bundle()
-            && let Some(config) = updater.prepare(&path, &from, &self.config)
+            && let Some(config) =
+                prepare_watched(notifier, || updater.prepare(&path, &from, &self.config))
         {
             notifier.reloading();
             match self.reload(config) {
@@ -943,6 +944,21 @@ impl Pipeline {
         }
         Ok(run_detectors.then_some(latency.inference))
     }
+}
+
+/// Runs `prepare` (a bundle's verification and staging: hashing and writing up to
+/// `max_bundle_mb`, which slow storage takes long over) on a thread of its own, feeding the
+/// watchdog meanwhile so that systemd does not take a large bundle for a stalled pipeline.
+fn prepare_watched<T: Send>(notifier: &mut Notifier, prepare: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        let job = s.spawn(prepare);
+        while !job.is_finished() {
+            notifier.watchdog();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        job.join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 /// Sends a line to the socket and the JSON-lines file.
