@@ -46,6 +46,14 @@ pub enum ConfigError {
     },
 }
 
+/// Where the service keeps its state (the MQTT spool, fleet updates): systemd's
+/// `StateDirectory=` (`$STATE_DIRECTORY`), else `/var/lib/ocelli`.
+pub fn state_directory() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/lib/ocelli".into())
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -239,10 +239,7 @@ impl MqttOutput {
             ));
         let dir = match &spool_cfg.dir {
             Some(d) => resolve(d),
-            None => std::env::var_os("STATE_DIRECTORY")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "/var/lib/ocelli".into())
-                .join("mqtt-spool"),
+            None => crate::config::state_directory().join("mqtt-spool"),
         };
         let spool = Spool::open(
             &dir,

@@ -142,10 +142,7 @@ impl Updater {
         let absolute = |p: &Path| std::path::absolute(base.resolve(p)).unwrap_or(base.resolve(p));
         let dir = match &config.state_dir {
             Some(d) => absolute(d),
-            None => std::env::var_os("STATE_DIRECTORY")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| "/var/lib/ocelli".into())
-                .join("updates"),
+            None => crate::config::state_directory().join("updates"),
         };
         let state = |path: &Path| {
             let path = path.to_path_buf();
@@ -350,18 +347,10 @@ impl Updater {
     /// is gone.
     pub fn reloaded(&mut self, base: Config) {
         self.base = base;
-        if let Some(trial) = self.trial.take() {
-            let from = self.from();
-            self.drop_trial(&trial);
-            self.status.running = trial.previous_running;
+        if self.trial.is_some() {
+            // The pipeline already runs the reloaded config, not the trial's previous one.
             let reason = "the config was reloaded during the health check; send the bundle again";
-            self.step(
-                Some(trial.version),
-                &from,
-                "done",
-                "rolled-back",
-                Some(reason.into()),
-            );
+            self.roll_back(reason.into());
         }
     }
 
@@ -386,11 +375,10 @@ impl Updater {
             .collect();
         Running {
             version: self.current.as_ref().map_or(0, |(_, m)| m.version),
-            manifest_sha256: self.current.as_ref().and_then(|(dir, _)| {
-                std::fs::read(dir.join(super::bundle::MANIFEST))
-                    .ok()
-                    .map(|b| sha256_hex(&b))
-            }),
+            manifest_sha256: self
+                .current
+                .as_ref()
+                .and_then(|(dir, _)| manifest_sha256(dir)),
             models,
         }
     }
@@ -584,9 +572,7 @@ impl Updater {
             Ok(new) => {
                 let running = Running {
                     version,
-                    manifest_sha256: std::fs::read(trial.dir.join(super::bundle::MANIFEST))
-                        .ok()
-                        .map(|b| sha256_hex(&b)),
+                    manifest_sha256: manifest_sha256(&trial.dir),
                     ..self.running(new)
                 };
                 self.status.running = running;
@@ -742,6 +728,13 @@ fn bundle_config(base: &Config, dir: &Path, file: &Path) -> Result<Config, Strin
     let fragment = fragment.rooted_at(dir);
     base.with_models(file, &text, fragment.detectors, fragment.classifiers)
         .map_err(|e: ConfigError| e.to_string())
+}
+
+/// The sha256 of the `manifest.json` staged in `dir`, which lists every file's.
+fn manifest_sha256(dir: &Path) -> Option<String> {
+    std::fs::read(dir.join(super::bundle::MANIFEST))
+        .ok()
+        .map(|b| sha256_hex(&b))
 }
 
 /// The entries of folder `dir`; none when it cannot be read.
