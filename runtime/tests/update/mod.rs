@@ -159,11 +159,15 @@ impl Device {
 
 /// Publishes `payload` at QoS 1 and waits for the broker's acknowledgement.
 fn publish(port: u16, topic: &str, payload: Vec<u8>) {
+    publish_with(port, topic, payload, false)
+}
+
+fn publish_with(port: u16, topic: &str, payload: Vec<u8>, retain: bool) {
     let mut options = MqttOptions::new("fleet-publisher", "127.0.0.1", port);
     options.set_max_packet_size(64 << 20, 64 << 20);
     let (client, mut connection) = Client::new(options, 8);
     client
-        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -370,6 +374,19 @@ fn refused_bundles_leave_the_running_version_untouched_and_say_why() {
         wait_frames(&sub, &device, "d2", 2);
         eprintln!("{case}: refused: {}", s["update"]["reason"]);
     }
+    // A retained bundle, which the broker hands over again at every connection, is refused
+    // when it comes with the subscription, good as it is.
+    device.stop();
+    publish_with(broker.port, "ocelli/d2/update", good, true);
+    let device = Device::start(&config, None);
+    let s = wait_outcome(
+        &sub,
+        &device,
+        "d2",
+        "refused",
+        "publish bundles without retain",
+    );
+    assert_running(&s, 2, GOOD);
     assert_eq!(
         std::fs::read_link(dir.join("state/current")).unwrap(),
         Path::new("v2")
