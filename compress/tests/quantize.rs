@@ -214,10 +214,11 @@ fn an_empty_calibration_folder_is_one_clear_error() {
     );
 }
 
-/// The runtime's fast QuantizeLinear replaces every one of tract's in a ConvInteger chain,
-/// and the outputs stay bit-identical, saturating inputs included.
+/// The runtime's im2col takes the place of every one of tract's QuantizeLinear and Im2col
+/// pairs in a ConvInteger chain, quantising the f32 image itself, and the outputs stay
+/// bit-identical, saturating inputs included.
 #[test]
-fn fast_quantize_replaces_tracts_and_changes_no_output() {
+fn fast_im2col_quantises_in_place_of_tracts_and_changes_no_output() {
     use ocelli_compress::probe::{ConvShape, Repr, chain_model};
     let shape = ConvShape {
         channels: 16,
@@ -230,8 +231,10 @@ fn fast_quantize_replaces_tracts_and_changes_no_output() {
     let (tract_ops, fast_ops) = same_output_both_ways(&model, [1, 16, 12, 12]);
     let count = |ops: &[String], name: &str| ops.iter().filter(|o| *o == name).count();
     assert_eq!(count(&tract_ops, "QuantizeLinearI8"), 4, "{tract_ops:?}");
+    assert_eq!(count(&tract_ops, "Im2col"), 4, "{tract_ops:?}");
     assert_eq!(count(&fast_ops, "QuantizeLinearI8"), 0, "{fast_ops:?}");
-    assert_eq!(count(&fast_ops, "FastQuantizeLinearI8"), 4, "{fast_ops:?}");
+    assert_eq!(count(&fast_ops, "FastQuantizeLinearI8"), 0, "{fast_ops:?}");
+    assert_eq!(count(&fast_ops, "FastIm2colI8"), 4, "{fast_ops:?}");
 }
 
 /// The runtime's 1×1 and depthwise int8 ops replace tract's in the probe's ConvInteger chains

@@ -13,7 +13,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
 
-use super::im2col_i8::{self, Geometry, PhasePlanes};
+use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
 use super::split;
 use crate::imgproc::morph::Simd;
 
@@ -139,7 +139,7 @@ impl EvalOp for DepthwiseI8 {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let plain = inputs[0].try_as_plain_ram()?;
-        let planes = self.geo.phase_planes(plain.as_slice::<i8>()?)?;
+        let planes = self.geo.phase_planes(Image::I8(plain.as_slice::<i8>()?))?;
         let shape = self
             .output
             .shape

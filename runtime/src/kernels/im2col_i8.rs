@@ -20,18 +20,37 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
-use super::split;
+use super::{quantize, split};
 
 /// The replacement for `node` if it is an Im2col this op handles: one image (NCHW or CHW),
-/// one group, a 2-D kernel, i8 input, a [`Packing`] it writes, padding with 0.
-pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastIm2colI8>> {
+/// one group, a 2-D kernel, i8 input, a [`Packing`] it writes, padding with 0. The op, and
+/// the input it reads: the f32 image when an f32 QuantizeLinear writes the i8 one, which
+/// the op then quantises itself.
+pub fn replacement(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(FastIm2colI8, OutletId)>> {
     let Some((op, geo)) = geometry(model, node)? else {
         return Ok(None);
     };
     let Some(packing) = packing(model, node)? else {
         return Ok(None);
     };
-    Ok((op.group == 1).then_some(FastIm2colI8 { packing, geo }))
+    if op.group != 1 {
+        return Ok(None);
+    }
+    let (quantize, input) = match quantize::quantizer(model, node.inputs[0])? {
+        Some((q, x)) => (Some(q), x),
+        None => (None, node.inputs[0]),
+    };
+    Ok(Some((
+        FastIm2colI8 {
+            packing,
+            geo,
+            quantize,
+        },
+        input,
+    )))
 }
 
 /// The packing tract's Im2col `node` writes, if one of [`Packing`]'s.
@@ -148,11 +167,13 @@ impl Packing {
     }
 }
 
-/// tract's `Im2Col` for one i8 NCHW (or CHW) image and one group, with the geometry resolved.
+/// tract's `Im2Col` for one i8 NCHW (or CHW) image and one group, with the geometry resolved;
+/// with `quantize`, of the f32 image that tract's QuantizeLinearI8 quantised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastIm2colI8 {
     pub packing: Packing,
     pub geo: Geometry,
+    pub quantize: Option<quantize::FastQuantizeI8>,
 }
 
 /// A 2-D convolution's geometry over one CHW image.
@@ -191,6 +212,36 @@ impl FastIm2colI8 {
             // or lands in the spare bytes.
             for o in (x0..x1).step_by(CHUNK) {
                 row[dst + o - x0..][..CHUNK].copy_from_slice(&planes.data[src + o..][..CHUNK]);
+            }
+        }
+    }
+}
+
+/// A convolution's input image: i8, or f32 that tract's QuantizeLinearI8 (`scale`, the
+/// reciprocal of ONNX's, and `zero_point`) quantises on its way in.
+#[derive(Clone, Copy)]
+pub enum Image<'x> {
+    I8(&'x [i8]),
+    F32 {
+        x: &'x [f32],
+        scale: f32,
+        zero_point: i8,
+    },
+}
+
+impl Image<'_> {
+    /// The values at `at` as i8: borrowed, or quantised into `scratch`.
+    fn i8s<'s>(&'s self, at: Range<usize>, scratch: &'s mut Vec<i8>) -> &'s [i8] {
+        match *self {
+            Image::I8(x) => &x[at],
+            Image::F32 {
+                x,
+                scale,
+                zero_point,
+            } => {
+                scratch.resize(at.len(), 0);
+                quantize::quantize(&x[at], scale, zero_point, scratch);
+                scratch
             }
         }
     }
@@ -241,7 +292,7 @@ impl Geometry {
     /// row. A K row then copies contiguous runs from one phase plane whatever the stride, and
     /// the padding is already in place. 16 spare bytes at the end let the copies run in whole
     /// 16-byte chunks. Channels are split over tract's executor ([`split`]).
-    pub fn phase_planes(&self, x: &[i8]) -> TractResult<PhasePlanes<'_>> {
+    pub fn phase_planes(&self, x: Image) -> TractResult<PhasePlanes<'_>> {
         let [oh, ow] = self.output_hw;
         let [sy, sx] = self.strides;
         let [dy, dx] = self.dilations;
@@ -256,8 +307,11 @@ impl Geometry {
         split(&mut planes[..all], channel_len, all, |first, chunk| {
             // One padded input row, with room for the phases' last chunk.
             let mut line = vec![0i8; cols * sx + CHUNK];
+            // A channel quantised at once, for f32 input: one pass that vectorises whole.
+            let mut scratch = vec![];
             for (c, out) in chunk.chunks_exact_mut(channel_len).enumerate() {
-                let input = &x[(first + c) * plane_len..][..plane_len];
+                let at = (first + c) * plane_len;
+                let input = x.i8s(at..at + plane_len, &mut scratch);
                 self.phase_channel(input, [rows, cols, width], &mut line, out);
             }
             Ok(())
@@ -447,10 +501,19 @@ impl EvalOp for FastIm2colI8 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = &inputs[0];
-        let plain = input.try_as_plain_ram()?;
-        let planes = self.geo.phase_planes(plain.as_slice::<i8>()?)?;
-        let dt = input.datum_type();
+        let plain = inputs[0].try_as_plain_ram()?;
+        let (image, dt) = match &self.quantize {
+            Some(q) => (
+                Image::F32 {
+                    x: plain.as_slice::<f32>()?,
+                    scale: q.scale,
+                    zero_point: q.zero_point,
+                },
+                q.output,
+            ),
+            None => (Image::I8(plain.as_slice::<i8>()?), inputs[0].datum_type()),
+        };
+        let planes = self.geo.phase_planes(image)?;
         let packed = self
             .packing
             .pack(dt, self.k(), self.geo.n(), |kk, at, row| {
@@ -560,12 +623,11 @@ impl Packing {
 
 impl TypedOp for FastIm2colI8 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(
-            inputs[0]
-                .datum_type
-                .fact([1, 1])
-                .with_exotic_fact(self.exotic())
-        ))
+        let dt = self
+            .quantize
+            .as_ref()
+            .map_or(inputs[0].datum_type, |q| q.output);
+        Ok(tvec!(dt.fact([1, 1]).with_exotic_fact(self.exotic())))
     }
 
     as_op!();
@@ -647,26 +709,28 @@ mod tests {
 
     /// The same packed patches as tract's Im2col, for whichever int8 kernel this CPU gets (K4
     /// on x86-64 with VNNI and ARM with the dot product, K-major on Cortex-A72 and A53):
-    /// strides 1 to 3, padding, dilation, 5×5, rows shorter and longer than one copy, and
-    /// two big enough to split over threads, whose chunks start inside output rows.
+    /// strides 1 to 3, padding, dilation, 5×5, rows shorter and longer than a block, i8 input
+    /// and f32 input quantised on the way in, and two big enough to split over threads, whose
+    /// chunks start inside output rows.
     #[test]
     fn packs_what_tracts_im2col_packs() {
-        // (input channels, output channels, kernel, [stride, pad, dilation], input size)
+        // (input channels, output channels, kernel, [stride, pad, dilation], input size,
+        // f32 input)
         let cases = [
-            (8, 16, 3, [1, 1, 1], 16),
-            (5, 7, 3, [2, 1, 1], 15),
-            (3, 8, 3, [2, 1, 1], 70),
-            (6, 8, 3, [1, 2, 2], 13),
-            (4, 12, 5, [1, 2, 1], 9),
-            (3, 8, 3, [3, 1, 1], 20),
-            (3, 8, 3, [1, 1, 1], 40),
-            (16, 8, 3, [1, 1, 1], 37),
-            (13, 8, 3, [2, 1, 1], 83),
+            (8, 16, 3, [1, 1, 1], 16, false),
+            (5, 7, 3, [2, 1, 1], 15, true),
+            (3, 8, 3, [2, 1, 1], 70, false),
+            (6, 8, 3, [1, 2, 2], 13, true),
+            (4, 12, 5, [1, 2, 1], 9, false),
+            (3, 8, 3, [3, 1, 1], 20, false),
+            (3, 8, 3, [1, 1, 1], 40, true),
+            (16, 8, 3, [1, 1, 1], 37, false),
+            (13, 8, 3, [2, 1, 1], 83, true),
         ];
         // K × positions: what the packing splits.
         let split = |ci: usize, k: usize, out: usize| ci * k * k * out * out >= MIN_SPLIT;
         assert!(split(16, 3, 37) && split(13, 3, 42));
-        for (ci, co, k, geometry, size) in cases {
+        for (ci, co, k, geometry, size, quantize) in cases {
             let conv = Conv {
                 ci,
                 co,
@@ -674,7 +738,7 @@ mod tests {
                 k,
                 geometry,
                 size,
-                quantize: false,
+                quantize,
             };
             run_both(&conv.model(), "FastIm2colI8", |_| None);
         }

@@ -6,26 +6,29 @@
 //! their ops, and fold or fuse them before this point where they can.
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
-use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
 pub mod depthwise_i8;
 pub mod grid_sample;
 pub mod im2col_i8;
 pub mod pointwise_i8;
 pub mod quantize;
+pub mod reduce;
 
 /// Replaces, in an optimised model, the quantisation and packing of every 1×1 int8 convolution's
 /// input by [`pointwise_i8::QuantizePackI8`], the Im2col and matmul of every int8 depthwise one by
 /// [`depthwise_i8::DepthwiseI8`], every other int8 `Im2col` it can by
-/// [`im2col_i8::FastIm2colI8`], every other f32-input `QuantizeLinearI8` by
-/// [`quantize::FastQuantizeI8`] and every GridSample over f32 images by
-/// [`grid_sample::FastGridSample`].
+/// [`im2col_i8::FastIm2colI8`] (which quantises the f32 image itself where an f32
+/// `QuantizeLinearI8` wrote the i8 one), every other f32-input `QuantizeLinearI8` by
+/// [`quantize::FastQuantizeI8`], every GridSample over f32 images by
+/// [`grid_sample::FastGridSample`] and every f32 Reduce<Max> or <Min> over an axis other than
+/// the last by [`reduce::FastReduce`].
 pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     // The ops that stand for several of tract's nodes first, while those are still tract's.
     for id in model.eval_order()? {
         let node = model.node(id);
         if let Some((op, input)) = pointwise_i8::replacement(&model, node)? {
+            swap(&mut model, id, input, op, OutletId::new(id, 0))?;
+        } else if let Some((op, input)) = im2col_i8::replacement(&model, node)? {
             swap(&mut model, id, input, op, OutletId::new(id, 0))?;
         } else if let Some((op, matmul)) = depthwise_i8::replacement(&model, node)? {
             let input = node.inputs[0];
@@ -37,31 +40,12 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
         if let Some(fast) = grid_sample::replacement(&model, node)? {
             let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
             patch.apply(&mut model)?;
-            continue;
-        }
-        if let Some(fast) = im2col_i8::replacement(&model, node)? {
+        } else if let Some(fast) = reduce::replacement(&model, node)? {
             let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
             patch.apply(&mut model)?;
-            continue;
+        } else if let Some((fast, input)) = quantize::quantizer(&model, OutletId::new(id, 0))? {
+            swap(&mut model, id, input, fast, OutletId::new(id, 0))?;
         }
-        let Some(op) = node
-            .op_as::<ElementWiseOp>()
-            .and_then(|op| op.0.downcast_ref::<QuantizeLinearI8>())
-        else {
-            continue;
-        };
-        // tract's op also takes i32 input, which no ONNX QuantizeLinear of ours produces.
-        if model.outlet_fact(node.inputs[0])?.datum_type != f32::datum_type() {
-            continue;
-        }
-        let fast = quantize::FastQuantizeI8 {
-            scale: op.scale,
-            zero_point: op.zero_point,
-            // Keeps whatever quantisation parameters tract attached to the i8 output.
-            output: model.outlet_fact(OutletId::new(id, 0))?.datum_type,
-        };
-        let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
-        patch.apply(&mut model)?;
     }
     // The replaced nodes stay behind as unconnected placeholders until compacted.
     model.into_compact()

@@ -11,9 +11,7 @@ use tract_linalg::mmm::PackedMatrixStorage;
 use tract_onnx::prelude::tract_ndarray::Dimension;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::matmul::pack::{DynPackedExoticFact, OptMatMulPack};
-use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
 use super::im2col_i8::Packing;
 use super::{quantize, split};
@@ -28,11 +26,7 @@ pub fn replacement(
     let Some(op) = node.op_as::<OptMatMulPack>() else {
         return Ok(None);
     };
-    let source = model.node(node.inputs[0].node);
-    let Some(q) = source
-        .op_as::<ElementWiseOp>()
-        .and_then(|op| op.0.downcast_ref::<QuantizeLinearI8>())
-    else {
+    let Some((q, source)) = quantize::quantizer(model, node.inputs[0])? else {
         return Ok(None);
     };
     let (input, packed) = (
@@ -60,10 +54,7 @@ pub fn replacement(
     let (Some(packing), Some(k_axis), Some(mn_axis)) = (packing, axis('K'), axis('M')) else {
         return Ok(None);
     };
-    if mn_axis + 1 != shape.len()
-        || input.datum_type.unquantized() != i8::datum_type()
-        || model.outlet_fact(source.inputs[0])?.datum_type != f32::datum_type()
-    {
+    if mn_axis + 1 != shape.len() || input.datum_type.unquantized() != i8::datum_type() {
         return Ok(None);
     }
     Ok(Some((
@@ -75,7 +66,7 @@ pub fn replacement(
             k_axis,
             output: packed.clone(),
         },
-        source.inputs[0],
+        source,
     )))
 }
 

@@ -6,8 +6,36 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 
 use super::split;
+
+/// The quantisation of `outlet` if an f32-input `QuantizeLinearI8` writes it: its parameters,
+/// and the f32 input.
+pub fn quantizer(
+    model: &TypedModel,
+    outlet: OutletId,
+) -> TractResult<Option<(FastQuantizeI8, OutletId)>> {
+    let node = model.node(outlet.node);
+    let Some(op) = node
+        .op_as::<ElementWiseOp>()
+        .and_then(|op| op.0.downcast_ref::<QuantizeLinearI8>())
+    else {
+        return Ok(None);
+    };
+    // tract's op also takes i32 input, which no ONNX QuantizeLinear of ours produces.
+    if model.outlet_fact(node.inputs[0])?.datum_type != f32::datum_type() {
+        return Ok(None);
+    }
+    let fast = FastQuantizeI8 {
+        scale: op.scale,
+        zero_point: op.zero_point,
+        // Keeps whatever quantisation parameters tract attached to the i8 output.
+        output: model.outlet_fact(outlet)?.datum_type,
+    };
+    Ok(Some((fast, node.inputs[0])))
+}
 
 /// `clamp(round_half_to_even(x · scale) + zero_point, -128, 127)`: tract's `QuantizeLinearI8`
 /// (whose `scale` is the reciprocal of ONNX's), vectorised.
@@ -74,15 +102,18 @@ impl TypedOp for FastQuantizeI8 {
 /// Quantises `xs` into `ys` (same length) exactly as tract's `quantize_linear_f32_i8`.
 pub fn quantize(xs: &[f32], scale: f32, zero_point: i8, ys: &mut [i8]) {
     #[cfg(target_arch = "x86_64")]
-    sse2::quantize(xs, scale, zero_point, ys);
+    if avx512::is_available() {
+        avx512::quantize(xs, scale, zero_point, ys);
+    } else {
+        sse2::quantize(xs, scale, zero_point, ys);
+    }
     #[cfg(target_arch = "aarch64")]
     neon::quantize(xs, scale, zero_point, ys);
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     portable(xs, scale, zero_point, ys);
 }
 
-/// Chunks of a fixed width the compiler may vectorise (it does on armv7 with NEON); the
-/// tails of [`sse2`] and [`neon`].
+/// Chunks of a fixed width the compiler may vectorise (it does on armv7 with NEON).
 pub fn portable(xs: &[f32], scale: f32, zero_point: i8, ys: &mut [i8]) {
     const LANES: usize = 16;
     let zp = zero_point as f32;
@@ -108,15 +139,11 @@ fn one(x: f32, scale: f32, zp: f32) -> i8 {
     (r + zp).clamp(-128.0, 127.0) as i8
 }
 
-/// `sixteens` on the whole 16-value chunks of `xs` into `ys`, [`portable`] on the rest.
+/// `sixteens` on `xs` into `ys` 16 values at a time, the rest through a zero-padded 16:
+/// [`portable`]'s rounding is a library call on x86-64 without SSE4.1, and rows of a few
+/// dozen values have a tail as often as not.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn by_sixteens(
-    xs: &[f32],
-    scale: f32,
-    zero_point: i8,
-    ys: &mut [i8],
-    sixteens: impl FnOnce(&[f32], &mut [i8]),
-) {
+fn by_sixteens(xs: &[f32], ys: &mut [i8], sixteens: impl Fn(&[f32], &mut [i8])) {
     assert_eq!(
         xs.len(),
         ys.len(),
@@ -124,7 +151,13 @@ fn by_sixteens(
     );
     let whole = xs.len() / 16 * 16;
     sixteens(&xs[..whole], &mut ys[..whole]);
-    portable(&xs[whole..], scale, zero_point, &mut ys[whole..]);
+    let tail = xs.len() - whole;
+    if tail > 0 {
+        let (mut x, mut y) = ([0.0; 16], [0; 16]);
+        x[..tail].copy_from_slice(&xs[whole..]);
+        sixteens(&x, &mut y);
+        ys[whole..].copy_from_slice(&y[..tail]);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -136,7 +169,7 @@ pub mod sse2 {
     pub fn quantize(xs: &[f32], scale: f32, zero_point: i8, ys: &mut [i8]) {
         // SAFETY: SSE2 is part of the x86-64 baseline.
         let sixteens = |x: &_, y: &mut _| unsafe { sixteens(x, scale, zero_point, y) };
-        super::by_sixteens(xs, scale, zero_point, ys, sixteens);
+        super::by_sixteens(xs, ys, sixteens);
     }
 
     #[target_feature(enable = "sse2")]
@@ -164,6 +197,41 @@ pub mod sse2 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+pub mod avx512 {
+    use std::arch::x86_64::*;
+
+    pub fn is_available() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+
+    /// [`sse2`](super::sse2)'s steps on 16 values an instruction, and one saturating
+    /// narrowing (`vpmovsdb`) for its two packs. Only where [`is_available`].
+    pub fn quantize(xs: &[f32], scale: f32, zero_point: i8, ys: &mut [i8]) {
+        assert!(is_available(), "quantize: this CPU has no AVX-512");
+        // SAFETY: the CPU has AVX-512 F, checked above.
+        let sixteens = |x: &_, y: &mut _| unsafe { sixteens(x, scale, zero_point, y) };
+        super::by_sixteens(xs, ys, sixteens);
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn sixteens(xs: &[f32], scale: f32, zero_point: i8, ys: &mut [i8]) {
+        let s = _mm512_set1_ps(scale);
+        let zp = _mm512_set1_epi32(zero_point as i32);
+        let (low, high) = (_mm512_set1_ps(-256.0), _mm512_set1_ps(256.0));
+        for (x, y) in xs.chunks_exact(16).zip(ys.chunks_exact_mut(16)) {
+            // SAFETY: `x` holds exactly 16 values; the load is unaligned.
+            let v = _mm512_mul_ps(unsafe { _mm512_loadu_ps(x.as_ptr()) }, s);
+            // NaN → 0, as tract's cast to i32 does.
+            let v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
+            let v = _mm512_min_ps(_mm512_max_ps(v, low), high);
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zp);
+            // SAFETY: `y` holds exactly 16 bytes; the store is unaligned.
+            unsafe { _mm_storeu_si128(y.as_mut_ptr().cast(), _mm512_cvtsepi32_epi8(q)) };
+        }
+    }
+}
+
 #[cfg(target_arch = "aarch64")]
 pub mod neon {
     use std::arch::aarch64::*;
@@ -175,7 +243,7 @@ pub mod neon {
     pub fn quantize(xs: &[f32], scale: f32, zero_point: i8, ys: &mut [i8]) {
         // SAFETY: NEON is part of the aarch64 baseline.
         let sixteens = |x: &_, y: &mut _| unsafe { sixteens(x, scale, zero_point, y) };
-        super::by_sixteens(xs, scale, zero_point, ys, sixteens);
+        super::by_sixteens(xs, ys, sixteens);
     }
 
     #[target_feature(enable = "neon")]
@@ -231,17 +299,25 @@ mod tests {
         }
     }
 
-    /// Every implementation this target has: what [`quantize`] picks and its fallback.
     type Kernel = fn(&[f32], f32, i8, &mut [i8]);
 
-    const KERNELS: &[Kernel] = &[
-        quantize,
-        portable,
+    /// Every implementation this target has and this CPU runs: what [`quantize`] picks and
+    /// each of its choices and fallbacks.
+    fn kernels() -> Vec<Kernel> {
+        let mut kernels: Vec<Kernel> = vec![quantize, portable];
         #[cfg(target_arch = "x86_64")]
-        sse2::quantize,
+        {
+            kernels.push(sse2::quantize);
+            if avx512::is_available() {
+                kernels.push(avx512::quantize);
+            } else {
+                println!("quantize: AVX-512 skipped, this CPU lacks it");
+            }
+        }
         #[cfg(target_arch = "aarch64")]
-        neon::quantize,
-    ];
+        kernels.push(neon::quantize);
+        kernels
+    }
 
     proptest! {
         #[test]
@@ -250,8 +326,8 @@ mod tests {
             scale in prop_oneof![Just(1.0f32), Just(0.5f32), 0.01f32..20.0],
             zp in any::<i8>(),
         ) {
-            for kernel in KERNELS {
-                check(*kernel, &xs, scale, zp);
+            for kernel in kernels() {
+                check(kernel, &xs, scale, zp);
             }
         }
     }
@@ -283,10 +359,10 @@ mod tests {
             .copied()
             .filter(|x| x.is_nan() || x.abs() < 1e9)
             .collect();
-        for kernel in KERNELS {
-            check(*kernel, &xs, 1.0, 0);
+        for kernel in kernels() {
+            check(kernel, &xs, 1.0, 0);
             for zp in [-128, -1, 3, 127] {
-                check(*kernel, &in_i32, 1.0, zp);
+                check(kernel, &in_i32, 1.0, zp);
             }
         }
     }
