@@ -197,13 +197,14 @@ impl FastIm2colI8 {
         self.packing.exotic(self.k(), self.geo.n())
     }
 
-    /// K row `kk` (kernel tap of one channel) at output positions `at` into `row`, which
-    /// has `CHUNK` spare bytes past them.
-    fn row(&self, planes: &PhasePlanes, kk: usize, at: Range<usize>, row: &mut [i8]) {
-        let taps = self.geo.taps();
+    /// The K row whose run along output row 0 starts at `start` in `planes` (one kernel tap
+    /// of one channel), at output positions `at`, into `row`, which has `CHUNK` spare bytes
+    /// past them.
+    fn row(&self, planes: &PhasePlanes, start: usize, at: Range<usize>, row: &mut [i8]) {
         let ow = self.geo.output_hw[1];
+        let step = planes.row_step();
         for yo in at.start / ow..at.end.div_ceil(ow) {
-            let src = planes.run(kk / taps, kk % taps, yo);
+            let src = start + yo * step;
             // The columns of this output row inside `at`.
             let x0 = at.start.max(yo * ow) - yo * ow;
             let x1 = at.end.min(yo * ow + ow) - yo * ow;
@@ -514,10 +515,14 @@ impl EvalOp for FastIm2colI8 {
             None => (Image::I8(plain.as_slice::<i8>()?), inputs[0].datum_type()),
         };
         let planes = self.geo.phase_planes(image)?;
+        let taps = self.geo.taps();
+        let starts: Vec<usize> = (0..self.k())
+            .map(|kk| planes.run(kk / taps, kk % taps, 0))
+            .collect();
         let packed = self
             .packing
             .pack(dt, self.k(), self.geo.n(), |kk, at, row| {
-                self.row(&planes, kk, at, row)
+                self.row(&planes, starts[kk], at, row)
             })?;
         let output = PackedMatrixStorage::new_batched(&[1, 1], tvec!(packed)).into_tensor(dt);
         Ok(tvec!(output.into_tvalue()))
@@ -539,15 +544,22 @@ impl Packing {
         let r = self.r();
         let panel_len = self.panel_len(k);
         let panels = n.div_ceil(r);
-        // SAFETY: each chunk is zeroed whole before rows 0..k are written: what the kernel
-        // also reads (a partial last panel's spare lanes, the padding rows) stays 0 as tract
-        // writes it.
+        // SAFETY: `pack_panels` writes rows 0..k (K4: and the rows padding k to a multiple of
+        // 4) of every panel; what the kernel also reads, the padding after them and a partial
+        // last panel's spare lanes, is zeroed first, as tract leaves it.
         let mut data = unsafe {
             Tensor::uninitialized_aligned_dt(dt, &[panels * panel_len], self.alignment())?
         };
+        let rows_len = match self {
+            Packing::K4(_) => k.div_ceil(4) * 4 * r,
+            Packing::KMajor(_) => k * r,
+        };
         split(data.as_bytes_mut(), panel_len, k * n, |first, bytes| {
             let start = first * r;
-            bytes.fill(0);
+            for (p, panel) in bytes.chunks_exact_mut(panel_len).enumerate() {
+                let whole = (first + p + 1) * r <= n;
+                panel[if whole { rows_len } else { 0 }..].fill(0);
+            }
             self.pack_panels(
                 k,
                 start..n.min(start + bytes.len() / panel_len * r),
@@ -653,14 +665,17 @@ fn interleave4(rows: &[i8], four: Four, offset: usize, out: &mut [u8]) {
     } = four;
     let at = |m: usize| (m / r) * panel_len + offset + 4 * (m % r);
     // 16 positions at a time while they fill whole panels, as quads of 4 consecutive
-    // positions, which never straddle a panel when r is 4, 8 or 16.
+    // positions, which never straddle a panel when r is 4, 8 or 16; a power of two, so the
+    // quads' panels come by shifts, not divisions.
     let blocks = if matches!(r, 4 | 8 | 16) { n / 16 } else { 0 };
+    let shift = r.trailing_zeros();
+    let quad_at = |m: usize| (m >> shift) * panel_len + offset + 4 * (m & (r - 1));
     let row =
         |j: usize, m: usize| -> &[i8; 16] { rows[j * stride + m..][..16].try_into().expect("16") };
     for m in (0..blocks * 16).step_by(16) {
         let quads = blocks16::interleave4([row(0, m), row(1, m), row(2, m), row(3, m)]);
         for (q, quad) in quads.iter().enumerate() {
-            let dst = &mut out[at(m + 4 * q)..][..16];
+            let dst = &mut out[quad_at(m + 4 * q)..][..16];
             for (d, v) in dst.iter_mut().zip(quad) {
                 *d = *v as u8;
             }
