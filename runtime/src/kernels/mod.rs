@@ -7,6 +7,7 @@
 
 use tract_onnx::prelude::*;
 
+pub mod cast;
 pub mod depthwise_i8;
 pub mod grid_sample;
 pub mod im2col_i8;
@@ -20,8 +21,8 @@ pub mod reduce;
 /// [`im2col_i8::FastIm2colI8`] (which quantises the f32 image itself where an f32
 /// `QuantizeLinearI8` wrote the i8 one), every other f32-input `QuantizeLinearI8` by
 /// [`quantize::FastQuantizeI8`], every GridSample over f32 images by
-/// [`grid_sample::FastGridSample`] and every f32 Reduce<Max> or <Min> over an axis other than
-/// the last by [`reduce::FastReduce`].
+/// [`grid_sample::FastGridSample`], every f32 Reduce<Max> or <Min> over an axis other than
+/// the last by [`reduce::FastReduce`] and every i32 → f32 Cast by [`cast::FastCastI32F32`].
 pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     // The ops that stand for several of tract's nodes first, while those are still tract's.
     for id in model.eval_order()? {
@@ -38,6 +39,9 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     for id in model.eval_order()? {
         let node = model.node(id);
         if let Some(fast) = grid_sample::replacement(&model, node)? {
+            let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
+            patch.apply(&mut model)?;
+        } else if let Some(fast) = cast::replacement(&model, node)? {
             let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
             patch.apply(&mut model)?;
         } else if let Some(fast) = reduce::replacement(&model, node)? {
