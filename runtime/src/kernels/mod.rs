@@ -7,6 +7,7 @@
 
 use tract_onnx::prelude::*;
 
+pub mod broadcast;
 pub mod cast;
 pub mod depthwise_i8;
 pub mod grid_sample;
@@ -22,7 +23,9 @@ pub mod reduce;
 /// `QuantizeLinearI8` wrote the i8 one), every other f32-input `QuantizeLinearI8` by
 /// [`quantize::FastQuantizeI8`], every GridSample over f32 images by
 /// [`grid_sample::FastGridSample`], every f32 Reduce<Max> or <Min> over an axis other than
-/// the last by [`reduce::FastReduce`] and every i32 → f32 Cast by [`cast::FastCastI32F32`].
+/// the last by [`reduce::FastReduce`], every i32 → f32 Cast by [`cast::FastCastI32F32`] and
+/// every f32 Add, Sub, Mul or Div broadcast along an axis other than the last by
+/// [`broadcast::FastBroadcast`].
 pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     // The ops that stand for several of tract's nodes first, while those are still tract's.
     for id in model.eval_order()? {
@@ -38,13 +41,14 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     }
     for id in model.eval_order()? {
         let node = model.node(id);
-        if let Some(fast) = grid_sample::replacement(&model, node)? {
-            let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
-            patch.apply(&mut model)?;
-        } else if let Some(fast) = cast::replacement(&model, node)? {
-            let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
-            patch.apply(&mut model)?;
-        } else if let Some(fast) = reduce::replacement(&model, node)? {
+        // The ops that stand for one of tract's, on the same inputs.
+        let single = [
+            grid_sample::replacement(&model, node)?.map(boxed),
+            broadcast::replacement(&model, node)?.map(boxed),
+            cast::replacement(&model, node)?.map(boxed),
+            reduce::replacement(&model, node)?.map(boxed),
+        ];
+        if let Some(fast) = single.into_iter().flatten().next() {
             let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
             patch.apply(&mut model)?;
         } else if let Some((fast, input)) = quantize::quantizer(&model, OutletId::new(id, 0))? {
@@ -53,6 +57,10 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     }
     // The replaced nodes stay behind as unconnected placeholders until compacted.
     model.into_compact()
+}
+
+fn boxed(op: impl TypedOp) -> Box<dyn TypedOp> {
+    Box::new(op)
 }
 
 /// Work (values written, or multiply-adds) below which an op stays on the calling thread:
