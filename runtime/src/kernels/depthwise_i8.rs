@@ -17,20 +17,36 @@ use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
 use super::split;
 use crate::imgproc::morph::Simd;
 
-/// The replacement for `node` if it is the Im2col of an int8 depthwise convolution (one input
-/// channel a group, one output channel a group, no bias) whose only reader is tract's batched
-/// matmul: the op, and the matmul whose i32 output it computes.
-pub fn replacement(
+/// The replacements for `node` if it is the Im2col of an int8 depthwise convolution (one input
+/// channel a group, one output channel a group, no bias): for each of its readers that is
+/// tract's batched matmul, the op and the matmul whose i32 output it computes. Depthwise
+/// layers reading the same input (YOLOX's class and box branches) share one Im2col.
+pub fn replacements(
     model: &TypedModel,
     node: &TypedNode,
-) -> TractResult<Option<(DepthwiseI8, usize)>> {
+) -> TractResult<Vec<(DepthwiseI8, usize)>> {
     let Some((op, geo)) = im2col_i8::geometry(model, node)? else {
-        return Ok(None);
+        return Ok(vec![]);
     };
-    let readers = model.outlet_successors(OutletId::new(node.id, 0));
-    let ([reader], true) = (readers, op.group == geo.channels && op.group > 1) else {
-        return Ok(None);
-    };
+    if op.group != geo.channels || op.group < 2 {
+        return Ok(vec![]);
+    }
+    let mut found = vec![];
+    for reader in model.outlet_successors(OutletId::new(node.id, 0)) {
+        if let Some(dw) = for_reader(model, *reader, &geo)? {
+            found.push((dw, reader.node));
+        }
+    }
+    Ok(found)
+}
+
+/// The op computing what `reader`, reading the Im2col of geometry `geo`, computes, if it is
+/// tract's batched matmul of one output row per channel.
+fn for_reader(
+    model: &TypedModel,
+    reader: InletId,
+    geo: &Geometry,
+) -> TractResult<Option<DepthwiseI8>> {
     let mm_node = model.node(reader.node);
     let Some(mm) = mm_node.op_as::<OptMatMul>() else {
         return Ok(None);
@@ -62,15 +78,12 @@ pub fn replacement(
     else {
         return Ok(None);
     };
-    Ok(Some((
-        DepthwiseI8 {
-            geo,
-            weights,
-            output: c.clone(),
-            simd: Simd::detect(),
-        },
-        mm_node.id,
-    )))
+    Ok(Some(DepthwiseI8 {
+        geo: geo.clone(),
+        weights,
+        output: c.clone(),
+        simd: Simd::detect(),
+    }))
 }
 
 /// Each channel's kernel taps out of tract's packed weights (one row per group), if packed
@@ -246,26 +259,29 @@ mod tests {
     /// tract's i32 accumulators bit for bit, with every instruction set this CPU has (the ones
     /// it lacks are named): 3×3 and 5×5, strides 1 to 3, padding, dilation, odd sizes, i8 input
     /// and f32 input through QuantizeLinear, and one big enough to split over threads (the
-    /// quantisation too).
+    /// quantisation too), and two or three layers reading one input, which tract plans with
+    /// one Im2col (YOLOX's class and box branches).
     #[test]
     fn accumulates_what_tracts_matmul_does() {
         const { assert!(30 * 47 * 47 >= crate::kernels::MIN_SPLIT) };
-        // (channels, kernel, [stride, pad, dilation], input size, f32 input)
+        // (channels, kernel, [stride, pad, dilation], input size, f32 input, layers)
         let cases = [
-            (16, 3, [1, 1, 1], 20, false),
-            (24, 3, [2, 1, 1], 21, true),
-            (8, 5, [1, 2, 1], 13, false),
-            (5, 3, [2, 0, 1], 40, false),
-            (7, 3, [1, 2, 2], 9, true),
-            (4, 3, [3, 1, 1], 17, false),
-            (30, 3, [1, 1, 1], 47, true),
+            (16, 3, [1, 1, 1], 20, false, 1),
+            (24, 3, [2, 1, 1], 21, true, 1),
+            (8, 5, [1, 2, 1], 13, false, 1),
+            (5, 3, [2, 0, 1], 40, false, 1),
+            (7, 3, [1, 2, 2], 9, true, 1),
+            (4, 3, [3, 1, 1], 17, false, 1),
+            (30, 3, [1, 1, 1], 47, true, 1),
+            (12, 3, [1, 1, 1], 14, true, 2),
+            (6, 3, [2, 1, 1], 11, false, 3),
         ];
         for simd in Simd::ALL {
             if !simd.is_available() {
                 println!("depthwise_i8: {simd:?} skipped, this CPU lacks it");
                 continue;
             }
-            for (c, k, geometry, size, quantize) in cases {
+            for (c, k, geometry, size, quantize, layers) in cases {
                 let conv = Conv {
                     ci: c,
                     co: c,
@@ -275,7 +291,7 @@ mod tests {
                     size,
                     quantize,
                 };
-                run_both(&conv.model(), "DepthwiseI8", |node| {
+                run_both(&conv.branched(layers), "DepthwiseI8", layers, |node| {
                     let mut op = node.op_as::<DepthwiseI8>()?.clone();
                     op.simd = simd;
                     Some(Box::new(op))

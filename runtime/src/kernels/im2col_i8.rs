@@ -755,7 +755,7 @@ mod tests {
                 size,
                 quantize,
             };
-            run_both(&conv.model(), "FastIm2colI8", |_| None);
+            run_both(&conv.model(), "FastIm2colI8", 1, |_| None);
         }
     }
 }

@@ -31,12 +31,16 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     for id in model.eval_order()? {
         let node = model.node(id);
         if let Some((op, input)) = pointwise_i8::replacement(&model, node)? {
-            swap(&mut model, id, input, op, OutletId::new(id, 0))?;
+            swap(&mut model, input, op, OutletId::new(id, 0))?;
         } else if let Some((op, input)) = im2col_i8::replacement(&model, node)? {
-            swap(&mut model, id, input, op, OutletId::new(id, 0))?;
-        } else if let Some((op, matmul)) = depthwise_i8::replacement(&model, node)? {
-            let input = node.inputs[0];
-            swap(&mut model, id, input, op, OutletId::new(matmul, 0))?;
+            swap(&mut model, input, op, OutletId::new(id, 0))?;
+        } else {
+            let found = depthwise_i8::replacements(&model, node)?;
+            if let Some(input) = node.inputs.first().copied() {
+                for (op, matmul) in found {
+                    swap(&mut model, input, op, OutletId::new(matmul, 0))?;
+                }
+            }
         }
     }
     for id in model.eval_order()? {
@@ -52,7 +56,7 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
             let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
             patch.apply(&mut model)?;
         } else if let Some((fast, input)) = quantize::quantizer(&model, OutletId::new(id, 0))? {
-            swap(&mut model, id, input, fast, OutletId::new(id, 0))?;
+            swap(&mut model, input, fast, OutletId::new(id, 0))?;
         }
     }
     // The replaced nodes stay behind as unconnected placeholders until compacted.
@@ -84,17 +88,17 @@ pub fn split<T: Send>(
     tract_linalg::multithread::par_chunks_mut(out, unit, work, f)
 }
 
-/// Wires `op` on `input` in place of the nodes from `node` to the one writing `replaced`.
+/// Wires `op` on `input` in place of the node writing `replaced` (and of whatever only it
+/// read), named after that node.
 fn swap(
     model: &mut TypedModel,
-    node: usize,
     input: OutletId,
     op: impl TypedOp,
     replaced: OutletId,
 ) -> TractResult<()> {
     let mut patch = TypedModelPatch::default();
     let x = patch.tap_model(model, input)?;
-    let y = patch.wire_node(&model.node(node).name, op, &[x])?[0];
+    let y = patch.wire_node(&model.node(replaced.node).name, op, &[x])?[0];
     patch.shunt_outside(model, replaced, y)?;
     patch.apply(model)
 }
@@ -165,18 +169,24 @@ pub mod tests {
     impl Conv {
         /// x [1, ci, size, size] → (QuantizeLinear →) ConvInteger → i32 y.
         pub fn model(&self) -> TypedModel {
+            self.branched(1)
+        }
+
+        /// `branches` ConvInteger layers with different weights on the same (quantised)
+        /// input, y their sum.
+        pub fn branched(&self, branches: usize) -> TypedModel {
             let (ci, co, k) = (self.ci, self.co, self.k);
             let [stride, pad, dilation] = self.geometry;
-            let weights: Vec<u8> = (0..co * ci / self.group * k * k)
-                .map(|i| ((i * 37 % 255) as i32 - 127) as i8 as u8)
-                .collect();
             let mut nodes = vec![];
-            let mut initializer = vec![tensor(
-                "w",
-                DataType::Int8,
-                &[co, ci / self.group, k, k],
-                weights,
-            )];
+            let mut initializer: Vec<_> = (0..branches)
+                .map(|b| {
+                    let weights: Vec<u8> = (0..co * ci / self.group * k * k)
+                        .map(|i| (((i * 37 + b * 101) % 255) as i32 - 127) as i8 as u8)
+                        .collect();
+                    let shape = [co, ci / self.group, k, k];
+                    tensor(&format!("w{b}"), DataType::Int8, &shape, weights)
+                })
+                .collect();
             let x_type = if self.quantize {
                 initializer.push(tensor(
                     "s",
@@ -195,23 +205,43 @@ pub mod tests {
             } else {
                 DataType::Int8
             };
-            nodes.push(pb::NodeProto {
-                op_type: "ConvInteger".into(),
-                input: vec![if self.quantize { "xq" } else { "x" }.into(), "w".into()],
-                output: vec!["y".into()],
-                attribute: vec![
-                    attr("pads", &[pad; 4]),
-                    attr("strides", &[stride; 2]),
-                    attr("dilations", &[dilation; 2]),
-                    pb::AttributeProto {
-                        name: "group".into(),
-                        r#type: AttributeType::Int as i32,
-                        i: self.group as i64,
-                        ..Default::default()
-                    },
-                ],
-                ..Default::default()
-            });
+            let y = |b: usize| {
+                if branches == 1 {
+                    "y".into()
+                } else {
+                    format!("y{b}")
+                }
+            };
+            for b in 0..branches {
+                nodes.push(pb::NodeProto {
+                    op_type: "ConvInteger".into(),
+                    input: vec![
+                        if self.quantize { "xq" } else { "x" }.into(),
+                        format!("w{b}"),
+                    ],
+                    output: vec![y(b)],
+                    attribute: vec![
+                        attr("pads", &[pad; 4]),
+                        attr("strides", &[stride; 2]),
+                        attr("dilations", &[dilation; 2]),
+                        pb::AttributeProto {
+                            name: "group".into(),
+                            r#type: AttributeType::Int as i32,
+                            i: self.group as i64,
+                            ..Default::default()
+                        },
+                    ],
+                    ..Default::default()
+                });
+            }
+            if branches > 1 {
+                nodes.push(pb::NodeProto {
+                    op_type: "Sum".into(),
+                    input: (0..branches).map(y).collect(),
+                    output: vec!["y".into()],
+                    ..Default::default()
+                });
+            }
             let proto = pb::ModelProto {
                 ir_version: 7,
                 opset_import: vec![pb::OperatorSetIdProto {
@@ -234,13 +264,14 @@ pub mod tests {
         }
     }
 
-    /// Checks that [`accelerate`] puts exactly one `name` op into `tracts` and that the plan
-    /// then gives tract's output bit for bit, on one thread and split over two, on an input
-    /// spanning i8 (and beyond, for f32 input, to saturate); `variant` may swap the op for
-    /// another build of it first.
+    /// Checks that [`accelerate`] puts exactly `count` `name` ops into `tracts` and that the
+    /// plan then gives tract's output bit for bit, on one thread and split over two, on an
+    /// input spanning i8 (and beyond, for f32 input, to saturate); `variant` may swap each op
+    /// for another build of it first.
     pub fn run_both(
         tracts: &TypedModel,
         name: &str,
+        count: usize,
         variant: impl Fn(&TypedNode) -> Option<Box<dyn TypedOp>>,
     ) {
         let mut ours = accelerate(tracts.clone()).unwrap();
@@ -250,9 +281,11 @@ pub mod tests {
             .filter(|n| n.op.name() == name)
             .map(|n| n.id)
             .collect();
-        assert_eq!(ids.len(), 1, "one {name} in {ours}");
-        if let Some(op) = variant(ours.node(ids[0])) {
-            ours.node_mut(ids[0]).op = op;
+        assert_eq!(ids.len(), count, "{count} {name} in {ours}");
+        for id in ids {
+            if let Some(op) = variant(ours.node(id)) {
+                ours.node_mut(id).op = op;
+            }
         }
         let fact = tracts.input_fact(0).unwrap();
         let shape = fact.shape.as_concrete().unwrap().to_vec();

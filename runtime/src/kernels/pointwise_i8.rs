@@ -202,7 +202,7 @@ mod tests {
                 size,
                 quantize: true,
             };
-            run_both(&conv.model(), "QuantizePackI8", |_| None);
+            run_both(&conv.model(), "QuantizePackI8", 1, |_| None);
         }
     }
 }
