@@ -12,6 +12,7 @@ pub mod cast;
 pub mod depthwise_i8;
 pub mod grid_sample;
 pub mod im2col_i8;
+pub mod pad;
 pub mod pointwise_i8;
 pub mod quantize;
 pub mod reduce;
@@ -25,7 +26,8 @@ pub mod reduce;
 /// [`grid_sample::FastGridSample`], every f32 Reduce<Max> or <Min> over an axis other than
 /// the last by [`reduce::FastReduce`], every i32 → f32 Cast by [`cast::FastCastI32F32`] and
 /// every f32 Add, Sub, Mul or Div broadcast along an axis other than the last by
-/// [`broadcast::FastBroadcast`].
+/// [`broadcast::FastBroadcast`] and every constant f32 Pad of the last two axes by
+/// [`pad::FastPad`].
 pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
     // The ops that stand for several of tract's nodes first, while those are still tract's.
     for id in model.eval_order()? {
@@ -50,6 +52,7 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
             grid_sample::replacement(&model, node)?.map(boxed),
             broadcast::replacement(&model, node)?.map(boxed),
             cast::replacement(&model, node)?.map(boxed),
+            pad::replacement(&model, node)?.map(boxed),
             reduce::replacement(&model, node)?.map(boxed),
         ];
         if let Some(fast) = single.into_iter().flatten().next() {
