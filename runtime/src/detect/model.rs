@@ -298,15 +298,22 @@ pub(crate) fn load_err(path: &Path, e: anyhow::Error) -> DetectError {
 }
 
 /// Types and optimises a model whose image input is fixed to `w × h`: its `sizes` inputs
-/// (from [`size_inputs`]) become constants and its outputs f32.
+/// (from [`size_inputs`]) become constants and its outputs f32. With `ours`, the runtime's
+/// ops that must stand in before tract's code generation do
+/// ([`crate::kernels::depthwise_f32::swap_all`]); [`crate::kernels::accelerate`] swaps the
+/// others in after.
 pub(crate) fn optimize_for_image(
     model: InferenceModel,
     sizes: &[String],
     (w, h): (usize, usize),
+    ours: bool,
 ) -> TractResult<TypedModel> {
     let mut typed = model.into_typed()?;
     fix_sizes(&mut typed, sizes, (w, h))?;
     outputs_to_f32(&mut typed)?;
+    if ours {
+        typed = crate::kernels::depthwise_f32::swap_all(typed.into_decluttered()?)?;
+    }
     typed.into_optimized()
 }
 
@@ -542,7 +549,7 @@ fn plan_from_bytes(
         found,
         expected: "the image, and at most D-FINE's `orig_target_sizes` [1,2]".into(),
     })?;
-    let typed = optimize_for_image(model, &sizes, (w, h))
+    let typed = optimize_for_image(model, &sizes, (w, h), true)
         .and_then(crate::kernels::accelerate)
         .map_err(|e| load_err(path, e))?;
     if let Some(reason) = oversized_tensor(&typed) {

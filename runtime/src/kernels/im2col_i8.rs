@@ -17,6 +17,7 @@ use tract_linalg::mmm::{
 use tract_linalg::pack::{PackedFormat, PackedI8K4};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::PoolSpec;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
@@ -97,23 +98,27 @@ pub fn geometry<'m>(
             _ => return Ok(None),
         }
     }
-    // tract drops the batch axis of a one-image model (CHW).
-    let chw = match (spec.data_format, shape) {
-        (DataFormat::NCHW, [1, chw @ ..]) | (DataFormat::CHW, chw) => chw,
-        _ => return Ok(None),
-    };
-    if spec.kernel_shape.len() != 2
-        || chw.len() != 3
-        || input.datum_type.unquantized() != i8::datum_type()
-    {
+    if input.datum_type.unquantized() != i8::datum_type() {
         return Ok(None);
     }
-    let padding = spec.computed_padding(&chw[1..]);
-    let strides = spec.strides();
-    let dilations = spec.dilations();
-    Ok(Some((
-        op,
-        Geometry {
+    Ok(Geometry::of(spec, shape).map(|geo| (op, geo)))
+}
+
+impl Geometry {
+    /// The geometry of a 2-D convolution or pooling `spec` over one image of `shape` (NCHW
+    /// with N = 1, or the batch-less CHW tract uses inside a one-image model).
+    pub fn of(spec: &PoolSpec, shape: &[usize]) -> Option<Geometry> {
+        let chw = match (spec.data_format, shape) {
+            (DataFormat::NCHW, [1, chw @ ..]) | (DataFormat::CHW, chw) => chw,
+            _ => return None,
+        };
+        if spec.kernel_shape.len() != 2 || chw.len() != 3 {
+            return None;
+        }
+        let padding = spec.computed_padding(&chw[1..]);
+        let strides = spec.strides();
+        let dilations = spec.dilations();
+        Some(Geometry {
             channels: chw[0],
             input_hw: [chw[1], chw[2]],
             output_hw: [padding[0].convoluted, padding[1].convoluted],
@@ -121,8 +126,8 @@ pub fn geometry<'m>(
             strides: [strides[0], strides[1]],
             dilations: [dilations[0], dilations[1]],
             pad_before: [padding[0].pad_before, padding[1].pad_before],
-        },
-    )))
+        })
+    }
 }
 
 /// How the int8 matmul kernel takes the patches, as tract's Im2col writes them: panels of `r`

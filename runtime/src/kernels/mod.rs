@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 
 pub mod broadcast;
 pub mod cast;
+pub mod depthwise_f32;
 pub mod depthwise_i8;
 pub mod grid_sample;
 pub mod im2col_i8;
@@ -112,7 +113,7 @@ pub mod tests {
 
     use super::*;
 
-    fn attr(name: &str, ints: &[i64]) -> pb::AttributeProto {
+    pub fn attr(name: &str, ints: &[i64]) -> pb::AttributeProto {
         pb::AttributeProto {
             name: name.into(),
             r#type: AttributeType::Ints as i32,
@@ -121,7 +122,7 @@ pub mod tests {
         }
     }
 
-    fn value(name: &str, dt: DataType, dims: Option<&[usize]>) -> pb::ValueInfoProto {
+    pub fn value(name: &str, dt: DataType, dims: Option<&[usize]>) -> pb::ValueInfoProto {
         use pb::tensor_shape_proto::{Dimension, dimension::Value};
         let shape = dims.map(|d| pb::TensorShapeProto {
             dim: d
@@ -145,7 +146,7 @@ pub mod tests {
         }
     }
 
-    fn tensor(name: &str, dt: DataType, dims: &[usize], raw_data: Vec<u8>) -> pb::TensorProto {
+    pub fn tensor(name: &str, dt: DataType, dims: &[usize], raw_data: Vec<u8>) -> pb::TensorProto {
         pb::TensorProto {
             name: name.into(),
             dims: dims.iter().map(|d| *d as i64).collect(),

@@ -327,7 +327,8 @@ impl Model {
     }
 
     /// [`Model::plan`], or with `fast_int8` false tract's plan exactly as it optimises it
-    /// (its own QuantizeLinearI8 and Im2col, not [`crate::kernels::accelerate`]'s).
+    /// (its own QuantizeLinearI8, Im2col and depthwise convolutions, none of the runtime's
+    /// [`crate::kernels`]).
     pub fn plan_with(
         &self,
         input: [usize; 4],
@@ -341,8 +342,12 @@ impl Model {
             let sizes = crate::detect::model::size_inputs(&mut model).map_err(|found| {
                 anyhow::anyhow!("{found}: only the image, and D-FINE's orig_target_sizes, are fed")
             })?;
-            let typed =
-                crate::detect::model::optimize_for_image(model, &sizes, (input[3], input[2]))?;
+            let typed = crate::detect::model::optimize_for_image(
+                model,
+                &sizes,
+                (input[3], input[2]),
+                fast_int8,
+            )?;
             if fast_int8 {
                 crate::kernels::accelerate(typed)?.into_runnable()
             } else {
