@@ -162,6 +162,7 @@ mod tests {
     use tract_onnx::tract_core::ops::binary::BinMiniOp;
 
     use super::*;
+    use crate::kernels::tests::{bits, eval, f32_values};
 
     proptest! {
         /// Each operation, the broadcast operand first or second, over every axis but the
@@ -179,21 +180,8 @@ mod tests {
             prop_assume!(shape[axis + 1..].iter().product::<usize>() > 1);
             let mut part_shape = shape.clone();
             part_shape[axis] = 1;
-            let mut state = seed | 1;
-            let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, f32::MAX];
-            let mut values = |n: usize| -> Vec<f32> {
-                (0..n)
-                    .map(|_| {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        let r = state >> 40;
-                        if r % 8 == 0 { specials[(r / 8) as usize % specials.len()] } else { r as f32 / 1e5 - 80.0 }
-                    })
-                    .collect()
-            };
-            let a = Tensor::from_shape(&shape, &values(shape.iter().product())).unwrap();
-            let b = Tensor::from_shape(&part_shape, &values(part_shape.iter().product())).unwrap();
+            let a = Tensor::from_shape(&shape, &f32_values(seed, shape.iter().product())).unwrap();
+            let b = Tensor::from_shape(&part_shape, &f32_values(!seed, part_shape.iter().product())).unwrap();
             let inputs = if full == 0 { [a, b] } else { [b, a] };
             let mini: Box<dyn BinMiniOp> = match kind {
                 0 => Box::new(Add),
@@ -202,10 +190,7 @@ mod tests {
                 _ => Box::new(Div),
             };
             let op = TypedBinOp(mini, None);
-            let run = |op: &dyn EvalOp| {
-                let inputs = inputs.iter().map(|t| t.clone().into_tvalue()).collect();
-                op.eval_out_of_plan(inputs).unwrap().unwrap().remove(0).into_tensor()
-            };
+            let run = |op: &dyn EvalOp| eval(op, &[&inputs[0], &inputs[1]]);
             let want = run(&op);
             let fast = FastBroadcast {
                 kind: [Kind::Add, Kind::Sub, Kind::Mul, Kind::Div][kind],
@@ -215,7 +200,6 @@ mod tests {
             };
             let got = run(&fast);
             prop_assert_eq!(got.shape(), want.shape());
-            let bits = |t: &Tensor| t.to_plain_array_view::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             prop_assert_eq!(bits(&got), bits(&want), "{:?} {:?}", inputs, fast.kind);
         }
     }

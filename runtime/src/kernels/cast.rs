@@ -70,6 +70,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::kernels::tests::eval;
 
     proptest! {
         // Long vectors, to split over threads: fewer of them.
@@ -87,9 +88,7 @@ mod tests {
         ], 1..150_000)) {
             let x = tensor1(&values);
             let cast = Cast { to: f32::datum_type() };
-            let run = |op: &dyn EvalOp| {
-                op.eval_out_of_plan(tvec!(x.clone().into_tvalue())).unwrap().unwrap().remove(0).into_tensor()
-            };
+            let run = |op: &dyn EvalOp| eval(op, &[&x]);
             let want = run(&cast);
             let fast = FastCastI32F32(cast);
             prop_assert_eq!(&run(&fast), &want);

@@ -156,6 +156,53 @@ pub mod tests {
         }
     }
 
+    /// `n` f32 values from `seed` (xorshift), one in eight a special one: NaN, ±∞, the f32
+    /// bounds or a signed zero.
+    pub fn f32_values(seed: u64, n: usize) -> Vec<f32> {
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN,
+            f32::MAX,
+            -0.0,
+            0.0,
+        ];
+        let mut state = seed | 1;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let r = state >> 40;
+                if r.is_multiple_of(8) {
+                    specials[(r / 8) as usize % specials.len()]
+                } else {
+                    r as f32 / 1e5 - 80.0
+                }
+            })
+            .collect()
+    }
+
+    /// `op` evaluated on `inputs` (a single-output op).
+    pub fn eval(op: &dyn tract_onnx::tract_core::ops::EvalOp, inputs: &[&Tensor]) -> Tensor {
+        let inputs = inputs.iter().map(|t| (*t).clone().into_tvalue()).collect();
+        op.eval_out_of_plan(inputs)
+            .unwrap()
+            .unwrap()
+            .remove(0)
+            .into_tensor()
+    }
+
+    /// An f32 tensor's values as bits: NaN compares equal to itself.
+    pub fn bits(t: &Tensor) -> Vec<u32> {
+        t.to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    }
+
     /// One ConvInteger layer (no zero points), optimised by tract.
     pub struct Conv {
         pub ci: usize,

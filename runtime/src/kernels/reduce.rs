@@ -96,6 +96,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::kernels::tests::{bits, eval, f32_values};
 
     proptest! {
         /// Max and Min over every axis but the last of shapes up to rank 4, with NaN, ±∞ and
@@ -109,23 +110,11 @@ mod tests {
         ) {
             let axis = axis % (shape.len() - 1);
             prop_assume!(strided(&shape, axis));
-            let mut state = seed | 1;
-            let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MIN, f32::MAX, -0.0, 0.0];
-            let xs: Vec<f32> = (0..shape.iter().product::<usize>())
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    let r = state >> 40;
-                    if r % 8 == 0 { specials[(r / 8) as usize % specials.len()] } else { r as f32 / 1e5 - 80.0 }
-                })
-                .collect();
+            let xs = f32_values(seed, shape.iter().product());
             let x = Tensor::from_shape(&shape, &xs).unwrap();
             let op = Reduce { axes: tvec!(axis), reducer: if max { Reducer::Max } else { Reducer::Min } };
-            let run = |op: &dyn EvalOp| op.eval_out_of_plan(tvec!(x.clone().into_tvalue())).unwrap().unwrap().remove(0).into_tensor();
-            let (want, got) = (run(&op), run(&FastReduce(op.clone())));
+            let (want, got) = (eval(&op, &[&x]), eval(&FastReduce(op.clone()), &[&x]));
             prop_assert_eq!(got.shape(), want.shape());
-            let bits = |t: &Tensor| t.to_plain_array_view::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             prop_assert_eq!(bits(&got), bits(&want), "{:?} over axis {}", x, axis);
         }
     }
