@@ -1163,18 +1163,26 @@ fn sigterm_exits_0_within_2_s_and_removes_the_socket() {
     use std::time::{Duration, Instant};
     let yunet = cached("yunet_n_320_320.onnx");
     let yolox = cached("yolox_nano.onnx");
+    // Loading takes longer than the wait before SIGTERM with this one too, also under
+    // emulation (where the two small ones alone came to load within it).
+    let yolov8n = cached("yolov8n.onnx");
     for moment in [Moment::Frame, Moment::ClientWrite, Moment::ModelLoad] {
         let dir = scratch(&format!("sigterm-{moment:?}"));
         let jsonl = dir.join("out.jsonl");
         let socket = dir.join("s.sock");
+        let two = format!(
+            "[[detector]]\nmodel = {yunet:?}\nfamily = \"yunet\"\nlabels = \"face\"\n\n\
+             [[detector]]\nmodel = {yolox:?}\nfamily = \"yolox\"\n\n"
+        );
         let (size, detectors) = match moment {
             // Small frames and no detector: lines come fast enough to fill the client's socket.
             Moment::ClientWrite => ("64\nheight = 48", String::new()),
-            _ => (
+            Moment::Frame => ("320\nheight = 240", two),
+            Moment::ModelLoad => (
                 "320\nheight = 240",
                 format!(
-                    "[[detector]]\nmodel = {yunet:?}\nfamily = \"yunet\"\nlabels = \"face\"\n\n\
-                     [[detector]]\nmodel = {yolox:?}\nfamily = \"yolox\"\n\n"
+                    "{two}[[detector]]\nmodel = {yolov8n:?}\nfamily = \"yolov8\"\n\
+                     labels = \"coco\"\n\n"
                 ),
             ),
         };
