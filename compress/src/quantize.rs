@@ -313,6 +313,9 @@ fn keep_int8_that_pays(
         (_, 1usize) => "1×1",
         _ => "other",
     };
+    let shape: [usize; 4] = input.shape().try_into().expect("4-d input");
+    // The plan of the forms as they stand, carried from one kind to the next.
+    let mut current = apply(float, layers, cal)?.plan(shape)?;
     for k in ["depthwise", "1×1", "other"] {
         let int8: Vec<usize> = (0..layers.len())
             .filter(|i| layers[*i].form == Form::ConvInteger && kind(&layers[*i]) == k)
@@ -324,12 +327,8 @@ fn keep_int8_that_pays(
         for i in &int8 {
             without[*i].form = Form::WeightInt8;
         }
-        let shape: [usize; 4] = input.shape().try_into().expect("4-d input");
-        let plans = [
-            apply(float, layers, cal)?.plan(shape)?,
-            apply(float, &without, cal)?.plan(shape)?,
-        ];
-        let t = measure::time_interleaved(&[&plans[0], &plans[1]], input, 2, rounds)
+        let without_plan = apply(float, &without, cal)?.plan(shape)?;
+        let t = measure::time_interleaved(&[&current, &without_plan], input, 2, rounds)
             .map_err(|e| Error::run(&float.path, &e))?;
         let (with_ms, without_ms) = (measure::median(&t[0]), measure::median(&t[1]));
         progress(&format!(
@@ -338,6 +337,7 @@ fn keep_int8_that_pays(
         ));
         if with_ms >= without_ms {
             layers.clone_from_slice(&without);
+            current = without_plan;
         }
     }
     Ok(())

@@ -19,12 +19,13 @@ use crate::imgproc::morph::Simd;
 
 /// The replacements for `node` if it is the Im2col of an int8 depthwise convolution (one input
 /// channel a group, one output channel a group, no bias): for each of its readers that is
-/// tract's batched matmul, the op and the matmul whose i32 output it computes. Depthwise
-/// layers reading the same input (YOLOX's class and box branches) share one Im2col.
+/// tract's batched matmul, the op, the input it reads (the Im2col's) and the matmul output it
+/// computes. Depthwise layers reading the same input (YOLOX's class and box branches) share
+/// one Im2col.
 pub fn replacements(
     model: &TypedModel,
     node: &TypedNode,
-) -> TractResult<Vec<(DepthwiseI8, usize)>> {
+) -> TractResult<Vec<(DepthwiseI8, OutletId, OutletId)>> {
     let Some((op, geo)) = im2col_i8::geometry(model, node)? else {
         return Ok(vec![]);
     };
@@ -34,7 +35,7 @@ pub fn replacements(
     let mut found = vec![];
     for reader in model.outlet_successors(OutletId::new(node.id, 0)) {
         if let Some(dw) = for_reader(model, *reader, &geo)? {
-            found.push((dw, reader.node));
+            found.push((dw, node.inputs[0], OutletId::new(reader.node, 0)));
         }
     }
     Ok(found)

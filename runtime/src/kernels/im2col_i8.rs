@@ -223,16 +223,12 @@ impl FastIm2colI8 {
     }
 }
 
-/// A convolution's input image: i8, or f32 that tract's QuantizeLinearI8 (`scale`, the
-/// reciprocal of ONNX's, and `zero_point`) quantises on its way in.
+/// A convolution's input image: i8, or f32 that tract's QuantizeLinearI8 quantises on its way
+/// in.
 #[derive(Clone, Copy)]
 pub enum Image<'x> {
     I8(&'x [i8]),
-    F32 {
-        x: &'x [f32],
-        scale: f32,
-        zero_point: i8,
-    },
+    F32(&'x [f32], &'x quantize::FastQuantizeI8),
 }
 
 impl Image<'_> {
@@ -240,13 +236,9 @@ impl Image<'_> {
     fn i8s<'s>(&'s self, at: Range<usize>, scratch: &'s mut Vec<i8>) -> &'s [i8] {
         match *self {
             Image::I8(x) => &x[at],
-            Image::F32 {
-                x,
-                scale,
-                zero_point,
-            } => {
+            Image::F32(x, q) => {
                 scratch.resize(at.len(), 0);
-                quantize::quantize(&x[at], scale, zero_point, scratch);
+                quantize::quantize(&x[at], q.scale, q.zero_point, scratch);
                 scratch
             }
         }
@@ -509,14 +501,7 @@ impl EvalOp for FastIm2colI8 {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let plain = inputs[0].try_as_plain_ram()?;
         let (image, dt) = match &self.quantize {
-            Some(q) => (
-                Image::F32 {
-                    x: plain.as_slice::<f32>()?,
-                    scale: q.scale,
-                    zero_point: q.zero_point,
-                },
-                q.output,
-            ),
+            Some(q) => (Image::F32(plain.as_slice::<f32>()?, q), q.output),
             None => (Image::I8(plain.as_slice::<i8>()?), inputs[0].datum_type()),
         };
         let planes = self.geo.phase_planes(image)?;

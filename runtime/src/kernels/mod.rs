@@ -38,11 +38,8 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
         } else if let Some((op, input)) = im2col_i8::replacement(&model, node)? {
             swap(&mut model, input, op, OutletId::new(id, 0))?;
         } else {
-            let found = depthwise_i8::replacements(&model, node)?;
-            if let Some(input) = node.inputs.first().copied() {
-                for (op, matmul) in found {
-                    swap(&mut model, input, op, OutletId::new(matmul, 0))?;
-                }
+            for (op, input, matmul) in depthwise_i8::replacements(&model, node)? {
+                swap(&mut model, input, op, matmul)?;
             }
         }
     }
