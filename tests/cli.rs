@@ -953,7 +953,8 @@ fn board_threads_give_tract_a_pool_and_the_same_detections() {
         .parent()
         .unwrap()
         .to_path_buf();
-    let frames = 12;
+    // Every photo, and the loop back to the first.
+    let frames = std::fs::read_dir(&photos).unwrap().count() + 1;
     let run = |threads: usize| {
         let dir = scratch(&format!("threads-{threads}"));
         let jsonl = dir.join("out.jsonl");

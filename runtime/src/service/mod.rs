@@ -338,7 +338,9 @@ impl Imaging {
 
 /// Where results go besides the socket, which outlives reloads that keep its settings.
 struct Outputs {
-    jsonl: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+    /// Unbuffered: each frame's line is one append, readable at once and never lost with the
+    /// process (a watchdog kill, a power cut).
+    jsonl: Option<(PathBuf, std::fs::File)>,
     annotated_dir: Option<PathBuf>,
     snapshots: Option<Snapshots>,
     framebuffer: Option<Framebuffer>,
@@ -369,7 +371,7 @@ impl Outputs {
                         path: path.clone(),
                         source,
                     })?;
-                Some((path, std::io::BufWriter::new(file)))
+                Some((path, file))
             }
             None => None,
         };
@@ -388,16 +390,6 @@ impl Outputs {
             framebuffer,
             print: config.output.print,
         })
-    }
-
-    fn flush(&mut self) -> Result<(), ServiceError> {
-        if let Some((path, file)) = &mut self.jsonl {
-            file.flush().map_err(|source| ServiceError::Output {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        Ok(())
     }
 }
 
@@ -549,7 +541,6 @@ impl Pipeline {
             true => None,
             false => Some(bind_socket(&config)?),
         };
-        self.outputs.flush()?;
         std::mem::swap(&mut self.outputs, &mut outputs);
         self.detectors = detectors;
         self.imaging = imaging;
@@ -661,13 +652,12 @@ impl Pipeline {
                 break Err(e);
             }
         };
-        // Outputs are flushed and the socket removed however the loop ended.
+        // The socket is removed however the loop ended.
         if let Some(socket) = self.socket.take() {
             socket.shutdown();
         }
         self.net.shutdown();
-        let flushed = self.outputs.flush();
-        result.and(flushed).map(|()| summary)
+        result.map(|()| summary)
     }
 
     /// SIGHUP: reloads the config file, with the running fleet bundle's detectors if any.
