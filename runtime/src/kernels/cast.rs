@@ -1,20 +1,42 @@
 //! The i32 → f32 Cast after every int8 convolution (ConvInteger's accumulators, before their
-//! scale and bias).
+//! scale and bias), and that scale and bias.
 //!
 //! tract 0.23.9 casts through its generic per-value conversion, ~1.3 ns a value even fully
 //! optimised: a third of a 1×1 int8 layer's time, more than its matmul. [`FastCastI32F32`]
 //! converts in place, in the accumulators' own buffer when nothing else holds it, with Rust's
-//! `as` (round to nearest even), which is what tract's conversion does too.
+//! `as` (round to nearest even), which is what tract's conversion does too. Where tract's
+//! per-channel `OptBinChain(Mul+Add)` alone reads the result, the same pass applies it
+//! ([`fused`]): one multiply, then one add, each rounded, as tract's two steps.
 
+use tract_linalg::multithread::BShare;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::OptBinChain;
 use tract_onnx::tract_core::ops::cast::Cast;
+use tract_onnx::tract_core::ops::change_axes::IntoShape;
 
 use super::split;
 
-/// tract's Cast from i32 to f32.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FastCastI32F32(pub Cast);
+/// tract's Cast from i32 to f32, then with `affine` the scale and bias of tract's
+/// `OptBinChain(Mul+Add)` after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FastCastI32F32 {
+    pub cast: Cast,
+    pub affine: Option<Affine>,
+}
+
+// The scales and biases are constants of the model: no NaN to make equality partial.
+impl Eq for FastCastI32F32 {}
+
+/// Value `i` of `n` becomes `v · scale[j] + bias[j]` for block `j = i / (n / scale.len())`,
+/// as tract's `PerBlock` operands (one per channel of NCHW values); the values then take
+/// `shape`, the chain's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Affine {
+    pub scale: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub shape: TVec<usize>,
+}
 
 /// The fast op standing for `node` when it is tract's Cast of i32 values to f32.
 pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<FastCastI32F32>> {
@@ -23,12 +45,80 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
     };
     let fits = op.to == f32::datum_type()
         && model.outlet_fact(node.inputs[0])?.datum_type == i32::datum_type();
-    Ok(fits.then(|| FastCastI32F32(op.clone())))
+    Ok(fits.then(|| FastCastI32F32 {
+        cast: op.clone(),
+        affine: None,
+    }))
+}
+
+/// When `node` is tract's `OptBinChain` of a per-block constant Mul then Add whose input is
+/// such a Cast (maybe reshaped) read by nothing else: the op doing all three, the Cast's input,
+/// and the chain's output it computes.
+pub fn fused(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(FastCastI32F32, OutletId, OutletId)>> {
+    let Some(chain) = node.op_as::<OptBinChain>() else {
+        return Ok(None);
+    };
+    let steps: Vec<_> = chain
+        .steps
+        .iter()
+        .map(|s| (s.binop.name(), s.share))
+        .collect();
+    if steps != [("Mul", BShare::PerBlock), ("Add", BShare::PerBlock)] {
+        return Ok(None);
+    }
+    // The Cast, through the reshapes tract leaves between (the values do not move), each
+    // outlet read by the next node alone.
+    let mut outlet = node.inputs[0];
+    loop {
+        if model.outlet_successors(outlet).len() != 1 || model.output_outlets()?.contains(&outlet) {
+            return Ok(None);
+        }
+        match model.node(outlet.node).op_as::<IntoShape>() {
+            Some(_) => outlet = model.node(outlet.node).inputs[0],
+            None => break,
+        }
+    }
+    let cast_node = model.node(outlet.node);
+    let Some(mut fast) = replacement(model, cast_node)? else {
+        return Ok(None);
+    };
+    let shape = model
+        .outlet_fact(OutletId::new(node.id, 0))?
+        .shape
+        .as_concrete()
+        .map(TVec::from);
+    let len = shape.as_ref().map(|s| s.iter().product::<usize>());
+    let operand = |i: usize| -> TractResult<Option<Vec<f32>>> {
+        Ok(match &model.outlet_fact(node.inputs[i])?.konst {
+            Some(k) if k.datum_type() == f32::datum_type() => {
+                Some(k.try_as_plain_ram()?.as_slice::<f32>()?.to_vec())
+            }
+            _ => None,
+        })
+    };
+    let (Some(len), Some(scale), Some(bias)) = (len, operand(1)?, operand(2)?) else {
+        return Ok(None);
+    };
+    if scale.is_empty() || scale.len() != bias.len() || len % scale.len() != 0 {
+        return Ok(None);
+    }
+    fast.affine = Some(Affine {
+        scale,
+        bias,
+        shape: shape.unwrap_or_default(),
+    });
+    Ok(Some((fast, cast_node.inputs[0], OutletId::new(node.id, 0))))
 }
 
 impl Op for FastCastI32F32 {
     fn name(&self) -> StaticName {
-        "FastCastI32F32".into()
+        match self.affine {
+            None => "FastCastI32F32".into(),
+            Some(_) => "FastCastI32F32+Mul+Add".into(),
+        }
     }
 
     op_as_typed_op!();
@@ -44,22 +134,43 @@ impl EvalOp for FastCastI32F32 {
             let mut plain = values.try_as_plain_ram_mut()?;
             let values_i32 = plain.as_slice_mut::<i32>()?;
             let len = values_i32.len();
-            split(values_i32, 1, len, |_, chunk| {
-                for v in chunk {
-                    *v = (*v as f32).to_bits() as i32;
+            match &self.affine {
+                None => split(values_i32, 1, len, |_, chunk| {
+                    for v in chunk {
+                        *v = (*v as f32).to_bits() as i32;
+                    }
+                    Ok(())
+                })?,
+                Some(Affine { scale, bias, .. }) => {
+                    let period = len / scale.len();
+                    // Whole blocks, each with its scale and bias.
+                    split(values_i32, period, len, |first, chunk| {
+                        for (j, block) in chunk.chunks_exact_mut(period).enumerate() {
+                            let (s, b) = (scale[first + j], bias[first + j]);
+                            for v in block {
+                                *v = ((*v as f32) * s + b).to_bits() as i32;
+                            }
+                        }
+                        Ok(())
+                    })?
                 }
-                Ok(())
-            })?;
+            }
         }
         // SAFETY: every value now holds an f32's bits, and both types are 4 bytes.
         unsafe { values.set_datum_type(f32::datum_type()) };
+        if let Some(affine) = &self.affine {
+            values = values.into_shape(&affine.shape)?;
+        }
         Ok(tvec!(values.into_tvalue()))
     }
 }
 
 impl TypedOp for FastCastI32F32 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        self.0.output_facts(inputs)
+        match &self.affine {
+            None => self.cast.output_facts(inputs),
+            Some(affine) => Ok(tvec!(f32::fact(&affine.shape))),
+        }
     }
 
     as_op!();
@@ -69,8 +180,94 @@ impl TypedOp for FastCastI32F32 {
 mod tests {
     use proptest::prelude::*;
 
+    use tract_onnx::pb::{self, tensor_proto::DataType};
+
     use super::*;
-    use crate::kernels::tests::eval;
+    use crate::kernels::tests::{attr, eval, run_both, tensor, value};
+
+    /// x [1, 8, 12, 12] i8 → ConvInteger (3×3, `co` channels, padded) → Cast → Mul by a scale
+    /// and Add a bias per channel (`[co, 1, 1]`, or with the batch axis), as `quantize`
+    /// writes an int8 layer; tract's optimised model.
+    fn dequantised_conv(co: usize, batch_axis: bool) -> TypedModel {
+        let ci = 8;
+        let weights = (0..co * ci * 9).map(|i| ((i * 37 % 255) as i32 - 127) as i8 as u8);
+        let per_channel: &[usize] = if batch_axis {
+            &[1, co, 1, 1]
+        } else {
+            &[co, 1, 1]
+        };
+        let floats = |f: &dyn Fn(usize) -> f32| -> Vec<u8> {
+            (0..co).flat_map(|c| f(c).to_le_bytes()).collect()
+        };
+        let node = |op: &str, input: &[&str], output: &str, attribute| pb::NodeProto {
+            op_type: op.into(),
+            input: input.iter().map(|i| i.to_string()).collect(),
+            output: vec![output.into()],
+            attribute,
+            ..Default::default()
+        };
+        let to_float = pb::AttributeProto {
+            name: "to".into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: DataType::Float as i64,
+            ..Default::default()
+        };
+        let proto = pb::ModelProto {
+            ir_version: 7,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(pb::GraphProto {
+                node: vec![
+                    node(
+                        "ConvInteger",
+                        &["x", "w"],
+                        "acc",
+                        vec![attr("pads", &[1; 4])],
+                    ),
+                    node("Cast", &["acc"], "f", vec![to_float]),
+                    node("Mul", &["f", "s"], "scaled", vec![]),
+                    node("Add", &["scaled", "b"], "y", vec![]),
+                ],
+                input: vec![value("x", DataType::Int8, Some(&[1, ci, 12, 12]))],
+                output: vec![value("y", DataType::Float, None)],
+                initializer: vec![
+                    tensor("w", DataType::Int8, &[co, ci, 3, 3], weights.collect()),
+                    tensor(
+                        "s",
+                        DataType::Float,
+                        per_channel,
+                        floats(&|c| 1e-3 * (c as f32 + 0.37)),
+                    ),
+                    tensor(
+                        "b",
+                        DataType::Float,
+                        per_channel,
+                        floats(&|c| c as f32 * 0.7 - 1.3),
+                    ),
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .and_then(|m| m.into_optimized())
+            .expect("a dequantised ConvInteger loads")
+    }
+
+    /// The scale and bias go into the Cast's pass, whatever reshapes tract leaves between:
+    /// tract's outputs bit for bit, on one thread and split over two.
+    #[test]
+    fn scale_and_bias_fuse_into_the_cast() {
+        for co in [1, 16, 24] {
+            for batch_axis in [false, true] {
+                let model = dequantised_conv(co, batch_axis);
+                run_both(&model, "FastCastI32F32+Mul+Add", 1, |_| None);
+            }
+        }
+    }
 
     proptest! {
         // Long vectors, to split over threads: fewer of them.
@@ -90,7 +287,7 @@ mod tests {
             let cast = Cast { to: f32::datum_type() };
             let run = |op: &dyn EvalOp| eval(op, &[&x]);
             let want = run(&cast);
-            let fast = FastCastI32F32(cast);
+            let fast = FastCastI32F32 { cast, affine: None };
             prop_assert_eq!(&run(&fast), &want);
             let pool = tract_linalg::multithread::Executor::multithread(2);
             let split = tract_linalg::multithread::multithread_tract_scope(pool, || run(&fast));

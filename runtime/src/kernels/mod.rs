@@ -25,7 +25,8 @@ pub mod reduce;
 /// `QuantizeLinearI8` wrote the i8 one), every other f32-input `QuantizeLinearI8` by
 /// [`quantize::FastQuantizeI8`], every GridSample over f32 images by
 /// [`grid_sample::FastGridSample`], every f32 Reduce<Max> or <Min> over an axis other than
-/// the last by [`reduce::FastReduce`], every i32 → f32 Cast by [`cast::FastCastI32F32`] and
+/// the last by [`reduce::FastReduce`], every i32 → f32 Cast by [`cast::FastCastI32F32`] (with
+/// the per-channel scale and bias after it where only those read it) and
 /// every f32 Add, Sub, Mul or Div broadcast along an axis other than the last by
 /// [`broadcast::FastBroadcast`] and every constant f32 Pad of the last two axes by
 /// [`pad::FastPad`].
@@ -37,6 +38,8 @@ pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
             swap(&mut model, input, op, OutletId::new(id, 0))?;
         } else if let Some((op, input)) = im2col_i8::replacement(&model, node)? {
             swap(&mut model, input, op, OutletId::new(id, 0))?;
+        } else if let Some((op, input, chain)) = cast::fused(&model, node)? {
+            swap(&mut model, input, op, chain)?;
         } else {
             for (op, input, matmul) in depthwise_i8::replacements(&model, node)? {
                 swap(&mut model, input, op, matmul)?;
