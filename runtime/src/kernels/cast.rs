@@ -9,11 +9,14 @@
 //! ([`fused`]): one multiply, then one add, each rounded, as tract's two steps.
 
 use tract_linalg::multithread::BShare;
+use tract_linalg::routines::Func;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::OptBinChain;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::change_axes::IntoShape;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::nn::Silu;
 
 use super::split;
 
@@ -36,6 +39,8 @@ pub struct Affine {
     pub scale: Vec<f32>,
     pub bias: Vec<f32>,
     pub shape: TVec<usize>,
+    /// Then tract's Silu, its own kernel run on each block.
+    pub silu: bool,
 }
 
 /// The fast op standing for `node` when it is tract's Cast of i32 values to f32.
@@ -105,19 +110,31 @@ pub fn fused(
     if scale.is_empty() || scale.len() != bias.len() || len % scale.len() != 0 {
         return Ok(None);
     }
+    // A Silu reading the chain alone (YOLO's Conv → BN → SiLU) joins the pass.
+    let chain_out = OutletId::new(node.id, 0);
+    let silu = match model.outlet_successors(chain_out) {
+        [next] if !model.output_outlets()?.contains(&chain_out) => model
+            .node(next.node)
+            .op_as::<ElementWiseOp>()
+            .filter(|op| op.0.is::<Silu>())
+            .map(|_| OutletId::new(next.node, 0)),
+        _ => None,
+    };
     fast.affine = Some(Affine {
         scale,
         bias,
         shape: shape.unwrap_or_default(),
+        silu: silu.is_some(),
     });
-    Ok(Some((fast, cast_node.inputs[0], OutletId::new(node.id, 0))))
+    Ok(Some((fast, cast_node.inputs[0], silu.unwrap_or(chain_out))))
 }
 
 impl Op for FastCastI32F32 {
     fn name(&self) -> StaticName {
-        match self.affine {
+        match &self.affine {
             None => "FastCastI32F32".into(),
-            Some(_) => "FastCastI32F32+Mul+Add".into(),
+            Some(Affine { silu: false, .. }) => "FastCastI32F32+Mul+Add".into(),
+            Some(Affine { silu: true, .. }) => "FastCastI32F32+Mul+Add+Silu".into(),
         }
     }
 
@@ -141,14 +158,28 @@ impl EvalOp for FastCastI32F32 {
                     }
                     Ok(())
                 })?,
-                Some(Affine { scale, bias, .. }) => {
+                Some(Affine {
+                    scale, bias, silu, ..
+                }) => {
                     let period = len / scale.len();
+                    let silu = silu.then(|| Func::Silu.ew_f32()).transpose()?;
                     // Whole blocks, each with its scale and bias.
                     split(values_i32, period, len, |first, chunk| {
                         for (j, block) in chunk.chunks_exact_mut(period).enumerate() {
                             let (s, b) = (scale[first + j], bias[first + j]);
-                            for v in block {
+                            for v in block.iter_mut() {
                                 *v = ((*v as f32) * s + b).to_bits() as i32;
+                            }
+                            if let Some(silu) = &silu {
+                                // SAFETY: the block now holds f32 values; same size and
+                                // alignment as i32.
+                                let block = unsafe {
+                                    std::slice::from_raw_parts_mut(
+                                        block.as_mut_ptr().cast::<f32>(),
+                                        block.len(),
+                                    )
+                                };
+                                silu.run(block)?;
                             }
                         }
                         Ok(())
@@ -187,8 +218,8 @@ mod tests {
 
     /// x [1, 8, 12, 12] i8 → ConvInteger (3×3, `co` channels, padded) → Cast → Mul by a scale
     /// and Add a bias per channel (`[co, 1, 1]`, or with the batch axis), as `quantize`
-    /// writes an int8 layer; tract's optimised model.
-    fn dequantised_conv(co: usize, batch_axis: bool) -> TypedModel {
+    /// writes an int8 layer, then with `silu` y·sigmoid(y); tract's optimised model.
+    fn dequantised_conv(co: usize, batch_axis: bool, silu: bool) -> TypedModel {
         let ci = 8;
         let weights = (0..co * ci * 9).map(|i| ((i * 37 % 255) as i32 - 127) as i8 as u8);
         let per_channel: &[usize] = if batch_axis {
@@ -219,7 +250,7 @@ mod tests {
                 version: 13,
             }],
             graph: Some(pb::GraphProto {
-                node: vec![
+                node: [
                     node(
                         "ConvInteger",
                         &["x", "w"],
@@ -228,8 +259,17 @@ mod tests {
                     ),
                     node("Cast", &["acc"], "f", vec![to_float]),
                     node("Mul", &["f", "s"], "scaled", vec![]),
-                    node("Add", &["scaled", "b"], "y", vec![]),
-                ],
+                    node(
+                        "Add",
+                        &["scaled", "b"],
+                        if silu { "a" } else { "y" },
+                        vec![],
+                    ),
+                ]
+                .into_iter()
+                .chain(silu.then(|| node("Sigmoid", &["a"], "g", vec![])))
+                .chain(silu.then(|| node("Mul", &["a", "g"], "y", vec![])))
+                .collect(),
                 input: vec![value("x", DataType::Int8, Some(&[1, ci, 12, 12]))],
                 output: vec![value("y", DataType::Float, None)],
                 initializer: vec![
@@ -257,14 +297,16 @@ mod tests {
             .expect("a dequantised ConvInteger loads")
     }
 
-    /// The scale and bias go into the Cast's pass, whatever reshapes tract leaves between:
-    /// tract's outputs bit for bit, on one thread and split over two.
+    /// The scale and bias, and a Silu after them, go into the Cast's pass, whatever reshapes
+    /// tract leaves between: tract's outputs bit for bit, on one thread and split over two.
     #[test]
-    fn scale_and_bias_fuse_into_the_cast() {
+    fn scale_bias_and_silu_fuse_into_the_cast() {
         for co in [1, 16, 24] {
             for batch_axis in [false, true] {
-                let model = dequantised_conv(co, batch_axis);
+                let model = dequantised_conv(co, batch_axis, false);
                 run_both(&model, "FastCastI32F32+Mul+Add", 1, |_| None);
+                let model = dequantised_conv(co, batch_axis, true);
+                run_both(&model, "FastCastI32F32+Mul+Add+Silu", 1, |_| None);
             }
         }
     }
