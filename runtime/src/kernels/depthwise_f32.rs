@@ -11,7 +11,9 @@
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::cnn::PoolSpec;
 use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::im2col_i8::Geometry;
 use super::{split, swap};
@@ -48,7 +50,31 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<D
     ) else {
         return Ok(None);
     };
-    let Some(geo) = Geometry::of(&conv.pool_spec, shape) else {
+    // tract makes a convolution whose output it transposes to channels-last (YuNet's heads)
+    // an NHWC one: it runs here as CHW between two transposes.
+    let channels_last = matches!(
+        conv.pool_spec.data_format,
+        DataFormat::NHWC | DataFormat::HWC
+    );
+    let (spec, shape) = if channels_last {
+        let mut chw = shape.to_vec();
+        let (Some(c), Some(at)) = (chw.pop(), chw.len().checked_sub(2)) else {
+            return Ok(None);
+        };
+        chw.insert(at, c);
+        let data_format = match conv.pool_spec.data_format {
+            DataFormat::NHWC => DataFormat::NCHW,
+            _ => DataFormat::CHW,
+        };
+        let spec = PoolSpec {
+            data_format,
+            ..conv.pool_spec.clone()
+        };
+        (spec, chw)
+    } else {
+        (conv.pool_spec.clone(), shape.to_vec())
+    };
+    let Some(geo) = Geometry::of(&spec, &shape) else {
         return Ok(None);
     };
     let channels = geo.channels;
@@ -73,6 +99,7 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<D
         weights: kernel.try_as_plain_ram()?.as_slice::<f32>()?.to_vec(),
         bias: (0..channels).map(|c| bias[c % bias.len()]).collect(),
         geo,
+        channels_last,
         output: output.without_value(),
         simd: Simd::detect(),
     }))
@@ -85,6 +112,8 @@ pub struct DepthwiseF32 {
     /// `[channel][tap]`, taps row-major.
     pub weights: Vec<f32>,
     pub bias: Vec<f32>,
+    /// Input and output NHWC (or HWC), not NCHW.
+    pub channels_last: bool,
     pub output: TypedFact,
     /// The instruction set the kernel runs with.
     pub simd: Simd,
@@ -121,12 +150,14 @@ impl EvalOp for DepthwiseF32 {
         {
             let mut out_plain = output.try_as_plain_ram_mut()?;
             let out = out_plain.as_slice_mut::<f32>()?;
-            let taps = self.geo.taps();
-            // Whole channels over tract's executor.
-            split(out, self.geo.n(), out.len() * taps, |first, out| {
-                convolve(self, x, first, out);
-                Ok(())
-            })?;
+            if self.channels_last {
+                let (c, n) = (self.geo.channels, self.geo.n());
+                let mut planar = vec![0f32; out.len()];
+                self.convolve_all(&transpose(x, x.len() / c, c), &mut planar)?;
+                out.copy_from_slice(&transpose(&planar, c, n));
+            } else {
+                self.convolve_all(x, out)?;
+            }
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -138,6 +169,29 @@ impl TypedOp for DepthwiseF32 {
     }
 
     as_op!();
+}
+
+impl DepthwiseF32 {
+    /// Every channel of the CHW image `x` into `out` (CHW), whole channels over tract's
+    /// executor.
+    fn convolve_all(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+        let work = out.len() * self.geo.taps();
+        split(out, self.geo.n(), work, |first, out| {
+            convolve(self, x, first, out);
+            Ok(())
+        })
+    }
+}
+
+/// `x`, `rows` rows of `cols` values, transposed.
+fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; x.len()];
+    for (i, row) in x.chunks_exact(cols).enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            t[j * rows + i] = *v;
+        }
+    }
+    t
 }
 
 /// The channels from `first` that `out` holds, with the instruction set `op.simd` (baseline
@@ -234,9 +288,16 @@ mod tests {
     use super::*;
     use crate::kernels::tests::{attr, tensor, value};
 
-    /// x [1, c, size, size] → depthwise Conv (k×k, [stride, pad, dilation], bias) → y, tract's
-    /// decluttered model.
-    fn depthwise(c: usize, k: usize, [stride, pad, dilation]: [i64; 3], size: usize) -> TypedModel {
+    /// x [1, c, size, size] → depthwise Conv (k×k, [stride, pad, dilation], bias) → y; with
+    /// `channels_last`, x and y NHWC, transposed around the Conv, which tract then makes an
+    /// NHWC one (as YuNet's heads, transposed to NHWC, become); tract's decluttered model.
+    fn depthwise(
+        c: usize,
+        k: usize,
+        [stride, pad, dilation]: [i64; 3],
+        size: usize,
+        channels_last: bool,
+    ) -> TypedModel {
         let weights: Vec<u8> = (0..c * k * k)
             .flat_map(|i| (((i * 37 % 23) as f32 - 11.0) / 8.0).to_le_bytes())
             .collect();
@@ -250,24 +311,49 @@ mod tests {
                 version: 13,
             }],
             graph: Some(pb::GraphProto {
-                node: vec![pb::NodeProto {
-                    op_type: "Conv".into(),
-                    input: vec!["x".into(), "w".into(), "b".into()],
-                    output: vec!["y".into()],
-                    attribute: vec![
-                        attr("pads", &[pad; 4]),
-                        attr("strides", &[stride; 2]),
-                        attr("dilations", &[dilation; 2]),
-                        pb::AttributeProto {
-                            name: "group".into(),
-                            r#type: AttributeType::Int as i32,
-                            i: c as i64,
-                            ..Default::default()
-                        },
-                    ],
-                    ..Default::default()
-                }],
-                input: vec![value("x", DataType::Float, Some(&[1, c, size, size]))],
+                node: channels_last
+                    .then(|| pb::NodeProto {
+                        op_type: "Transpose".into(),
+                        input: vec!["x".into()],
+                        output: vec!["xt".into()],
+                        attribute: vec![attr("perm", &[0, 3, 1, 2])],
+                        ..Default::default()
+                    })
+                    .into_iter()
+                    .chain([pb::NodeProto {
+                        op_type: "Conv".into(),
+                        input: vec![
+                            if channels_last { "xt" } else { "x" }.into(),
+                            "w".into(),
+                            "b".into(),
+                        ],
+                        output: vec![if channels_last { "conv" } else { "y" }.into()],
+                        attribute: vec![
+                            attr("pads", &[pad; 4]),
+                            attr("strides", &[stride; 2]),
+                            attr("dilations", &[dilation; 2]),
+                            pb::AttributeProto {
+                                name: "group".into(),
+                                r#type: AttributeType::Int as i32,
+                                i: c as i64,
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    }])
+                    .chain(channels_last.then(|| pb::NodeProto {
+                        op_type: "Transpose".into(),
+                        input: vec!["conv".into()],
+                        output: vec!["y".into()],
+                        attribute: vec![attr("perm", &[0, 2, 3, 1])],
+                        ..Default::default()
+                    }))
+                    .collect(),
+                input: vec![value(
+                    "x",
+                    DataType::Float,
+                    Some(&input_shape(c, size, channels_last)),
+                )],
                 output: vec![value("y", DataType::Float, None)],
                 initializer: vec![
                     tensor("w", DataType::Float, &[c, 1, k, k], weights),
@@ -284,30 +370,41 @@ mod tests {
             .expect("a depthwise Conv loads")
     }
 
+    fn input_shape(c: usize, size: usize, channels_last: bool) -> [usize; 4] {
+        if channels_last {
+            [1, size, size, c]
+        } else {
+            [1, c, size, size]
+        }
+    }
+
     /// tract's output within 1e-5 (relative to the largest value), with every instruction
     /// set this CPU has (the ones it lacks are named), on one thread and split over two:
     /// 3×3 and 5×5, strides 1 to 3, padding 0 to 2, dilation 2, odd sizes, one layer big
-    /// enough to split.
+    /// enough to split, and channels-last outputs.
     #[test]
     fn convolves_as_tract_does() {
         const { assert!(32 * 41 * 41 * 9 >= crate::kernels::MIN_SPLIT) };
-        // (channels, kernel, [stride, pad, dilation], input size)
+        // (channels, kernel, [stride, pad, dilation], input size, channels last)
         let cases = [
-            (16, 3, [1, 1, 1], 20),
-            (24, 3, [2, 1, 1], 21),
-            (8, 5, [1, 2, 1], 13),
-            (5, 3, [2, 0, 1], 40),
-            (7, 3, [1, 2, 2], 9),
-            (4, 3, [3, 1, 1], 17),
-            (32, 3, [1, 1, 1], 41),
+            (16, 3, [1, 1, 1], 20, false),
+            (24, 3, [2, 1, 1], 21, false),
+            (8, 5, [1, 2, 1], 13, false),
+            (5, 3, [2, 0, 1], 40, false),
+            (7, 3, [1, 2, 2], 9, false),
+            (4, 3, [3, 1, 1], 17, false),
+            (32, 3, [1, 1, 1], 41, false),
+            (10, 3, [1, 1, 1], 40, true),
+            (4, 3, [2, 1, 1], 19, true),
+            (32, 3, [1, 1, 1], 41, true),
         ];
         for simd in Simd::ALL {
             if !simd.is_available() {
                 println!("depthwise_f32: {simd:?} skipped, this CPU lacks it");
                 continue;
             }
-            for (c, k, geometry, size) in cases {
-                let tracts = depthwise(c, k, geometry, size);
+            for (c, k, geometry, size, channels_last) in cases {
+                let tracts = depthwise(c, k, geometry, size, channels_last);
                 let mut ours = swap_all(tracts.clone()).unwrap();
                 let ids: Vec<usize> = ours
                     .nodes()
@@ -317,10 +414,12 @@ mod tests {
                     .collect();
                 assert_eq!(ids.len(), 1, "one DepthwiseF32 in {ours}");
                 let mut op = ours.node(ids[0]).op_as::<DepthwiseF32>().unwrap().clone();
+                // tract made the transposed convolution an NHWC one.
+                assert_eq!(op.channels_last, channels_last, "{ours}");
                 op.simd = simd;
                 ours.node_mut(ids[0]).op = Box::new(op);
                 let x = Tensor::from_shape(
-                    &[1, c, size, size],
+                    &input_shape(c, size, channels_last),
                     &(0..c * size * size)
                         .map(|i| (i * 7919 % 251) as f32 / 50.0 - 2.5)
                         .collect::<Vec<_>>(),
@@ -348,7 +447,8 @@ mod tests {
                     for (a, b) in got.iter().zip(want.iter()) {
                         assert!(
                             (a - b).abs() <= 1e-5 * scale,
-                            "{simd:?} {c} channels {k}×{k} {geometry:?} at {size}: {a} vs tract's {b}"
+                            "{simd:?} {c} channels {k}×{k} {geometry:?} at {size}, channels last \
+                             {channels_last}: {a} vs tract's {b}"
                         );
                     }
                 }
