@@ -214,7 +214,7 @@ mod tests {
     use tract_onnx::pb::{self, tensor_proto::DataType};
 
     use super::*;
-    use crate::kernels::tests::{attr, eval, run_both, tensor, value};
+    use crate::kernels::tests::{attr, eval, int_attr, load, run_both, tensor, value};
 
     /// x [1, 8, 12, 12] i8 → ConvInteger (3×3, `co` channels, padded) → Cast → Mul by a scale
     /// and Add a bias per channel (`[co, 1, 1]`, or with the batch axis), as `quantize`
@@ -237,64 +237,53 @@ mod tests {
             attribute,
             ..Default::default()
         };
-        let to_float = pb::AttributeProto {
-            name: "to".into(),
-            r#type: pb::attribute_proto::AttributeType::Int as i32,
-            i: DataType::Float as i64,
+        load(pb::GraphProto {
+            node: [
+                node(
+                    "ConvInteger",
+                    &["x", "w"],
+                    "acc",
+                    vec![attr("pads", &[1; 4])],
+                ),
+                node(
+                    "Cast",
+                    &["acc"],
+                    "f",
+                    vec![int_attr("to", DataType::Float as i64)],
+                ),
+                node("Mul", &["f", "s"], "scaled", vec![]),
+                node(
+                    "Add",
+                    &["scaled", "b"],
+                    if silu { "a" } else { "y" },
+                    vec![],
+                ),
+            ]
+            .into_iter()
+            .chain(silu.then(|| node("Sigmoid", &["a"], "g", vec![])))
+            .chain(silu.then(|| node("Mul", &["a", "g"], "y", vec![])))
+            .collect(),
+            input: vec![value("x", DataType::Int8, Some(&[1, ci, 12, 12]))],
+            output: vec![value("y", DataType::Float, None)],
+            initializer: vec![
+                tensor("w", DataType::Int8, &[co, ci, 3, 3], weights.collect()),
+                tensor(
+                    "s",
+                    DataType::Float,
+                    per_channel,
+                    floats(&|c| 1e-3 * (c as f32 + 0.37)),
+                ),
+                tensor(
+                    "b",
+                    DataType::Float,
+                    per_channel,
+                    floats(&|c| c as f32 * 0.7 - 1.3),
+                ),
+            ],
             ..Default::default()
-        };
-        let proto = pb::ModelProto {
-            ir_version: 7,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 13,
-            }],
-            graph: Some(pb::GraphProto {
-                node: [
-                    node(
-                        "ConvInteger",
-                        &["x", "w"],
-                        "acc",
-                        vec![attr("pads", &[1; 4])],
-                    ),
-                    node("Cast", &["acc"], "f", vec![to_float]),
-                    node("Mul", &["f", "s"], "scaled", vec![]),
-                    node(
-                        "Add",
-                        &["scaled", "b"],
-                        if silu { "a" } else { "y" },
-                        vec![],
-                    ),
-                ]
-                .into_iter()
-                .chain(silu.then(|| node("Sigmoid", &["a"], "g", vec![])))
-                .chain(silu.then(|| node("Mul", &["a", "g"], "y", vec![])))
-                .collect(),
-                input: vec![value("x", DataType::Int8, Some(&[1, ci, 12, 12]))],
-                output: vec![value("y", DataType::Float, None)],
-                initializer: vec![
-                    tensor("w", DataType::Int8, &[co, ci, 3, 3], weights.collect()),
-                    tensor(
-                        "s",
-                        DataType::Float,
-                        per_channel,
-                        floats(&|c| 1e-3 * (c as f32 + 0.37)),
-                    ),
-                    tensor(
-                        "b",
-                        DataType::Float,
-                        per_channel,
-                        floats(&|c| c as f32 * 0.7 - 1.3),
-                    ),
-                ],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .and_then(|m| m.into_optimized())
-            .expect("a dequantised ConvInteger loads")
+        })
+        .into_optimized()
+        .expect("a dequantised ConvInteger optimises")
     }
 
     /// The scale and bias, and a Silu after them, go into the Cast's pass, whatever reshapes

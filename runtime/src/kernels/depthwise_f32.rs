@@ -283,10 +283,10 @@ fn body(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
-    use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
+    use tract_onnx::pb::{self, tensor_proto::DataType};
 
     use super::*;
-    use crate::kernels::tests::{attr, tensor, value};
+    use crate::kernels::tests::{attr, int_attr, load, tensor, value};
 
     /// x [1, c, size, size] → depthwise Conv (k×k, [stride, pad, dilation], bias) → y; with
     /// `channels_last`, x and y NHWC, transposed around the Conv, which tract then makes an
@@ -304,70 +304,55 @@ mod tests {
         let bias: Vec<u8> = (0..c)
             .flat_map(|i| (i as f32 * 0.25 - 1.0).to_le_bytes())
             .collect();
-        let proto = pb::ModelProto {
-            ir_version: 7,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 13,
-            }],
-            graph: Some(pb::GraphProto {
-                node: channels_last
-                    .then(|| pb::NodeProto {
-                        op_type: "Transpose".into(),
-                        input: vec!["x".into()],
-                        output: vec!["xt".into()],
-                        attribute: vec![attr("perm", &[0, 3, 1, 2])],
-                        ..Default::default()
-                    })
-                    .into_iter()
-                    .chain([pb::NodeProto {
-                        op_type: "Conv".into(),
-                        input: vec![
-                            if channels_last { "xt" } else { "x" }.into(),
-                            "w".into(),
-                            "b".into(),
-                        ],
-                        output: vec![if channels_last { "conv" } else { "y" }.into()],
-                        attribute: vec![
-                            attr("pads", &[pad; 4]),
-                            attr("strides", &[stride; 2]),
-                            attr("dilations", &[dilation; 2]),
-                            pb::AttributeProto {
-                                name: "group".into(),
-                                r#type: AttributeType::Int as i32,
-                                i: c as i64,
-                                ..Default::default()
-                            },
-                        ],
-                        ..Default::default()
-                    }])
-                    .chain(channels_last.then(|| pb::NodeProto {
-                        op_type: "Transpose".into(),
-                        input: vec!["conv".into()],
-                        output: vec!["y".into()],
-                        attribute: vec![attr("perm", &[0, 2, 3, 1])],
-                        ..Default::default()
-                    }))
-                    .collect(),
-                input: vec![value(
-                    "x",
-                    DataType::Float,
-                    Some(&input_shape(c, size, channels_last)),
-                )],
-                output: vec![value("y", DataType::Float, None)],
-                initializer: vec![
-                    tensor("w", DataType::Float, &[c, 1, k, k], weights),
-                    tensor("b", DataType::Float, &[c], bias),
-                ],
-                ..Default::default()
-            }),
+        load(pb::GraphProto {
+            node: channels_last
+                .then(|| pb::NodeProto {
+                    op_type: "Transpose".into(),
+                    input: vec!["x".into()],
+                    output: vec!["xt".into()],
+                    attribute: vec![attr("perm", &[0, 3, 1, 2])],
+                    ..Default::default()
+                })
+                .into_iter()
+                .chain([pb::NodeProto {
+                    op_type: "Conv".into(),
+                    input: vec![
+                        if channels_last { "xt" } else { "x" }.into(),
+                        "w".into(),
+                        "b".into(),
+                    ],
+                    output: vec![if channels_last { "conv" } else { "y" }.into()],
+                    attribute: vec![
+                        attr("pads", &[pad; 4]),
+                        attr("strides", &[stride; 2]),
+                        attr("dilations", &[dilation; 2]),
+                        int_attr("group", c as i64),
+                    ],
+                    ..Default::default()
+                }])
+                .chain(channels_last.then(|| pb::NodeProto {
+                    op_type: "Transpose".into(),
+                    input: vec!["conv".into()],
+                    output: vec!["y".into()],
+                    attribute: vec![attr("perm", &[0, 2, 3, 1])],
+                    ..Default::default()
+                }))
+                .collect(),
+            input: vec![value(
+                "x",
+                DataType::Float,
+                Some(&input_shape(c, size, channels_last)),
+            )],
+            output: vec![value("y", DataType::Float, None)],
+            initializer: vec![
+                tensor("w", DataType::Float, &[c, 1, k, k], weights),
+                tensor("b", DataType::Float, &[c], bias),
+            ],
             ..Default::default()
-        };
-        tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .and_then(|m| m.into_typed())
-            .and_then(|m| m.into_decluttered())
-            .expect("a depthwise Conv loads")
+        })
+        .into_typed()
+        .and_then(|m| m.into_decluttered())
+        .expect("a depthwise Conv declutters")
     }
 
     fn input_shape(c: usize, size: usize, channels_last: bool) -> [usize; 4] {

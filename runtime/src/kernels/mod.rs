@@ -122,6 +122,31 @@ pub mod tests {
         }
     }
 
+    pub fn int_attr(name: &str, i: i64) -> pb::AttributeProto {
+        pb::AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Int as i32,
+            i,
+            ..Default::default()
+        }
+    }
+
+    /// `graph` as an ONNX model (opset 13), loaded by tract.
+    pub fn load(graph: pb::GraphProto) -> InferenceModel {
+        let proto = pb::ModelProto {
+            ir_version: 7,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(graph),
+            ..Default::default()
+        };
+        tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .expect("the test model loads")
+    }
+
     pub fn value(name: &str, dt: DataType, dims: Option<&[usize]>) -> pb::ValueInfoProto {
         use pb::tensor_shape_proto::{Dimension, dimension::Value};
         let shape = dims.map(|d| pb::TensorShapeProto {
@@ -275,12 +300,7 @@ pub mod tests {
                         attr("pads", &[pad; 4]),
                         attr("strides", &[stride; 2]),
                         attr("dilations", &[dilation; 2]),
-                        pb::AttributeProto {
-                            name: "group".into(),
-                            r#type: AttributeType::Int as i32,
-                            i: self.group as i64,
-                            ..Default::default()
-                        },
+                        int_attr("group", self.group as i64),
                     ],
                     ..Default::default()
                 });
@@ -293,25 +313,15 @@ pub mod tests {
                     ..Default::default()
                 });
             }
-            let proto = pb::ModelProto {
-                ir_version: 7,
-                opset_import: vec![pb::OperatorSetIdProto {
-                    domain: String::new(),
-                    version: 13,
-                }],
-                graph: Some(pb::GraphProto {
-                    node: nodes,
-                    input: vec![value("x", x_type, Some(&[1, ci, self.size, self.size]))],
-                    output: vec![value("y", DataType::Int32, None)],
-                    initializer,
-                    ..Default::default()
-                }),
+            load(pb::GraphProto {
+                node: nodes,
+                input: vec![value("x", x_type, Some(&[1, ci, self.size, self.size]))],
+                output: vec![value("y", DataType::Int32, None)],
+                initializer,
                 ..Default::default()
-            };
-            tract_onnx::onnx()
-                .model_for_proto_model(&proto)
-                .and_then(|m| m.into_optimized())
-                .expect("a ConvInteger layer loads")
+            })
+            .into_optimized()
+            .expect("a ConvInteger layer optimises")
         }
     }
 
