@@ -6,7 +6,8 @@
 //! converts in place, in the accumulators' own buffer when nothing else holds it, with Rust's
 //! `as` (round to nearest even), which is what tract's conversion does too. Where tract's
 //! per-channel `OptBinChain(Mul+Add)` alone reads the result, the same pass applies it
-//! ([`fused`]): one multiply, then one add, each rounded, as tract's two steps.
+//! ([`fused`]): one multiply, then one add, each rounded, as tract's two steps; and a Silu
+//! reading that alone, with tract's own Silu kernel.
 
 use tract_linalg::multithread::BShare;
 use tract_linalg::routines::Func;
@@ -90,12 +91,15 @@ pub fn fused(
     let Some(mut fast) = replacement(model, cast_node)? else {
         return Ok(None);
     };
-    let shape = model
-        .outlet_fact(OutletId::new(node.id, 0))?
+    let chain_out = OutletId::new(node.id, 0);
+    let Some(shape) = model
+        .outlet_fact(chain_out)?
         .shape
         .as_concrete()
-        .map(TVec::from);
-    let len = shape.as_ref().map(|s| s.iter().product::<usize>());
+        .map(TVec::from)
+    else {
+        return Ok(None);
+    };
     let operand = |i: usize| -> TractResult<Option<Vec<f32>>> {
         Ok(match &model.outlet_fact(node.inputs[i])?.konst {
             Some(k) if k.datum_type() == f32::datum_type() => {
@@ -104,14 +108,14 @@ pub fn fused(
             _ => None,
         })
     };
-    let (Some(len), Some(scale), Some(bias)) = (len, operand(1)?, operand(2)?) else {
+    let (Some(scale), Some(bias)) = (operand(1)?, operand(2)?) else {
         return Ok(None);
     };
-    if scale.is_empty() || scale.len() != bias.len() || len % scale.len() != 0 {
+    let len: usize = shape.iter().product();
+    if scale.is_empty() || scale.len() != bias.len() || !len.is_multiple_of(scale.len()) {
         return Ok(None);
     }
     // A Silu reading the chain alone (YOLO's Conv → BN → SiLU) joins the pass.
-    let chain_out = OutletId::new(node.id, 0);
     let silu = match model.outlet_successors(chain_out) {
         [next] if !model.output_outlets()?.contains(&chain_out) => model
             .node(next.node)
@@ -123,7 +127,7 @@ pub fn fused(
     fast.affine = Some(Affine {
         scale,
         bias,
-        shape: shape.unwrap_or_default(),
+        shape,
         silu: silu.is_some(),
     });
     Ok(Some((fast, cast_node.inputs[0], silu.unwrap_or(chain_out))))
