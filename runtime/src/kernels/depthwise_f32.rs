@@ -152,9 +152,11 @@ impl EvalOp for DepthwiseF32 {
             let out = out_plain.as_slice_mut::<f32>()?;
             if self.channels_last {
                 let (c, n) = (self.geo.channels, self.geo.n());
+                let mut chw = vec![0f32; x.len()];
+                transpose(x, x.len() / c, c, &mut chw);
                 let mut planar = vec![0f32; out.len()];
-                self.convolve_all(&transpose(x, x.len() / c, c), &mut planar)?;
-                out.copy_from_slice(&transpose(&planar, c, n));
+                self.convolve_all(&chw, &mut planar)?;
+                transpose(&planar, c, n, out);
             } else {
                 self.convolve_all(x, out)?;
             }
@@ -183,15 +185,13 @@ impl DepthwiseF32 {
     }
 }
 
-/// `x`, `rows` rows of `cols` values, transposed.
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; x.len()];
+/// `x`, `rows` rows of `cols` values, transposed into `t`.
+fn transpose(x: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
     for (i, row) in x.chunks_exact(cols).enumerate() {
         for (j, v) in row.iter().enumerate() {
             t[j * rows + i] = *v;
         }
     }
-    t
 }
 
 /// The channels from `first` that `out` holds, with the instruction set `op.simd` (baseline
