@@ -849,6 +849,38 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cle
     );
 }
 
+/// The JSON-lines file holds each frame's line as soon as it is emitted, not when a buffer
+/// fills or the process exits: three frames, then a camera that stays lost (the process waits
+/// on it, writing nothing more but a rare notice), and a SIGKILL loses none of them.
+#[test]
+fn jsonl_lines_are_written_as_emitted_and_survive_sigkill() {
+    let dir = scratch("jsonl-sigkill");
+    let jsonl = dir.join("out.jsonl");
+    let text = format!(
+        "[source]\nkind = \"synthetic\"\nwidth = 160\nheight = 120\n\
+         faults = [{{ after = 3, seconds = 600 }}]\n\n[reconnect]\ndelays_s = [5.0]\n\n\
+         [output]\njsonl = {jsonl:?}\n"
+    );
+    let config = write(&dir, "config.toml", &text);
+    let mut child = run_logging_stderr(&config, &dir.join("stderr"));
+    let frames = || {
+        std::fs::read_to_string(&jsonl).map_or(0, |t| {
+            t.lines()
+                .filter(|l| l.contains("\"type\":\"frame\""))
+                .count()
+        })
+    };
+    wait_for(10, "three frame lines in the file", || frames() >= 3);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let ids: Vec<u64> = read_jsonl(&jsonl)
+        .iter()
+        .filter(|l| l["type"] == "frame")
+        .map(|f| f["frame_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [0, 1, 2]);
+}
+
 #[test]
 fn a_lost_camera_is_reopened_with_backoff_while_the_socket_stays_up() {
     use std::io::BufRead;
