@@ -338,8 +338,8 @@ impl Imaging {
 
 /// Where results go besides the socket, which outlives reloads that keep its settings.
 struct Outputs {
-    /// Unbuffered: each frame's line is one append, readable at once and never lost with the
-    /// process (a watchdog kill, a power cut).
+    /// Unbuffered: each frame's line is one append, readable at once and not lost with a
+    /// killed process (a watchdog kill). Not synced: a power cut can lose the kernel's cache.
     jsonl: Option<(PathBuf, std::fs::File)>,
     annotated_dir: Option<PathBuf>,
     snapshots: Option<Snapshots>,
