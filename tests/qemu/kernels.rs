@@ -60,3 +60,27 @@ fn tract_runs_the_expected_kernels() {
         }
     }
 }
+
+/// The int8 tile the runtime times ([`ocelli::kernels::vnni_tile`]) is the one tract then picks
+/// for a convolution's product. Its own test binary would cost a link; here no other test asks
+/// for an int8 kernel, so the choice is made before tract's first int8 query.
+#[test]
+fn tract_picks_the_timed_int8_tile() {
+    let start = std::time::Instant::now();
+    let Some(tile) = ocelli::kernels::vnni_tile::choose() else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "tract: no int8 tile timed (no AVX-512 VNNI here, or TRACT_AVX512_FMA_UNITS set)"
+        );
+        return;
+    };
+    let took = start.elapsed();
+    let kernel = MmmDispatch::native()
+        .preferred_kernel(i32::datum_type(), Some(64), Some(576), Some(1600))
+        .expect("an int8 kernel");
+    let _ = writeln!(
+        std::io::stderr(),
+        "tract: int8 tile {tile:?}, timed in {took:?}"
+    );
+    assert_eq!(kernel.name(), tile.kernel());
+}

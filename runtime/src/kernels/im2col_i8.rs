@@ -682,7 +682,11 @@ fn interleave4(rows: &[i8], four: Four, offset: usize, out: &mut [u8]) {
 mod tests {
     use proptest::prelude::*;
 
-    use super::{blocks16, plain};
+    use tract_linalg::mmm::{EagerPackedInput, MMMInputValue};
+    use tract_linalg::pack::{PackedFormat, PackedI8K4};
+    use tract_onnx::prelude::*;
+
+    use super::{Packing, blocks16, plain};
     use crate::kernels::MIN_SPLIT;
     use crate::kernels::tests::{Conv, run_both};
 
@@ -708,6 +712,35 @@ mod tests {
                         prop_assert_eq!(quads[i / 4][4 * (i % 4) + j], row[i], "{} row {}", name, j);
                     }
                 }
+            }
+        }
+    }
+
+    /// The same packed matrix as tract's own packer, in each layout and tile width an int8
+    /// kernel takes (x86-64's 8×8 and 16×16 VNNI tiles, ARM's dot-product and plain ones), not
+    /// only the one this CPU's kernel gets: K not a multiple of 4, a partial last panel, and a
+    /// matrix big enough to split over threads.
+    #[test]
+    fn packs_what_tracts_packer_packs_in_every_layout() {
+        let layouts = [4, 8, 16]
+            .map(|r| Packing::K4(PackedI8K4::new(r)))
+            .into_iter()
+            .chain([4, 8, 16].map(|r| Packing::KMajor(PackedFormat::new(i8::datum_type(), r, 16))));
+        for packing in layouts {
+            for (k, n) in [(9, 37), (27, 1000), (64, 2049)] {
+                let values: Vec<i8> = (0..k * n).map(|i| (i * 7919 % 251) as i8).collect();
+                let matrix = tensor1(&values).into_shape(&[k, n]).unwrap();
+                let ours = packing
+                    .pack(i8::datum_type(), k, n, |kk, at, row| {
+                        row[..at.len()].copy_from_slice(&values[kk * n..][at]);
+                    })
+                    .unwrap();
+                let tracts = packing.format().prepare_one(&matrix, 0, 1).unwrap();
+                let bytes = |v: &dyn MMMInputValue| {
+                    let eager = v.downcast_ref::<EagerPackedInput>().expect("eager");
+                    (eager.panel_bytes, eager.packed.as_bytes().to_vec())
+                };
+                assert_eq!(bytes(&*ours), bytes(&*tracts), "{packing:?} {k}×{n}");
             }
         }
     }

@@ -17,6 +17,7 @@ pub mod pad;
 pub mod pointwise_i8;
 pub mod quantize;
 pub mod reduce;
+pub mod vnni_tile;
 
 /// Replaces, in an optimised model, the quantisation and packing of every 1×1 int8 convolution's
 /// input by [`pointwise_i8::QuantizePackI8`], the Im2col and matmul of every int8 depthwise one by
