@@ -745,6 +745,101 @@ mod tests {
         }
     }
 
+    /// The same packed patches as tract's Im2col built for each int8 kernel this CPU runs, not
+    /// only the one tract picks here (x86-64 with VNNI: both tiles' widths, 8 and 16): i8
+    /// input, strides 1 and 2, output rows shorter and longer than a block of 16, positions
+    /// not a multiple of the width.
+    #[test]
+    fn packs_what_tracts_im2col_packs_for_every_kernel() {
+        use tract_linalg::MmmDispatch;
+        use tract_linalg::mmm::PackedMatrixStorage;
+        use tract_onnx::tract_core::ops::EvalOp;
+        use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
+
+        // (input channels, kernel, [stride, pad, dilation], input size)
+        let cases = [
+            (8, 3, [1, 1, 1], 16),
+            (5, 3, [2, 1, 1], 21),
+            (6, 3, [1, 1, 1], 10),
+            (4, 3, [1, 1, 1], 20),
+            (7, 5, [1, 2, 2], 40),
+        ];
+        let kernels: Vec<_> = MmmDispatch::native()
+            .runnable()
+            .iter()
+            .flat_map(|mmm| (0..mmm.packings().len()).map(move |p| (mmm, p)))
+            .filter(|(mmm, p)| {
+                let (a, b) = &mmm.packings()[*p];
+                [a, b]
+                    .iter()
+                    .all(|f| f.downcast_ref::<PackedI8K4>().is_some())
+            })
+            .collect();
+        println!(
+            "K4 kernels: {:?}",
+            kernels.iter().map(|(m, _)| m.name()).collect::<Vec<_>>()
+        );
+        for (ci, k, geometry, size) in cases {
+            let conv = Conv {
+                ci,
+                co: 8,
+                group: 1,
+                k,
+                geometry,
+                size,
+                quantize: false,
+            };
+            let model = conv.model();
+            let node = model
+                .nodes()
+                .iter()
+                .find(|n| n.op_is::<Im2Col>())
+                .expect("an Im2col");
+            let (tracts, geo) = super::geometry(&model, node).unwrap().expect("handled");
+            let shape = model.outlet_fact(node.inputs[0]).unwrap().shape.clone();
+            let x: Vec<i8> = (0..ci * size * size)
+                .map(|i| (i * 7919 % 251) as i8)
+                .collect();
+            let x = tensor1(&x).into_shape(&[1, ci, size, size]).unwrap();
+            let inputs = |op: &dyn EvalOp| {
+                let mut inputs = tvec!(x.clone().into_tvalue());
+                if node.inputs.len() > 1 {
+                    inputs.push(tensor0(0i8).into_tvalue());
+                }
+                op.eval_out_of_plan(inputs).unwrap().unwrap().remove(0)
+            };
+            let bytes = |t: &Tensor| {
+                let value = t.try_storage_as::<PackedMatrixStorage>().unwrap().value();
+                let eager = value.downcast_ref::<EagerPackedInput>().expect("eager");
+                eager.packed.as_bytes().to_vec()
+            };
+            for (mmm, packing) in &kernels {
+                let k_len = ci * k * k;
+                let theirs = Im2Col::new(
+                    tracts.pool_spec.clone(),
+                    1,
+                    k_len,
+                    &shape,
+                    (*mmm).clone(),
+                    *packing,
+                )
+                .unwrap();
+                let format = &*mmm.packings()[*packing].1;
+                let ours = super::FastIm2colI8 {
+                    packing: Packing::of(format).expect("K4"),
+                    geo: geo.clone(),
+                    quantize: None,
+                };
+                assert_eq!(
+                    bytes(&inputs(&ours)),
+                    bytes(&inputs(&theirs)),
+                    "{} {ci} channels, {k}×{k}, {geometry:?}, {size}",
+                    mmm.name()
+                );
+            }
+        }
+    }
+
     /// The same packed patches as tract's Im2col, for whichever int8 kernel this CPU gets (K4
     /// on x86-64 with VNNI and ARM with the dot product, K-major on Cortex-A72 and A53):
     /// strides 1 to 3, padding, dilation, 5×5, rows shorter and longer than a block, i8 input
