@@ -61,26 +61,28 @@ fn tract_runs_the_expected_kernels() {
     }
 }
 
-/// The int8 tile the runtime times ([`ocelli::kernels::vnni_tile`]) is the one tract then picks
-/// for a convolution's product. Its own test binary would cost a link; here no other test asks
-/// for an int8 kernel, so the choice is made before tract's first int8 query.
+/// The kernels the runtime times ([`ocelli::kernels::mmm_choice`]) are the ones tract then picks
+/// for a convolution's products. Its own test binary would cost a link; here no other test asks
+/// for a kernel before the choice can be made: the test above asks for f32 ones, which tract
+/// answers as it would anyway until the choice is made.
 #[test]
-fn tract_picks_the_timed_int8_tile() {
+fn tract_picks_the_timed_kernels() {
     let start = std::time::Instant::now();
-    let Some(tile) = ocelli::kernels::vnni_tile::choose() else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "tract: no int8 tile timed (no AVX-512 VNNI here, or TRACT_AVX512_FMA_UNITS set)"
-        );
-        return;
-    };
+    let choice = ocelli::kernels::mmm_choice::choose();
     let took = start.elapsed();
-    let kernel = MmmDispatch::native()
-        .preferred_kernel(i32::datum_type(), Some(64), Some(576), Some(1600))
-        .expect("an int8 kernel");
     let _ = writeln!(
         std::io::stderr(),
-        "tract: int8 tile {tile:?}, timed in {took:?}"
+        "tract: timed choice {choice:?} in {took:?}"
     );
-    assert_eq!(kernel.name(), tile.kernel());
+    let pick = |dt: DatumType| {
+        let kernel = MmmDispatch::native().preferred_kernel(dt, Some(64), Some(576), Some(1600));
+        kernel.expect("a kernel").name().to_string()
+    };
+    if let Some(tile) = choice.int8 {
+        assert_eq!(pick(i32::datum_type()), tile.kernel());
+    }
+    if let Some(f32s) = choice.f32 {
+        let kernel = pick(f32::datum_type());
+        assert!(f32s.allows(&kernel), "{f32s:?}: tract picked {kernel}");
+    }
 }

@@ -301,15 +301,15 @@ pub(crate) fn load_err(path: &Path, e: anyhow::Error) -> DetectError {
 /// (from [`size_inputs`]) become constants and its outputs f32. With `ours`, the runtime's
 /// ops that must stand in before tract's code generation do
 /// ([`crate::kernels::depthwise_f32::swap_all`]); [`crate::kernels::accelerate`] swaps the
-/// others in after. The first call times tract's int8 tiles ([`crate::kernels::vnni_tile`])
-/// before tract picks any.
+/// others in after. The first call times tract's matrix kernels
+/// ([`crate::kernels::mmm_choice`]) before tract picks any.
 pub(crate) fn optimize_for_image(
     model: InferenceModel,
     sizes: &[String],
     (w, h): (usize, usize),
     ours: bool,
 ) -> TractResult<TypedModel> {
-    crate::kernels::vnni_tile::choose();
+    crate::kernels::mmm_choice::choose();
     let mut typed = model.into_typed()?;
     fix_sizes(&mut typed, sizes, (w, h))?;
     outputs_to_f32(&mut typed)?;

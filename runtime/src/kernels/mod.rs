@@ -13,11 +13,11 @@ pub mod depthwise_f32;
 pub mod depthwise_i8;
 pub mod grid_sample;
 pub mod im2col_i8;
+pub mod mmm_choice;
 pub mod pad;
 pub mod pointwise_i8;
 pub mod quantize;
 pub mod reduce;
-pub mod vnni_tile;
 
 /// Replaces, in an optimised model, the quantisation and packing of every 1×1 int8 convolution's
 /// input by [`pointwise_i8::QuantizePackI8`], the Im2col and matmul of every int8 depthwise one by
