@@ -536,7 +536,7 @@ impl Packing {
         let panels = n.div_ceil(r);
         // SAFETY: `pack_panels` writes rows 0..k (K4: and the rows padding k to a multiple of
         // 4) of every panel; what the kernel also reads, the padding after them and a partial
-        // last panel's spare lanes, is zeroed first, as tract leaves it.
+        // last panel's spare lanes, is zeroed first.
         let mut data = unsafe {
             Tensor::uninitialized_aligned_dt(dt, &[panels * panel_len], self.alignment())?
         };
@@ -716,6 +716,26 @@ mod tests {
         }
     }
 
+    /// What a kernel reads of a packed `k` × `n` matrix in `packing`: each panel's bytes, and
+    /// each value at (K row, position), K4's rows padding k to a multiple of 4 included. Not
+    /// what lies past the rows or in a partial panel's spare lanes, which tract's packers leave
+    /// as they find them on some targets (aarch64).
+    fn read(packing: &Packing, k: usize, n: usize, v: &dyn MMMInputValue) -> (usize, Vec<u8>) {
+        let eager = v.downcast_ref::<EagerPackedInput>().expect("eager");
+        let (bytes, panel, r) = (eager.packed.as_bytes(), eager.panel_bytes, packing.r());
+        let (rows, at): (usize, fn(usize, usize, usize) -> usize) = match packing {
+            Packing::K4(_) => (k.div_ceil(4) * 4, |kk, m, r| {
+                kk / 4 * 4 * r + m * 4 + kk % 4
+            }),
+            Packing::KMajor(_) => (k, |kk, m, r| kk * r + m),
+        };
+        let values = (0..rows)
+            .flat_map(|kk| (0..n).map(move |m| (kk, m)))
+            .map(|(kk, m)| bytes[m / r * panel + at(kk, m % r, r)])
+            .collect();
+        (panel, values)
+    }
+
     /// The same packed matrix as tract's own packer, in each layout and tile width an int8
     /// kernel takes (x86-64's 8×8 and 16×16 VNNI tiles, ARM's dot-product and plain ones), not
     /// only the one this CPU's kernel gets: K not a multiple of 4, a partial last panel, and a
@@ -736,10 +756,7 @@ mod tests {
                     })
                     .unwrap();
                 let tracts = packing.format().prepare_one(&matrix, 0, 1).unwrap();
-                let bytes = |v: &dyn MMMInputValue| {
-                    let eager = v.downcast_ref::<EagerPackedInput>().expect("eager");
-                    (eager.panel_bytes, eager.packed.as_bytes().to_vec())
-                };
+                let bytes = |v: &dyn MMMInputValue| read(&packing, k, n, v);
                 assert_eq!(bytes(&*ours), bytes(&*tracts), "{packing:?} {k}×{n}");
             }
         }
@@ -808,13 +825,9 @@ mod tests {
                 }
                 op.eval_out_of_plan(inputs).unwrap().unwrap().remove(0)
             };
-            let bytes = |t: &Tensor| {
-                let value = t.try_storage_as::<PackedMatrixStorage>().unwrap().value();
-                let eager = value.downcast_ref::<EagerPackedInput>().expect("eager");
-                eager.packed.as_bytes().to_vec()
-            };
+            let k_len = ci * k * k;
+            let n = geo.n();
             for (mmm, packing) in &kernels {
-                let k_len = ci * k * k;
                 let theirs = Im2Col::new(
                     tracts.pool_spec.clone(),
                     1,
@@ -825,10 +838,15 @@ mod tests {
                 )
                 .unwrap();
                 let format = &*mmm.packings()[*packing].1;
+                let layout = Packing::of(format).expect("K4");
                 let ours = super::FastIm2colI8 {
-                    packing: Packing::of(format).expect("K4"),
+                    packing: layout.clone(),
                     geo: geo.clone(),
                     quantize: None,
+                };
+                let bytes = |t: &Tensor| {
+                    let value = t.try_storage_as::<PackedMatrixStorage>().unwrap().value();
+                    read(&layout, k_len, n, value)
                 };
                 assert_eq!(
                     bytes(&inputs(&ours)),
