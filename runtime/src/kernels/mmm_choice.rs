@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 /// What [`choose`] decided: `None` where there was no choice to make (no such kernels on this
 /// CPU or in this build) or where the user's knob decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Choice {
     pub int8: Option<Tile>,
     pub f32: Option<F32Kernels>,
@@ -185,15 +185,24 @@ mod imp {
 
     /// The kernel tract's tiers pick for `query` among those `kernels` allows.
     fn pick(kernels: F32Kernels, query: &Query) -> Option<Box<dyn MatMatMul>> {
-        let native = MmmDispatch::native();
-        let suitable: Vec<Suitable> = native
-            .suitable(query)
+        let isa = tract_linalg::isa::native();
+        pick_among(kernels, &isa, query, MmmDispatch::native().suitable(query))
+    }
+
+    /// The kernel tract's tiers for `isa` pick for `query` among the `suitable` ones `kernels`
+    /// allows.
+    fn pick_among(
+        kernels: F32Kernels,
+        isa: &IsaSet,
+        query: &Query,
+        suitable: impl IntoIterator<Item = Suitable>,
+    ) -> Option<Box<dyn MatMatMul>> {
+        let allowed: Vec<Suitable> = suitable
             .into_iter()
             .filter(|(mmm, _, _)| kernels.allows(mmm.name()))
             .collect();
-        let isa = tract_linalg::isa::native();
-        let ix = mmm_tiers::preferred(&isa, &tracts_tiers(&isa), DatumType::F32, query, &suitable)?;
-        Some(suitable[ix].0.clone())
+        let ix = mmm_tiers::preferred(isa, &tracts_tiers(isa), DatumType::F32, query, &allowed)?;
+        Some(allowed[ix].0.clone())
     }
 
     /// tract's tiers for `isa`, without this one.
@@ -219,16 +228,13 @@ mod imp {
         if acc != DatumType::F32 || kernels == F32Kernels::Any {
             return None;
         }
-        let allowed: Vec<Suitable> = suitable
-            .iter()
-            .filter(|(mmm, _, _)| kernels.allows(mmm.name()))
-            .cloned()
-            .collect();
-        let ix = mmm_tiers::preferred(isa, &tracts_tiers(isa), acc, query, &allowed)?;
+        let kernel = pick_among(kernels, isa, query, suitable.iter().cloned())?;
         // The name as the static dispatch table holds it.
-        let name = allowed[ix].0.name();
         let native = MmmDispatch::native().runnable();
-        native.iter().find(|k| k.name() == name).map(|k| k.name())
+        native
+            .iter()
+            .find(|k| k.name() == kernel.name())
+            .map(|k| k.name())
     }
 
     inventory::submit! {
