@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use support::{Running, ocelli_command, slowdown, wait_for};
+use tempfile::TempDir;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -26,11 +27,13 @@ fn ocelli(args: &[&str]) -> Output {
     ocelli_command(args).output().expect("ocelli runs")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ocelli-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder, removed with everything in it when the guard is dropped: bound before the
+/// processes that use it, it outlives them.
+fn scratch(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ocelli-cli-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// The process failed with exactly one line on stderr that contains every `needle`, no panic.
@@ -86,7 +89,8 @@ fn yolox_config(dir: &Path, extra: &str, source: &Path) -> PathBuf {
 
 #[test]
 fn demo_config_finds_the_reference_objects() {
-    let dir = scratch("demo");
+    let tmp = scratch("demo");
+    let dir = tmp.path();
     // The demo config, with its outputs moved to a scratch folder.
     let demo = std::fs::read_to_string(root().join("board-configs/host-demo.toml")).unwrap();
     let demo = demo
@@ -96,7 +100,7 @@ fn demo_config_finds_the_reference_objects() {
         )
         .replace("../out/demo", dir.join("annotated").to_str().unwrap())
         .replace("../out/ocelli.sock", dir.join("s.sock").to_str().unwrap());
-    let config = write(&dir, "demo.toml", &demo);
+    let config = write(dir, "demo.toml", &demo);
     for photo in [
         "astronaut.png",
         "chelsea.png",
@@ -170,16 +174,17 @@ fn cascade_config(dir: &Path, budget: &str) -> PathBuf {
     write(dir, "cascade.toml", &text)
 }
 
-/// Runs the cascade demo into `scratch(name)` with `budget`; returns its one frame record.
-fn run_cascade(name: &str, budget: &str) -> (PathBuf, serde_json::Value) {
+/// Runs the cascade demo into `scratch(name)` with `budget`; returns the folder and its one
+/// frame record.
+fn run_cascade(name: &str, budget: &str) -> (TempDir, serde_json::Value) {
     let dir = scratch(name);
-    let out = ocelli(&["run", cascade_config(&dir, budget).to_str().unwrap()]);
+    let out = ocelli(&["run", cascade_config(dir.path(), budget).to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let frame = read_jsonl(&dir.join("frames.jsonl")).swap_remove(0);
+    let frame = read_jsonl(&dir.path().join("frames.jsonl")).swap_remove(0);
     (dir, frame)
 }
 
@@ -198,7 +203,7 @@ fn the_cascade_demo_labels_every_text_line_within_its_budget() {
         );
     }
     assert_eq!(frame["unclassified"], 0);
-    let png = std::fs::read(dir.join("annotated/page.png")).unwrap();
+    let png = std::fs::read(dir.path().join("annotated/page.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
 
     // Over budget: the best-scored lines are classified, the rest counted.
@@ -220,7 +225,8 @@ fn the_cascade_demo_labels_every_text_line_within_its_budget() {
 
 #[test]
 fn truncated_onnx_is_refused_with_one_line() {
-    let dir = scratch("truncated");
+    let tmp = scratch("truncated");
+    let dir = tmp.path();
     let bytes = std::fs::read(cached("yolox_nano.onnx")).unwrap();
     let model = dir.join("yolox_truncated.onnx");
     std::fs::write(&model, &bytes[..bytes.len() / 3]).unwrap();
@@ -228,7 +234,7 @@ fn truncated_onnx_is_refused_with_one_line() {
         &ocelli(&["inspect", model.to_str().unwrap()]),
         &["yolox_truncated.onnx"],
     );
-    let config = yolox_config(&dir, "", &cached("images/coffee.png"))
+    let config = yolox_config(dir, "", &cached("images/coffee.png"))
         .to_str()
         .unwrap()
         .to_string();
@@ -245,18 +251,20 @@ fn truncated_onnx_is_refused_with_one_line() {
 
 #[test]
 fn a_png_that_is_not_a_png_is_refused_with_one_line() {
-    let dir = scratch("notpng");
-    let fake = write(&dir, "photo.png", "this is text, not an image\n");
-    let config = yolox_config(&dir, "", &fake);
+    let tmp = scratch("notpng");
+    let dir = tmp.path();
+    let fake = write(dir, "photo.png", "this is text, not an image\n");
+    let config = yolox_config(dir, "", &fake);
     let out = ocelli(&["run", config.to_str().unwrap()]);
     assert_one_line_error(&out, &["photo.png", "not a valid PNG"]);
 }
 
 #[test]
 fn a_misspelt_config_key_is_refused_with_its_line() {
-    let dir = scratch("misspelt");
+    let tmp = scratch("misspelt");
+    let dir = tmp.path();
     let config = yolox_config(
-        &dir,
+        dir,
         "decode = { treshold = 0.5 }\n",
         &cached("images/coffee.png"),
     );
@@ -269,7 +277,8 @@ fn a_misspelt_config_key_is_refused_with_its_line() {
 #[test]
 fn a_models_card_is_printed_and_refused_when_it_names_another_file() {
     use ocelli::model::card::{Card, Digest, SCHEMA, sha256_hex};
-    let dir = scratch("card");
+    let tmp = scratch("card");
+    let dir = tmp.path();
     let model = dir.join("faces.onnx");
     std::fs::copy(cached("yunet_n_320_320.onnx"), &model).unwrap();
     let bytes = std::fs::read(&model).unwrap();
@@ -287,7 +296,7 @@ fn a_models_card_is_printed_and_refused_when_it_names_another_file() {
     };
     card.save(&model).unwrap();
     let config = write(
-        &dir,
+        dir,
         "config.toml",
         &format!(
             "[source]\nkind = \"synthetic\"\n\n[[detector]]\nmodel = {model:?}\nfamily = \"yunet\"\n"
@@ -314,7 +323,7 @@ fn a_models_card_is_printed_and_refused_when_it_names_another_file() {
     // The stream's first line names the model by its sha256, and its card.
     let socket = dir.join("s.sock");
     let served = write(
-        &dir,
+        dir,
         "served.toml",
         &format!(
             "{}\n[output]\nsocket = {{ path = {socket:?} }}\n",
@@ -372,10 +381,11 @@ fn a_models_card_is_printed_and_refused_when_it_names_another_file() {
 
 #[test]
 fn a_wrong_checksum_is_refused_with_both_sums() {
-    let dir = scratch("sha");
+    let tmp = scratch("sha");
+    let dir = tmp.path();
     let zeros = "0".repeat(64);
     let config = yolox_config(
-        &dir,
+        dir,
         &format!("sha256 = \"{zeros}\"\n"),
         &cached("images/coffee.png"),
     );
@@ -393,8 +403,9 @@ fn a_wrong_checksum_is_refused_with_both_sums() {
 
 #[test]
 fn a_model_that_does_not_fit_its_family_is_refused() {
-    let dir = scratch("family");
-    let config = yolox_config(&dir, "", &cached("images/coffee.png"));
+    let tmp = scratch("family");
+    let dir = tmp.path();
+    let config = yolox_config(dir, "", &cached("images/coffee.png"));
     let text = std::fs::read_to_string(&config).unwrap().replace(
         cached("yolox_nano.onnx").to_str().unwrap(),
         cached("yunet_n_320_320.onnx").to_str().unwrap(),
@@ -408,9 +419,10 @@ fn a_model_that_does_not_fit_its_family_is_refused() {
 
 #[test]
 fn a_detr_model_of_unknown_layout_is_refused() {
-    let dir = scratch("detr-layout");
+    let tmp = scratch("detr-layout");
+    let dir = tmp.path();
     let config = write(
-        &dir,
+        dir,
         "detr.toml",
         &format!(
             "[source]\nkind = \"images\"\npath = {:?}\n\n[[detector]]\nmodel = {:?}\n\
@@ -427,7 +439,8 @@ fn a_detr_model_of_unknown_layout_is_refused() {
 
 #[test]
 fn a_classifier_of_the_wrong_shape_or_gallery_is_refused() {
-    let dir = scratch("classifier-bad");
+    let tmp = scratch("classifier-bad");
+    let dir = tmp.path();
     let config = |classifier: &str| {
         let text = format!(
             "[source]\nkind = \"images\"\npath = {:?}\n\n[[detector]]\nmodel = {:?}\n\
@@ -435,7 +448,7 @@ fn a_classifier_of_the_wrong_shape_or_gallery_is_refused() {
             cached("images/coffee.png"),
             cached("yolox_nano.onnx"),
         );
-        write(&dir, "config.toml", &text)
+        write(dir, "config.toml", &text)
     };
     let check = |path: PathBuf| ocelli(&["check-config", path.to_str().unwrap()]);
     let detector_as_classifier = config(&format!(
@@ -450,7 +463,7 @@ fn a_classifier_of_the_wrong_shape_or_gallery_is_refused() {
         ],
     );
     write(
-        &dir,
+        dir,
         "gallery.json",
         r#"{"entries": [{"label": "a", "embedding": [1, 0, 0]}]}"#,
     );
@@ -550,7 +563,7 @@ fn inspect_shows_a_bundle_and_fails_on_a_refused_one() {
     );
 
     let tmp = scratch("inspect-bundle");
-    let cut = tmp.join("cut.bundle");
+    let cut = tmp.path().join("cut.bundle");
     let bytes = std::fs::read(dir.join("valid.bundle")).unwrap();
     std::fs::write(&cut, &bytes[..1800]).unwrap();
     let out = ocelli(&["inspect", cut.to_str().unwrap(), "--trust", key]);
@@ -582,8 +595,9 @@ fn every_board_preset_passes_check_config() {
 
 #[test]
 fn check_config_refuses_a_config_over_its_board_memory() {
-    let dir = scratch("budget");
-    let config = yolox_config(&dir, "", &cached("images/coffee.png"));
+    let tmp = scratch("budget");
+    let dir = tmp.path();
+    let config = yolox_config(dir, "", &cached("images/coffee.png"));
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("[board]\nmemory_mb = 32\n\n{text}")).unwrap();
     let out = ocelli(&["check-config", config.to_str().unwrap()]);
@@ -630,9 +644,9 @@ fn run_yolox(dir: &Path, detector: &str, imaging: &str, source: &Path) -> Vec<se
 
 /// A scratch folder with an empty `frames` folder for an image sequence, and coffee.png to
 /// draw the sequence from.
-fn coffee_frames(name: &str) -> (PathBuf, PathBuf, ocelli::imgproc::Image) {
+fn coffee_frames(name: &str) -> (TempDir, PathBuf, ocelli::imgproc::Image) {
     let dir = scratch(name);
-    let frames = dir.join("frames");
+    let frames = dir.path().join("frames");
     std::fs::create_dir_all(&frames).unwrap();
     let mut photo = ocelli::imgproc::Image::new(0, 0, 3);
     ocelli::capture::decode_image(
@@ -658,7 +672,7 @@ fn motion_gate_skips_still_frames_and_runs_on_change() {
     }
     ocelli::overlay::save_png(&photo, &frames.join("c.png")).unwrap();
     let extra = "[imaging.motion]\nthreshold = 25\nmin_area = 0.01\n";
-    let lines = run_yolox(&dir, "", extra, &frames);
+    let lines = run_yolox(dir.path(), "", extra, &frames);
     assert_eq!(lines.len(), 3, "{lines:?}");
     for still in &lines[..2] {
         assert_eq!(still["inference"], "skipped", "{still}");
@@ -703,16 +717,17 @@ fn motion_gate_skips_still_frames_and_runs_on_change() {
 /// class n, surrounding whitespace and a trailing blank line ignored.
 #[test]
 fn labels_from_a_file_name_the_detections() {
-    let dir = scratch("labels-file");
+    let tmp = scratch("labels-file");
+    let dir = tmp.path();
     let names: Vec<String> = (0..80)
         .map(|i| match i {
             41 => "  mug ".to_string(),
             _ => format!("class-{i}"),
         })
         .collect();
-    write(&dir, "names.txt", &(names.join("\n") + "\n\n"));
+    write(dir, "names.txt", &(names.join("\n") + "\n\n"));
     let lines = run_yolox(
-        &dir,
+        dir,
         "labels = \"names.txt\"",
         "",
         &cached("images/coffee.png"),
@@ -733,11 +748,12 @@ fn labels_from_a_file_name_the_detections() {
 
 #[test]
 fn rectified_region_is_what_the_detector_sees() {
-    let dir = scratch("rectify");
+    let tmp = scratch("rectify");
+    let dir = tmp.path();
     // The table around the cup on coffee.png, slightly skewed, warped to an upright 400×320 image.
     let extra =
         "[imaging.rectify]\nquad = [[90, 0], [500, 0], [510, 380], [80, 390]]\nsize = [400, 320]\n";
-    let lines = run_yolox(&dir, "", extra, &cached("images/coffee.png"));
+    let lines = run_yolox(dir, "", extra, &cached("images/coffee.png"));
     assert_eq!(
         (lines[0]["width"].as_u64(), lines[0]["height"].as_u64()),
         (Some(400), Some(320))
@@ -763,7 +779,8 @@ fn rectified_region_is_what_the_detector_sees() {
 fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cleanly() {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
-    let dir = scratch("signals");
+    let tmp = scratch("signals");
+    let dir = tmp.path();
     let jsonl = dir.join("out.jsonl");
     let socket = dir.join("s.sock");
     let good = format!(
@@ -771,7 +788,7 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cle
          labels = \"face\"\n\n[output]\njsonl = {jsonl:?}\nsocket = {{ path = {socket:?} }}\n",
         cached("yunet_n_320_320.onnx")
     );
-    let config = write(&dir, "config.toml", &good);
+    let config = write(dir, "config.toml", &good);
     let mut child = run_logging_stderr(&config, &dir.join("stderr"));
     let pid = Pid::from_raw(child.id() as i32);
     let lines = || lines_in(&jsonl);
@@ -781,7 +798,7 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cle
 
     // A broken config: refused, logged, and the pipeline goes on.
     write(
-        &dir,
+        dir,
         "config.toml",
         &good.replace("family = \"yunet\"", "family = \"yunett\""),
     );
@@ -808,7 +825,7 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cle
 
     // A good new config is applied.
     write(
-        &dir,
+        dir,
         "config.toml",
         &good.replace(
             "[[detector]]",
@@ -854,14 +871,15 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_bad_and_sigterm_stops_cle
 /// on it, writing nothing more but a rare notice), and a SIGKILL loses none of them.
 #[test]
 fn jsonl_lines_are_written_as_emitted_and_survive_sigkill() {
-    let dir = scratch("jsonl-sigkill");
+    let tmp = scratch("jsonl-sigkill");
+    let dir = tmp.path();
     let jsonl = dir.join("out.jsonl");
     let text = format!(
         "[source]\nkind = \"synthetic\"\nwidth = 160\nheight = 120\n\
          faults = [{{ after = 3, seconds = 600 }}]\n\n[reconnect]\ndelays_s = [5.0]\n\n\
          [output]\njsonl = {jsonl:?}\n"
     );
-    let config = write(&dir, "config.toml", &text);
+    let config = write(dir, "config.toml", &text);
     let mut child = run_logging_stderr(&config, &dir.join("stderr"));
     let frames = || {
         std::fs::read_to_string(&jsonl).map_or(0, |t| {
@@ -884,7 +902,8 @@ fn jsonl_lines_are_written_as_emitted_and_survive_sigkill() {
 #[test]
 fn a_lost_camera_is_reopened_with_backoff_while_the_socket_stays_up() {
     use std::io::BufRead;
-    let dir = scratch("reconnect");
+    let tmp = scratch("reconnect");
+    let dir = tmp.path();
     let jsonl = dir.join("out.jsonl");
     let socket = dir.join("s.sock");
     let text = format!(
@@ -892,7 +911,7 @@ fn a_lost_camera_is_reopened_with_backoff_while_the_socket_stays_up() {
          faults = [{{ after = 5, seconds = 1.2 }}]\n\n[reconnect]\ndelays_s = [0.2, 0.4]\n\n\
          [output]\njsonl = {jsonl:?}\nsocket = {{ path = {socket:?} }}\n"
     );
-    let config = write(&dir, "config.toml", &text);
+    let config = write(dir, "config.toml", &text);
     let child = ocelli_command(&["run", config.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -988,7 +1007,8 @@ fn board_threads_give_tract_a_pool_and_the_same_detections() {
     // Every photo, and the loop back to the first.
     let frames = std::fs::read_dir(&photos).unwrap().count() + 1;
     let run = |threads: usize| {
-        let dir = scratch(&format!("threads-{threads}"));
+        let tmp = scratch(&format!("threads-{threads}"));
+        let dir = tmp.path();
         let jsonl = dir.join("out.jsonl");
         let text = format!(
             "[board]\nthreads = {threads}\n\n[source]\nkind = \"images\"\npath = {photos:?}\nloop = true\n\n\
@@ -996,7 +1016,7 @@ fn board_threads_give_tract_a_pool_and_the_same_detections() {
              [output]\njsonl = {jsonl:?}\n",
             cached("yolox_nano.onnx")
         );
-        let config = write(&dir, "config.toml", &text);
+        let config = write(dir, "config.toml", &text);
         let mut child = Running(
             ocelli_command(&["run", config.to_str().unwrap()])
                 .stderr(std::process::Stdio::null())
@@ -1031,7 +1051,8 @@ fn board_threads_give_tract_a_pool_and_the_same_detections() {
 fn an_object_sliding_across_image_files_keeps_its_track_id() {
     use ocelli::capture::decode_image;
     use ocelli::imgproc::Image;
-    let (dir, frames, photo) = coffee_frames("track");
+    let (tmp, frames, photo) = coffee_frames("track");
+    let dir = tmp.path();
     // The photo (its cup at 162..421 × 16..295) slides right 20 px a frame over a grey
     // 800×480 canvas for nine frames; two empty frames follow.
     let (w, h) = (800, 480);
@@ -1049,7 +1070,7 @@ fn an_object_sliding_across_image_files_keeps_its_track_id() {
     let (jsonl, snaps, fb) = (dir.join("out.jsonl"), dir.join("snaps"), dir.join("fb"));
     std::fs::write(&fb, b"").unwrap();
     // The cup's bottom centre (x = 291.5 + 20 t) crosses x = 381 between frames 4 and 5.
-    let text = std::fs::read_to_string(yolox_config(&dir, "", &frames))
+    let text = std::fs::read_to_string(yolox_config(dir, "", &frames))
         .unwrap()
         .replace(
             "[output]\n",
@@ -1061,7 +1082,7 @@ fn an_object_sliding_across_image_files_keeps_its_track_id() {
              [output.framebuffer]\ndevice = {fb:?}\n\
              geometry = {{ width = 200, height = 120, bits_per_pixel = 16 }}\n"
         );
-    let config = write(&dir, "track.toml", &text);
+    let config = write(dir, "track.toml", &text);
     let out = ocelli(&["run", config.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -1135,14 +1156,15 @@ fn an_object_sliding_across_image_files_keeps_its_track_id() {
 
 #[test]
 fn truncated_and_wrong_size_frames_are_dropped_and_counted_in_the_stream() {
-    let dir = scratch("bad-frames");
+    let tmp = scratch("bad-frames");
+    let dir = tmp.path();
     let jsonl = dir.join("out.jsonl");
     let text = format!(
         "[source]\nkind = \"synthetic\"\nwidth = 64\nheight = 48\nframes = 10\n\
          faults = [{{ after = 3, kind = \"truncated\" }}, {{ after = 6, kind = \"wrong_size\" }}]\n\n\
          [output]\njsonl = {jsonl:?}\n"
     );
-    let config = write(&dir, "config.toml", &text);
+    let config = write(dir, "config.toml", &text);
     let out = ocelli(&["run", config.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The run goes to the end of its input and says it dropped frames.
@@ -1200,7 +1222,8 @@ fn sigterm_exits_0_within_2_s_and_removes_the_socket() {
     // emulation (where the two small ones alone came to load within it).
     let yolov8n = cached("yolov8n.onnx");
     for moment in [Moment::Frame, Moment::ClientWrite, Moment::ModelLoad] {
-        let dir = scratch(&format!("sigterm-{moment:?}"));
+        let tmp = scratch(&format!("sigterm-{moment:?}"));
+        let dir = tmp.path();
         let jsonl = dir.join("out.jsonl");
         let socket = dir.join("s.sock");
         let two = format!(
@@ -1224,7 +1247,7 @@ fn sigterm_exits_0_within_2_s_and_removes_the_socket() {
              faults = [{{ after = 1, kind = \"truncated\" }}]\n\n{detectors}\
              [output]\njsonl = {jsonl:?}\nsocket = {{ path = {socket:?} }}\n"
         );
-        let config = write(&dir, "config.toml", &text);
+        let config = write(dir, "config.toml", &text);
         let mut child = run_logging_stderr(&config, &dir.join("stderr"));
         let pid = Pid::from_raw(child.id() as i32);
         let lines = || lines_in(&jsonl);
@@ -1261,9 +1284,10 @@ fn sigterm_exits_0_within_2_s_and_removes_the_socket() {
 
 #[test]
 fn record_saves_one_frame_in_n_as_png_skips_bad_ones_and_never_overwrites() {
-    let dir = scratch("record");
+    let tmp = scratch("record");
+    let dir = tmp.path();
     let config = write(
-        &dir,
+        dir,
         "config.toml",
         "[source]\nkind = \"synthetic\"\nwidth = 64\nheight = 48\nframes = 20\n\
          faults = [{ after = 3, kind = \"truncated\" }]\n",
@@ -1382,7 +1406,8 @@ fn preset_memory_mb(preset: &str) -> u64 {
 
 #[test]
 fn the_rpi3_presets_refuse_image_bombs_by_name_within_their_memory_budget() {
-    let dir = scratch("bombs");
+    let tmp = scratch("bombs");
+    let dir = tmp.path();
     let photos = dir.join("photos");
     std::fs::create_dir(&photos).unwrap();
     let (good, bad) = photos_and_bombs(&photos);
@@ -1402,7 +1427,7 @@ fn the_rpi3_presets_refuse_image_bombs_by_name_within_their_memory_budget() {
             .join("\n[");
         let jsonl = dir.join(format!("{preset}.jsonl"));
         let config = write(
-            &dir,
+            dir,
             &format!("{preset}.toml"),
             &format!(
                 "[{keep}\n[source]\nkind = \"images\"\npath = {photos:?}\nloop = true\n\n\

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ocelli_compress::onnx::{Model, float_unshaped, float_value, node};
+use tempfile::TempDir;
 
 mod bundle;
 
@@ -20,28 +21,30 @@ fn cached(name: &str) -> PathBuf {
     p
 }
 
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ocelli-compress-cli-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder, removed with everything in it when the guard is dropped.
+fn scratch(tag: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ocelli-compress-cli-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 #[test]
 fn bad_input_fails_with_one_line() {
     let tmp = scratch("bad");
     let not_onnx = cached("images/coffee.png");
-    let truncated = tmp.join("truncated.onnx");
+    let truncated = tmp.path().join("truncated.onnx");
     let bytes = std::fs::read(cached("yunet_n_320_320.onnx")).unwrap();
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
-    let empty = tmp.join("empty");
+    let empty = tmp.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let broken = tmp.join("broken");
+    let broken = tmp.path().join("broken");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(broken.join("a.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
     let yunet = cached("yunet_n_320_320.onnx");
-    let out = tmp.join("out.onnx");
+    let out = tmp.path().join("out.onnx");
     // Valid ONNX that tract cannot load: an operator nobody implements.
-    let unknown = tmp.join("unknown_op.onnx");
+    let unknown = tmp.path().join("unknown_op.onnx");
     Model::build(
         13,
         vec![node("NoSuchOperator", "n", &["x"], &["y"])],
@@ -53,9 +56,9 @@ fn bad_input_fails_with_one_line() {
     .unwrap();
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let ultraface = cached("ultraface_version-slim-320.onnx");
-    let short = tmp.join("short.f32");
+    let short = tmp.path().join("short.f32");
     std::fs::write(&short, [0u8; 12]).unwrap();
-    let hidden = tmp.join("my_detector.onnx");
+    let hidden = tmp.path().join("my_detector.onnx");
     std::fs::copy(&yunet, &hidden).unwrap();
     let rpi5 = Path::new(ROOT).join("board-configs/rpi5.toml");
     let quantize_hidden: Vec<String> = vec![
@@ -158,7 +161,6 @@ fn bad_input_fails_with_one_line() {
         assert!(errors[0].contains(expected), "{name}: {}", errors[0]);
         assert!(!out.exists(), "{name}: wrote an output");
     }
-    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 /// `time --serve` runs the plan each stdin line names (models in order, each at every thread
@@ -231,7 +233,7 @@ fn every_written_model_gets_a_card_and_eval_adds_its_summary() {
         Card::load(&path).unwrap()
     };
 
-    let opt = tmp.join("yunet.opt.onnx");
+    let opt = tmp.path().join("yunet.opt.onnx");
     let (ok, log) = run(&["optimize".into(), s(&yunet), s(&opt)]);
     assert!(ok, "{log}");
     let c = card(&opt);
@@ -246,9 +248,9 @@ fn every_written_model_gets_a_card_and_eval_adds_its_summary() {
     let model = ocelli::model::onnx::Model::load(&yunet).unwrap();
     let shape = model.input_shape(None).unwrap();
     let table = ocelli::model::layers::profile(&[(model, shape)], 1, 1, |_| {}).unwrap();
-    let timings = tmp.join("layers.json");
+    let timings = tmp.path().join("layers.json");
     std::fs::write(&timings, serde_json::to_string(&table).unwrap()).unwrap();
-    let int8 = tmp.join("yunet.int8.onnx");
+    let int8 = tmp.path().join("yunet.int8.onnx");
     let calib = fixtures.join("calib");
     let (ok, log) = run(&[
         "quantize".into(),
@@ -296,5 +298,4 @@ fn every_written_model_gets_a_card_and_eval_adds_its_summary() {
         "{}",
         errors[0]
     );
-    std::fs::remove_dir_all(&tmp).unwrap();
 }

@@ -102,9 +102,11 @@ fn a_model_agrees_with_itself_and_not_with_a_damaged_copy() {
     let (shape, w) = damaged.constant_f32(&first_conv.input[1]).unwrap();
     let negated: Vec<f32> = w.iter().map(|x| -x).collect();
     damaged.set_initializer(f32_proto(&first_conv.input[1], &shape, &negated));
-    let dir = std::env::temp_dir().join(format!("ocelli-compress-eval-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("yunet_n_320_320.damaged.onnx");
+    let dir = tempfile::Builder::new()
+        .prefix("ocelli-compress-eval-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("yunet_n_320_320.damaged.onnx");
     damaged.save(&path).unwrap();
     let worse = eval::eval(&reference, &path, &images, &opts, |_| {}).unwrap();
     assert!(
@@ -113,7 +115,6 @@ fn a_model_agrees_with_itself_and_not_with_a_damaged_copy() {
         worse.map50,
         worse.score_drift_max
     );
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -20,13 +20,12 @@ fn root(rel: &str) -> PathBuf {
     p
 }
 
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "ocelli-compress-timings-{tag}-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder, removed with everything in it when the guard is dropped.
+fn scratch(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ocelli-compress-timings-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn write_table(dir: &Path, table: &Table) -> PathBuf {
@@ -55,7 +54,7 @@ fn a_board_table_decides_every_layers_form_and_the_report_names_it() {
         t.times.int8_median_faster = false;
     }
     let dir = scratch("decides");
-    let file = write_table(&dir, &table);
+    let file = write_table(dir.path(), &table);
     let timings = quantize::BoardTimings::load(&file, &Setup::default(), |w| panic!("{w}"))
         .unwrap()
         .expect("no board to disagree with");
@@ -71,7 +70,6 @@ fn a_board_table_decides_every_layers_form_and_the_report_names_it() {
         |m| heard.push(m.to_string()),
     )
     .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     let used = report.timings.as_ref().expect("the table is reported");
     assert_eq!(used.path, file);
     assert_eq!(used.cpu, Cpu::this());
@@ -104,7 +102,7 @@ fn a_table_from_another_cpu_than_the_boards_is_set_aside_with_a_warning() {
         threads: 4,
         layers: vec![],
     };
-    let file = write_table(&dir, &a53);
+    let file = write_table(dir.path(), &a53);
     // rpi4.toml: aarch64, tract_cpu = "cortex_a72".
     let mut warning = None;
     let got = quantize::BoardTimings::load(&file, &with_config("board-configs/rpi4.toml"), |w| {
@@ -130,13 +128,12 @@ fn a_table_from_another_cpu_than_the_boards_is_set_aside_with_a_warning() {
     )
     .unwrap();
     assert_eq!(got.expect("the same CPU").table, a53);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn a_malformed_table_is_one_line_naming_the_file_and_field() {
     let dir = scratch("malformed");
-    let file = dir.join("layers.json");
+    let file = dir.path().join("layers.json");
     let shape = r#"{"weight":[8,3,3,3],"input":[1,3,32,32],"strides":[1,1],"pads":[1,1,1,1],"dilations":[1,1],"group":1}"#;
     let cpu = r#"{"arch":"aarch64","kind":null,"features":[]}"#;
     for (times, field) in [
@@ -165,5 +162,4 @@ fn a_malformed_table_is_one_line_naming_the_file_and_field() {
             "{msg}"
         );
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

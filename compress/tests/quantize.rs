@@ -175,9 +175,11 @@ fn yunet_int8_is_small_and_agrees_on_held_out_images() {
         "calibration agreement {}",
         report.map50
     );
-    let dir = std::env::temp_dir().join(format!("ocelli-compress-q-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join("yunet_n_320_320.int8.onnx");
+    let dir = tempfile::Builder::new()
+        .prefix("ocelli-compress-q-")
+        .tempdir()
+        .unwrap();
+    let out = dir.path().join("yunet_n_320_320.int8.onnx");
     q.save(&out).unwrap();
     let r = eval::eval(
         &path,
@@ -190,7 +192,6 @@ fn yunet_int8_is_small_and_agrees_on_held_out_images() {
         |_| {},
     )
     .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert!(
         r.size_ratio <= 0.35,
         "int8 file is {:.3}× the float one",
@@ -202,11 +203,12 @@ fn yunet_int8_is_small_and_agrees_on_held_out_images() {
 
 #[test]
 fn an_empty_calibration_folder_is_one_clear_error() {
-    let dir = std::env::temp_dir().join(format!("ocelli-compress-empty-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("ocelli-compress-empty-")
+        .tempdir()
+        .unwrap();
     let model = Model::load(&cached("yunet_n_320_320.onnx")).unwrap();
-    let e = quantize::quantize(&model, &dir, &Default::default(), |_| {}).unwrap_err();
-    std::fs::remove_dir_all(&dir).unwrap();
+    let e = quantize::quantize(&model, dir.path(), &Default::default(), |_| {}).unwrap_err();
     let msg = e.to_string();
     assert!(
         msg.contains("no PNG or JPEG") && !msg.contains('\n'),

@@ -10,13 +10,12 @@ use ocelli_compress::quantize;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "ocelli-compress-setup-{tag}-{}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder, removed with everything in it when the guard is dropped.
+fn scratch(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ocelli-compress-setup-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// A copy of `model` under a name no preset matches.
@@ -77,7 +76,7 @@ fn board_configs_feed_each_reference_detector_as_its_preset() {
         let board = Config::load_settings(&file).unwrap();
         for d in &board.detectors {
             let name = d.name.clone().unwrap();
-            let hidden = hidden_copy(&board.resolve(&d.model), &tmp);
+            let hidden = hidden_copy(&board.resolve(&d.model), tmp.path());
             let from_board = data::detector_config(&hidden, &config(&file, &name)).unwrap();
             let preset = data::detector_config(&board.resolve(&d.model), &Setup::default())
                 .unwrap_or_else(|e| panic!("{}: {name}: {e}", file.display()));
@@ -89,7 +88,6 @@ fn board_configs_feed_each_reference_detector_as_its_preset() {
         }
     }
     assert!(checked >= 8, "{checked} board detectors");
-    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 /// The same model from `--config` as from the preset, byte for byte. Every layer is held to
@@ -104,7 +102,7 @@ fn quantize_with_a_board_config_gives_the_presets_model() {
         calib.is_dir(),
         "run `python3 compress/scripts/make_images.py target/fixtures/compress`"
     );
-    let hidden = hidden_copy(&yunet, &tmp);
+    let hidden = hidden_copy(&yunet, tmp.path());
     let run = |model: &Path, setup: Setup| {
         let opts = quantize::Options {
             setup,
@@ -114,14 +112,13 @@ fn quantize_with_a_board_config_gives_the_presets_model() {
         };
         let (q, _) =
             quantize::quantize(&Model::load(model).unwrap(), &calib, &opts, |_| {}).unwrap();
-        let out = tmp.join("out.onnx");
+        let out = tmp.path().join("out.onnx");
         q.save(&out).unwrap();
         std::fs::read(&out).unwrap()
     };
     let rpi5 = Path::new(ROOT).join("board-configs/rpi5.toml");
     let preset = run(&yunet, Setup::default());
     assert!(preset == run(&hidden, config(&rpi5, "faces")));
-    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 #[test]
@@ -138,7 +135,7 @@ fn a_model_without_preset_or_config_is_told_how_to_give_one() {
 #[test]
 fn config_errors_are_one_line_naming_file_and_field() {
     let tmp = scratch("errors");
-    let unknown_family = tmp.join("family.toml");
+    let unknown_family = tmp.path().join("family.toml");
     std::fs::write(
         &unknown_family,
         "[source]\nkind = \"synthetic\"\n\n[[detector]]\nmodel = \"m.onnx\"\nfamily = \"yolov99\"\n",
@@ -169,7 +166,6 @@ fn config_errors_are_one_line_naming_file_and_field() {
             .to_string();
         assert!(msg.contains(expected) && !msg.contains('\n'), "{msg}");
     }
-    std::fs::remove_dir_all(&tmp).unwrap();
 }
 
 /// Each family with masks or regions is judged by its own measure: a model agrees with
@@ -225,7 +221,7 @@ fn quantize_judges_masks_and_text_regions_by_their_iou() {
             .unwrap()
             .ends_with("_whole.png")
         {
-            std::fs::copy(&p, calib.join(p.file_name().unwrap())).unwrap();
+            std::fs::copy(&p, calib.path().join(p.file_name().unwrap())).unwrap();
         }
     }
     for (name, metric, field, held) in [
@@ -246,7 +242,7 @@ fn quantize_judges_masks_and_text_regions_by_their_iou() {
         if !held {
             (opts.min_map, opts.max_score_drift, opts.min_iou) = (0.0, f32::INFINITY, 0.0);
         }
-        let (_, report) = quantize::quantize(&model, &calib, &opts, |_| {}).unwrap();
+        let (_, report) = quantize::quantize(&model, calib.path(), &opts, |_| {}).unwrap();
         assert_eq!(report.family.metric, metric, "{name}");
         let json = serde_json::to_value(&report).unwrap();
         let iou = json[field]
@@ -257,5 +253,4 @@ fn quantize_judges_masks_and_text_regions_by_their_iou() {
             assert!(iou >= opts.min_iou, "{name}: {field} {iou}");
         }
     }
-    std::fs::remove_dir_all(&calib).unwrap();
 }

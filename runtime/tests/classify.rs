@@ -55,7 +55,12 @@ fn load(toml_text: &str, base: &Path) -> Result<Classifier, ClassifyError> {
 
 fn orientation_classifier() -> Classifier {
     let margin = fixture("ocr_cls/cases.json")["margin"].as_f64().unwrap();
-    let labels = std::env::temp_dir().join(format!("ocelli-orient-{}.txt", std::process::id()));
+    let labels = tempfile::Builder::new()
+        .prefix("ocelli-orient-")
+        .suffix(".txt")
+        .tempfile()
+        .unwrap()
+        .into_temp_path();
     std::fs::write(&labels, "0\n180\n").unwrap();
     let text = format!(
         "model = \"ch_ppocr_mobile_v2.0_cls_infer.onnx\"\nlabels = {labels:?}\n\
@@ -63,9 +68,7 @@ fn orientation_classifier() -> Classifier {
          preprocess = {{ resize = \"height\", pad_value = 127, channels = \"bgr\", \
          mean = [127.5, 127.5, 127.5], std = [127.5, 127.5, 127.5] }}\n"
     );
-    let c = load(&text, Path::new(CACHE)).unwrap();
-    std::fs::remove_file(labels).unwrap();
-    c
+    load(&text, Path::new(CACHE)).unwrap()
 }
 
 /// The photo turned by 180 degrees: its pixels in reverse order.
@@ -161,28 +164,29 @@ fn a_classifier_whose_output_is_not_scores_or_an_embedding_is_refused() {
 
 #[test]
 fn a_gallery_of_another_dimension_is_refused_by_entry() {
-    let dir = std::env::temp_dir().join(format!("ocelli-gallery-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("ocelli-gallery-")
+        .tempdir()
+        .unwrap();
     let model = PathBuf::from(FIXTURES).join("embed/model.onnx");
-    let gallery = dir.join("gallery.json");
+    let gallery = dir.path().join("gallery.json");
     std::fs::write(
         &gallery,
         r#"{"entries": [{"label": "a", "embedding": [1, 0, 0]}]}"#,
     )
     .unwrap();
     let text = format!("model = {model:?}\ngallery = \"gallery.json\"\n");
-    let err = refusal(&text, &dir);
+    let err = refusal(&text, dir.path());
     assert!(
         err.contains("gallery.json") && err.contains("entries[0].embedding") && err.contains("32"),
         "{err}"
     );
     std::fs::write(&gallery, "not json").unwrap();
-    let err = refusal(&text, &dir);
+    let err = refusal(&text, dir.path());
     assert!(
         err.contains("gallery.json") && err.contains("entries"),
         "{err}"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use emit_fixtures::Scene;
 use ocelli::emit::{SocketConfig, SocketError, SocketServer, TailError, tail};
 use serde_json::Value;
+use tempfile::TempDir;
 
 const SCHEMA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -25,15 +26,19 @@ const SCHEMA: &str = concat!(
 const FRAMES: u64 = 5000;
 const PATIENCE: Duration = Duration::from_secs(20);
 
-fn socket_path(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ocelli-emit-{}-{test}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir.join("s.sock")
+/// A socket path in a fresh folder, removed with the folder when the guard is dropped.
+fn socket_path(test: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("ocelli-emit-{test}-"))
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("s.sock");
+    (dir, path)
 }
 
-fn config(test: &str) -> SocketConfig {
-    SocketConfig::new(socket_path(test))
+fn config(test: &str) -> (TempDir, SocketConfig) {
+    let (dir, path) = socket_path(test);
+    (dir, SocketConfig::new(path))
 }
 
 fn connect(path: &Path) -> UnixStream {
@@ -149,7 +154,8 @@ fn publish_paced(
 
 #[test]
 fn readers_get_every_frame_while_a_stalled_client_is_dropped_for() {
-    let server = SocketServer::bind(&config("three")).unwrap();
+    let (_dir, cfg) = config("three");
+    let server = SocketServer::bind(&cfg).unwrap();
     let readers: Vec<Reader> = (0..2)
         .map(|_| Reader::spawn(connect(server.path())))
         .collect();
@@ -224,7 +230,8 @@ fn readers_get_every_frame_while_a_stalled_client_is_dropped_for() {
 
 #[test]
 fn late_client_gets_the_stream_from_then_on() {
-    let server = SocketServer::bind(&config("late")).unwrap();
+    let (_dir, cfg) = config("late");
+    let server = SocketServer::bind(&cfg).unwrap();
     let scene = Scene::new();
     publish_frames(&server, &scene, 0..100);
     let late = Reader::spawn(connect(server.path()));
@@ -237,7 +244,8 @@ fn late_client_gets_the_stream_from_then_on() {
 
 #[test]
 fn departed_clients_are_cleaned_up() {
-    let server = SocketServer::bind(&config("departed")).unwrap();
+    let (_dir, cfg) = config("departed");
+    let server = SocketServer::bind(&cfg).unwrap();
     let scene = Scene::new();
     let stays = Reader::spawn(connect(server.path()));
     let idle = connect(server.path());
@@ -268,7 +276,8 @@ fn departed_clients_are_cleaned_up() {
 
 #[test]
 fn input_from_clients_is_discarded() {
-    let server = SocketServer::bind(&config("hostile")).unwrap();
+    let (_dir, cfg) = config("hostile");
+    let server = SocketServer::bind(&cfg).unwrap();
     let scene = Scene::new();
     let client = connect(server.path());
     let mut writer = client.try_clone().unwrap();
@@ -290,9 +299,10 @@ fn input_from_clients_is_discarded() {
 
 #[test]
 fn clients_past_the_limit_get_an_error_line() {
+    let (_dir, cfg) = config("limit");
     let server = SocketServer::bind(&SocketConfig {
         max_clients: 2,
-        ..config("limit")
+        ..cfg
     })
     .unwrap();
     let _kept = [connect(server.path()), connect(server.path())];
@@ -310,7 +320,7 @@ fn clients_past_the_limit_get_an_error_line() {
 
 #[test]
 fn shutdown_flushes_and_removes_the_socket() {
-    let cfg = config("shutdown");
+    let (_dir, cfg) = config("shutdown");
     let server = SocketServer::bind(&cfg).unwrap();
     let client = connect(server.path());
     wait_for("the client", || server.stats().clients == 1);
@@ -330,7 +340,7 @@ fn shutdown_flushes_and_removes_the_socket() {
 
 #[test]
 fn socket_file_mode_and_group() {
-    let cfg = config("mode");
+    let (_dir, cfg) = config("mode");
     let server = SocketServer::bind(&cfg).unwrap();
     let meta = fs::metadata(server.path()).unwrap();
     assert!(meta.file_type().is_socket());
@@ -366,7 +376,7 @@ fn socket_file_mode_and_group() {
 
 #[test]
 fn what_is_at_the_path_decides_bind() {
-    let cfg = config("path");
+    let (_dir, cfg) = config("path");
 
     fs::write(&cfg.path, "not a socket").unwrap();
     assert!(matches!(
@@ -422,7 +432,7 @@ fn config_from_toml() {
         assert!(err.contains(complaint), "{text:?}: {err}");
     }
 
-    let base = config("bounds");
+    let (_dir, base) = config("bounds");
     for bad in [
         SocketConfig {
             mode: 0o1777,
@@ -448,7 +458,8 @@ fn config_from_toml() {
 
 #[test]
 fn tail_prints_frames() {
-    let server = SocketServer::bind(&config("tail")).unwrap();
+    let (_dir, cfg) = config("tail");
+    let server = SocketServer::bind(&cfg).unwrap();
     let path = server.path().to_path_buf();
     let tailer = std::thread::spawn(move || {
         let mut out = Vec::new();
@@ -473,7 +484,7 @@ fn tail_prints_frames() {
 
 #[test]
 fn tail_prints_notices_and_rejects_foreign_lines() {
-    let path = socket_path("tail-notices");
+    let (_dir, path) = socket_path("tail-notices");
     let listener = UnixListener::bind(&path).unwrap();
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();

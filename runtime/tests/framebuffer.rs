@@ -5,10 +5,13 @@ use ocelli::framebuffer::{Framebuffer, FramebufferConfig, FramebufferError, Geom
 use ocelli::imgproc::Image;
 use ocelli::overlay;
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!("ocelli-fb-{}-{name}", std::process::id()));
-    std::fs::write(&p, b"").unwrap();
-    p
+/// An empty file, removed when the guard is dropped.
+fn scratch(name: &str) -> tempfile::TempPath {
+    tempfile::Builder::new()
+        .prefix(&format!("ocelli-fb-{name}-"))
+        .tempfile()
+        .unwrap()
+        .into_temp_path()
 }
 
 /// A 320×200 grey frame with a detection box drawn from (100, 50) to (220, 150).
@@ -85,10 +88,10 @@ fn frames_are_letterboxed_and_packed_per_format() {
     ] {
         let path = scratch(&format!("{}", geometry.bits_per_pixel));
         let config = FramebufferConfig {
-            device: path.clone(),
+            device: path.to_path_buf(),
             geometry: Some(geometry),
         };
-        let mut fb = Framebuffer::open(&config, path.clone()).unwrap();
+        let mut fb = Framebuffer::open(&config, path.to_path_buf()).unwrap();
         fb.show(&frame).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let stride = geometry
@@ -114,7 +117,6 @@ fn frames_are_letterboxed_and_packed_per_format() {
                 geometry.bits_per_pixel
             );
         }
-        let _ = std::fs::remove_file(&path);
     }
 }
 
@@ -131,10 +133,10 @@ fn a_scaled_frame_keeps_its_aspect() {
     };
     let path = scratch("scaled");
     let config = FramebufferConfig {
-        device: path.clone(),
+        device: path.to_path_buf(),
         geometry: Some(geometry),
     };
-    Framebuffer::open(&config, path.clone())
+    Framebuffer::open(&config, path.to_path_buf())
         .unwrap()
         .show(&frame)
         .unwrap();
@@ -146,18 +148,16 @@ fn a_scaled_frame_keeps_its_aspect() {
             "row {y}"
         );
     }
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
 fn a_regular_file_without_geometry_is_refused() {
     let path = scratch("plain");
     let config = FramebufferConfig {
-        device: path.clone(),
+        device: path.to_path_buf(),
         geometry: None,
     };
-    let e = Framebuffer::open(&config, path.clone()).unwrap_err();
+    let e = Framebuffer::open(&config, path.to_path_buf()).unwrap_err();
     assert!(matches!(e, FramebufferError::Ioctl { .. }), "{e}");
     assert!(e.to_string().contains("geometry"), "{e}");
-    let _ = std::fs::remove_file(&path);
 }

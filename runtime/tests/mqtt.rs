@@ -18,17 +18,20 @@ use nix::unistd::Pid;
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
 use support::{Running, ocelli_command, wait_for};
+use tempfile::TempDir;
 
 const SCHEMA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../docs/schema/frame.schema.json"
 );
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ocelli-mqtt-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder, removed with everything in it when the guard is dropped: bound before the
+/// processes that use it, it outlives them.
+fn scratch(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ocelli-mqtt-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn free_port() -> u16 {
@@ -415,11 +418,12 @@ impl Exposition {
 
 #[test]
 fn a_normal_stream_arrives_in_order_and_the_last_will_marks_the_device_offline() {
-    let dir = scratch("normal");
-    let mut broker = Broker::new(&dir);
+    let tmp = scratch("normal");
+    let dir = tmp.path();
+    let mut broker = Broker::new(dir);
     broker.start();
     let sub = Subscriber::start(broker.port, "sub-normal");
-    let ocelli = Ocelli::start(&dir, "run", broker.port, "fps = 50", "", "");
+    let ocelli = Ocelli::start(dir, "run", broker.port, "fps = 50", "", "");
     wait_for(30, "40 frames", || sub.frame_ids().len() >= 40);
     assert_eq!(sub.statuses().first().map(String::as_str), Some("online"));
     // Which models run (none here), retained beside the status.
@@ -446,11 +450,12 @@ fn a_normal_stream_arrives_in_order_and_the_last_will_marks_the_device_offline()
 
 #[test]
 fn frames_published_while_the_broker_is_down_arrive_once_it_is_back() {
-    let dir = scratch("restart");
-    let mut broker = Broker::new(&dir);
+    let tmp = scratch("restart");
+    let dir = tmp.path();
+    let mut broker = Broker::new(dir);
     broker.start();
     let sub = Subscriber::start(broker.port, "sub-restart");
-    let ocelli = Ocelli::start(&dir, "run", broker.port, "fps = 100\nframes = 600", "", "");
+    let ocelli = Ocelli::start(dir, "run", broker.port, "fps = 100\nframes = 600", "", "");
     wait_for(30, "100 frames", || sub.frame_ids().len() >= 100);
     broker.stop();
     wait_for(10, "frames spooled while the broker is down", || {
@@ -476,11 +481,12 @@ fn frames_published_while_the_broker_is_down_arrive_once_it_is_back() {
 
 #[test]
 fn spooled_frames_survive_a_sigkill_and_go_out_first_after_the_restart() {
-    let dir = scratch("kill");
-    let mut broker = Broker::new(&dir);
+    let tmp = scratch("kill");
+    let dir = tmp.path();
+    let mut broker = Broker::new(dir);
     // The camera delivers 60 frames, then stays away: the process idles with them spooled.
     let first = Ocelli::start(
-        &dir,
+        dir,
         "first",
         broker.port,
         "fps = 200\nfaults = [{ after = 60, seconds = 3600 }]",
@@ -494,7 +500,7 @@ fn spooled_frames_survive_a_sigkill_and_go_out_first_after_the_restart() {
     first.sigkill();
     broker.start();
     let sub = Subscriber::start(broker.port, "sub-kill");
-    Ocelli::start(&dir, "second", broker.port, "frames = 30", "", "").wait(60);
+    Ocelli::start(dir, "second", broker.port, "frames = 30", "", "").wait(60);
     let expected: Vec<u64> = (0..60).chain(0..30).collect();
     wait_for(20, "every frame", || {
         sub.frame_ids().len() >= expected.len()
@@ -504,12 +510,13 @@ fn spooled_frames_survive_a_sigkill_and_go_out_first_after_the_restart() {
 
 #[test]
 fn the_spool_bound_drops_the_oldest_frames_and_says_how_many() {
-    let dir = scratch("bound");
-    let mut broker = Broker::new(&dir);
+    let tmp = scratch("bound");
+    let dir = tmp.path();
+    let mut broker = Broker::new(dir);
     // 40 kB holds about a hundred 64x48 frame lines: most of the 400 are evicted.
     let (quick, bound) = ("drain_timeout_s = 0.2", "max_mb = 0.04");
     Ocelli::start(
-        &dir,
+        dir,
         "offline",
         broker.port,
         "fps = 1000\nframes = 400",
@@ -519,7 +526,7 @@ fn the_spool_bound_drops_the_oldest_frames_and_says_how_many() {
     .wait(30);
     broker.start();
     let sub = Subscriber::start(broker.port, "sub-bound");
-    Ocelli::start(&dir, "online", broker.port, "frames = 0", "", "").wait(60);
+    Ocelli::start(dir, "online", broker.port, "frames = 0", "", "").wait(60);
     wait_for(20, "the spooled frames", || {
         sub.frame_ids().last() == Some(&399)
     });
@@ -533,13 +540,14 @@ fn the_spool_bound_drops_the_oldest_frames_and_says_how_many() {
 
 #[test]
 fn metrics_count_every_frame_in_cumulative_histograms_and_the_frame_is_a_jpeg() {
-    let dir = scratch("http");
-    let mut broker = Broker::new(&dir);
+    let tmp = scratch("http");
+    let dir = tmp.path();
+    let mut broker = Broker::new(dir);
     broker.start();
     // 50 frames with one short camera loss on the way, then the camera stays away.
     let source =
         "fps = 100\nfaults = [{ after = 20, seconds = 0.3 }, { after = 50, seconds = 3600 }]";
-    let ocelli = Ocelli::start(&dir, "run", broker.port, source, "", "");
+    let ocelli = Ocelli::start(dir, "run", broker.port, source, "", "");
     wait_for(30, "50 frames delivered", || {
         ocelli.metric("ocelli_frames_total") == Some(50.0)
             && ocelli.metric("ocelli_spool_records") == Some(0.0)
@@ -654,7 +662,8 @@ fn make_ca(dir: &Path, name: &str) -> PathBuf {
 /// broker when its `ca_file` is another CA, and delivers every frame when it is the broker's.
 #[test]
 fn tls_delivers_to_a_broker_the_ca_vouches_for_and_refuses_another() {
-    let dir = scratch("tls");
+    let tmp = scratch("tls");
+    let dir = tmp.path();
     let pki = dir.join("pki");
     std::fs::create_dir_all(&pki).unwrap();
     let ca = make_ca(&pki, "ca");
@@ -700,7 +709,7 @@ fn tls_delivers_to_a_broker_the_ca_vouches_for_and_refuses_another() {
     );
     let tls_port = free_port();
     let mut broker = Broker::with(
-        &dir,
+        dir,
         &format!(
             "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
             ca.display(),
@@ -733,14 +742,7 @@ fn tls_delivers_to_a_broker_the_ca_vouches_for_and_refuses_another() {
     wrong.sigkill();
     assert!(sub.messages().is_empty(), "{:?}", sub.messages());
 
-    let ocelli = Ocelli::start(
-        &dir,
-        "run",
-        tls_port,
-        "fps = 50\nframes = 40",
-        &tls(&ca),
-        "",
-    );
+    let ocelli = Ocelli::start(dir, "run", tls_port, "fps = 50\nframes = 40", &tls(&ca), "");
     ocelli.wait(60);
     wait_for(20, "40 frames over TLS", || sub.frame_ids().len() >= 40);
     assert_eq!(sub.frame_ids(), (0..40).collect::<Vec<_>>());

@@ -81,6 +81,14 @@ fn allocations_in(f: impl FnOnce()) -> usize {
     ALLOCATIONS.load(Ordering::Relaxed) - before
 }
 
+/// A fresh folder, removed with everything in it when the guard is dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ocelli-{name}-"))
+        .tempdir()
+        .unwrap()
+}
+
 fn cached(name: &str) -> std::path::PathBuf {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models/cache")
@@ -92,9 +100,8 @@ fn cached(name: &str) -> std::path::PathBuf {
 /// Real models on real photos: inference once, then postprocess + record + publish per frame.
 #[test]
 fn postprocess_and_emit_allocate_nothing_per_frame() {
-    let dir = std::env::temp_dir().join(format!("ocelli-pipeline-alloc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let server = SocketServer::bind(&SocketConfig::new(dir.join("s.sock"))).unwrap();
+    let dir = scratch("pipeline-alloc");
+    let server = SocketServer::bind(&SocketConfig::new(dir.path().join("s.sock"))).unwrap();
     let mut line = Vec::new();
     let detector = |model: &str, family, labels: &str| DetectorConfig {
         name: None,
@@ -247,9 +254,8 @@ fn check_steady_state(
 
 #[test]
 fn record_and_publish_allocate_nothing_per_frame() {
-    let dir = std::env::temp_dir().join(format!("ocelli-emit-alloc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let server = SocketServer::bind(&SocketConfig::new(dir.join("s.sock"))).unwrap();
+    let dir = scratch("emit-alloc");
+    let server = SocketServer::bind(&SocketConfig::new(dir.path().join("s.sock"))).unwrap();
     // One client reads everything, one never reads: both the steady and the dropping paths run.
     let reader = UnixStream::connect(server.path()).unwrap();
     let _stalled = UnixStream::connect(server.path()).unwrap();
@@ -356,15 +362,14 @@ fn classifier_labels_allocate_nothing_per_frame() {
         cached("ch_ppocr_mobile_v2.0_cls_infer.onnx")
     ))
     .unwrap();
-    let dir = std::env::temp_dir().join(format!("ocelli-cascade-alloc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let labels = dir.join("two.txt");
+    let dir = scratch("cascade-alloc");
+    let labels = dir.path().join("two.txt");
     std::fs::write(&labels, "0\n180\n").unwrap();
     let orientation = ClassifierConfig {
         labels: Some(labels.display().to_string()),
         ..orientation
     };
-    let gallery = dir.join("gallery.json");
+    let gallery = dir.path().join("gallery.json");
     std::fs::write(
         &gallery,
         r#"{"entries": [{"label": "up", "embedding": [1, 0]}, {"label": "down", "embedding": [0, 1]}]}"#,
@@ -381,7 +386,7 @@ fn classifier_labels_allocate_nothing_per_frame() {
         Classifier::load(&orientation, |p| p.into()).unwrap(),
         Classifier::load(&embedding, |p| p.into()).unwrap(),
     ];
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
     let det = Detection {
         class_id: 0,
         score: 0.9,

@@ -14,6 +14,7 @@ use ocelli::update::bundle::{
     Bundle, BundleError, FileEntry, Limits, MANIFEST, Manifest, SCHEMA, SIGNATURE, key_id,
     read_key_file, read_public_key,
 };
+use tempfile::TempDir;
 
 fn compress(args: &[&Path]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ocelli-compress"))
@@ -37,7 +38,8 @@ const FRAGMENT: &str = "[[detector]]\nmodel = \"m.onnx\"\nlabels = \"labels.txt\
 /// A fleet key and the files of a small bundle: a fragment, a model (any bytes will do for
 /// the bundle layer), its card and labels.
 struct Fleet {
-    dir: PathBuf,
+    /// The key, the files and the bundles; removed with the fleet.
+    dir: TempDir,
     key: PathBuf,
     files: Vec<(&'static str, Vec<u8>)>,
 }
@@ -45,7 +47,7 @@ struct Fleet {
 impl Fleet {
     fn new(tag: &str) -> Self {
         let dir = scratch(&format!("bundle-{tag}"));
-        let key = dir.join("fleet.key");
+        let key = dir.path().join("fleet.key");
         ok(compress(&["keygen".as_ref(), "--out".as_ref(), &key]));
         let model: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
         let files = vec![
@@ -58,7 +60,7 @@ impl Fleet {
             ("labels.txt", b"person\ncar\n".to_vec()),
         ];
         for (name, bytes) in &files {
-            std::fs::write(dir.join(name), bytes).unwrap();
+            std::fs::write(dir.path().join(name), bytes).unwrap();
         }
         Fleet { dir, key, files }
     }
@@ -68,12 +70,12 @@ impl Fleet {
     }
 
     fn trusted(&self) -> Vec<VerifyingKey> {
-        vec![read_public_key(&self.dir.join("fleet.key.pub")).unwrap()]
+        vec![read_public_key(&self.dir.path().join("fleet.key.pub")).unwrap()]
     }
 
     /// `ocelli-compress bundle` of every file, as `name`.
     fn bundle(&self, name: &str, version: u64) -> PathBuf {
-        let out = self.dir.join(name);
+        let out = self.dir.path().join(name);
         let v = version.to_string();
         let mut args: Vec<&Path> = vec![
             "bundle".as_ref(),
@@ -83,7 +85,11 @@ impl Fleet {
             v.as_ref(),
             "--config".as_ref(),
         ];
-        let paths: Vec<PathBuf> = self.files.iter().map(|(n, _)| self.dir.join(n)).collect();
+        let paths: Vec<PathBuf> = self
+            .files
+            .iter()
+            .map(|(n, _)| self.dir.path().join(n))
+            .collect();
         args.push(&paths[0]);
         args.extend(["--out".as_ref(), out.as_path()]);
         args.extend(paths[1..].iter().map(PathBuf::as_path));
@@ -123,7 +129,7 @@ impl Fleet {
         let json = serde_json::to_vec_pretty(manifest).unwrap();
         let mut sig = key.verifying_key().as_bytes().to_vec();
         sig.extend_from_slice(&key.sign(&json).to_bytes());
-        let out = self.dir.join(name);
+        let out = self.dir.path().join(name);
         let mut tar = tar::Builder::new(std::fs::File::create(&out).unwrap());
         let mut head = vec![Raw::file(MANIFEST, &json)];
         if sign {
@@ -205,7 +211,7 @@ fn a_bundle_opens_and_stages_byte_identical_files() {
         )
     );
 
-    let stage = fleet.dir.join("staging");
+    let stage = fleet.dir.path().join("staging");
     let staged = verified.stage(&stage).unwrap();
     assert_eq!(staged.config, stage.join("fragment.toml"));
     assert_eq!(staged.version, 3);
@@ -266,7 +272,7 @@ fn a_bundle_changed_after_opening_is_not_staged() {
         .unwrap();
     bytes[at + 100] ^= 1;
     std::fs::write(&bundle, &bytes).unwrap();
-    let stage = fleet.dir.join("staging");
+    let stage = fleet.dir.path().join("staging");
     let e = verified.stage(&stage).unwrap_err().to_string();
     assert!(
         e.starts_with(&format!("{}: m.onnx: sha256 ", bundle.display())),
@@ -301,7 +307,7 @@ fn every_refusal_is_one_line_naming_the_bundle_and_the_entry() {
 
     let good = fleet.bundle("good.bundle", 1);
     let bytes = std::fs::read(&good).unwrap();
-    let truncated = fleet.dir.join("truncated.bundle");
+    let truncated = fleet.dir.path().join("truncated.bundle");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     let spoiled = craft("bad-signature.bundle", &manifest, &payload);
     let mut b = std::fs::read(&spoiled).unwrap();
@@ -509,7 +515,7 @@ fn every_refusal_is_one_line_naming_the_bundle_and_the_entry() {
         (
             "not a bundle",
             {
-                let p = fleet.dir.join("model.bundle");
+                let p = fleet.dir.path().join("model.bundle");
                 std::fs::write(&p, &fleet.files[1].1).unwrap();
                 p
             },
@@ -546,7 +552,7 @@ fn keygen_and_bundle_refuse_with_one_line() {
         &["keygen".as_ref(), "--out".as_ref(), &fleet.key],
         &["fleet.key: already exists; keygen does not overwrite keys"],
     );
-    let d = |n: &str| fleet.dir.join(n);
+    let d = |n: &str| fleet.dir.path().join(n);
     let (key, frag, model, out) = (
         d("fleet.key"),
         d("fragment.toml"),

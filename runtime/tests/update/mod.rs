@@ -12,6 +12,7 @@ use ocelli::model::card::sha256_hex;
 use ocelli::update::sign;
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 use serde_json::Value;
+use tempfile::TempDir;
 
 use super::support::{Running, ocelli_command, wait_for};
 use super::{Broker, Subscriber, scratch};
@@ -183,12 +184,12 @@ fn publish_with(port: u16, topic: &str, payload: Vec<u8>, retain: bool) {
 }
 
 /// A scratch folder, a broker, a subscriber and a fleet key.
-fn fleet(tag: &str) -> (PathBuf, Broker, Subscriber, Fleet) {
+fn fleet(tag: &str) -> (TempDir, Broker, Subscriber, Fleet) {
     let dir = scratch(tag);
-    let mut broker = Broker::new(&dir);
+    let mut broker = Broker::new(dir.path());
     broker.start();
     let sub = subscriber(broker.port, &format!("{tag}-sub"));
-    let fleet = Fleet::new(&dir);
+    let fleet = Fleet::new(dir.path());
     (dir, broker, sub, fleet)
 }
 
@@ -264,8 +265,9 @@ fn wait_frames(sub: &Subscriber, device: &Device, name: &str, more: usize) {
 
 #[test]
 fn a_signed_bundle_is_applied_reported_retained_and_kept_across_a_restart() {
-    let (dir, broker, sub, fleet) = fleet("update-apply");
-    let config = Device::config(&dir, "d1", broker.port, &fleet, &dir.join("state"));
+    let (tmp, broker, sub, fleet) = fleet("update-apply");
+    let dir = tmp.path();
+    let config = Device::config(dir, "d1", broker.port, &fleet, &dir.join("state"));
     let device = Device::start(&config, None);
     wait_frames(&sub, &device, "d1", 5);
     assert_running(&status(&sub, "d1").expect("a status at start"), 0, BASE);
@@ -328,8 +330,9 @@ fn unsigned(good: &[u8]) -> Vec<u8> {
 
 #[test]
 fn refused_bundles_leave_the_running_version_untouched_and_say_why() {
-    let (dir, broker, sub, fleet) = fleet("update-refuse");
-    let config = Device::config(&dir, "d2", broker.port, &fleet, &dir.join("state"));
+    let (tmp, broker, sub, fleet) = fleet("update-refuse");
+    let dir = tmp.path();
+    let config = Device::config(dir, "d2", broker.port, &fleet, &dir.join("state"));
     let device = Device::start(&config, None);
     wait_frames(&sub, &device, "d2", 5);
     publish(broker.port, FLEET_TOPIC, fleet.bundle(2, GOOD));
@@ -402,8 +405,9 @@ fn refused_bundles_leave_the_running_version_untouched_and_say_why() {
 
 #[test]
 fn a_bundle_failing_its_health_check_is_rolled_back() {
-    let (dir, broker, sub, fleet) = fleet("update-rollback");
-    let config = Device::config(&dir, "d3", broker.port, &fleet, &dir.join("state"));
+    let (tmp, broker, sub, fleet) = fleet("update-rollback");
+    let dir = tmp.path();
+    let config = Device::config(dir, "d3", broker.port, &fleet, &dir.join("state"));
     let device = Device::start(&config, None);
     wait_frames(&sub, &device, "d3", 5);
     publish(broker.port, "ocelli/d3/update", fleet.bundle(1, SLOW));
@@ -429,11 +433,12 @@ fn a_bundle_failing_its_health_check_is_rolled_back() {
 
 #[test]
 fn a_sigkill_at_each_step_of_an_update_leaves_the_old_version_complete_and_running() {
-    let (dir, broker, sub, fleet) = fleet("update-sigkill");
+    let (tmp, broker, sub, fleet) = fleet("update-sigkill");
+    let dir = tmp.path();
     for step in ["download", "staging", "swap", "health-check"] {
         let name = format!("k-{step}");
         let state = dir.join(format!("state-{step}"));
-        let config = Device::config(&dir, &name, broker.port, &fleet, &state);
+        let config = Device::config(dir, &name, broker.port, &fleet, &state);
         let device = Device::start(&config, Some(step));
         wait_frames(&sub, &device, &name, 3);
         publish(
@@ -474,10 +479,11 @@ fn a_sigkill_at_each_step_of_an_update_leaves_the_old_version_complete_and_runni
 
 #[test]
 fn a_full_disk_while_staging_is_refused_and_cleaned_up() {
-    let (dir, broker, sub, fleet) = fleet("update-full");
+    let (tmp, broker, sub, fleet) = fleet("update-full");
+    let dir = tmp.path();
     let state = dir.join("state");
     std::fs::create_dir_all(&state).unwrap();
-    let config = Device::config(&dir, "d5", broker.port, &fleet, &state);
+    let config = Device::config(dir, "d5", broker.port, &fleet, &state);
     // The state folder on a 2 MB file system of the device's own: the 12.9 MB model cannot be
     // staged, the 1.3 MB one can once the first is cleaned up.
     let device = Device::start_with(&config, None, |ocelli| {
