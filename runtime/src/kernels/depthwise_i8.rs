@@ -8,13 +8,12 @@
 //! at any stride.
 
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedMatrixStorage};
-use tract_linalg::pack::{PackedFormat, PackedI8K4};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
 
 use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
-use super::split;
+use super::{conv_i8, split};
 use crate::imgproc::morph::Simd;
 
 /// The replacements for `node` if it is the Im2col of an int8 depthwise convolution (one input
@@ -101,25 +100,7 @@ fn unpack_weights(packed: &Tensor, channels: usize, taps: usize) -> Option<Vec<i
         if v.mn() != 1 || v.k() != taps {
             return None;
         }
-        let format = v.format();
-        // Row 0 of the one panel: K-major, `r` rows side by side, or 4 K values a row at a
-        // time ([`PackedI8K4`]).
-        let at: Box<dyn Fn(usize) -> usize> = if let Some(f) = format
-            .downcast_ref::<PackedFormat>()
-            .filter(|f| f.dt.unquantized() == i8::datum_type())
-        {
-            let r = f.r;
-            Box::new(move |k| k * r)
-        } else if let Some(f) = format.downcast_ref::<PackedI8K4>() {
-            let r = f.r;
-            Box::new(move |k| (k / 4) * 4 * r + k % 4)
-        } else {
-            return None;
-        };
-        let bytes: &[u8] = &v.packed;
-        for k in 0..taps {
-            weights.push(*bytes.get(at(k))? as i8);
-        }
+        weights.extend(conv_i8::unpack_rows(v)?);
     }
     Some(weights)
 }

@@ -143,10 +143,18 @@ pub enum Packing {
 }
 
 impl Packing {
-    fn r(&self) -> usize {
+    pub fn r(&self) -> usize {
         match self {
             Packing::K4(f) => f.r,
             Packing::KMajor(f) => f.r,
+        }
+    }
+
+    /// Where, in a panel, the value of K row `k` at lane `i` (of `r`) is.
+    pub fn offset(&self, k: usize, i: usize) -> usize {
+        match self {
+            Packing::K4(f) => (k / 4) * 4 * f.r + 4 * i + k % 4,
+            Packing::KMajor(f) => k * f.r + i,
         }
     }
 
@@ -256,6 +264,11 @@ pub struct PhasePlanes<'g> {
 impl PhasePlanes<'_> {
     pub fn geometry(&self) -> &Geometry {
         self.geo
+    }
+
+    /// Padded rows, and values a plane row.
+    pub fn rows_cols(&self) -> [usize; 2] {
+        [self.rows, self.cols]
     }
 
     /// How far apart in `data` the runs of consecutive output rows start.
@@ -678,6 +691,26 @@ fn interleave4(rows: &[i8], four: Four, offset: usize, out: &mut [u8]) {
     }
 }
 
+/// `rows` (each `out.len() / 4` bytes) interleaved byte by byte into `out`, `out[4m + j] =
+/// rows[j][m] ^ flip`.
+pub fn interleave_rows(rows: [&[i8]; 4], flip: u8, out: &mut [u8]) {
+    let n = out.len() / 4;
+    let blocks = n / 16;
+    for m in (0..blocks * 16).step_by(16) {
+        let quads = blocks16::interleave4(rows.map(|r| r[m..][..16].try_into().expect("16")));
+        for (dst, quad) in out[4 * m..][..64].chunks_exact_mut(16).zip(&quads) {
+            for (d, v) in dst.iter_mut().zip(quad) {
+                *d = *v as u8 ^ flip;
+            }
+        }
+    }
+    for m in blocks * 16..n {
+        for (j, row) in rows.iter().enumerate() {
+            out[4 * m + j] = row[m] as u8 ^ flip;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -688,7 +721,7 @@ mod tests {
 
     use super::{Packing, blocks16, plain};
     use crate::kernels::MIN_SPLIT;
-    use crate::kernels::tests::{Conv, run_both};
+    use crate::kernels::tests::{Conv, run_both_with};
 
     proptest! {
         /// Each of this target's 16-value blocks (plain; SSE2 or NEON), byte by byte.
@@ -862,7 +895,8 @@ mod tests {
     /// on x86-64 with VNNI and ARM with the dot product, K-major on Cortex-A72 and A53):
     /// strides 1 to 3, padding, dilation, 5×5, rows shorter and longer than a block, i8 input
     /// and f32 input quantised on the way in, and two big enough to split over threads, whose
-    /// chunks start inside output rows.
+    /// chunks start inside output rows. Planned without [`ConvI8`](crate::kernels::conv_i8::ConvI8), which
+    /// takes these layers where the CPU has AVX-512 VNNI.
     #[test]
     fn packs_what_tracts_im2col_packs() {
         // (input channels, output channels, kernel, [stride, pad, dilation], input size,
@@ -891,7 +925,7 @@ mod tests {
                 size,
                 quantize,
             };
-            run_both(&conv.model(), "FastIm2colI8", 1, |_| None);
+            run_both_with(&conv.model(), false, "FastIm2colI8", 1, |_| None);
         }
     }
 }

@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 
 pub mod broadcast;
 pub mod cast;
+pub mod conv_i8;
 pub mod depthwise_f32;
 pub mod depthwise_i8;
 pub mod grid_sample;
@@ -21,7 +22,8 @@ pub mod reduce;
 
 /// Replaces, in an optimised model, the quantisation and packing of every 1×1 int8 convolution's
 /// input by [`pointwise_i8::QuantizePackI8`], the Im2col and matmul of every int8 depthwise one by
-/// [`depthwise_i8::DepthwiseI8`], every other int8 `Im2col` it can by
+/// [`depthwise_i8::DepthwiseI8`], those of every other int8 one by [`conv_i8::ConvI8`] where the
+/// CPU has AVX-512 VNNI, every other int8 `Im2col` it can by
 /// [`im2col_i8::FastIm2colI8`] (which quantises the f32 image itself where an f32
 /// `QuantizeLinearI8` wrote the i8 one), every other f32-input `QuantizeLinearI8` by
 /// [`quantize::FastQuantizeI8`], every GridSample over f32 images by
@@ -31,12 +33,29 @@ pub mod reduce;
 /// every f32 Add, Sub, Mul or Div broadcast along an axis other than the last by
 /// [`broadcast::FastBroadcast`] and every constant f32 Pad of the last two axes by
 /// [`pad::FastPad`].
-pub fn accelerate(mut model: TypedModel) -> TractResult<TypedModel> {
+///
+/// `OCELLI_CONV_I8=0` in the environment leaves the int8 convolutions [`conv_i8::ConvI8`] would
+/// take to the im2col path, to compare the two.
+pub fn accelerate(model: TypedModel) -> TractResult<TypedModel> {
+    let direct = std::env::var_os("OCELLI_CONV_I8").is_none_or(|v| v != "0");
+    accelerate_with(model, direct)
+}
+
+/// [`accelerate`], with [`conv_i8::ConvI8`] only where `direct_conv`.
+pub fn accelerate_with(mut model: TypedModel, direct_conv: bool) -> TractResult<TypedModel> {
     // The ops that stand for several of tract's nodes first, while those are still tract's.
     for id in model.eval_order()? {
         let node = model.node(id);
+        let direct = match direct_conv {
+            true => conv_i8::replacements(&model, node)?,
+            false => vec![],
+        };
         if let Some((op, input)) = pointwise_i8::replacement(&model, node)? {
             swap(&mut model, input, op, OutletId::new(id, 0))?;
+        } else if !direct.is_empty() {
+            for (op, input, matmul) in direct {
+                swap(&mut model, input, op, matmul)?;
+            }
         } else if let Some((op, input)) = im2col_i8::replacement(&model, node)? {
             swap(&mut model, input, op, OutletId::new(id, 0))?;
         } else if let Some((op, input, chain)) = cast::fused(&model, node)? {
@@ -336,7 +355,18 @@ pub mod tests {
         count: usize,
         variant: impl Fn(&TypedNode) -> Option<Box<dyn TypedOp>>,
     ) {
-        let mut ours = accelerate(tracts.clone()).unwrap();
+        run_both_with(tracts, true, name, count, variant)
+    }
+
+    /// [`run_both`], planned by [`accelerate_with`] `direct_conv`.
+    pub fn run_both_with(
+        tracts: &TypedModel,
+        direct_conv: bool,
+        name: &str,
+        count: usize,
+        variant: impl Fn(&TypedNode) -> Option<Box<dyn TypedOp>>,
+    ) {
+        let mut ours = accelerate_with(tracts.clone(), direct_conv).unwrap();
         let ids: Vec<usize> = ours
             .nodes()
             .iter()

@@ -1,0 +1,486 @@
+//! A direct int8 convolution for tract's optimised plans, on CPUs with AVX-512 VNNI.
+//!
+//! tract 0.23.9 computes an int8 k×k convolution as an eager Im2col, which writes every
+//! patch into a packed matrix (k² times the image), then a matmul reading it back. Even as
+//! [`FastIm2colI8`](super::im2col_i8::FastIm2colI8) writes it, the packing took a quarter of
+//! YOLOv8n-320's int8 plan. [`ConvI8`] reads the patches where they are: the image is split by
+//! column and row phase once, four channels interleaved, so that one kernel tap of four
+//! channels over 16 consecutive output positions is one 64-byte load, whatever the stride, the
+//! operand of one `VPDPBUSD` per output channel (the layout of the direct int8 convolutions of
+//! MLAS and XNNPACK). It gives tract's i32 accumulators bit for bit.
+
+use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedMatrixStorage};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
+
+use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
+use super::{quantize, split};
+
+/// Output channels a kernel call accumulates.
+const OC_TILE: usize = 8;
+/// Blocks of 16 output positions a kernel call accumulates: with [`OC_TILE`], 24 of the 32
+/// vector registers.
+const BLOCKS: usize = 3;
+
+/// Whether this CPU runs [`ConvI8`]'s kernel.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The replacements for `node` if it is tract's Im2col of a one-group int8 convolution this
+/// handles (see [`im2col_i8::geometry`]), on a CPU with AVX-512 VNNI: for each of its readers
+/// that is tract's matmul of the packed weights by the patches, the op, the input it reads
+/// (the f32 image where an f32 QuantizeLinear writes the i8 one, which the op then quantises
+/// itself) and the matmul output it computes.
+pub fn replacements(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Vec<(ConvI8, OutletId, OutletId)>> {
+    if !available() {
+        return Ok(vec![]);
+    }
+    let Some((op, geo)) = im2col_i8::geometry(model, node)? else {
+        return Ok(vec![]);
+    };
+    if op.group != 1 {
+        return Ok(vec![]);
+    }
+    let (quantize, input) = match quantize::quantizer(model, node.inputs[0])? {
+        Some((q, x)) => (Some(q), x),
+        None => (None, node.inputs[0]),
+    };
+    let mut found = vec![];
+    for reader in model.outlet_successors(OutletId::new(node.id, 0)) {
+        let mm_node = model.node(reader.node);
+        let Some(mm) = mm_node.op_as::<OptMatMul>() else {
+            continue;
+        };
+        let [
+            ProtoFusedSpec::AddMatMul {
+                a: MatMulOperand::Input(1),
+                b: MatMulOperand::Input(0),
+                ..
+            },
+            ProtoFusedSpec::Store(_),
+        ] = mm.micro_ops.as_slice()
+        else {
+            continue;
+        };
+        let c = &mm.c_fact;
+        let Some(weights) = model
+            .outlet_fact(mm_node.inputs[1])?
+            .konst
+            .as_ref()
+            .and_then(|k| unpack_one(k))
+        else {
+            continue;
+        };
+        let k = geo.channels * geo.taps();
+        let (co, rem) = (weights.len() / k, weights.len() % k);
+        if reader.slot != 0
+            || rem != 0
+            || c.datum_type != i32::datum_type()
+            || c.shape.as_concrete().map(|s| s.iter().product::<usize>()) != Some(co * geo.n())
+        {
+            continue;
+        }
+        found.push((
+            ConvI8 {
+                kernel: Kernel::new(&geo, &weights),
+                geo: geo.clone(),
+                quantize: quantize.clone(),
+                output: c.clone(),
+            },
+            input,
+            OutletId::new(reader.node, 0),
+        ));
+    }
+    Ok(found)
+}
+
+/// The rows of tract's packed weights of one matrix, `[row][k]`, if packed in a layout this
+/// knows.
+fn unpack_one(packed: &Tensor) -> Option<Vec<i8>> {
+    let storage = packed.try_storage_as::<PackedMatrixStorage>().ok()?;
+    match storage.values() {
+        [v] => unpack_rows(v.downcast_ref::<EagerPackedInput>()?),
+        _ => None,
+    }
+}
+
+/// The `mn` rows of K values tract packed into `v`, `[row][k]`, if in a layout
+/// [`im2col_i8::Packing`] knows.
+pub fn unpack_rows(v: &EagerPackedInput) -> Option<Vec<i8>> {
+    let (k, mn) = (v.k(), v.mn());
+    let packing = im2col_i8::Packing::of(v.format())?;
+    let bytes: &[u8] = &v.packed;
+    let mut rows = Vec::with_capacity(mn * k);
+    for m in 0..mn {
+        let panel = m / packing.r() * v.panel_bytes;
+        for kk in 0..k {
+            rows.push(*bytes.get(panel + packing.offset(kk, m % packing.r()))? as i8);
+        }
+    }
+    Some(rows)
+}
+
+/// The weights as the kernel reads them, in tiles of [`OC_TILE`] output channels (zeros past
+/// the last): for each step (four channels at one tap), each channel's four i8 weights as one
+/// i32, and each channel's correction for the kernel's unsigned inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Kernel {
+    /// `[tile][step][channel in the tile]`, steps `[channel / 4][tap]`.
+    steps: Vec<i32>,
+    /// Steps a tile.
+    steps_n: usize,
+    /// Output channels.
+    co: usize,
+    /// `-128 · Σ weights` per output channel (tiles padded): the kernel multiplies `x + 128`.
+    correction: Vec<i32>,
+}
+
+impl Kernel {
+    /// From `weights` `[output channel][channel][tap]`, as tract's Im2col orders K.
+    fn new(geo: &Geometry, weights: &[i8]) -> Kernel {
+        let (taps, ci) = (geo.taps(), geo.channels);
+        let k = ci * taps;
+        let co = weights.len() / k;
+        let steps_n = ci.div_ceil(4) * taps;
+        let padded = co.div_ceil(OC_TILE) * OC_TILE;
+        let mut steps = vec![0i32; steps_n * padded];
+        let mut correction = vec![0; padded];
+        for (o, w) in weights.chunks_exact(k).enumerate() {
+            let tile = &mut steps[o / OC_TILE * steps_n * OC_TILE..][..steps_n * OC_TILE];
+            for c4 in 0..ci.div_ceil(4) {
+                for tap in 0..taps {
+                    let byte = |i: usize| {
+                        let c = 4 * c4 + i;
+                        if c < ci { w[c * taps + tap] as u8 } else { 0 }
+                    };
+                    tile[(c4 * taps + tap) * OC_TILE + o % OC_TILE] =
+                        i32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)]);
+                }
+            }
+            correction[o] = -128 * w.iter().map(|v| *v as i32).sum::<i32>();
+        }
+        Kernel {
+            steps,
+            steps_n,
+            co,
+            correction,
+        }
+    }
+}
+
+/// tract's Im2col and int8 matmul of one one-group convolution of one CHW image: i32
+/// accumulators out, in the shape tract's matmul gave them (channel-major); with `quantize`,
+/// of the f32 image tract's QuantizeLinearI8 quantised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvI8 {
+    geo: Geometry,
+    kernel: Kernel,
+    quantize: Option<quantize::FastQuantizeI8>,
+    output: TypedFact,
+}
+
+/// The phase planes with four channels interleaved and the rows split by phase too, each
+/// byte `x + 128` (`x ^ 0x80`), as `VPDPBUSD` takes unsigned bytes: `[channel / 4][column
+/// phase][row phase][row][i][channel % 4]`, 64 spare bytes at the end. Whatever the strides,
+/// consecutive output positions of a tap are then consecutive in one plane, along a row and
+/// from one row to the next (`cols` apart).
+struct Planes4<'g> {
+    geo: &'g Geometry,
+    data: Vec<u8>,
+    rows: usize,
+    cols: usize,
+}
+
+impl<'g> Planes4<'g> {
+    /// Out of `planes`, which are `geo`'s.
+    fn new(geo: &'g Geometry, planes: &PhasePlanes) -> Planes4<'g> {
+        let [padded_rows, cols] = planes.rows_cols();
+        let [sy, sx] = geo.strides;
+        let rows = padded_rows.div_ceil(sy);
+        let group_len = 4 * sx * sy * rows * cols;
+        let mut data = vec![0u8; geo.channels.div_ceil(4) * group_len + 64];
+        let zeros = vec![0i8; cols];
+        for (c4, out) in data.chunks_exact_mut(group_len).enumerate() {
+            for phase in 0..sx {
+                for y in 0..padded_rows {
+                    let line = std::array::from_fn(|j| match 4 * c4 + j {
+                        c if c < geo.channels => {
+                            &planes.data[((c * sx + phase) * padded_rows + y) * cols..][..cols]
+                        }
+                        _ => &zeros[..],
+                    });
+                    let at = ((phase * sy + y % sy) * rows + y / sy) * cols;
+                    im2col_i8::interleave_rows(line, 0x80, &mut out[4 * at..][..4 * cols]);
+                }
+            }
+        }
+        Planes4 {
+            geo,
+            data,
+            rows,
+            cols,
+        }
+    }
+
+    /// Where, in `data`, the inputs that kernel tap `tap` of channels `4·c4..` meets along
+    /// output row 0 start.
+    fn run(&self, c4: usize, tap: usize) -> usize {
+        let g = self.geo;
+        let ([sy, sx], [dy, dx]) = (g.strides, g.dilations);
+        let (ky, kx) = (tap / g.kernel[1] * dy, tap % g.kernel[1] * dx);
+        let plane = (c4 * sx + kx % sx) * sy + ky % sy;
+        4 * ((plane * self.rows + ky / sy) * self.cols + kx / sx)
+    }
+}
+
+impl Op for ConvI8 {
+    fn name(&self) -> StaticName {
+        "ConvI8".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{:?} → {} channels",
+            self.geo, self.kernel.co
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for ConvI8 {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(available(), "ConvI8 needs AVX-512 VNNI");
+        let plain = inputs[0].try_as_plain_ram()?;
+        let image = match &self.quantize {
+            Some(q) => Image::F32(plain.as_slice::<f32>()?, q),
+            None => Image::I8(plain.as_slice::<i8>()?),
+        };
+        let planes = self.geo.phase_planes(image)?;
+        let planes = Planes4::new(&self.geo, &planes);
+        let shape = self
+            .output
+            .shape
+            .as_concrete()
+            .context("ConvI8: output shape not concrete")?;
+        // SAFETY: `convolve` writes every accumulator.
+        let mut output = unsafe { Tensor::uninitialized::<i32>(shape)? };
+        let mut out_plain = output.try_as_plain_ram_mut()?;
+        let out = out_plain.as_slice_mut::<i32>()?;
+        let n = self.geo.n();
+        let work = out.len() * self.geo.channels * self.geo.taps();
+        // Whole output channels over tract's executor.
+        split(out, n, work, |first, out| {
+            convolve(&planes, &self.kernel, first, out);
+            Ok(())
+        })?;
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for ConvI8 {
+    fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(self.output.without_value()))
+    }
+
+    as_op!();
+}
+
+/// The output channels from `first` that `out` holds.
+fn convolve(planes: &Planes4, kernel: &Kernel, first: usize, out: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `ConvI8::eval` checked that the CPU has AVX-512 VNNI.
+    unsafe {
+        vnni::convolve(planes, kernel, first, out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (planes, kernel, first, out);
+        unreachable!("ConvI8 is planned only where AVX-512 VNNI runs")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::{BLOCKS, Kernel, OC_TILE, Planes4};
+
+    /// [`OC_TILE`] output channels at a time over every output position at once (in plane
+    /// positions: rows `cols` apart, the positions past each row's end computed and dropped),
+    /// in calls of up to [`BLOCKS`] blocks of 16 positions.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) fn convolve(planes: &Planes4, kernel: &Kernel, first: usize, out: &mut [i32]) {
+        let geo = planes.geo;
+        let [oh, ow] = geo.output_hw;
+        let n = oh * ow;
+        let taps = geo.taps();
+        let starts: Vec<usize> = (0..geo.channels.div_ceil(4) * taps)
+            .map(|s| planes.run(s / taps, s % taps))
+            .collect();
+        let len = (oh - 1) * planes.cols + ow;
+        let end = first + out.len() / n;
+        // Whole tiles; a tile that straddles this call's channels stores only those.
+        for t in first / OC_TILE..end.div_ceil(OC_TILE) {
+            let lo = (t * OC_TILE).max(first);
+            let keep = lo - t * OC_TILE..end.min(t * OC_TILE + OC_TILE) - t * OC_TILE;
+            let out = &mut out[(lo - first) * n..][..keep.len() * n];
+            let tile = Tile {
+                weights: &kernel.steps[t * kernel.steps_n * OC_TILE..][..kernel.steps_n * OC_TILE],
+                correction: &kernel.correction[t * OC_TILE..][..OC_TILE],
+                keep,
+            };
+            let mut q = 0;
+            while q < len {
+                let blocks = (len - q).div_ceil(16).min(BLOCKS);
+                let at = Sweep {
+                    first: q,
+                    end: len.min(q + 16 * blocks),
+                    pitch: planes.cols,
+                    ow,
+                    n,
+                };
+                // SAFETY: every run start plus 64 bytes a block stays inside `data` (its spare
+                // bytes cover the last row's overhang); `out` holds the tile's kept channels.
+                unsafe {
+                    match blocks {
+                        1 => tile_blocks::<1>(planes, &starts, &tile, at, out),
+                        2 => tile_blocks::<2>(planes, &starts, &tile, at, out),
+                        _ => tile_blocks::<3>(planes, &starts, &tile, at, out),
+                    }
+                }
+                q += 16 * blocks;
+            }
+        }
+    }
+
+    /// One tile's weights (`[step][channel]`) and corrections, and the channels of it stored.
+    struct Tile<'k> {
+        weights: &'k [i32],
+        correction: &'k [i32],
+        keep: std::ops::Range<usize>,
+    }
+
+    /// What a kernel call covers: plane positions `first..end` past each run start; position
+    /// `q` is output column `q % pitch` of output row `q / pitch`, dropped past `ow`.
+    #[derive(Clone, Copy)]
+    struct Sweep {
+        first: usize,
+        end: usize,
+        pitch: usize,
+        ow: usize,
+        n: usize,
+    }
+
+    /// `P` blocks of 16 positions for the [`OC_TILE`] channels of `tile`: each step one load
+    /// a block and one broadcast a channel.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn tile_blocks<const P: usize>(
+        planes: &Planes4,
+        starts: &[usize],
+        tile: &Tile,
+        at: Sweep,
+        out: &mut [i32],
+    ) {
+        let data = planes.data.as_ptr();
+        let mut acc = [[_mm512_setzero_si512(); P]; OC_TILE];
+        for (row, c) in acc.iter_mut().zip(tile.correction) {
+            *row = [_mm512_set1_epi32(*c); P];
+        }
+        for (s, start) in starts.iter().enumerate() {
+            // SAFETY: see the caller; `tile.weights` holds OC_TILE values a step.
+            unsafe {
+                let x = data.add(start + 4 * at.first);
+                let v: [__m512i; P] =
+                    std::array::from_fn(|b| _mm512_loadu_si512(x.add(64 * b).cast()));
+                // Unchecked: a slice's bounds here keep the accumulators out of registers.
+                let w = tile.weights.as_ptr().add(s * OC_TILE);
+                for (j, row) in acc.iter_mut().enumerate() {
+                    let wj = _mm512_set1_epi32(*w.add(j));
+                    for (a, v) in row.iter_mut().zip(&v) {
+                        *a = _mm512_dpbusd_epi32(*a, *v, wj);
+                    }
+                }
+            }
+        }
+        // Each block's lanes, one masked store per output row they meet.
+        for b in 0..P {
+            let (q0, q1) = (at.first + 16 * b, at.end.min(at.first + 16 * b + 16));
+            let mut q = q0;
+            while q < q1 {
+                let (row, col) = (q / at.pitch, q % at.pitch);
+                let next = (row + 1) * at.pitch;
+                if col < at.ow {
+                    let lanes = (row * at.pitch + at.ow).min(q1) - q;
+                    let mask = (((1u32 << lanes) - 1) << (q - q0)) as u16;
+                    // Where lane 0 would go: lanes before `q` are masked off.
+                    let dst = row * at.ow + col;
+                    for (j, acc) in acc[tile.keep.clone()].iter().enumerate() {
+                        let p = out[j * at.n + dst..].as_mut_ptr().wrapping_sub(q - q0);
+                        // SAFETY: the mask's lanes land on `lanes` values of kept channel
+                        // j's output row from `dst`.
+                        unsafe { _mm512_mask_storeu_epi32(p, mask, acc[b]) };
+                    }
+                }
+                q = next;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::tests::{Conv, run_both};
+
+    /// tract's i32 accumulators bit for bit: 3×3 and 5×5, strides 1 to 3, padding,
+    /// dilation, channels not a multiple of 4 and output channels not of the tile, rows not a
+    /// multiple of 16 positions and longer than a call's 48, i8 input and f32 input through
+    /// QuantizeLinear, one big enough to split over threads, and two layers reading one input.
+    #[test]
+    fn accumulates_what_tracts_matmul_does() {
+        if !available() {
+            println!("ISA path skipped: ConvI8 needs AVX-512 VNNI, which this CPU lacks");
+            return;
+        }
+        const { assert!(16 * 64 * 9 * 50 * 50 >= crate::kernels::MIN_SPLIT) };
+        // (in, out channels, kernel, [stride, pad, dilation], input size, f32 input, layers)
+        let cases = [
+            (16, 16, 3, [1, 1, 1], 20, false, 1),
+            (3, 16, 3, [2, 1, 1], 65, true, 1),
+            (12, 19, 3, [1, 1, 1], 9, false, 1),
+            (8, 8, 5, [1, 2, 1], 13, true, 1),
+            (5, 9, 3, [2, 0, 1], 40, false, 1),
+            (7, 24, 3, [1, 2, 2], 17, true, 1),
+            (4, 4, 3, [3, 1, 1], 17, false, 1),
+            (64, 16, 3, [1, 1, 1], 50, true, 1),
+            (10, 8, 3, [1, 1, 1], 14, true, 2),
+        ];
+        for (ci, co, k, geometry, size, quantize, layers) in cases {
+            let conv = Conv {
+                ci,
+                co,
+                group: 1,
+                k,
+                geometry,
+                size,
+                quantize,
+            };
+            run_both(&conv.branched(layers), "ConvI8", layers, |_| None);
+        }
+    }
+}
