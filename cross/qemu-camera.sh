@@ -7,7 +7,7 @@
 # usage: cross/qemu-camera.sh BINARY [FORMAT...]
 #   BINARY: ocelli built for aarch64-unknown-linux-gnu (`just dist` leaves it in target/dist/)
 #   FORMAT: V4L2 FourCCs to stream (default: every vivid format the runtime converts)
-# env: QEMU_FRAMES (default 100) lines read per format; QEMU_TIMEOUT (default 900) seconds.
+# env: QEMU_FRAMES (default 40) lines read per format; QEMU_TIMEOUT (default 900) seconds.
 # Needs `cross/setup.sh` first (kernel and busybox under target/qemu/). The console log is kept
 # in target/qemu/console.log.
 set -euo pipefail
@@ -17,7 +17,7 @@ cache=$root/target/qemu
 binary=$(realpath "$1"); shift
 formats=("$@")
 [ ${#formats[@]} -gt 0 ] || formats=(YUYV NV12 RGB3 BGR3 GREY)
-frames=${QEMU_FRAMES:-100}
+frames=${QEMU_FRAMES:-40}
 config=$root/board-configs/qemu-virt.toml
 
 [ -f "$cache/kernel-version" ] || { echo "qemu-camera: no kernel in $cache: run \`just setup-cross\`" >&2; exit 1; }

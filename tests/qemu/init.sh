@@ -23,7 +23,7 @@ arg() { tr ' ' '\n' < /proc/cmdline | sed -n "s/^ocelli\.$1=//p"; }
 
 formats=$(arg formats | tr ',' ' ')
 frames=$(arg frames)
-frames=${frames:-100}
+frames=${frames:-40}
 config=/ocelli/board-configs/qemu-virt.toml
 cpus=$(nproc)
 
