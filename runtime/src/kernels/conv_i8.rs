@@ -15,7 +15,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
 
 use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
-use super::{quantize, split};
+use super::{i32_channels, quantize};
 
 /// Output channels a kernel call accumulates.
 const OC_TILE: usize = 8;
@@ -272,21 +272,9 @@ impl EvalOp for ConvI8 {
         };
         let planes = self.geo.phase_planes(image)?;
         let planes = Planes4::new(&self.geo, &planes);
-        let shape = self
-            .output
-            .shape
-            .as_concrete()
-            .context("ConvI8: output shape not concrete")?;
-        // SAFETY: `convolve` writes every accumulator.
-        let mut output = unsafe { Tensor::uninitialized::<i32>(shape)? };
-        let mut out_plain = output.try_as_plain_ram_mut()?;
-        let out = out_plain.as_slice_mut::<i32>()?;
-        let n = self.geo.n();
-        let work = out.len() * self.geo.channels * self.geo.taps();
-        // Whole output channels over tract's executor.
-        split(out, n, work, |first, out| {
-            convolve(&planes, &self.kernel, first, out);
-            Ok(())
+        let per_value = self.geo.channels * self.geo.taps();
+        let output = i32_channels(&self.output, self.geo.n(), per_value, |first, out| {
+            convolve(&planes, &self.kernel, first, out)
         })?;
         Ok(tvec!(output.into_tvalue()))
     }

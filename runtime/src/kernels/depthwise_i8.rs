@@ -13,7 +13,7 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
 
 use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
-use super::{conv_i8, split};
+use super::{conv_i8, i32_channels};
 use crate::imgproc::morph::Simd;
 
 /// The replacements for `node` if it is the Im2col of an int8 depthwise convolution (one input
@@ -135,26 +135,15 @@ impl EvalOp for DepthwiseI8 {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let plain = inputs[0].try_as_plain_ram()?;
         let planes = self.geo.phase_planes(Image::I8(plain.as_slice::<i8>()?))?;
-        let shape = self
-            .output
-            .shape
-            .as_concrete()
-            .context("DepthwiseI8: output shape not concrete")?;
-        // SAFETY: `convolve` writes every accumulator.
-        let mut output = unsafe { Tensor::uninitialized::<i32>(shape)? };
-        let mut out_plain = output.try_as_plain_ram_mut()?;
-        let out = out_plain.as_slice_mut::<i32>()?;
         let taps = self.geo.taps();
-        // Whole channels over tract's executor.
-        split(out, self.geo.n(), out.len() * taps, |first, out| {
+        let output = i32_channels(&self.output, self.geo.n(), taps, |first, out| {
             convolve(
                 self.simd,
                 &planes,
                 first,
                 &self.weights[first * taps..],
                 out,
-            );
-            Ok(())
+            )
         })?;
         Ok(tvec!(output.into_tvalue()))
     }

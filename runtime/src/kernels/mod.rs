@@ -6,6 +6,7 @@
 //! their ops, and fold or fuse them before this point where they can.
 
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::*;
 
 pub mod broadcast;
 pub mod cast;
@@ -110,6 +111,29 @@ pub fn split<T: Send>(
         return f(0, out);
     }
     tract_linalg::multithread::par_chunks_mut(out, unit, work, f)
+}
+
+/// An i32 tensor of `fact`'s (concrete) shape whose channels, `n` values each, `f(first,
+/// channels)` writes whole over tract's executor ([`split`]), `per_value` multiply-adds a value.
+pub fn i32_channels(
+    fact: &TypedFact,
+    n: usize,
+    per_value: usize,
+    f: impl Fn(usize, &mut [i32]) + Sync + Send,
+) -> TractResult<Tensor> {
+    let shape = fact
+        .shape
+        .as_concrete()
+        .context("output shape not concrete")?;
+    // SAFETY: `f` writes every value of the channels it is given.
+    let mut output = unsafe { Tensor::uninitialized::<i32>(shape)? };
+    let mut plain = output.try_as_plain_ram_mut()?;
+    let out = plain.as_slice_mut::<i32>()?;
+    split(out, n, out.len() * per_value, |first, out| {
+        f(first, out);
+        Ok(())
+    })?;
+    Ok(output)
 }
 
 /// Wires `op` on `input` in place of the node writing `replaced` (and of whatever only it
