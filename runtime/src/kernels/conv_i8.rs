@@ -12,7 +12,6 @@
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedMatrixStorage};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
 
 use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
 use super::quantize;
@@ -60,35 +59,15 @@ pub fn replacements(
     };
     let mut found = vec![];
     for reader in model.outlet_successors(OutletId::new(node.id, 0)) {
-        let mm_node = model.node(reader.node);
-        let Some(mm) = mm_node.op_as::<OptMatMul>() else {
+        let Some((c, packed)) = im2col_i8::patch_matmul(model, *reader)? else {
             continue;
         };
-        let [
-            ProtoFusedSpec::AddMatMul {
-                a: MatMulOperand::Input(1),
-                b: MatMulOperand::Input(0),
-                ..
-            },
-            ProtoFusedSpec::Store(_),
-        ] = mm.micro_ops.as_slice()
-        else {
-            continue;
-        };
-        let c = &mm.c_fact;
-        let Some(weights) = model
-            .outlet_fact(mm_node.inputs[1])?
-            .konst
-            .as_ref()
-            .and_then(|k| unpack_one(k))
-        else {
+        let Some(weights) = unpack_one(packed) else {
             continue;
         };
         let k = geo.channels * geo.taps();
         let (co, rem) = (weights.len() / k, weights.len() % k);
-        if reader.slot != 0
-            || rem != 0
-            || c.datum_type != i32::datum_type()
+        if rem != 0
             || c.shape.as_concrete().map(|s| s.iter().product::<usize>()) != Some(co * geo.n())
         {
             continue;

@@ -10,7 +10,6 @@
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedMatrixStorage};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
 
 use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
 use super::{conv_i8, i32_channels};
@@ -47,35 +46,13 @@ fn for_reader(
     reader: InletId,
     geo: &Geometry,
 ) -> TractResult<Option<DepthwiseI8>> {
-    let mm_node = model.node(reader.node);
-    let Some(mm) = mm_node.op_as::<OptMatMul>() else {
+    let Some((c, packed)) = im2col_i8::patch_matmul(model, reader)? else {
         return Ok(None);
     };
-    let [
-        ProtoFusedSpec::AddMatMul {
-            a: MatMulOperand::Input(1),
-            b: MatMulOperand::Input(0),
-            ..
-        },
-        ProtoFusedSpec::Store(_),
-    ] = mm.micro_ops.as_slice()
-    else {
-        return Ok(None);
-    };
-    let c = &mm.c_fact;
-    if reader.slot != 0
-        || c.datum_type != i32::datum_type()
-        || c.shape.as_concrete().map(|s| s.iter().product::<usize>())
-            != Some(geo.channels * geo.n())
-    {
+    if c.shape.as_concrete().map(|s| s.iter().product::<usize>()) != Some(geo.channels * geo.n()) {
         return Ok(None);
     }
-    let Some(weights) = model
-        .outlet_fact(mm_node.inputs[1])?
-        .konst
-        .as_ref()
-        .and_then(|k| unpack_weights(k, geo.channels, geo.taps()))
-    else {
+    let Some(weights) = unpack_weights(packed, geo.channels, geo.taps()) else {
         return Ok(None);
     };
     Ok(Some(DepthwiseI8 {

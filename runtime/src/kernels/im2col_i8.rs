@@ -19,6 +19,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::PoolSpec;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
+use tract_onnx::tract_core::ops::matmul::optimized::{MatMulOperand, OptMatMul, ProtoFusedSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::{quantize, split};
@@ -75,6 +76,34 @@ impl Packing {
                 .map(|plain| Packing::KMajor(plain.clone()))
         }
     }
+}
+
+/// If `reader` reads an Im2col's patches as tract's int8 matmul of constant packed weights
+/// (its input 1) by them (input 0), with nothing fused: its i32 output and the packed weights.
+pub fn patch_matmul(
+    model: &TypedModel,
+    reader: InletId,
+) -> TractResult<Option<(&TypedFact, &Tensor)>> {
+    let node = model.node(reader.node);
+    let Some(mm) = node.op_as::<OptMatMul>() else {
+        return Ok(None);
+    };
+    let [
+        ProtoFusedSpec::AddMatMul {
+            a: MatMulOperand::Input(1),
+            b: MatMulOperand::Input(0),
+            ..
+        },
+        ProtoFusedSpec::Store(_),
+    ] = mm.micro_ops.as_slice()
+    else {
+        return Ok(None);
+    };
+    if reader.slot != 0 || mm.c_fact.datum_type != i32::datum_type() {
+        return Ok(None);
+    }
+    let weights = model.outlet_fact(node.inputs[1])?.konst.as_deref();
+    Ok(weights.map(|w| (&mm.c_fact, w)))
 }
 
 /// tract's Im2col `node` and its resolved geometry, if it reads one i8 image (NCHW or CHW)
