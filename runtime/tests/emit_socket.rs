@@ -339,6 +339,24 @@ fn shutdown_flushes_and_removes_the_socket() {
 }
 
 #[test]
+fn what_a_client_sent_unread_at_shutdown_does_not_reset_it() {
+    // Closing a Unix socket with unread input resets the peer: its read fails instead of ending.
+    let (_dir, cfg) = config("unread");
+    let server = SocketServer::bind(&cfg).unwrap();
+    let mut client = connect(server.path());
+    wait_for("the client", || server.stats().clients == 1);
+    publish_frames(&server, &Scene::new(), 0..5);
+    client.write_all(&[b'{'; 160 * 1024]).unwrap();
+    server.shutdown();
+    let lines: Vec<String> = BufReader::new(client)
+        .lines()
+        .collect::<Result<_, _>>()
+        .expect("the connection ends cleanly");
+    assert_eq!(frame_ids(&lines), (0..5).collect::<Vec<_>>());
+    assert_eq!(checked(lines.last().unwrap())["type"], "shutdown");
+}
+
+#[test]
 fn socket_file_mode_and_group() {
     let (_dir, cfg) = config("mode");
     let server = SocketServer::bind(&cfg).unwrap();

@@ -37,6 +37,9 @@ const STAGE_BYTES: usize = 16 * 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Reads per wake-up from a client that sends data; what it sends is discarded.
 const MAX_READS: usize = 16;
+/// Reads per client at shutdown: more than a client's socket buffer holds unread, yet bounded
+/// against one that never stops sending.
+const DRAIN_READS: usize = 256;
 
 /// The `[output.socket]` table of the config.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -540,10 +543,10 @@ impl Client {
         }
     }
 
-    /// Reads and discards whatever the client sent.
-    fn discard_input(&mut self) -> Result<(), Gone> {
+    /// Reads and discards what the client sent, at most `reads` times 4 KiB.
+    fn discard_input(&mut self, reads: usize) -> Result<(), Gone> {
         let mut buf = [0u8; 4096];
-        for _ in 0..MAX_READS {
+        for _ in 0..reads {
             match (&self.stream).read(&mut buf) {
                 Ok(0) => {
                     self.read_closed = true;
@@ -645,7 +648,7 @@ impl Writer {
         self.clients.retain_mut(|c| {
             let r = revents.next().unwrap_or(0);
             let hung_up = r & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
-            !hung_up && (r & libc::POLLIN == 0 || c.discard_input().is_ok())
+            !hung_up && (r & libc::POLLIN == 0 || c.discard_input(MAX_READS).is_ok())
         });
         self.count_gone(before - self.clients.len());
         if self.fds[LISTENER].revents != 0 {
@@ -739,6 +742,11 @@ impl Writer {
             self.fds
                 .extend(waiting.map(|c| pollfd(c.stream.as_raw_fd(), libc::POLLOUT)));
             let _ = poll(&mut self.fds, Some(deadline - now));
+        }
+        for c in &mut self.clients {
+            // Closing with input unread would reset the connection: the client's read fails
+            // instead of ending after the shutdown notice.
+            let _ = c.discard_input(DRAIN_READS);
         }
         self.count_gone(self.clients.len());
     }
