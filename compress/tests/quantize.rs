@@ -236,16 +236,20 @@ fn fast_im2col_quantises_in_place_of_tracts_and_changes_no_output() {
     assert_eq!(count(&tract_ops, "Im2col"), 4, "{tract_ops:?}");
     assert_eq!(count(&fast_ops, "QuantizeLinearI8"), 0, "{fast_ops:?}");
     assert_eq!(count(&fast_ops, "FastQuantizeLinearI8"), 0, "{fast_ops:?}");
-    assert_eq!(count(&fast_ops, direct_op()), 4, "{fast_ops:?}");
+    assert_eq!(
+        count(&fast_ops, direct_or("FastIm2colI8")),
+        4,
+        "{fast_ops:?}"
+    );
 }
 
-/// The op that takes a dense int8 convolution's Im2col here: the direct convolution where the
-/// CPU has AVX-512 VNNI, the runtime's im2col elsewhere.
-fn direct_op() -> &'static str {
+/// The op that takes a dense int8 convolution here: the direct convolution where the CPU has
+/// AVX-512 VNNI, `elsewhere` (the runtime's im2col or 1×1 packing) on other CPUs.
+fn direct_or(elsewhere: &'static str) -> &'static str {
     if ocelli::kernels::conv_i8::available() {
         "ConvI8"
     } else {
-        "FastIm2colI8"
+        elsewhere
     }
 }
 
@@ -255,7 +259,10 @@ fn direct_op() -> &'static str {
 #[test]
 fn fast_pointwise_and_depthwise_change_no_output() {
     use ocelli_compress::probe::{ConvShape, Repr, chain_model};
-    for (kernel, depthwise, op) in [(1, false, "QuantizePackI8"), (3, true, "DepthwiseI8")] {
+    for (kernel, depthwise, op) in [
+        (1, false, direct_or("QuantizePackI8")),
+        (3, true, "DepthwiseI8"),
+    ] {
         let shape = ConvShape {
             channels: 24,
             kernel,
@@ -338,7 +345,11 @@ fn fast_im2col_packs_what_tracts_does() {
             (1, 0),
             "{case:?}: {tract_ops:?} / {fast_ops:?}"
         );
-        assert_eq!(count(&fast_ops, direct_op()), 1, "{case:?}: {fast_ops:?}");
+        assert_eq!(
+            count(&fast_ops, direct_or("FastIm2colI8")),
+            1,
+            "{case:?}: {fast_ops:?}"
+        );
     }
 }
 
@@ -379,5 +390,9 @@ fn fast_int8_ops_keep_yolov8n_bit_identical() {
     assert!(layers.len() > 30, "{} dense 3×3 layers", layers.len());
     assert_eq!(count(&tract_ops, "Im2col"), layers.len(), "{tract_ops:?}");
     assert_eq!(count(&fast_ops, "Im2col"), 0, "{fast_ops:?}");
-    assert_eq!(count(&fast_ops, direct_op()), layers.len(), "{fast_ops:?}");
+    assert_eq!(
+        count(&fast_ops, direct_or("FastIm2colI8")),
+        layers.len(),
+        "{fast_ops:?}"
+    );
 }

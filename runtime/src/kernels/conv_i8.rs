@@ -8,13 +8,18 @@
 //! channels over 16 consecutive output positions is one 64-byte load, whatever the stride, the
 //! operand of one `VPDPBUSD` per output channel (the layout of the direct int8 convolutions of
 //! MLAS and XNNPACK). It gives tract's i32 accumulators bit for bit.
+//!
+//! 1×1 layers, which tract packs image row by image row for a matmul batched over the rows,
+//! take the same kernel with one tap. Where both strides are 1, the f32 image is quantised
+//! into the interleaved layout in the same pass.
 
-use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedMatrixStorage};
+use tract_linalg::mmm::{EagerPackedInput, MMMInputValue};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::matmul::pack::OptMatMulPack;
 
 use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
-use super::quantize;
+use super::{quantize, split};
 
 /// Output channels a kernel call accumulates.
 const OC_TILE: usize = 8;
@@ -36,10 +41,11 @@ pub fn available() -> bool {
 }
 
 /// The replacements for `node` if it is tract's Im2col of a one-group int8 convolution this
-/// handles (see [`im2col_i8::geometry`]), on a CPU with AVX-512 VNNI: for each of its readers
-/// that is tract's matmul of the packed weights by the patches, the op, the input it reads
-/// (the f32 image where an f32 QuantizeLinear writes the i8 one, which the op then quantises
-/// itself) and the matmul output it computes.
+/// handles (see [`im2col_i8::geometry`]), or its packing of a 1×1 one's image (see
+/// [`pointwise`]), on a CPU with AVX-512 VNNI: for each of its readers that is tract's matmul
+/// of the packed weights by the patches, the op, the input it reads (the f32 image where an
+/// f32 QuantizeLinear writes the i8 one, which the op then quantises itself) and the matmul
+/// output it computes.
 pub fn replacements(
     model: &TypedModel,
     node: &TypedNode,
@@ -47,21 +53,34 @@ pub fn replacements(
     if !available() {
         return Ok(vec![]);
     }
-    let Some((op, geo)) = im2col_i8::geometry(model, node)? else {
-        return Ok(vec![]);
+    let (geo, packed_rows) = match im2col_i8::geometry(model, node)? {
+        Some((op, geo)) if op.group == 1 => (geo, false),
+        Some(_) => return Ok(vec![]),
+        None => match pointwise(model, node)? {
+            Some(geo) => (geo, true),
+            None => return Ok(vec![]),
+        },
     };
-    if op.group != 1 {
-        return Ok(vec![]);
-    }
     let (quantize, input) = match quantize::quantizer(model, node.inputs[0])? {
         Some((q, x)) => (Some(q), x),
         None => (None, node.inputs[0]),
     };
     let mut found = vec![];
     for reader in model.outlet_successors(OutletId::new(node.id, 0)) {
-        let Some((c, packed)) = im2col_i8::patch_matmul(model, *reader)? else {
+        let Some(im2col_i8::PatchMatMul {
+            c,
+            weights: packed,
+            axes,
+        }) = im2col_i8::patch_matmul(model, *reader)?
+        else {
             continue;
         };
+        // Channel-major: channels, then the positions (for 1×1 layers, rows then columns).
+        let rank = c.rank();
+        let channel_axis = rank - if packed_rows { 3 } else { 2 };
+        if axes != [Some(channel_axis), Some(rank - 1)] {
+            continue;
+        }
         let Some(weights) = unpack_one(packed) else {
             continue;
         };
@@ -86,11 +105,45 @@ pub fn replacements(
     Ok(found)
 }
 
+/// The geometry of a 1×1 convolution if `node` is tract's packing of its i8 image for the
+/// matmul: an OptMatMulPack of a CHW or NCHW image, K along the channels and the matrix's
+/// columns along each image row (tract batches the matmul over the rows).
+fn pointwise(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Geometry>> {
+    let Some(op) = node.op_as::<OptMatMulPack>() else {
+        return Ok(None);
+    };
+    let input = model.outlet_fact(node.inputs[0])?;
+    let packed = model.outlet_fact(OutletId::new(node.id, 0))?;
+    let (Some(shape), true) = (
+        input.shape.as_concrete(),
+        input.datum_type.unquantized() == i8::datum_type(),
+    ) else {
+        return Ok(None);
+    };
+    let [channels, h, w] = match shape {
+        [1, c, h, w] | [c, h, w] => [*c, *h, *w],
+        _ => return Ok(None),
+    };
+    let mapping = op.axes_mapping(&[input], &[packed])?;
+    let axis = |name| mapping.axis(name).ok().map(|a| a.inputs[0].as_slice());
+    if axis('K') != Some(&[shape.len() - 3]) || axis('M') != Some(&[shape.len() - 1]) {
+        return Ok(None);
+    }
+    Ok(Some(Geometry {
+        channels,
+        input_hw: [h, w],
+        output_hw: [h, w],
+        kernel: [1, 1],
+        strides: [1, 1],
+        dilations: [1, 1],
+        pad_before: [0, 0],
+    }))
+}
+
 /// The rows of tract's packed weights of one matrix, `[row][k]`, if packed in a layout this
 /// knows.
-fn unpack_one(packed: &Tensor) -> Option<Vec<i8>> {
-    let storage = packed.try_storage_as::<PackedMatrixStorage>().ok()?;
-    match storage.values() {
+fn unpack_one(packed: &[Box<dyn MMMInputValue>]) -> Option<Vec<i8>> {
+    match packed {
         [v] => unpack_rows(v.downcast_ref::<EagerPackedInput>()?),
         _ => None,
     }
@@ -216,6 +269,46 @@ impl<'g> Planes4<'g> {
         }
     }
 
+    /// Straight from the image where both strides are 1 (one phase, the rows unsplit): each
+    /// row of four channels quantised where need be, offset and interleaved in one pass,
+    /// where [`Planes4::new`] reads and writes the image twice more. Channel groups are split
+    /// over tract's executor.
+    fn direct(geo: &'g Geometry, image: &Image) -> TractResult<Planes4<'g>> {
+        let ([oh, ow], [kh, kw], [dy, dx]) = (geo.output_hw, geo.kernel, geo.dilations);
+        let ([h, w], [pt, pl]) = (geo.input_hw, geo.pad_before);
+        let (rows, cols) = (oh + (kh - 1) * dy, ow + (kw - 1) * dx);
+        let group_len = 4 * rows * cols;
+        let all = geo.channels.div_ceil(4) * group_len;
+        // Padding is x = 0, offset to 0x80; without any, every byte is written.
+        let padded = (pt, pl, rows, cols) != (0, 0, h, w);
+        let mut data = vec![if padded { 0x80 } else { 0 }; all + 64];
+        // The input rows and columns the convolution reads, and where they go.
+        let (ys, n) = (
+            h.min(rows.saturating_sub(pt)),
+            w.min(cols.saturating_sub(pl)),
+        );
+        split(&mut data[..all], group_len, all, |first, chunk| {
+            for (g, out) in chunk.chunks_exact_mut(group_len).enumerate() {
+                for y in 0..ys {
+                    let starts = std::array::from_fn(|j| {
+                        let c = 4 * (first + g) + j;
+                        (c < geo.channels).then_some((c * h + y) * w)
+                    });
+                    let dst = &mut out[4 * ((y + pt) * cols + pl)..][..4 * n];
+                    // SAFETY: `ConvI8::eval` checked that the CPU has AVX-512 VNNI (and BW).
+                    unsafe { vnni::interleave(image, starts, dst) };
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Planes4 {
+            geo,
+            data,
+            rows,
+            cols,
+        })
+    }
+
     /// Where, in `data`, the inputs that kernel tap `tap` of channels `4·c4..` meets along
     /// output row 0 start.
     fn run(&self, c4: usize, tap: usize) -> usize {
@@ -252,7 +345,7 @@ impl EvalOp for ConvI8 {
             Some(q) => Image::F32(plain.as_slice::<f32>()?, q),
             None => Image::I8(plain.as_slice::<i8>()?),
         };
-        let output = self.accumulate(&self.geo.phase_planes(image)?)?;
+        let output = self.accumulate(image)?;
         Ok(tvec!(output.into_tvalue()))
     }
 }
@@ -260,8 +353,11 @@ impl EvalOp for ConvI8 {
 impl ConvI8 {
     /// The accumulators, out of the image's phase planes.
     #[cfg(target_arch = "x86_64")]
-    fn accumulate(&self, planes: &PhasePlanes) -> TractResult<Tensor> {
-        let planes = Planes4::new(&self.geo, planes);
+    fn accumulate(&self, image: Image) -> TractResult<Tensor> {
+        let planes = match self.geo.strides {
+            [1, 1] => Planes4::direct(&self.geo, &image)?,
+            _ => Planes4::new(&self.geo, &self.geo.phase_planes(image)?),
+        };
         let per_value = self.geo.channels * self.geo.taps();
         super::i32_channels(&self.output, self.geo.n(), per_value, |first, out| {
             // SAFETY: `eval` checked that the CPU has AVX-512 VNNI.
@@ -270,7 +366,7 @@ impl ConvI8 {
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    fn accumulate(&self, _planes: &PhasePlanes) -> TractResult<Tensor> {
+    fn accumulate(&self, _image: Image) -> TractResult<Tensor> {
         bail!("ConvI8 is planned only where AVX-512 VNNI runs")
     }
 }
@@ -287,7 +383,8 @@ impl TypedOp for ConvI8 {
 mod vnni {
     use std::arch::x86_64::*;
 
-    use super::{BLOCKS, Kernel, OC_TILE, Planes4};
+    use super::{BLOCKS, Image, Kernel, OC_TILE, Planes4};
+    use crate::kernels::quantize;
 
     /// [`OC_TILE`] output channels at a time over every output position at once (in plane
     /// positions: rows `cols` apart, the positions past each row's end computed and dropped),
@@ -334,6 +431,50 @@ mod vnni {
                 }
                 q += 16 * blocks;
             }
+        }
+    }
+
+    /// The row of four channels of `image` starting at `starts` (zeros for `None`, channels
+    /// past the last), `out.len() / 4` values each, into `out` as [`Planes4`] holds them:
+    /// interleaved, quantised where the image is f32, offset by 128.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) fn interleave(image: &Image, starts: [Option<usize>; 4], out: &mut [u8]) {
+        let n = out.len() / 4;
+        let (scale, zero_point) = match image {
+            Image::F32(_, q) => (q.scale, q.zero_point),
+            Image::I8(_) => (1.0, 0),
+        };
+        let (scale, zero_point) = (_mm512_set1_ps(scale), _mm512_set1_epi32(zero_point as i32));
+        let (low, high) = (_mm512_set1_epi32(-128), _mm512_set1_epi32(127));
+        let byte = _mm512_set1_epi32(0xff);
+        let mut i = 0;
+        while i < n {
+            let mask = (u16::MAX as u32 >> (16 - (n - i).min(16))) as u16;
+            let lanes = starts.map(|start| match (start, image) {
+                (None, _) => _mm512_setzero_si512(),
+                (Some(at), Image::F32(x, _)) => {
+                    let x = &x[at + i..][..(n - i).min(16)];
+                    // SAFETY: the mask covers `x`'s values only.
+                    let v = unsafe { _mm512_maskz_loadu_ps(mask, x.as_ptr()) };
+                    let q = quantize::avx512::unquantized(v, scale, zero_point);
+                    _mm512_max_epi32(_mm512_min_epi32(q, high), low)
+                }
+                (Some(at), Image::I8(x)) => {
+                    let x = &x[at + i..][..(n - i).min(16)];
+                    // SAFETY: the mask covers `x`'s values only.
+                    _mm512_cvtepi8_epi32(unsafe { _mm_maskz_loadu_epi8(mask, x.as_ptr()) })
+                }
+            });
+            let [a, b, c, d] = lanes.map(|q| _mm512_and_si512(q, byte));
+            let v = _mm512_or_si512(
+                _mm512_or_si512(a, _mm512_slli_epi32::<8>(b)),
+                _mm512_or_si512(_mm512_slli_epi32::<16>(c), _mm512_slli_epi32::<24>(d)),
+            );
+            let v = _mm512_xor_si512(v, _mm512_set1_epi32(0x8080_8080u32 as i32));
+            let dst = &mut out[4 * i..][..4 * (n - i).min(16)];
+            // SAFETY: the mask covers `dst`'s values only.
+            unsafe { _mm512_mask_storeu_epi32(dst.as_mut_ptr().cast(), mask, v) };
+            i += 16;
         }
     }
 
@@ -418,7 +559,7 @@ mod tests {
     use super::*;
     use crate::kernels::tests::{Conv, run_both};
 
-    /// tract's i32 accumulators bit for bit: 3×3 and 5×5, strides 1 to 3, padding,
+    /// tract's i32 accumulators bit for bit: 1×1, 3×3 and 5×5, strides 1 to 3, padding,
     /// dilation, channels not a multiple of 4 and output channels not of the tile, rows not a
     /// multiple of 16 positions and longer than a call's 48, i8 input and f32 input through
     /// QuantizeLinear, one big enough to split over threads, and two layers reading one input.
@@ -444,6 +585,12 @@ mod tests {
             (4, 4, 3, [3, 1, 1], 17, false, 1),
             (64, 16, 3, [1, 1, 1], 50, true, 1),
             (10, 8, 3, [1, 1, 1], 14, true, 2),
+            // 1×1, which tract packs without an Im2col.
+            (16, 16, 1, [1, 0, 1], 20, true, 1),
+            (5, 9, 1, [1, 0, 1], 9, false, 1),
+            (64, 24, 1, [1, 0, 1], 13, true, 2),
+            (3, 8, 1, [1, 0, 1], 1, true, 1),
+            (48, 8, 1, [1, 0, 1], 37, false, 1),
         ];
         for (ci, co, k, geometry, size, quantize, layers) in cases {
             let conv = Conv {

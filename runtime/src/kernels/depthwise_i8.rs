@@ -7,7 +7,7 @@
 //! then every kernel tap adds `w · x` along whole output rows, contiguous runs that vectorise
 //! at any stride.
 
-use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedMatrixStorage};
+use tract_linalg::mmm::{EagerPackedInput, MMMInputValue};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
@@ -46,10 +46,19 @@ fn for_reader(
     reader: InletId,
     geo: &Geometry,
 ) -> TractResult<Option<DepthwiseI8>> {
-    let Some((c, packed)) = im2col_i8::patch_matmul(model, reader)? else {
+    let Some(im2col_i8::PatchMatMul {
+        c,
+        weights: packed,
+        axes,
+    }) = im2col_i8::patch_matmul(model, reader)?
+    else {
         return Ok(None);
     };
-    if c.shape.as_concrete().map(|s| s.iter().product::<usize>()) != Some(geo.channels * geo.n()) {
+    let rank = c.rank();
+    if axes != [Some(rank - 2), Some(rank - 1)]
+        || c.shape.as_concrete().map(|s| s.iter().product::<usize>())
+            != Some(geo.channels * geo.n())
+    {
         return Ok(None);
     }
     let Some(weights) = unpack_weights(packed, geo.channels, geo.taps()) else {
@@ -65,9 +74,11 @@ fn for_reader(
 
 /// Each channel's kernel taps out of tract's packed weights (one row per group), if packed
 /// in a layout this knows.
-fn unpack_weights(packed: &Tensor, channels: usize, taps: usize) -> Option<Vec<i8>> {
-    let storage = packed.try_storage_as::<PackedMatrixStorage>().ok()?;
-    let values = storage.values();
+fn unpack_weights(
+    values: &[Box<dyn MMMInputValue>],
+    channels: usize,
+    taps: usize,
+) -> Option<Vec<i8>> {
     if values.len() != channels {
         return None;
     }

@@ -78,22 +78,26 @@ impl Packing {
     }
 }
 
-/// If `reader` reads an Im2col's patches as tract's int8 matmul of constant packed weights
-/// (its input 1) by them (input 0), with nothing fused: its i32 output and the packed weights.
-pub fn patch_matmul(
-    model: &TypedModel,
-    reader: InletId,
-) -> TractResult<Option<(&TypedFact, &Tensor)>> {
+/// tract's int8 matmul of constant packed weights by an image's patches, with nothing fused.
+pub struct PatchMatMul<'m> {
+    /// The i32 output.
+    pub c: &'m TypedFact,
+    /// The packed weights, one value a batch.
+    pub weights: &'m [Box<dyn MMMInputValue>],
+    /// The output's axes of the weights' rows (output channels) and of the patches'
+    /// columns (positions).
+    pub axes: [Option<usize>; 2],
+}
+
+/// If `reader` reads an image's patches (as an Im2col or a packing writes them) as tract's
+/// int8 matmul of constant packed weights by them, on either side, with nothing fused.
+pub fn patch_matmul(model: &TypedModel, reader: InletId) -> TractResult<Option<PatchMatMul<'_>>> {
     let node = model.node(reader.node);
     let Some(mm) = node.op_as::<OptMatMul>() else {
         return Ok(None);
     };
     let [
-        ProtoFusedSpec::AddMatMul {
-            a: MatMulOperand::Input(1),
-            b: MatMulOperand::Input(0),
-            ..
-        },
+        ProtoFusedSpec::AddMatMul { a, b, .. },
         ProtoFusedSpec::Store(_),
     ] = mm.micro_ops.as_slice()
     else {
@@ -102,8 +106,35 @@ pub fn patch_matmul(
     if reader.slot != 0 || mm.c_fact.datum_type != i32::datum_type() {
         return Ok(None);
     }
-    let weights = model.outlet_fact(node.inputs[1])?.konst.as_deref();
-    Ok(weights.map(|w| (&mm.c_fact, w)))
+    // tract folds the weights into the op where it can, or reads them from a Const.
+    let input = |i| -> TractResult<_> {
+        let fact = model.outlet_fact(node.inputs[i])?;
+        Ok(fact
+            .konst
+            .as_deref()
+            .and_then(|k| k.try_storage_as::<PackedMatrixStorage>().ok())
+            .map(|s| s.values()))
+    };
+    let (weights, axes) = match (a, b) {
+        (MatMulOperand::Input(1), MatMulOperand::Input(0)) => {
+            (input(1)?, [mm.c_m_axis, mm.c_n_axis])
+        }
+        (MatMulOperand::Input(0), MatMulOperand::Input(1)) => {
+            (input(1)?, [mm.c_n_axis, mm.c_m_axis])
+        }
+        (MatMulOperand::Const(w), MatMulOperand::Input(0)) => {
+            (Some(std::slice::from_ref(w)), [mm.c_m_axis, mm.c_n_axis])
+        }
+        (MatMulOperand::Input(0), MatMulOperand::Const(w)) => {
+            (Some(std::slice::from_ref(w)), [mm.c_n_axis, mm.c_m_axis])
+        }
+        _ => return Ok(None),
+    };
+    Ok(weights.map(|weights| PatchMatMul {
+        c: &mm.c_fact,
+        weights,
+        axes,
+    }))
 }
 
 /// tract's Im2col `node` and its resolved geometry, if it reads one i8 image (NCHW or CHW)

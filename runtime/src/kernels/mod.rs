@@ -21,10 +21,11 @@ pub mod pointwise_i8;
 pub mod quantize;
 pub mod reduce;
 
-/// Replaces, in an optimised model, the quantisation and packing of every 1×1 int8 convolution's
-/// input by [`pointwise_i8::QuantizePackI8`], the Im2col and matmul of every int8 depthwise one by
-/// [`depthwise_i8::DepthwiseI8`], those of every other int8 one by [`conv_i8::ConvI8`] where the
-/// CPU has AVX-512 VNNI, every other int8 `Im2col` it can by
+/// Replaces, in an optimised model, the Im2col (for a 1×1 layer, the packing) and matmul of
+/// every one-group int8 convolution by [`conv_i8::ConvI8`] where the CPU has AVX-512 VNNI,
+/// elsewhere the quantisation and packing of every 1×1 int8 convolution's input by
+/// [`pointwise_i8::QuantizePackI8`], the Im2col and matmul of every int8 depthwise one by
+/// [`depthwise_i8::DepthwiseI8`], every other int8 `Im2col` it can by
 /// [`im2col_i8::FastIm2colI8`] (which quantises the f32 image itself where an f32
 /// `QuantizeLinearI8` wrote the i8 one), every other f32-input `QuantizeLinearI8` by
 /// [`quantize::FastQuantizeI8`], every GridSample over f32 images by
@@ -51,12 +52,12 @@ pub fn accelerate_with(mut model: TypedModel, direct_conv: bool) -> TractResult<
             true => conv_i8::replacements(&model, node)?,
             false => vec![],
         };
-        if let Some((op, input)) = pointwise_i8::replacement(&model, node)? {
-            swap(&mut model, input, op, OutletId::new(id, 0))?;
-        } else if !direct.is_empty() {
+        if !direct.is_empty() {
             for (op, input, matmul) in direct {
                 swap(&mut model, input, op, matmul)?;
             }
+        } else if let Some((op, input)) = pointwise_i8::replacement(&model, node)? {
+            swap(&mut model, input, op, OutletId::new(id, 0))?;
         } else if let Some((op, input)) = im2col_i8::replacement(&model, node)? {
             swap(&mut model, input, op, OutletId::new(id, 0))?;
         } else if let Some((op, input, chain)) = cast::fused(&model, node)? {

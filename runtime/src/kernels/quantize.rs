@@ -218,17 +218,31 @@ pub mod avx512 {
     fn sixteens(xs: &[f32], scale: f32, zero_point: i8, ys: &mut [i8]) {
         let s = _mm512_set1_ps(scale);
         let zp = _mm512_set1_epi32(zero_point as i32);
-        let (low, high) = (_mm512_set1_ps(-256.0), _mm512_set1_ps(256.0));
         for (x, y) in xs.chunks_exact(16).zip(ys.chunks_exact_mut(16)) {
             // SAFETY: `x` holds exactly 16 values; the load is unaligned.
-            let v = _mm512_mul_ps(unsafe { _mm512_loadu_ps(x.as_ptr()) }, s);
-            // NaN → 0, as tract's cast to i32 does.
-            let v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
-            let v = _mm512_min_ps(_mm512_max_ps(v, low), high);
-            let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), zp);
+            let q = unquantized(unsafe { _mm512_loadu_ps(x.as_ptr()) }, s, zp);
             // SAFETY: `y` holds exactly 16 bytes; the store is unaligned.
             unsafe { _mm_storeu_si128(y.as_mut_ptr().cast(), _mm512_cvtsepi32_epi8(q)) };
         }
+    }
+
+    /// 16 values quantised as i32, before the saturation to i8 (`scale` and `zero_point`
+    /// broadcast).
+    ///
+    /// # Safety
+    /// Only where [`is_available`].
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn unquantized(x: __m512, scale: __m512, zero_point: __m512i) -> __m512i {
+        let v = _mm512_mul_ps(x, scale);
+        // NaN → 0, as tract's cast to i32 does.
+        let v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v), v);
+        // Beyond ±256 every zero point saturates the same way; cvtps2dq would wrap instead.
+        let v = _mm512_min_ps(
+            _mm512_max_ps(v, _mm512_set1_ps(-256.0)),
+            _mm512_set1_ps(256.0),
+        );
+        _mm512_add_epi32(_mm512_cvtps_epi32(v), zero_point)
     }
 }
 
