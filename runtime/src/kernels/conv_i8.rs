@@ -18,8 +18,10 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::matmul::pack::OptMatMulPack;
 
-use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
-use super::{quantize, split};
+use super::im2col_i8::{self, Geometry, Image};
+use super::quantize;
+#[cfg(target_arch = "x86_64")]
+use super::{im2col_i8::PhasePlanes, split};
 
 /// Output channels a kernel call accumulates.
 const OC_TILE: usize = 8;
