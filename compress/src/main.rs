@@ -48,9 +48,9 @@ enum Command {
         images: PathBuf,
         #[command(flatten)]
         setup: data::Setup,
-        /// Timed runs of each model per image.
-        #[arg(long, default_value_t = 5)]
-        rounds: usize,
+        /// Timed runs of each model per image (at least 1: the card records the latency ratio).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        rounds: u64,
         /// Print the report as JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -321,7 +321,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         } => {
             let cfg = data::detector_config(&reference, &setup)?;
             let opts = eval::Options {
-                rounds,
+                rounds: rounds as usize,
                 setup: setup.pinned(&cfg),
             };
             let mut report =

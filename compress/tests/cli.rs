@@ -68,7 +68,7 @@ fn bad_input_fails_with_one_line() {
         "--calib".into(),
         s(&empty),
     ];
-    let cases: [(&str, Vec<String>, &str); 10] = [
+    let cases: [(&str, Vec<String>, &str); 11] = [
         (
             "raw input of the wrong size",
             vec!["time".into(), "--input".into(), s(&short), s(&yunet)],
@@ -115,6 +115,21 @@ fn bad_input_fails_with_one_line() {
                 s(&broken),
             ],
             "a.png",
+        ),
+        (
+            "no timed round, whose latency ratio the card could not record",
+            vec![
+                "eval".into(),
+                "--reference".into(),
+                s(&yunet),
+                "--candidate".into(),
+                s(&yunet),
+                "--images".into(),
+                s(&broken),
+                "--rounds".into(),
+                "0".into(),
+            ],
+            "--rounds",
         ),
         (
             "not ONNX",
