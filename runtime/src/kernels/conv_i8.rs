@@ -79,8 +79,8 @@ pub fn replacements(
         };
         // Channel-major: channels, then the positions (for 1×1 layers, rows then columns).
         let rank = c.rank();
-        let channel_axis = rank - if packed_rows { 3 } else { 2 };
-        if axes != [Some(channel_axis), Some(rank - 1)] {
+        let channel_axis = rank.checked_sub(if packed_rows { 3 } else { 2 });
+        if channel_axis.is_none() || axes != [channel_axis, rank.checked_sub(1)] {
             continue;
         }
         let Some(weights) = unpack_one(packed) else {
@@ -88,9 +88,13 @@ pub fn replacements(
         };
         let k = geo.channels * geo.taps();
         let (co, rem) = (weights.len() / k, weights.len() % k);
-        if rem != 0
-            || c.shape.as_concrete().map(|s| s.iter().product::<usize>()) != Some(co * geo.n())
-        {
+        let [oh, ow] = geo.output_hw;
+        let fits = c.shape.as_concrete().is_some_and(|s| match packed_rows {
+            // The image's own layout, as `axes` says: [1,] channels, rows, columns.
+            true => s.ends_with(&[co, oh, ow]) && s[..s.len() - 3].iter().all(|d| *d == 1),
+            false => s.iter().product::<usize>() == co * geo.n(),
+        });
+        if rem != 0 || !fits {
             continue;
         }
         found.push((

@@ -55,7 +55,8 @@ fn for_reader(
         return Ok(None);
     };
     let rank = c.rank();
-    if axes != [Some(rank - 2), Some(rank - 1)]
+    if axes != [rank.checked_sub(2), rank.checked_sub(1)]
+        || rank < 2
         || c.shape.as_concrete().map(|s| s.iter().product::<usize>())
             != Some(geo.channels * geo.n())
     {
