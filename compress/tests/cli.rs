@@ -68,6 +68,16 @@ fn bad_input_fails_with_one_line() {
         "--calib".into(),
         s(&empty),
     ];
+    // YuNet against itself on the folder whose image does not decode.
+    let eval_broken = |extra: &[&str]| -> Vec<String> {
+        let args = ["eval", "--reference", &s(&yunet), "--candidate", &s(&yunet)];
+        let images = ["--images", &s(&broken)];
+        args.iter()
+            .chain(&images)
+            .chain(extra)
+            .map(|a| a.to_string())
+            .collect()
+    };
     let cases: [(&str, Vec<String>, &str); 11] = [
         (
             "raw input of the wrong size",
@@ -103,32 +113,10 @@ fn bad_input_fails_with_one_line() {
             vec!["optimize".into(), s(&unknown), s(&out)],
             "tract cannot load",
         ),
-        (
-            "undecodable evaluation image",
-            vec![
-                "eval".into(),
-                "--reference".into(),
-                s(&yunet),
-                "--candidate".into(),
-                s(&yunet),
-                "--images".into(),
-                s(&broken),
-            ],
-            "a.png",
-        ),
+        ("undecodable evaluation image", eval_broken(&[]), "a.png"),
         (
             "no timed round, whose latency ratio the card could not record",
-            vec![
-                "eval".into(),
-                "--reference".into(),
-                s(&yunet),
-                "--candidate".into(),
-                s(&yunet),
-                "--images".into(),
-                s(&broken),
-                "--rounds".into(),
-                "0".into(),
-            ],
+            eval_broken(&["--rounds", "0"]),
             "--rounds",
         ),
         (
