@@ -105,7 +105,8 @@ enum Command {
         /// Calibration images (keep them apart from evaluation images).
         #[arg(long)]
         calib: PathBuf,
-        #[arg(long, value_enum, default_value = "entropy")]
+        /// How the activations' clipping thresholds are chosen.
+        #[arg(long, value_enum, default_value = "minmax")]
         method: ocelli_compress::calib::Method,
         #[arg(long, num_args = 2, value_names = ["W", "H"])]
         input_size: Option<Vec<usize>>,
