@@ -106,7 +106,7 @@ enum Command {
         #[arg(long)]
         calib: PathBuf,
         /// How the activations' clipping thresholds are chosen.
-        #[arg(long, value_enum, default_value = "minmax")]
+        #[arg(long, value_enum, default_value = "entropy")]
         method: ocelli_compress::calib::Method,
         #[arg(long, num_args = 2, value_names = ["W", "H"])]
         input_size: Option<Vec<usize>>,

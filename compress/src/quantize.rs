@@ -107,7 +107,7 @@ pub struct TimingsUsed {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            method: Method::Minmax,
+            method: Method::Entropy,
             input_size: None,
             setup: data::Setup::default(),
             min_map: 0.98,
