@@ -11,7 +11,6 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use emit_fixtures::Scene;
@@ -23,16 +22,16 @@ use ocelli::imgproc::Image;
 
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    // Per thread: the tests count in parallel.
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn count() {
     // try_with: the allocator also runs while thread-locals are torn down.
     if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -74,11 +73,11 @@ fn model_frames_measured() -> u64 {
 
 /// Counts the allocations `f` makes on this thread.
 fn allocations_in(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = ALLOCATIONS.get();
     COUNTING.set(true);
     f();
     COUNTING.set(false);
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    ALLOCATIONS.get() - before
 }
 
 /// A fresh folder, removed with everything in it when the guard is dropped.
@@ -98,12 +97,8 @@ fn cached(name: &str) -> std::path::PathBuf {
 }
 
 /// Real models on real photos: inference once, then postprocess + record + publish per frame.
-#[test]
-fn postprocess_and_emit_allocate_nothing_per_frame() {
-    let dir = scratch("pipeline-alloc");
-    let server = SocketServer::bind(&SocketConfig::new(dir.path().join("s.sock"))).unwrap();
-    let mut line = Vec::new();
-    let detector = |model: &str, family, labels: &str| DetectorConfig {
+fn detector(model: &str, family: Family, labels: &str) -> DetectorConfig {
+    DetectorConfig {
         name: None,
         model: cached(model),
         sha256: None,
@@ -115,18 +110,40 @@ fn postprocess_and_emit_allocate_nothing_per_frame() {
             ..Default::default()
         },
         decode: Default::default(),
-    };
+    }
+}
+
+/// Real models on real photos: inference once, then postprocess + record + publish per frame.
+/// Each of `configs` in steady state on `photo`, published by one socket server. The models
+/// are split over several tests so that their loading, slow under emulation, runs in parallel.
+fn check_all_steady(name: &str, photo: &str, configs: impl IntoIterator<Item = DetectorConfig>) {
+    let dir = scratch(name);
+    let server = SocketServer::bind(&SocketConfig::new(dir.path().join("s.sock"))).unwrap();
+    let mut line = Vec::new();
+    for cfg in configs {
+        check_steady_state(&cfg, photo, &server, &mut line);
+    }
+    server.shutdown();
+}
+
+#[test]
+fn detectors_postprocess_and_emit_allocate_nothing_per_frame() {
     // YuNet has twelve outputs, YOLOX one large one, NanoDet six with a GFL head.
-    for (model, family, labels) in [
+    let models = [
         ("yunet_n_320_320.onnx", Family::Yunet, "face"),
         ("yolox_nano.onnx", Family::Yolox, "coco"),
         ("nanodet_m_320.onnx", Family::Nanodet, "coco"),
         ("ultraface_version-slim-320.onnx", Family::Ssd, "face"),
         ("yolov8n.onnx", Family::Yolov8, "coco"),
-    ] {
-        let cfg = detector(model, family, labels);
-        check_steady_state(&cfg, "images/astronaut.png", &server, &mut line);
-    }
+    ];
+    let configs = models
+        .into_iter()
+        .map(|(model, family, labels)| detector(model, family, labels));
+    check_all_steady("detectors-alloc", "images/astronaut.png", configs);
+}
+
+#[test]
+fn text_and_semantic_masks_allocate_nothing_per_frame() {
     // DBNet's mask path: threshold, dilation, connected components, rotated rectangles.
     let mut cfg = detector("ch_PP-OCRv4_det_infer.onnx", Family::Dbnet, "text");
     cfg.input_size = Some([384, 192]);
@@ -137,7 +154,7 @@ fn postprocess_and_emit_allocate_nothing_per_frame() {
         score_threshold: 0.6,
         ..Default::default()
     };
-    check_steady_state(&cfg, "images/page.png", &server, &mut line);
+    let dbnet = cfg.clone();
     // The same probability map as a semantic map: per-class masks, cleaning, regions, each
     // region's mask drawn at the photo's resolution, RLE and polygons.
     cfg.family = Some(Family::Semantic);
@@ -149,11 +166,15 @@ fn postprocess_and_emit_allocate_nothing_per_frame() {
         mask_polygons: true,
         ..Default::default()
     };
-    check_steady_state(&cfg, "images/page.png", &server, &mut line);
+    check_all_steady("masks-alloc", "images/page.png", [dbnet, cfg]);
+}
+
+#[test]
+fn ultralytics_and_detr_families_allocate_nothing_per_frame() {
     // The Ultralytics families, with instance masks (prototype weighing, upsampling, cleaning,
     // RLE, polygons) and keypoints. Their random weights score everything about 1e-5..2e-4
     // (the head's bias priors): a low threshold gives them detections to decode and suppress.
-    for (model, family) in [
+    let models = [
         ("arch/yolov8n_320.onnx", Family::Yolov8),
         ("arch/yolo11n_320.onnx", Family::Yolov8),
         ("arch/yolov10n-e2e_320.onnx", Family::Yolov10),
@@ -163,7 +184,8 @@ fn postprocess_and_emit_allocate_nothing_per_frame() {
         ("arch/rtdetr-ul_320.onnx", Family::Detr),
         ("arch/dfine_320.onnx", Family::Detr),
         ("arch/detr_320.onnx", Family::Detr),
-    ] {
+    ];
+    let configs = models.into_iter().map(|(model, family)| {
         let mut cfg = detector(model, family, "coco");
         cfg.decode = DecodeConfig {
             score_threshold: 1e-4,
@@ -175,9 +197,9 @@ fn postprocess_and_emit_allocate_nothing_per_frame() {
             softmax_scores: model == "arch/detr_320.onnx",
             ..Default::default()
         };
-        check_steady_state(&cfg, "images/astronaut.png", &server, &mut line);
-    }
-    server.shutdown();
+        cfg
+    });
+    check_all_steady("ultralytics-alloc", "images/astronaut.png", configs);
 }
 
 fn check_steady_state(
