@@ -5,21 +5,28 @@
 //! than its float depthwise. [`DepthwiseI8`] computes the same i32 accumulators directly:
 //! each channel's zero-padded input is split by column phase once (as the int8 im2col does),
 //! then every kernel tap adds `w · x` along whole output rows, contiguous runs that vectorise
-//! at any stride.
+//! at any stride. On CPUs with AVX-512 VNNI, kernels up to four columns wide take one
+//! `VPDPBUSD` a kernel row instead: each padded input row is interleaved once so that the
+//! four bytes of a 32-bit lane are the values a kernel row meets at one output position (the
+//! layout of XNNPACK's and ncnn's int8 depthwise kernels), and an output row of 16 positions
+//! is then `kh` loads and multiply-adds held in registers.
+//!
+//! Where an f32 QuantizeLinear writes the i8 image, the op reads the f32 one and quantises it
+//! while it splits it by phase, as [`ConvI8`](conv_i8::ConvI8) does.
 
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
 use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
-use super::{conv_i8, i32_channels};
+use super::{conv_i8, i32_channels, quantize};
 use crate::imgproc::morph::Simd;
 
 /// The replacements for `node` if it is the Im2col of an int8 depthwise convolution (one input
 /// channel a group, one output channel a group, no bias): for each of its readers that is
-/// tract's batched matmul, the op, the input it reads (the Im2col's) and the matmul output it
-/// computes. Depthwise layers reading the same input (YOLOX's class and box branches) share
-/// one Im2col.
+/// tract's batched matmul, the op, the input it reads (the Im2col's, or the f32 image where an
+/// f32 QuantizeLinear writes it) and the matmul output it computes. Depthwise layers reading
+/// the same input (YOLOX's class and box branches) share one Im2col.
 pub fn replacements(
     model: &TypedModel,
     node: &TypedNode,
@@ -30,10 +37,15 @@ pub fn replacements(
     if op.group != geo.channels || op.group < 2 {
         return Ok(vec![]);
     }
+    let (quantize, input) = match quantize::quantizer(model, node.inputs[0])? {
+        Some((q, x)) => (Some(q), x),
+        None => (None, node.inputs[0]),
+    };
     let mut found = vec![];
     for reader in model.outlet_successors(OutletId::new(node.id, 0)) {
-        if let Some(dw) = for_reader(model, *reader, &geo)? {
-            found.push((dw, node.inputs[0], OutletId::new(reader.node, 0)));
+        if let Some(mut dw) = for_reader(model, *reader, &geo)? {
+            dw.quantize = quantize.clone();
+            found.push((dw, input, OutletId::new(reader.node, 0)));
         }
     }
     Ok(found)
@@ -66,8 +78,10 @@ fn for_reader(
         return Ok(None);
     };
     Ok(Some(DepthwiseI8 {
+        vnni: vnni_available() && vnni_fits(geo),
         geo: geo.clone(),
         weights,
+        quantize: None,
         output: c.clone(),
         simd: Simd::detect(),
     }))
@@ -94,16 +108,40 @@ fn unpack_weights(
     Some(weights)
 }
 
-/// An int8 depthwise convolution of one CHW image: i8 input, i32 accumulators out in the
-/// shape tract's matmul gave them (channel-major either way).
+/// An int8 depthwise convolution of one CHW image: i8 input (or f32, with `quantize`), i32
+/// accumulators out in the shape tract's matmul gave them (channel-major either way).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DepthwiseI8 {
     pub geo: Geometry,
     /// `[channel][tap]`, taps row-major.
     pub weights: Vec<i8>,
+    /// The quantisation of an f32 input.
+    pub quantize: Option<quantize::FastQuantizeI8>,
     pub output: TypedFact,
-    /// The instruction set the kernel runs with.
+    /// The instruction set the tap-by-tap kernel runs with.
     pub simd: Simd,
+    /// The VNNI kernel instead (CPUs with AVX-512 VNNI and VBMI, kernels at most four columns
+    /// wide).
+    pub vnni: bool,
+}
+
+/// Whether this CPU runs the VNNI kernel.
+fn vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return vnni::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether the VNNI kernel takes `geo`.
+fn vnni_fits(geo: &Geometry) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return vnni::fits(geo);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = geo;
+        false
+    }
 }
 
 impl Op for DepthwiseI8 {
@@ -112,7 +150,11 @@ impl Op for DepthwiseI8 {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("{:?} {:?}", self.geo, self.simd)])
+        let kernel = match self.vnni {
+            true => "VNNI".to_string(),
+            false => format!("{:?}", self.simd),
+        };
+        Ok(vec![format!("{:?} {kernel}", self.geo)])
     }
 
     op_as_typed_op!();
@@ -123,16 +165,20 @@ impl EvalOp for DepthwiseI8 {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let plain = inputs[0].try_as_plain_ram()?;
-        let planes = self.geo.phase_planes(Image::I8(plain.as_slice::<i8>()?))?;
+        let image = match &self.quantize {
+            Some(q) => Image::F32(plain.as_slice::<f32>()?, q),
+            None => Image::I8(plain.as_slice::<i8>()?),
+        };
+        let planes = self.geo.phase_planes(image)?;
         let taps = self.geo.taps();
         let output = i32_channels(&self.output, self.geo.n(), taps, |first, out| {
-            convolve(
-                self.simd,
-                &planes,
-                first,
-                &self.weights[first * taps..],
-                out,
-            )
+            let weights = &self.weights[first * taps..];
+            #[cfg(target_arch = "x86_64")]
+            if self.vnni && vnni_available() && vnni::fits(&self.geo) {
+                // SAFETY: the CPU has what the kernel needs.
+                return unsafe { vnni::convolve(&planes, first, weights, out) };
+            }
+            convolve(self.simd, &planes, first, weights, out)
         })?;
         Ok(tvec!(output.into_tvalue()))
     }
@@ -211,13 +257,157 @@ fn body(planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::{Geometry, PhasePlanes};
+    use crate::kernels::conv_i8;
+
+    /// Blocks of 16 output positions a call accumulates at once: independent chains of
+    /// multiply-adds, held in registers.
+    const BLOCKS: usize = 4;
+
+    /// Whether this CPU runs the kernel: AVX-512 VNNI, and VBMI's byte permutes.
+    pub fn available() -> bool {
+        conv_i8::available() && std::arch::is_x86_feature_detected!("avx512vbmi")
+    }
+
+    /// Whether the kernel takes `geo`: a kernel row's taps (at most 4) come from at most two
+    /// phase planes (tap 0's and one other), within 48 values of the row's start.
+    pub fn fits(geo: &Geometry) -> bool {
+        let (sx, dx, kw) = (geo.strides[1], geo.dilations[1], geo.kernel[1]);
+        let mut phases = (0..kw).map(|kx| kx * dx % sx).filter(|p| *p != 0);
+        let other = phases.next();
+        kw <= 4 && phases.all(|p| Some(p) == other) && (kw - 1) * dx / sx <= 48
+    }
+
+    /// One channel's kernel, as the blocks read it.
+    struct Channel<'p> {
+        planes: &'p PhasePlanes<'p>,
+        /// Where each of the two planes' (the same one twice for one phase) row 0 starts.
+        bases: [usize; 2],
+        /// The bytes of a load: 16 and the farthest tap's offset.
+        mask: u64,
+        /// Lane `i`'s byte `kx`: plane `t`'s value `offset + i` as `64 t + offset + i`.
+        permute: __m512i,
+        /// Per kernel row, its four weights (zero past the kernel's width) in each lane.
+        rows: Vec<__m512i>,
+        correction: __m512i,
+    }
+
+    /// [`super::body`]'s accumulators. Per kernel row and 16 output positions, one or two
+    /// loads of the padded input rows, one byte permute that gathers into each 32-bit lane the
+    /// four values the row's taps meet at one position (the layout of XNNPACK's and ncnn's
+    /// int8 depthwise kernels), offset by 128 to be unsigned, and one `VPDPBUSD` by the row's
+    /// four weights; the offset comes off as `−128 · Σ w`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
+    pub(super) fn convolve(planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
+        let geo = planes.geometry();
+        let ([oh, ow], [kh, kw]) = (geo.output_hw, geo.kernel);
+        let (sy, [sx, dx]) = (geo.strides[0], [geo.strides[1], geo.dilations[1]]);
+        // Tap kx's plane (0: the phase of tap 0, 1: the other) and offset in it.
+        let tap = |kx: usize| {
+            let (phase, offset) = ((kx * dx) % sx, (kx * dx) / sx);
+            (usize::from(phase != 0), offset)
+        };
+        let reach = (0..kw).map(|kx| tap(kx).1).max().unwrap_or(0);
+        let mask = match 16 + reach {
+            64 => u64::MAX,
+            n => (1u64 << n) - 1,
+        };
+        let permute: [u8; 64] = std::array::from_fn(|b| {
+            let (i, kx) = (b / 4, b % 4);
+            let (t, offset) = if kx < kw { tap(kx) } else { (0, 0) };
+            (64 * t + offset + i) as u8
+        });
+        // SAFETY: `permute` holds 64 bytes.
+        let permute = unsafe { _mm512_loadu_si512(permute.as_ptr().cast()) };
+        for (c, (w, out)) in weights
+            .chunks_exact(kh * kw)
+            .zip(out.chunks_exact_mut(oh * ow))
+            .enumerate()
+        {
+            let base = |kx: usize| planes.run(first + c, kx, 0) - tap(kx).1;
+            let other = (1..kw).find(|kx| tap(*kx).0 == 1);
+            let channel = Channel {
+                planes,
+                bases: [base(0), other.map_or(base(0), base)],
+                mask,
+                permute,
+                rows: w
+                    .chunks_exact(kw)
+                    .map(|k| {
+                        let mut b = [0u8; 4];
+                        for (b, k) in b.iter_mut().zip(k) {
+                            *b = *k as u8;
+                        }
+                        _mm512_set1_epi32(i32::from_le_bytes(b))
+                    })
+                    .collect(),
+                correction: _mm512_set1_epi32(-128 * w.iter().map(|v| *v as i32).sum::<i32>()),
+            };
+            for (yo, out) in out.chunks_exact_mut(ow).enumerate() {
+                let mut j = 0;
+                while j < ow {
+                    let n = (ow - j).div_ceil(16);
+                    // SAFETY: the CPU has what this function has.
+                    unsafe {
+                        match n {
+                            1 => blocks::<1>(&channel, yo * sy, j, out),
+                            2 => blocks::<2>(&channel, yo * sy, j, out),
+                            3 => blocks::<3>(&channel, yo * sy, j, out),
+                            _ => blocks::<BLOCKS>(&channel, yo * sy, j, out),
+                        }
+                    }
+                    j += 16 * n.min(BLOCKS);
+                }
+            }
+        }
+    }
+
+    /// `P` blocks of 16 positions of one output row from column `j` (the last may stop at the
+    /// row's end), its first kernel row on padded row `r0`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
+    unsafe fn blocks<const P: usize>(k: &Channel, r0: usize, j: usize, out: &mut [i32]) {
+        let [_, cols] = k.planes.rows_cols();
+        let dy = k.planes.geometry().dilations[0];
+        let data = k.planes.data.as_ptr();
+        let flip = _mm512_set1_epi8(0x80u8 as i8);
+        let mut acc = [k.correction; P];
+        for (ky, w) in k.rows.iter().enumerate() {
+            let row = (r0 + ky * dy) * cols + j;
+            for (b, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: the mask's bytes lie within the output row's reach in its planes,
+                // at most 15 values past a plane row's end: in the next row, or in the
+                // planes' spare bytes.
+                let [x0, x1] = k.bases.map(|base| unsafe {
+                    _mm512_maskz_loadu_epi8(k.mask, data.add(base + row + 16 * b).cast())
+                });
+                let x = _mm512_xor_si512(_mm512_permutex2var_epi8(x0, k.permute, x1), flip);
+                *acc = _mm512_dpbusd_epi32(*acc, x, *w);
+            }
+        }
+        for (b, acc) in acc.iter().enumerate() {
+            let at = j + 16 * b;
+            let lanes = (out.len() - at).min(16);
+            let dst = &mut out[at..][..lanes];
+            // SAFETY: the mask covers `dst`'s values only.
+            unsafe {
+                _mm512_mask_storeu_epi32(dst.as_mut_ptr(), (u32::MAX >> (32 - lanes)) as u16, *acc)
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::tests::{Conv, run_both};
 
     /// tract's i32 accumulators bit for bit, with every instruction set this CPU has (the ones
-    /// it lacks are named): 3×3 and 5×5, strides 1 to 3, padding, dilation, odd sizes, i8 input
+    /// it lacks are named): 3×3 and 5×5, strides 1 to 3, padding, dilation, odd sizes, rows of
+    /// more than four 16-position blocks, i8 input
     /// and f32 input through QuantizeLinear, and one big enough to split over threads (the
     /// quantisation too), and two or three layers reading one input, which tract plans with
     /// one Im2col (YOLOX's class and box branches).
@@ -235,11 +425,24 @@ mod tests {
             (30, 3, [1, 1, 1], 47, true, 1),
             (12, 3, [1, 1, 1], 14, true, 2),
             (6, 3, [2, 1, 1], 11, false, 3),
+            (3, 3, [1, 1, 1], 70, true, 1),
         ];
-        for simd in Simd::ALL {
-            if !simd.is_available() {
-                println!("depthwise_i8: {simd:?} skipped, this CPU lacks it");
-                continue;
+        // The tap-by-tap kernel on each instruction set, then the VNNI one.
+        let kernels = Simd::ALL.map(|s| (format!("{s:?}"), s, false, s.is_available()));
+        let vnni = ("VNNI".to_string(), Simd::detect(), true, vnni_available());
+        for (name, simd, vnni, available) in kernels.into_iter().chain([vnni]) {
+            match (available, vnni) {
+                (true, _) => {}
+                (false, true) => {
+                    println!(
+                        "ISA path skipped: kernels::depthwise_i8 VNNI (no AVX-512 VNNI and VBMI)"
+                    );
+                    continue;
+                }
+                (false, false) => {
+                    println!("depthwise_i8: {name} skipped, this CPU lacks it");
+                    continue;
+                }
             }
             for (c, k, geometry, size, quantize, layers) in cases {
                 let conv = Conv {
@@ -254,10 +457,11 @@ mod tests {
                 run_both(&conv.branched(layers), "DepthwiseI8", layers, |node| {
                     let mut op = node.op_as::<DepthwiseI8>()?.clone();
                     op.simd = simd;
+                    op.vnni = vnni;
                     Some(Box::new(op))
                 });
             }
-            println!("depthwise_i8: {simd:?} matches tract");
+            println!("depthwise_i8: {name} matches tract");
         }
     }
 }

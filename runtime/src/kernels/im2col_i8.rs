@@ -415,11 +415,16 @@ impl Geometry {
             let src = &input[y * w..][..w];
             // Columns of the padded row that hold input: xp = x + pl for x in 0..w.
             let (x0, x1) = (pl.min(line.len()), (pl + w).min(width));
+            if sx == 1 {
+                // The plane row is the padded row, its padding already zero.
+                let x0 = x0.min(x1);
+                out[yp * cols + x0..][..x1 - x0].copy_from_slice(&src[..x1 - x0]);
+                continue;
+            }
             line.fill(0);
             line[x0..x1.max(x0)].copy_from_slice(&src[..x1.saturating_sub(x0)]);
             let at = |p: usize| (p * rows + yp) * cols;
             match sx {
-                1 => out[at(0)..][..cols].copy_from_slice(&line[..cols]),
                 2 => {
                     let (even, odd) = out[at(0)..].split_at_mut(at(1) - at(0));
                     deinterleave2(&line[..2 * cols], &mut even[..cols], &mut odd[..cols]);
