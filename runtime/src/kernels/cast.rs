@@ -6,8 +6,9 @@
 //! converts in place, in the accumulators' own buffer when nothing else holds it, with Rust's
 //! `as` (round to nearest even), which is what tract's conversion does too. Where tract's
 //! per-channel `OptBinChain(Mul+Add)` alone reads the result, the same pass applies it
-//! ([`fused`]): one multiply, then one add, each rounded, as tract's two steps; and a Silu
-//! reading that alone, with tract's own Silu kernel.
+//! ([`fused`]): one multiply, then one add, each rounded, as tract's two steps, and the max
+//! with a constant where the chain ends with one (a ReLU); and a Silu reading that alone, with
+//! tract's own Silu kernel.
 
 use tract_linalg::multithread::BShare;
 use tract_linalg::routines::Func;
@@ -40,6 +41,8 @@ pub struct Affine {
     pub scale: Vec<f32>,
     pub bias: Vec<f32>,
     pub shape: TVec<usize>,
+    /// Then the max with this constant: the chain's last step (ReLU's 0).
+    pub floor: Option<f32>,
     /// Then tract's Silu, its own kernel run on each block.
     pub silu: bool,
 }
@@ -57,9 +60,9 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
     }))
 }
 
-/// When `node` is tract's `OptBinChain` of a per-block constant Mul then Add whose input is
-/// such a Cast (maybe reshaped) read by nothing else: the op doing all three, the Cast's input,
-/// and the chain's output it computes.
+/// When `node` is tract's `OptBinChain` of a per-block constant Mul then Add (then maybe a Max
+/// with one constant value) whose input is such a Cast (maybe reshaped) read by nothing else:
+/// the op doing all of them, the Cast's input, and the chain's output it computes.
 pub fn fused(
     model: &TypedModel,
     node: &TypedNode,
@@ -72,7 +75,10 @@ pub fn fused(
         .iter()
         .map(|s| (s.binop.name(), s.share))
         .collect();
-    if steps != [("Mul", BShare::PerBlock), ("Add", BShare::PerBlock)] {
+    let affine = [("Mul", BShare::PerBlock), ("Add", BShare::PerBlock)];
+    if steps[..steps.len().min(2)] != affine
+        || !(steps.len() == 2 || steps.len() == 3 && steps[2].0 == "Max")
+    {
         return Ok(None);
     }
     // The Cast, through the reshapes tract leaves between (the values do not move), each
@@ -111,6 +117,15 @@ pub fn fused(
     let (Some(scale), Some(bias)) = (operand(1)?, operand(2)?) else {
         return Ok(None);
     };
+    let floor = match steps.len() {
+        2 => None,
+        _ => match operand(3)? {
+            Some(v) if !v.is_empty() && v.iter().all(|f| f.to_bits() == v[0].to_bits()) => {
+                Some(v[0])
+            }
+            _ => return Ok(None),
+        },
+    };
     let len: usize = shape.iter().product();
     if scale.is_empty() || scale.len() != bias.len() || !len.is_multiple_of(scale.len()) {
         return Ok(None);
@@ -128,6 +143,7 @@ pub fn fused(
         scale,
         bias,
         shape,
+        floor,
         silu: silu.is_some(),
     });
     Ok(Some((fast, cast_node.inputs[0], silu.unwrap_or(chain_out))))
@@ -137,8 +153,12 @@ impl Op for FastCastI32F32 {
     fn name(&self) -> StaticName {
         match &self.affine {
             None => "FastCastI32F32".into(),
-            Some(Affine { silu: false, .. }) => "FastCastI32F32+Mul+Add".into(),
-            Some(Affine { silu: true, .. }) => "FastCastI32F32+Mul+Add+Silu".into(),
+            Some(a) => format!(
+                "FastCastI32F32+Mul+Add{}{}",
+                if a.floor.is_some() { "+Max" } else { "" },
+                if a.silu { "+Silu" } else { "" }
+            )
+            .into(),
         }
     }
 
@@ -163,7 +183,11 @@ impl EvalOp for FastCastI32F32 {
                     Ok(())
                 })?,
                 Some(Affine {
-                    scale, bias, silu, ..
+                    scale,
+                    bias,
+                    floor,
+                    silu,
+                    ..
                 }) => {
                     let period = len / scale.len();
                     let silu = silu.then(|| Func::Silu.ew_f32()).transpose()?;
@@ -171,8 +195,17 @@ impl EvalOp for FastCastI32F32 {
                     split(values_i32, period, len, |first, chunk| {
                         for (j, block) in chunk.chunks_exact_mut(period).enumerate() {
                             let (s, b) = (scale[first + j], bias[first + j]);
-                            for v in block.iter_mut() {
-                                *v = ((*v as f32) * s + b).to_bits() as i32;
+                            match floor {
+                                None => {
+                                    for v in block.iter_mut() {
+                                        *v = ((*v as f32) * s + b).to_bits() as i32;
+                                    }
+                                }
+                                Some(f) => {
+                                    for v in block.iter_mut() {
+                                        *v = ((*v as f32) * s + b).max(*f).to_bits() as i32;
+                                    }
+                                }
                             }
                             if let Some(silu) = &silu {
                                 // SAFETY: the block now holds f32 values; same size and
@@ -220,10 +253,18 @@ mod tests {
     use super::*;
     use crate::kernels::tests::{attr, eval, int_attr, load, run_both, tensor, value};
 
+    /// What follows a layer's scale and bias.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Activation {
+        None,
+        Relu,
+        Silu,
+    }
+
     /// x [1, 8, 12, 12] i8 → ConvInteger (3×3, `co` channels, padded) → Cast → Mul by a scale
     /// and Add a bias per channel (`[co, 1, 1]`, or with the batch axis), as `quantize`
-    /// writes an int8 layer, then with `silu` y·sigmoid(y); tract's optimised model.
-    fn dequantised_conv(co: usize, batch_axis: bool, silu: bool) -> TypedModel {
+    /// writes an int8 layer, then the activation; tract's optimised model.
+    fn dequantised_conv(co: usize, batch_axis: bool, activation: Activation) -> TypedModel {
         let ci = 8;
         let weights = (0..co * ci * 9).map(|i| ((i * 37 % 255) as i32 - 127) as i8 as u8);
         let per_channel: &[usize] = if batch_axis {
@@ -259,13 +300,23 @@ mod tests {
                 node(
                     "Add",
                     &["scaled", "b"],
-                    if silu { "a" } else { "y" },
+                    if activation == Activation::None {
+                        "y"
+                    } else {
+                        "a"
+                    },
                     vec![],
                 ),
             ]
             .into_iter()
-            .chain(silu.then(|| node("Sigmoid", &["a"], "g", vec![])))
-            .chain(silu.then(|| node("Mul", &["a", "g"], "y", vec![])))
+            .chain(match activation {
+                Activation::None => vec![],
+                Activation::Relu => vec![node("Relu", &["a"], "y", vec![])],
+                Activation::Silu => vec![
+                    node("Sigmoid", &["a"], "g", vec![]),
+                    node("Mul", &["a", "g"], "y", vec![]),
+                ],
+            })
             .collect(),
             input: vec![value("x", DataType::Int8, Some(&[1, ci, 12, 12]))],
             output: vec![value("y", DataType::Float, None)],
@@ -290,16 +341,21 @@ mod tests {
         .expect("a dequantised ConvInteger optimises")
     }
 
-    /// The scale and bias, and a Silu after them, go into the Cast's pass, whatever reshapes
-    /// tract leaves between: tract's outputs bit for bit, on one thread and split over two.
+    /// The scale and bias, and a ReLU or a Silu after them, go into the Cast's pass, whatever
+    /// reshapes tract leaves between: tract's outputs bit for bit, on one thread and split over
+    /// two.
     #[test]
-    fn scale_bias_and_silu_fuse_into_the_cast() {
+    fn scale_bias_and_activation_fuse_into_the_cast() {
         for co in [1, 16, 24] {
             for batch_axis in [false, true] {
-                let model = dequantised_conv(co, batch_axis, false);
-                run_both(&model, "FastCastI32F32+Mul+Add", 1, |_| None);
-                let model = dequantised_conv(co, batch_axis, true);
-                run_both(&model, "FastCastI32F32+Mul+Add+Silu", 1, |_| None);
+                for (activation, op) in [
+                    (Activation::None, "FastCastI32F32+Mul+Add"),
+                    (Activation::Relu, "FastCastI32F32+Mul+Add+Max"),
+                    (Activation::Silu, "FastCastI32F32+Mul+Add+Silu"),
+                ] {
+                    let model = dequantised_conv(co, batch_axis, activation);
+                    run_both(&model, op, 1, |_| None);
+                }
             }
         }
     }
