@@ -96,7 +96,7 @@ fn cached(name: &str) -> std::path::PathBuf {
     p
 }
 
-/// Real models on real photos: inference once, then postprocess + record + publish per frame.
+/// The detector of `model` (in models/cache) as `family`, with `labels`, on BGR input.
 fn detector(model: &str, family: Family, labels: &str) -> DetectorConfig {
     DetectorConfig {
         name: None,

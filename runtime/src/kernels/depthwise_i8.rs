@@ -5,11 +5,11 @@
 //! than its float depthwise. [`DepthwiseI8`] computes the same i32 accumulators directly:
 //! each channel's zero-padded input is split by column phase once (as the int8 im2col does),
 //! then every kernel tap adds `w · x` along whole output rows, contiguous runs that vectorise
-//! at any stride. On CPUs with AVX-512 VNNI, kernels up to four columns wide take one
-//! `VPDPBUSD` a kernel row instead: each padded input row is interleaved once so that the
-//! four bytes of a 32-bit lane are the values a kernel row meets at one output position (the
-//! layout of XNNPACK's and ncnn's int8 depthwise kernels), and an output row of 16 positions
-//! is then `kh` loads and multiply-adds held in registers.
+//! at any stride. On CPUs with AVX-512 VNNI and VBMI, kernels up to four columns wide take one
+//! `VPDPBUSD` a kernel row and 16 output positions instead: a byte permute of the padded input
+//! rows' loads makes the four bytes of each 32-bit lane the values the kernel row meets at one
+//! output position (the layout of XNNPACK's and ncnn's int8 depthwise kernels), the
+//! accumulators held in registers.
 //!
 //! Where an f32 QuantizeLinear writes the i8 image, the op reads the f32 one and quantises it
 //! while it splits it by phase, as [`ConvI8`](conv_i8::ConvI8) does.
@@ -78,7 +78,7 @@ fn for_reader(
         return Ok(None);
     };
     Ok(Some(DepthwiseI8 {
-        vnni: vnni_available() && vnni_fits(geo),
+        vnni: vnni_runs(geo),
         geo: geo.clone(),
         weights,
         quantize: None,
@@ -133,15 +133,16 @@ fn vnni_available() -> bool {
     false
 }
 
-/// Whether the VNNI kernel takes `geo`.
-fn vnni_fits(geo: &Geometry) -> bool {
+/// Whether this CPU runs the VNNI kernel, and it takes `geo`.
+fn vnni_runs(geo: &Geometry) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return vnni::fits(geo);
+    let fits = vnni::fits(geo);
     #[cfg(not(target_arch = "x86_64"))]
-    {
+    let fits = {
         let _ = geo;
         false
-    }
+    };
+    vnni_available() && fits
 }
 
 impl Op for DepthwiseI8 {
@@ -174,7 +175,7 @@ impl EvalOp for DepthwiseI8 {
         let output = i32_channels(&self.output, self.geo.n(), taps, |first, out| {
             let weights = &self.weights[first * taps..];
             #[cfg(target_arch = "x86_64")]
-            if self.vnni && vnni_available() && vnni::fits(&self.geo) {
+            if self.vnni && vnni_runs(&self.geo) {
                 // SAFETY: the CPU has what the kernel needs.
                 return unsafe { vnni::convolve(&planes, first, weights, out) };
             }
@@ -292,7 +293,7 @@ mod vnni {
         /// Lane `i`'s byte `kx`: plane `t`'s value `offset + i` as `64 t + offset + i`.
         permute: __m512i,
         /// Per kernel row, its four weights (zero past the kernel's width) in each lane.
-        rows: Vec<__m512i>,
+        rows: &'p [__m512i],
         correction: __m512i,
     }
 
@@ -323,6 +324,7 @@ mod vnni {
         });
         // SAFETY: `permute` holds 64 bytes.
         let permute = unsafe { _mm512_loadu_si512(permute.as_ptr().cast()) };
+        let mut rows = Vec::with_capacity(kh);
         for (c, (w, out)) in weights
             .chunks_exact(kh * kw)
             .zip(out.chunks_exact_mut(oh * ow))
@@ -330,21 +332,20 @@ mod vnni {
         {
             let base = |kx: usize| planes.run(first + c, kx, 0) - tap(kx).1;
             let other = (1..kw).find(|kx| tap(*kx).0 == 1);
+            rows.clear();
+            rows.extend(w.chunks_exact(kw).map(|k| {
+                let mut b = [0u8; 4];
+                for (b, k) in b.iter_mut().zip(k) {
+                    *b = *k as u8;
+                }
+                _mm512_set1_epi32(i32::from_le_bytes(b))
+            }));
             let channel = Channel {
                 planes,
                 bases: [base(0), other.map_or(base(0), base)],
                 mask,
                 permute,
-                rows: w
-                    .chunks_exact(kw)
-                    .map(|k| {
-                        let mut b = [0u8; 4];
-                        for (b, k) in b.iter_mut().zip(k) {
-                            *b = *k as u8;
-                        }
-                        _mm512_set1_epi32(i32::from_le_bytes(b))
-                    })
-                    .collect(),
+                rows: &rows,
                 correction: _mm512_set1_epi32(-128 * w.iter().map(|v| *v as i32).sum::<i32>()),
             };
             for (yo, out) in out.chunks_exact_mut(ow).enumerate() {
