@@ -5,7 +5,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use support::{Running, ocelli_command, slowdown, wait_for};
+use support::{Running, emulated, ocelli_command, slowdown, wait_for};
 use tempfile::TempDir;
 
 fn root() -> PathBuf {
@@ -1003,7 +1003,7 @@ fn board_threads_give_tract_a_pool_and_the_same_detections() {
     // Every photo, and the loop back to the first. Under emulation, where a frame costs
     // seconds, two photos: the kernels' split over threads is what is checked there.
     let two = scratch("threads-photos");
-    let photos = if slowdown() > 1 {
+    let photos = if emulated() {
         for photo in ["astronaut.png", "coffee.png"] {
             std::fs::copy(cached(&format!("images/{photo}")), two.path().join(photo)).unwrap();
         }
@@ -1420,7 +1420,6 @@ fn the_rpi3_presets_refuse_image_bombs_by_name_within_their_memory_budget() {
     let photos = dir.join("photos");
     std::fs::create_dir(&photos).unwrap();
     let (good, bad) = photos_and_bombs(&photos);
-    let emulated = std::env::var_os("OCELLI_TEST_RUNNER").is_some();
     for preset in ["rpi3-armv7", "rpi3-aarch64"] {
         let text = std::fs::read_to_string(root().join(format!("board-configs/{preset}.toml")))
             .unwrap()
@@ -1445,7 +1444,7 @@ fn the_rpi3_presets_refuse_image_bombs_by_name_within_their_memory_budget() {
         );
         let limit_mb = preset_memory_mb(preset);
         let stderr_path = dir.join(format!("{preset}.stderr"));
-        let mut child = if emulated {
+        let mut child = if emulated() {
             // The limit would bound the emulator, not Ocelli: the run is checked without it.
             eprintln!("{preset}: under emulation, run without a memory limit");
             run_logging_stderr(&config, &stderr_path)
@@ -1474,7 +1473,7 @@ fn the_rpi3_presets_refuse_image_bombs_by_name_within_their_memory_budget() {
             }
             lines_in(&jsonl) > 2 * good.len()
         });
-        let peak_kb = (!emulated).then(|| {
+        let peak_kb = (!emulated()).then(|| {
             let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
             let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
             hwm.split_whitespace()

@@ -22,13 +22,14 @@ pub fn ocelli_command(args: &[&str]) -> Command {
     command
 }
 
+/// Whether this test runs under the emulator (cross/qemu-user.sh sets `OCELLI_TEST_RUNNER`).
+pub fn emulated() -> bool {
+    std::env::var_os("OCELLI_TEST_RUNNER").is_some()
+}
+
 /// How much longer everything takes here: emulated, the detector runs 50-150 times slower.
 pub fn slowdown() -> u32 {
-    if std::env::var_os("OCELLI_TEST_RUNNER").is_some() {
-        20
-    } else {
-        1
-    }
+    if emulated() { 20 } else { 1 }
 }
 
 /// Polls `cond` every 20 ms for up to `secs` (stretched under emulation).
