@@ -7,9 +7,11 @@
 //! `as` (round to nearest even), which is what tract's conversion does too. Where tract's
 //! per-channel `OptBinChain(Mul+Add)` alone reads the result, the same pass applies it
 //! ([`fused`]): one multiply, then one add, each rounded, as tract's two steps, and the max
-//! with a constant where the chain ends with one (a ReLU); and a Silu reading that alone, with
-//! tract's own Silu kernel.
+//! with a constant where the chain ends with one (a ReLU); and a Silu or LeakyRelu reading that
+//! alone, with tract's own kernel. The runtime's int8 kernels run the same on their
+//! accumulators ([`Epilogue`]).
 
+use tract_linalg::element_wise::ElementWise;
 use tract_linalg::multithread::BShare;
 use tract_linalg::routines::Func;
 use tract_onnx::prelude::*;
@@ -18,7 +20,7 @@ use tract_onnx::tract_core::ops::binary::OptBinChain;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::change_axes::IntoShape;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
-use tract_onnx::tract_core::ops::nn::Silu;
+use tract_onnx::tract_core::ops::nn::{LeakyRelu, Silu};
 
 use super::split;
 
@@ -43,8 +45,17 @@ pub struct Affine {
     pub shape: TVec<usize>,
     /// Then the max with this constant: the chain's last step (ReLU's 0).
     pub floor: Option<f32>,
-    /// Then tract's Silu, its own kernel run on each block.
-    pub silu: bool,
+    /// Then the activation that read the chain alone.
+    pub activation: Option<Activation>,
+}
+
+/// An activation tract runs as an element-wise op after a layer's scale and bias.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    /// YOLO's Conv → BN → SiLU.
+    Silu,
+    /// NanoDet's; `x` below 0 becomes `alpha · x`.
+    LeakyRelu(f32),
 }
 
 /// The fast op standing for `node` when it is tract's Cast of i32 values to f32.
@@ -81,18 +92,9 @@ pub fn fused(
     {
         return Ok(None);
     }
-    // The Cast, through the reshapes tract leaves between (the values do not move), each
-    // outlet read by the next node alone.
-    let mut outlet = node.inputs[0];
-    loop {
-        if model.outlet_successors(outlet).len() != 1 || model.output_outlets()?.contains(&outlet) {
-            return Ok(None);
-        }
-        match model.node(outlet.node).op_as::<IntoShape>() {
-            Some(_) => outlet = model.node(outlet.node).inputs[0],
-            None => break,
-        }
-    }
+    let Some(outlet) = through_reshapes(model, node.inputs[0])? else {
+        return Ok(None);
+    };
     let cast_node = model.node(outlet.node);
     let Some(mut fast) = replacement(model, cast_node)? else {
         return Ok(None);
@@ -130,13 +132,16 @@ pub fn fused(
     if scale.is_empty() || scale.len() != bias.len() || !len.is_multiple_of(scale.len()) {
         return Ok(None);
     }
-    // A Silu reading the chain alone (YOLO's Conv → BN → SiLU) joins the pass.
-    let silu = match model.outlet_successors(chain_out) {
+    // An activation reading the chain alone joins the pass.
+    let activation = match model.outlet_successors(chain_out) {
         [next] if !model.output_outlets()?.contains(&chain_out) => model
             .node(next.node)
             .op_as::<ElementWiseOp>()
-            .filter(|op| op.0.is::<Silu>())
-            .map(|_| OutletId::new(next.node, 0)),
+            .and_then(|op| match op.0.downcast_ref::<LeakyRelu>() {
+                Some(leaky) => Some(Activation::LeakyRelu(leaky.alpha)),
+                None => op.0.is::<Silu>().then_some(Activation::Silu),
+            })
+            .map(|a| (a, OutletId::new(next.node, 0))),
         _ => None,
     };
     fast.affine = Some(Affine {
@@ -144,21 +149,236 @@ pub fn fused(
         bias,
         shape,
         floor,
-        silu: silu.is_some(),
+        activation: activation.map(|a| a.0),
     });
-    Ok(Some((fast, cast_node.inputs[0], silu.unwrap_or(chain_out))))
+    let computed = activation.map_or(chain_out, |a| a.1);
+    Ok(Some((fast, cast_node.inputs[0], computed)))
+}
+
+/// The outlet whose values reach `outlet` through the reshapes tract leaves between ops (the
+/// values do not move), if each on the way is read by the next node alone.
+fn through_reshapes(model: &TypedModel, mut outlet: OutletId) -> TractResult<Option<OutletId>> {
+    loop {
+        if model.outlet_successors(outlet).len() != 1 || model.output_outlets()?.contains(&outlet) {
+            return Ok(None);
+        }
+        match model.node(outlet.node).op_as::<IntoShape>() {
+            Some(_) => outlet = model.node(outlet.node).inputs[0],
+            None => return Ok(Some(outlet)),
+        }
+    }
+}
+
+/// When `node` is a [`FastCastI32F32`] with a scale and bias whose accumulators, `n` a channel
+/// for `co` channels, another op writes for it alone (maybe reshaped): that chain, and the node
+/// writing them, which can then apply it itself while they are in cache.
+pub fn epilogue_for<'m>(
+    model: &'m TypedModel,
+    node: &'m TypedNode,
+    co: impl Fn(&TypedNode) -> Option<(usize, usize)>,
+) -> TractResult<Option<(&'m Affine, &'m TypedNode)>> {
+    let Some(Some(affine)) = node.op_as::<FastCastI32F32>().map(|c| &c.affine) else {
+        return Ok(None);
+    };
+    let Some(outlet) = through_reshapes(model, node.inputs[0])? else {
+        return Ok(None);
+    };
+    let producer = model.node(outlet.node);
+    let fits = co(producer).is_some_and(|(co, n)| {
+        affine.scale.len() == co && affine.shape.iter().product::<usize>() == co * n
+    });
+    Ok(fits.then_some((affine, producer)))
+}
+
+/// [`Affine`] ready to run on accumulators: tract's kernel of the activation for this CPU
+/// fetched once.
+pub struct Epilogue<'a> {
+    affine: &'a Affine,
+    silu: Option<Box<dyn ElementWise<f32>>>,
+    leaky: Option<(Box<dyn ElementWise<f32, f32>>, f32)>,
+    /// Whether [`Epilogue::finish`] computes what [`Epilogue::apply`] does.
+    registers: bool,
+}
+
+impl Affine {
+    /// The steps, for the name of the op doing them.
+    pub fn steps(&self) -> String {
+        let floor = if self.floor.is_some() { "+Max" } else { "" };
+        let activation = match self.activation {
+            None => "",
+            Some(Activation::Silu) => "+Silu",
+            Some(Activation::LeakyRelu(_)) => "+LeakyRelu",
+        };
+        format!("+Mul+Add{floor}{activation}")
+    }
+
+    pub fn epilogue(&self) -> TractResult<Epilogue<'_>> {
+        let silu = match self.activation {
+            Some(Activation::Silu) => Some(Func::Silu.ew_f32()?),
+            _ => None,
+        };
+        let leaky = match self.activation {
+            Some(Activation::LeakyRelu(alpha)) => Some((Func::LeakyRelu.ew_f32_param()?, alpha)),
+            _ => None,
+        };
+        // Every kernel of tract's LeakyRelu gives `alpha · x` below 0 and `x` from 0 (signed
+        // zeros alike), as `finish` does; its SiLU kernels differ in their last bits.
+        #[cfg(target_arch = "x86_64")]
+        let registers = std::arch::is_x86_feature_detected!("avx512f")
+            && silu
+                .as_ref()
+                .is_none_or(|k| k.name() == avx512::TRACTS_SILU);
+        #[cfg(not(target_arch = "x86_64"))]
+        let registers = false;
+        Ok(Epilogue {
+            affine: self,
+            silu,
+            leaky,
+            registers,
+        })
+    }
+}
+
+impl Epilogue<'_> {
+    /// Whether kernels may finish their accumulators with [`Epilogue::finish`] (AVX-512 F,
+    /// and tract's SiLU its AVX-512 kernel, which that replicates), rather than storing them
+    /// for [`Epilogue::apply`].
+    pub fn in_registers(&self) -> bool {
+        self.registers
+    }
+
+    /// [`Epilogue::apply`] on accumulators of channel `j` held in registers, 16 each: in
+    /// place, the results' bits. Not inlined: in a kernel's loop, its constants would take the
+    /// registers the accumulators need.
+    ///
+    /// # Safety
+    /// Only where [`Epilogue::in_registers`], which checked that the CPU has AVX-512 F.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(never)]
+    #[target_feature(enable = "avx512f")]
+    pub fn finish(&self, j: usize, acc: &mut [std::arch::x86_64::__m512i]) {
+        use std::arch::x86_64::*;
+        let a = self.affine;
+        let (scale, bias) = (_mm512_set1_ps(a.scale[j]), _mm512_set1_ps(a.bias[j]));
+        for acc in acc {
+            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(*acc), scale);
+            let mut v = _mm512_add_ps(v, bias);
+            if let Some(floor) = a.floor {
+                v = _mm512_max_ps(v, _mm512_set1_ps(floor));
+            }
+            match a.activation {
+                None => {}
+                Some(Activation::Silu) => v = avx512::silu(v),
+                Some(Activation::LeakyRelu(alpha)) => {
+                    let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+                    v = _mm512_mask_mul_ps(v, below, v, _mm512_set1_ps(alpha));
+                }
+            }
+            *acc = _mm512_castps_si512(v);
+        }
+    }
+
+    /// Accumulators of block (channel) `j`, in place, to the f32 results' bits: one multiply,
+    /// then one add, each rounded as tract's two steps, the floor, then tract's kernel of the
+    /// activation.
+    pub fn apply(&self, j: usize, values: &mut [i32]) -> TractResult<()> {
+        let Affine {
+            scale, bias, floor, ..
+        } = self.affine;
+        let (s, b) = (scale[j], bias[j]);
+        match floor {
+            None => {
+                for v in values.iter_mut() {
+                    *v = ((*v as f32) * s + b).to_bits() as i32;
+                }
+            }
+            Some(f) => {
+                for v in values.iter_mut() {
+                    *v = ((*v as f32) * s + b).max(*f).to_bits() as i32;
+                }
+            }
+        }
+        // SAFETY: the values now hold f32s; same size and alignment as i32.
+        let values = unsafe {
+            std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<f32>(), values.len())
+        };
+        if let Some(silu) = &self.silu {
+            silu.run(values)?;
+        }
+        if let Some((leaky, alpha)) = &self.leaky {
+            leaky.run_with_params(values, *alpha)?;
+        }
+        Ok(())
+    }
+}
+
+/// tract's AVX-512 SiLU in registers.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// The name of tract's kernel [`silu`] replicates.
+    pub const TRACTS_SILU: &str = "avx512_silu_f32";
+
+    /// tract 0.23.9's `avx512_silu_f32` (x86_64/avx512/silu_f32.S.j2) instruction for
+    /// instruction, its coefficients as written there: `f · (0.5 + z·P(z²) / Q(z²))`, `f =
+    /// max(x, −14.5)`, `z = min(f, 14.5)`, Horner steps fused multiply-adds. That kernel runs
+    /// with denormal inputs read as zero (MXCSR's DAZ): such an `x` becomes a zero of its sign
+    /// here first (denormals arising inside cannot change its result).
+    // The coefficients as tract's assembly writes them, digits past f32's included.
+    #[allow(clippy::excessive_precision)]
+    #[target_feature(enable = "avx512f")]
+    pub fn silu(x: __m512) -> __m512 {
+        const ALPHA: [f32; 5] = [
+            4.37031012579801e-11,
+            1.15627324459942e-07,
+            6.08574864600143e-05,
+            8.51377133304701e-03,
+            2.48287947061529e-01,
+        ];
+        const BETA: [f32; 6] = [
+            6.10247389755681e-13,
+            5.76102136993427e-09,
+            6.29106785017040e-06,
+            1.70198817374094e-03,
+            1.16817656904453e-01,
+            9.93151921023180e-01,
+        ];
+        let bits = _mm512_castps_si512(x);
+        let magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(i32::MAX));
+        let nonzero = _mm512_test_epi32_mask(magnitude, magnitude);
+        let denormal = _mm512_mask_cmplt_epu32_mask(nonzero, magnitude, _mm512_set1_epi32(1 << 23));
+        let sign = _mm512_set1_epi32(i32::MIN);
+        let x = _mm512_castsi512_ps(_mm512_mask_and_epi32(bits, denormal, bits, sign));
+        let f = _mm512_max_ps(x, _mm512_set1_ps(-14.5));
+        let z = _mm512_min_ps(f, _mm512_set1_ps(14.5));
+        let w = _mm512_mul_ps(z, z);
+        let horner = |c: &[f32]| {
+            c[1..].iter().fold(_mm512_set1_ps(c[0]), |acc, c| {
+                _mm512_fmadd_ps(acc, w, _mm512_set1_ps(*c))
+            })
+        };
+        let num = _mm512_mul_ps(z, horner(&ALPHA));
+        let sigmoid = _mm512_add_ps(_mm512_div_ps(num, horner(&BETA)), _mm512_set1_ps(0.5));
+        _mm512_mul_ps(sigmoid, f)
+    }
+}
+
+/// `values`, whose bits are f32s now, as the f32 tensor of `affine`'s shape (the chain's).
+pub fn as_f32(mut values: Tensor, affine: Option<&Affine>) -> TractResult<Tensor> {
+    // SAFETY: every value holds an f32's bits, and both types are 4 bytes.
+    unsafe { values.set_datum_type(f32::datum_type()) };
+    match affine {
+        Some(a) => values.into_shape(&a.shape),
+        None => Ok(values),
+    }
 }
 
 impl Op for FastCastI32F32 {
     fn name(&self) -> StaticName {
         match &self.affine {
             None => "FastCastI32F32".into(),
-            Some(a) => format!(
-                "FastCastI32F32+Mul+Add{}{}",
-                if a.floor.is_some() { "+Max" } else { "" },
-                if a.silu { "+Silu" } else { "" }
-            )
-            .into(),
+            Some(a) => format!("FastCastI32F32{}", a.steps()).into(),
         }
     }
 
@@ -182,54 +402,20 @@ impl EvalOp for FastCastI32F32 {
                     }
                     Ok(())
                 })?,
-                Some(Affine {
-                    scale,
-                    bias,
-                    floor,
-                    silu,
-                    ..
-                }) => {
-                    let period = len / scale.len();
-                    let silu = silu.then(|| Func::Silu.ew_f32()).transpose()?;
+                Some(affine) => {
+                    let period = len / affine.scale.len();
+                    let epilogue = affine.epilogue()?;
                     // Whole blocks, each with its scale and bias.
                     split(values_i32, period, len, |first, chunk| {
                         for (j, block) in chunk.chunks_exact_mut(period).enumerate() {
-                            let (s, b) = (scale[first + j], bias[first + j]);
-                            match floor {
-                                None => {
-                                    for v in block.iter_mut() {
-                                        *v = ((*v as f32) * s + b).to_bits() as i32;
-                                    }
-                                }
-                                Some(f) => {
-                                    for v in block.iter_mut() {
-                                        *v = ((*v as f32) * s + b).max(*f).to_bits() as i32;
-                                    }
-                                }
-                            }
-                            if let Some(silu) = &silu {
-                                // SAFETY: the block now holds f32 values; same size and
-                                // alignment as i32.
-                                let block = unsafe {
-                                    std::slice::from_raw_parts_mut(
-                                        block.as_mut_ptr().cast::<f32>(),
-                                        block.len(),
-                                    )
-                                };
-                                silu.run(block)?;
-                            }
+                            epilogue.apply(first + j, block)?;
                         }
                         Ok(())
                     })?
                 }
             }
         }
-        // SAFETY: every value now holds an f32's bits, and both types are 4 bytes.
-        unsafe { values.set_datum_type(f32::datum_type()) };
-        if let Some(affine) = &self.affine {
-            values = values.into_shape(&affine.shape)?;
-        }
-        Ok(tvec!(values.into_tvalue()))
+        Ok(tvec!(as_f32(values, self.affine.as_ref())?.into_tvalue()))
     }
 }
 
@@ -248,98 +434,8 @@ impl TypedOp for FastCastI32F32 {
 mod tests {
     use proptest::prelude::*;
 
-    use tract_onnx::pb::{self, tensor_proto::DataType};
-
     use super::*;
-    use crate::kernels::tests::{attr, eval, int_attr, load, run_both, tensor, value};
-
-    /// What follows a layer's scale and bias.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Activation {
-        None,
-        Relu,
-        Silu,
-    }
-
-    /// x [1, 8, 12, 12] i8 → ConvInteger (3×3, `co` channels, padded) → Cast → Mul by a scale
-    /// and Add a bias per channel (`[co, 1, 1]`, or with the batch axis), as `quantize`
-    /// writes an int8 layer, then the activation; tract's optimised model.
-    fn dequantised_conv(co: usize, batch_axis: bool, activation: Activation) -> TypedModel {
-        let ci = 8;
-        let weights = (0..co * ci * 9).map(|i| ((i * 37 % 255) as i32 - 127) as i8 as u8);
-        let per_channel: &[usize] = if batch_axis {
-            &[1, co, 1, 1]
-        } else {
-            &[co, 1, 1]
-        };
-        let floats = |f: &dyn Fn(usize) -> f32| -> Vec<u8> {
-            (0..co).flat_map(|c| f(c).to_le_bytes()).collect()
-        };
-        let node = |op: &str, input: &[&str], output: &str, attribute| pb::NodeProto {
-            op_type: op.into(),
-            input: input.iter().map(|i| i.to_string()).collect(),
-            output: vec![output.into()],
-            attribute,
-            ..Default::default()
-        };
-        load(pb::GraphProto {
-            node: [
-                node(
-                    "ConvInteger",
-                    &["x", "w"],
-                    "acc",
-                    vec![attr("pads", &[1; 4])],
-                ),
-                node(
-                    "Cast",
-                    &["acc"],
-                    "f",
-                    vec![int_attr("to", DataType::Float as i64)],
-                ),
-                node("Mul", &["f", "s"], "scaled", vec![]),
-                node(
-                    "Add",
-                    &["scaled", "b"],
-                    if activation == Activation::None {
-                        "y"
-                    } else {
-                        "a"
-                    },
-                    vec![],
-                ),
-            ]
-            .into_iter()
-            .chain(match activation {
-                Activation::None => vec![],
-                Activation::Relu => vec![node("Relu", &["a"], "y", vec![])],
-                Activation::Silu => vec![
-                    node("Sigmoid", &["a"], "g", vec![]),
-                    node("Mul", &["a", "g"], "y", vec![]),
-                ],
-            })
-            .collect(),
-            input: vec![value("x", DataType::Int8, Some(&[1, ci, 12, 12]))],
-            output: vec![value("y", DataType::Float, None)],
-            initializer: vec![
-                tensor("w", DataType::Int8, &[co, ci, 3, 3], weights.collect()),
-                tensor(
-                    "s",
-                    DataType::Float,
-                    per_channel,
-                    floats(&|c| 1e-3 * (c as f32 + 0.37)),
-                ),
-                tensor(
-                    "b",
-                    DataType::Float,
-                    per_channel,
-                    floats(&|c| c as f32 * 0.7 - 1.3),
-                ),
-            ],
-            ..Default::default()
-        })
-        .into_optimized()
-        .expect("a dequantised ConvInteger optimises")
-    }
+    use crate::kernels::tests::{Activation, Conv, eval, run_both_with};
 
     /// The scale and bias, and a ReLU or a Silu after them, go into the Cast's pass, whatever
     /// reshapes tract leaves between: tract's outputs bit for bit, on one thread and split over
@@ -347,16 +443,70 @@ mod tests {
     #[test]
     fn scale_bias_and_activation_fuse_into_the_cast() {
         for co in [1, 16, 24] {
+            let conv = Conv {
+                ci: 8,
+                co,
+                group: 1,
+                k: 3,
+                geometry: [1, 1, 1],
+                size: 12,
+                quantize: false,
+            };
             for batch_axis in [false, true] {
-                for (activation, op) in [
-                    (Activation::None, "FastCastI32F32+Mul+Add"),
-                    (Activation::Relu, "FastCastI32F32+Mul+Add+Max"),
-                    (Activation::Silu, "FastCastI32F32+Mul+Add+Silu"),
-                ] {
-                    let model = dequantised_conv(co, batch_axis, activation);
-                    run_both(&model, op, 1, |_| None);
+                for activation in Activation::ALL {
+                    let model = conv.dequantised(batch_axis, activation);
+                    let op = format!("FastCastI32F32{}", activation.steps());
+                    // Not the direct convolution, which would take the chain itself.
+                    run_both_with(&model, false, &op, 1, |_| None);
                 }
             }
+        }
+    }
+
+    /// The SiLU run in registers is tract's kernel on this CPU bit for bit: on NaN, ±∞, signed
+    /// zeros, the f32 extremes, denormals and the clamps' neighbourhoods too.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn silu_in_registers_is_tracts() {
+        use std::arch::x86_64::*;
+
+        use crate::kernels::tests::f32_values;
+
+        let kernel = Func::Silu.ew_f32().unwrap();
+        if !std::arch::is_x86_feature_detected!("avx512f") || kernel.name() != avx512::TRACTS_SILU {
+            println!(
+                "ISA path skipped: kernels::cast SiLU in registers (tract runs {})",
+                kernel.name()
+            );
+            return;
+        }
+        let mut xs = f32_values(7, 4096);
+        for edge in [14.5f32, -14.5, f32::MIN_POSITIVE] {
+            let bits = edge.to_bits();
+            xs.extend((bits - 40..bits + 40).map(f32::from_bits));
+        }
+        xs.extend([1, 2, 0x7f_ffff, 0x40_0000].map(f32::from_bits));
+        xs.extend([1, 2, 0x7f_ffff, 0x40_0000].map(|b| -f32::from_bits(b)));
+        xs.resize(xs.len().next_multiple_of(16), 1.0);
+        let mut want = xs.clone();
+        kernel.run(&mut want).unwrap();
+        let ours: Vec<f32> = xs
+            .chunks_exact(16)
+            .flat_map(|x| {
+                let mut y = [0f32; 16];
+                // SAFETY: the CPU has AVX-512 F; both hold 16 values.
+                unsafe {
+                    _mm512_storeu_ps(y.as_mut_ptr(), avx512::silu(_mm512_loadu_ps(x.as_ptr())))
+                };
+                y
+            })
+            .collect();
+        for ((x, w), o) in xs.iter().zip(&want).zip(&ours) {
+            assert_eq!(
+                w.to_bits(),
+                o.to_bits(),
+                "SiLU({x:e}): tract {w:e}, ours {o:e}"
+            );
         }
     }
 

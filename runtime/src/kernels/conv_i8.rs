@@ -11,13 +11,15 @@
 //!
 //! 1×1 layers, which tract packs image row by image row for a matmul batched over the rows,
 //! take the same kernel with one tap. Where both strides are 1, the f32 image is quantised
-//! into the interleaved layout in the same pass.
+//! into the interleaved layout in the same pass. The scale, bias and activation after the
+//! accumulators can run on them in registers, before they are stored ([`with_epilogue`]).
 
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::matmul::pack::OptMatMulPack;
 
+use super::cast::{self, Affine};
 use super::im2col_i8::{self, Geometry, Image};
 use super::quantize;
 #[cfg(target_arch = "x86_64")]
@@ -103,6 +105,8 @@ pub fn replacements(
                 geo: geo.clone(),
                 quantize: quantize.clone(),
                 output: c.clone(),
+                epilogue: None,
+                registers: true,
             },
             input,
             OutletId::new(reader.node, 0),
@@ -221,13 +225,44 @@ impl Kernel {
 
 /// tract's Im2col and int8 matmul of one one-group convolution of one CHW image: i32
 /// accumulators out, in the shape tract's matmul gave them (channel-major); with `quantize`,
-/// of the f32 image tract's QuantizeLinearI8 quantised.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// of the f32 image tract's QuantizeLinearI8 quantised; with `epilogue`, the scale, bias and
+/// activation after them too, f32 out.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConvI8 {
     geo: Geometry,
     kernel: Kernel,
     quantize: Option<quantize::FastQuantizeI8>,
     output: TypedFact,
+    epilogue: Option<Affine>,
+    /// Whether the epilogue runs in the kernel's registers where it can (else on each run of
+    /// stored accumulators).
+    registers: bool,
+}
+
+// The epilogue's scales and biases are constants of the model: no NaN.
+impl Eq for ConvI8 {}
+
+/// When `node` is the [`FastCastI32F32`](cast::FastCastI32F32) with a scale and bias of a
+/// [`ConvI8`]'s accumulators alone: the op doing both, its input, and the output it computes.
+pub fn with_epilogue(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(ConvI8, OutletId, OutletId)>> {
+    let conv = |n: &TypedNode| {
+        let op = n.op_as::<ConvI8>().filter(|op| op.epilogue.is_none())?;
+        Some((op.kernel.co, op.geo.n()))
+    };
+    let Some((affine, producer)) = cast::epilogue_for(model, node, conv)? else {
+        return Ok(None);
+    };
+    let Some(op) = producer.op_as::<ConvI8>() else {
+        return Ok(None);
+    };
+    let fused = ConvI8 {
+        epilogue: Some(affine.clone()),
+        ..op.clone()
+    };
+    Ok(Some((fused, producer.inputs[0], OutletId::new(node.id, 0))))
 }
 
 /// The phase planes with four channels interleaved and the rows split by phase too, each
@@ -328,7 +363,10 @@ impl<'g> Planes4<'g> {
 
 impl Op for ConvI8 {
     fn name(&self) -> StaticName {
-        "ConvI8".into()
+        match &self.epilogue {
+            None => "ConvI8".into(),
+            Some(a) => format!("ConvI8{}", a.steps()).into(),
+        }
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -365,10 +403,19 @@ impl ConvI8 {
             _ => Planes4::new(&self.geo, &self.geo.phase_planes(image)?),
         };
         let per_value = self.geo.channels * self.geo.taps();
-        super::i32_channels(&self.output, self.geo.n(), per_value, |first, out| {
-            // SAFETY: `eval` checked that the CPU has AVX-512 VNNI.
-            unsafe { vnni::convolve(&planes, &self.kernel, first, out) }
-        })
+        let (n, affine) = (self.geo.n(), self.epilogue.as_ref());
+        super::accumulators(
+            &self.output,
+            n,
+            per_value,
+            affine,
+            |first, out, epilogue| {
+                // SAFETY: `eval` checked that the CPU has AVX-512 VNNI.
+                unsafe {
+                    vnni::convolve(&planes, &self.kernel, first, out, epilogue, self.registers)
+                }
+            },
+        )
     }
 
     #[cfg(not(target_arch = "x86_64"))]
@@ -379,7 +426,8 @@ impl ConvI8 {
 
 impl TypedOp for ConvI8 {
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(self.output.without_value()))
+        let fact = super::accumulators_fact(&self.output, self.epilogue.as_ref());
+        Ok(tvec!(fact))
     }
 
     as_op!();
@@ -389,14 +437,29 @@ impl TypedOp for ConvI8 {
 mod vnni {
     use std::arch::x86_64::*;
 
+    use tract_onnx::prelude::TractResult;
+
     use super::{BLOCKS, Image, Kernel, OC_TILE, Planes4};
-    use crate::kernels::quantize;
+    use crate::kernels::{cast::Epilogue, quantize};
+
+    /// Positions a tile's `epilogue` runs on at once, once they are accumulated, where it
+    /// cannot run in registers: 8 calls of [`BLOCKS`] blocks, 12 KiB of the tile's output,
+    /// still in the first-level cache.
+    const EPILOGUE_RUN: usize = 8 * 16 * BLOCKS;
 
     /// [`OC_TILE`] output channels at a time over every output position at once (in plane
     /// positions: rows `cols` apart, the positions past each row's end computed and dropped),
-    /// in calls of up to [`BLOCKS`] blocks of 16 positions.
+    /// in calls of up to [`BLOCKS`] blocks of 16 positions; then `epilogue`, in registers
+    /// before the stores where it can, else every [`EPILOGUE_RUN`] positions.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) fn convolve(planes: &Planes4, kernel: &Kernel, first: usize, out: &mut [i32]) {
+    pub(super) fn convolve(
+        planes: &Planes4,
+        kernel: &Kernel,
+        first: usize,
+        out: &mut [i32],
+        epilogue: Option<&Epilogue>,
+        registers: bool,
+    ) -> TractResult<()> {
         let geo = planes.geo;
         let [oh, ow] = geo.output_hw;
         let n = oh * ow;
@@ -415,8 +478,12 @@ mod vnni {
                 weights: &kernel.steps[t * kernel.steps_n * OC_TILE..][..kernel.steps_n * OC_TILE],
                 correction: &kernel.correction[t * OC_TILE..][..OC_TILE],
                 keep,
+                finish: epilogue.filter(|e| registers && e.in_registers()),
+                first: t * OC_TILE,
             };
-            let mut q = 0;
+            // Plane position `q`'s place in a channel's output, or the next output's.
+            let output = |q: usize| q / planes.cols * ow + (q % planes.cols).min(ow);
+            let (mut q, mut finished) = (0, 0);
             while q < len {
                 let blocks = (len - q).div_ceil(16).min(BLOCKS);
                 let at = Sweep {
@@ -436,8 +503,19 @@ mod vnni {
                     }
                 }
                 q += 16 * blocks;
+                if let Some(epilogue) = epilogue
+                    && tile.finish.is_none()
+                    && (q - finished >= EPILOGUE_RUN || q >= len)
+                {
+                    let run = output(finished)..output(q.min(len));
+                    for (j, out) in out.chunks_exact_mut(n).enumerate() {
+                        epilogue.apply(lo + j, &mut out[run.clone()])?;
+                    }
+                    finished = q;
+                }
             }
         }
+        Ok(())
     }
 
     /// The row of four channels of `image` starting at `starts` (zeros for `None`, channels
@@ -484,11 +562,14 @@ mod vnni {
         }
     }
 
-    /// One tile's weights (`[step][channel]`) and corrections, and the channels of it stored.
+    /// One tile's weights (`[step][channel]`) and corrections, the channels of it stored, and
+    /// the epilogue run on them in registers (channel `first + j` the tile's channel `j`).
     struct Tile<'k> {
         weights: &'k [i32],
         correction: &'k [i32],
         keep: std::ops::Range<usize>,
+        finish: Option<&'k Epilogue<'k>>,
+        first: usize,
     }
 
     /// What a kernel call covers: plane positions `first..end` past each run start; position
@@ -533,6 +614,11 @@ mod vnni {
                 }
             }
         }
+        if let Some(finish) = tile.finish {
+            for j in tile.keep.clone() {
+                finish.finish(tile.first + j, &mut acc[j]);
+            }
+        }
         // Each block's lanes, one masked store per output row they meet.
         for b in 0..P {
             let (q0, q1) = (at.first + 16 * b, at.end.min(at.first + 16 * b + 16));
@@ -563,7 +649,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::kernels::tests::{Conv, run_both};
+    use crate::kernels::tests::{Activation, Conv, run_both};
 
     /// tract's i32 accumulators bit for bit: 1×1, 3×3 and 5×5, strides 1 to 3, padding,
     /// dilation, channels not a multiple of 4 and output channels not of the tile, rows not a
@@ -609,6 +695,58 @@ mod tests {
                 quantize,
             };
             run_both(&conv.branched(layers), "ConvI8", layers, |_| None);
+        }
+    }
+
+    /// The scale, bias and activation after the accumulators, run by the kernel on them
+    /// ([`with_epilogue`]), in its registers and on its stored runs: tract's f32 outputs bit
+    /// for bit, with output rows that end inside and outside a run, a channel tile cut by the
+    /// split over threads, and 1×1.
+    #[test]
+    fn applies_the_epilogue_as_tract_does() {
+        if !available() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "ISA path skipped: kernels::conv_i8 epilogue (this CPU lacks AVX-512 VNNI)"
+            );
+            return;
+        }
+        // (in, out channels, kernel, [stride, pad, dilation], input size, f32 input)
+        let cases = [
+            (16, 16, 3, [1, 1, 1], 20, false),
+            (3, 12, 3, [2, 1, 1], 65, true),
+            (12, 19, 3, [1, 1, 1], 9, false),
+            (64, 20, 3, [1, 1, 1], 50, true),
+            (24, 16, 1, [1, 0, 1], 23, true),
+        ];
+        for (ci, co, k, geometry, size, quantize) in cases {
+            let conv = Conv {
+                ci,
+                co,
+                group: 1,
+                k,
+                geometry,
+                size,
+                quantize,
+            };
+            for (batch_axis, activation) in [
+                (false, Activation::None),
+                (true, Activation::Relu),
+                (false, Activation::Silu),
+                (true, Activation::LeakyRelu),
+            ] {
+                let op = format!("ConvI8{}", activation.steps());
+                let model = conv.dequantised(batch_axis, activation);
+                for registers in [true, false] {
+                    run_both(&model, &op, 1, |node| {
+                        let op = node.op_as::<ConvI8>()?;
+                        Some(Box::new(ConvI8 {
+                            registers,
+                            ..op.clone()
+                        }))
+                    });
+                }
+            }
         }
     }
 }

@@ -18,8 +18,9 @@ use tract_linalg::mmm::{EagerPackedInput, MMMInputValue};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
+use super::cast::{self, Affine};
 use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
-use super::{conv_i8, i32_channels, quantize};
+use super::{accumulators, accumulators_fact, conv_i8, quantize};
 use crate::imgproc::morph::Simd;
 
 /// The replacements for `node` if it is the Im2col of an int8 depthwise convolution (one input
@@ -84,6 +85,7 @@ fn for_reader(
         quantize: None,
         output: c.clone(),
         simd: Simd::detect(),
+        epilogue: None,
     }))
 }
 
@@ -109,8 +111,9 @@ fn unpack_weights(
 }
 
 /// An int8 depthwise convolution of one CHW image: i8 input (or f32, with `quantize`), i32
-/// accumulators out in the shape tract's matmul gave them (channel-major either way).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// accumulators out in the shape tract's matmul gave them (channel-major either way), or with
+/// `epilogue` the f32 values of the scale, bias and activation after them.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DepthwiseI8 {
     pub geo: Geometry,
     /// `[channel][tap]`, taps row-major.
@@ -123,6 +126,36 @@ pub struct DepthwiseI8 {
     /// The VNNI kernel instead (CPUs with AVX-512 VNNI and VBMI, kernels at most four columns
     /// wide).
     pub vnni: bool,
+    pub epilogue: Option<Affine>,
+}
+
+// The epilogue's scales and biases are constants of the model: no NaN.
+impl Eq for DepthwiseI8 {}
+
+/// When `node` is the [`FastCastI32F32`](cast::FastCastI32F32) with a scale and bias of a
+/// [`DepthwiseI8`]'s accumulators alone: the op doing both, its input, and the output it
+/// computes.
+pub fn with_epilogue(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(DepthwiseI8, OutletId, OutletId)>> {
+    let depthwise = |n: &TypedNode| {
+        let op = n
+            .op_as::<DepthwiseI8>()
+            .filter(|op| op.epilogue.is_none())?;
+        Some((op.geo.channels, op.geo.n()))
+    };
+    let Some((affine, producer)) = cast::epilogue_for(model, node, depthwise)? else {
+        return Ok(None);
+    };
+    let Some(op) = producer.op_as::<DepthwiseI8>() else {
+        return Ok(None);
+    };
+    let fused = DepthwiseI8 {
+        epilogue: Some(affine.clone()),
+        ..op.clone()
+    };
+    Ok(Some((fused, producer.inputs[0], OutletId::new(node.id, 0))))
 }
 
 /// Whether this CPU runs the VNNI kernel.
@@ -147,7 +180,10 @@ fn vnni_runs(geo: &Geometry) -> bool {
 
 impl Op for DepthwiseI8 {
     fn name(&self) -> StaticName {
-        "DepthwiseI8".into()
+        match &self.epilogue {
+            None => "DepthwiseI8".into(),
+            Some(a) => format!("DepthwiseI8{}", a.steps()).into(),
+        }
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -171,15 +207,27 @@ impl EvalOp for DepthwiseI8 {
             None => Image::I8(plain.as_slice::<i8>()?),
         };
         let planes = self.geo.phase_planes(image)?;
-        let taps = self.geo.taps();
-        let output = i32_channels(&self.output, self.geo.n(), taps, |first, out| {
-            let weights = &self.weights[first * taps..];
-            #[cfg(target_arch = "x86_64")]
-            if self.vnni && vnni_runs(&self.geo) {
-                // SAFETY: the CPU has what the kernel needs.
-                return unsafe { vnni::convolve(&planes, first, weights, out) };
+        let (n, taps, affine) = (self.geo.n(), self.geo.taps(), self.epilogue.as_ref());
+        let vnni = self.vnni && vnni_runs(&self.geo);
+        let output = accumulators(&self.output, n, taps, affine, |first, out, epilogue| {
+            let finish = epilogue.filter(|e| vnni && e.in_registers());
+            // An epilogue not run in registers runs after each channel, while it is in cache.
+            let after = epilogue.filter(|_| finish.is_none());
+            let step = if after.is_some() { n } else { out.len() };
+            for (i, out) in out.chunks_exact_mut(step).enumerate() {
+                let first = first + i * step / n;
+                let weights = &self.weights[first * taps..];
+                match vnni {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: the CPU has what the kernel needs.
+                    true => unsafe { vnni::convolve(&planes, first, weights, out, finish) },
+                    _ => convolve(self.simd, &planes, first, weights, out),
+                }
+                if let Some(epilogue) = after {
+                    epilogue.apply(first, out)?;
+                }
             }
-            convolve(self.simd, &planes, first, weights, out)
+            Ok(())
         })?;
         Ok(tvec!(output.into_tvalue()))
     }
@@ -187,7 +235,8 @@ impl EvalOp for DepthwiseI8 {
 
 impl TypedOp for DepthwiseI8 {
     fn output_facts(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(self.output.without_value()))
+        let fact = accumulators_fact(&self.output, self.epilogue.as_ref());
+        Ok(tvec!(fact))
     }
 
     as_op!();
@@ -263,7 +312,7 @@ mod vnni {
     use std::arch::x86_64::*;
 
     use super::{Geometry, PhasePlanes};
-    use crate::kernels::conv_i8;
+    use crate::kernels::{cast::Epilogue, conv_i8};
 
     /// Blocks of 16 output positions a call accumulates at once: independent chains of
     /// multiply-adds, held in registers.
@@ -295,15 +344,23 @@ mod vnni {
         /// Per kernel row, its four weights (zero past the kernel's width) in each lane.
         rows: &'p [__m512i],
         correction: __m512i,
+        /// The epilogue, run in registers, and this channel's index for it.
+        finish: Option<(&'p Epilogue<'p>, usize)>,
     }
 
     /// [`super::body`]'s accumulators. Per kernel row and 16 output positions, one or two
     /// loads of the padded input rows, one byte permute that gathers into each 32-bit lane the
     /// four values the row's taps meet at one position (the layout of XNNPACK's and ncnn's
     /// int8 depthwise kernels), offset by 128 to be unsigned, and one `VPDPBUSD` by the row's
-    /// four weights; the offset comes off as `−128 · Σ w`.
+    /// four weights; the offset comes off as `−128 · Σ w`. Then `finish`, before the stores.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
-    pub(super) fn convolve(planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
+    pub(super) fn convolve(
+        planes: &PhasePlanes,
+        first: usize,
+        weights: &[i8],
+        out: &mut [i32],
+        finish: Option<&Epilogue>,
+    ) {
         let geo = planes.geometry();
         let ([oh, ow], [kh, kw]) = (geo.output_hw, geo.kernel);
         let (sy, [sx, dx]) = (geo.strides[0], [geo.strides[1], geo.dilations[1]]);
@@ -347,6 +404,7 @@ mod vnni {
                 permute,
                 rows: &rows,
                 correction: _mm512_set1_epi32(-128 * w.iter().map(|v| *v as i32).sum::<i32>()),
+                finish: finish.map(|e| (e, first + c)),
             };
             for (yo, out) in out.chunks_exact_mut(ow).enumerate() {
                 let mut j = 0;
@@ -389,6 +447,9 @@ mod vnni {
                 *acc = _mm512_dpbusd_epi32(*acc, x, *w);
             }
         }
+        if let Some((finish, c)) = k.finish {
+            finish.finish(c, &mut acc);
+        }
         for (b, acc) in acc.iter().enumerate() {
             let at = j + 16 * b;
             let lanes = (out.len() - at).min(16);
@@ -404,7 +465,7 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::tests::{Conv, run_both};
+    use crate::kernels::tests::{Activation, Conv, run_both};
 
     /// tract's i32 accumulators bit for bit, with every instruction set this CPU has (the ones
     /// it lacks are named): 3×3 and 5×5, strides 1 to 3, padding, dilation, odd sizes, rows of
@@ -463,6 +524,48 @@ mod tests {
                 });
             }
             println!("depthwise_i8: {name} matches tract");
+        }
+    }
+
+    /// The scale, bias and activation after the accumulators, run on each channel as it is
+    /// done ([`with_epilogue`]), by the VNNI kernel in its registers and after the tap-by-tap
+    /// one: tract's f32 outputs bit for bit, on one thread and two.
+    #[test]
+    fn applies_the_epilogue_as_tract_does() {
+        // (channels, kernel, [stride, pad, dilation], input size, f32 input)
+        let cases = [
+            (16, 3, [1, 1, 1], 20, false),
+            (24, 3, [2, 1, 1], 21, true),
+            (30, 3, [1, 1, 1], 47, true),
+        ];
+        for (c, k, geometry, size, quantize) in cases {
+            let conv = Conv {
+                ci: c,
+                co: c,
+                group: c,
+                k,
+                geometry,
+                size,
+                quantize,
+            };
+            for (batch_axis, activation) in [
+                (false, Activation::None),
+                (true, Activation::Relu),
+                (false, Activation::Silu),
+                (true, Activation::LeakyRelu),
+            ] {
+                let op = format!("DepthwiseI8{}", activation.steps());
+                let model = conv.dequantised(batch_axis, activation);
+                for vnni in [true, false] {
+                    run_both(&model, &op, 1, |node| {
+                        let op = node.op_as::<DepthwiseI8>()?;
+                        Some(Box::new(DepthwiseI8 {
+                            vnni: vnni && op.vnni,
+                            ..op.clone()
+                        }))
+                    });
+                }
+            }
         }
     }
 }

@@ -34,7 +34,9 @@ pub mod reduce;
 /// the per-channel scale and bias after it where only those read it) and
 /// every f32 Add, Sub, Mul or Div broadcast along an axis other than the last by
 /// [`broadcast::FastBroadcast`] and every constant f32 Pad of the last two axes by
-/// [`pad::FastPad`].
+/// [`pad::FastPad`]; and where such a cast with its scale and bias reads a
+/// [`conv_i8::ConvI8`] or [`depthwise_i8::DepthwiseI8`] alone, that op does it on its
+/// accumulators ([`conv_i8::with_epilogue`]).
 ///
 /// `OCELLI_CONV_I8=0` in the environment leaves the int8 convolutions [`conv_i8::ConvI8`] would
 /// take to the im2col path, to compare the two.
@@ -66,6 +68,15 @@ pub fn accelerate_with(mut model: TypedModel, direct_conv: bool) -> TractResult<
             for (op, input, matmul) in depthwise_i8::replacements(&model, node)? {
                 swap(&mut model, input, op, matmul)?;
             }
+        }
+    }
+    // The scale, bias and activation after the int8 convolutions, into their kernels.
+    for id in model.eval_order()? {
+        let node = model.node(id);
+        if let Some((op, input, replaced)) = conv_i8::with_epilogue(&model, node)? {
+            swap(&mut model, input, op, replaced)?;
+        } else if let Some((op, input, replaced)) = depthwise_i8::with_epilogue(&model, node)? {
+            swap(&mut model, input, op, replaced)?;
         }
     }
     for id in model.eval_order()? {
@@ -114,27 +125,44 @@ pub fn split<T: Send>(
     tract_linalg::multithread::par_chunks_mut(out, unit, work, f)
 }
 
-/// An i32 tensor of `fact`'s (concrete) shape whose channels, `n` values each, `f(first,
-/// channels)` writes whole over tract's executor ([`split`]), `per_value` multiply-adds a value.
-pub fn i32_channels(
+/// The i32 accumulators of `fact`'s (concrete) shape, whose channels, `n` values each,
+/// `f(first, channels, epilogue)` writes whole over tract's executor ([`split`]), `per_value`
+/// multiply-adds a value. With `affine`, `f` runs the epilogue on each channel's accumulators
+/// (while they are in cache) and the result is the f32 tensor of the chain's shape.
+pub fn accumulators(
     fact: &TypedFact,
     n: usize,
     per_value: usize,
-    f: impl Fn(usize, &mut [i32]) + Sync + Send,
+    affine: Option<&cast::Affine>,
+    f: impl Fn(usize, &mut [i32], Option<&cast::Epilogue>) -> TractResult<()> + Sync + Send,
 ) -> TractResult<Tensor> {
     let shape = fact
         .shape
         .as_concrete()
         .context("output shape not concrete")?;
+    let epilogue = affine.map(cast::Affine::epilogue).transpose()?;
     // SAFETY: `f` writes every value of the channels it is given.
     let mut output = unsafe { Tensor::uninitialized::<i32>(shape)? };
-    let mut plain = output.try_as_plain_ram_mut()?;
-    let out = plain.as_slice_mut::<i32>()?;
-    split(out, n, out.len() * per_value, |first, out| {
-        f(first, out);
-        Ok(())
-    })?;
-    Ok(output)
+    {
+        let mut plain = output.try_as_plain_ram_mut()?;
+        let out = plain.as_slice_mut::<i32>()?;
+        split(out, n, out.len() * per_value, |first, out| {
+            f(first, out, epilogue.as_ref())
+        })?;
+    }
+    match affine {
+        Some(_) => cast::as_f32(output, affine),
+        None => Ok(output),
+    }
+}
+
+/// The fact of what an op writing accumulators of `fact` outputs: with `affine`, the chain's
+/// f32 values.
+pub fn accumulators_fact(fact: &TypedFact, affine: Option<&cast::Affine>) -> TypedFact {
+    match affine {
+        Some(a) => f32::fact(&a.shape),
+        None => fact.without_value(),
+    }
 }
 
 /// Wires `op` on `input` in place of the node writing `replaced` (and of whatever only it
@@ -296,6 +324,82 @@ pub mod tests {
         /// `branches` ConvInteger layers with different weights on the same (quantised)
         /// input, y their sum.
         pub fn branched(&self, branches: usize) -> TypedModel {
+            load(self.graph(branches))
+                .into_optimized()
+                .expect("a ConvInteger layer optimises")
+        }
+
+        /// The layer's accumulators cast to f32, multiplied by a scale and added a bias per
+        /// channel (`[co, 1, 1]`, or with the batch axis), then `activation`, as `quantize`
+        /// writes an int8 layer.
+        pub fn dequantised(&self, batch_axis: bool, activation: Activation) -> TypedModel {
+            let co = self.co;
+            let mut graph = self.graph(1);
+            graph.node.last_mut().expect("the layer").output = vec!["acc".into()];
+            let per_channel: &[usize] = if batch_axis {
+                &[1, co, 1, 1]
+            } else {
+                &[co, 1, 1]
+            };
+            let floats = |f: &dyn Fn(usize) -> f32| -> Vec<u8> {
+                (0..co).flat_map(|c| f(c).to_le_bytes()).collect()
+            };
+            graph.initializer.extend([
+                tensor(
+                    "scale",
+                    DataType::Float,
+                    per_channel,
+                    floats(&|c| 1e-3 * (c as f32 + 0.37)),
+                ),
+                tensor(
+                    "bias",
+                    DataType::Float,
+                    per_channel,
+                    floats(&|c| c as f32 * 0.7 - 1.3),
+                ),
+            ]);
+            let node = |op: &str, input: &[&str], output: &str, attribute| pb::NodeProto {
+                op_type: op.into(),
+                input: input.iter().map(|i| i.to_string()).collect(),
+                output: vec![output.into()],
+                attribute,
+                ..Default::default()
+            };
+            let last = if activation == Activation::None {
+                "y"
+            } else {
+                "a"
+            };
+            let to_f32 = int_attr("to", DataType::Float as i64);
+            graph.node.extend([
+                node("Cast", &["acc"], "f", vec![to_f32]),
+                node("Mul", &["f", "scale"], "scaled", vec![]),
+                node("Add", &["scaled", "bias"], last, vec![]),
+            ]);
+            graph.node.extend(match activation {
+                Activation::None => vec![],
+                Activation::Relu => vec![node("Relu", &["a"], "y", vec![])],
+                Activation::Silu => vec![
+                    node("Sigmoid", &["a"], "g", vec![]),
+                    node("Mul", &["a", "g"], "y", vec![]),
+                ],
+                Activation::LeakyRelu => {
+                    let alpha = pb::AttributeProto {
+                        name: "alpha".into(),
+                        r#type: AttributeType::Float as i32,
+                        f: 0.1,
+                        ..Default::default()
+                    };
+                    vec![node("LeakyRelu", &["a"], "y", vec![alpha])]
+                }
+            });
+            graph.output = vec![value("y", DataType::Float, None)];
+            load(graph)
+                .into_optimized()
+                .expect("a dequantised ConvInteger layer optimises")
+        }
+
+        fn graph(&self, branches: usize) -> pb::GraphProto {
             let (ci, co, k) = (self.ci, self.co, self.k);
             let [stride, pad, dilation] = self.geometry;
             let mut nodes = vec![];
@@ -358,15 +462,41 @@ pub mod tests {
                     ..Default::default()
                 });
             }
-            load(pb::GraphProto {
+            pb::GraphProto {
                 node: nodes,
                 input: vec![value("x", x_type, Some(&[1, ci, self.size, self.size]))],
                 output: vec![value("y", DataType::Int32, None)],
                 initializer,
                 ..Default::default()
-            })
-            .into_optimized()
-            .expect("a ConvInteger layer optimises")
+            }
+        }
+    }
+
+    /// What follows a layer's scale and bias.
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    pub enum Activation {
+        None,
+        Relu,
+        Silu,
+        LeakyRelu,
+    }
+
+    impl Activation {
+        pub const ALL: [Activation; 4] = [
+            Activation::None,
+            Activation::Relu,
+            Activation::Silu,
+            Activation::LeakyRelu,
+        ];
+
+        /// The steps of the op that does the scale, bias and this.
+        pub fn steps(self) -> &'static str {
+            match self {
+                Activation::None => "+Mul+Add",
+                Activation::Relu => "+Mul+Add+Max",
+                Activation::Silu => "+Mul+Add+Silu",
+                Activation::LeakyRelu => "+Mul+Add+LeakyRelu",
+            }
         }
     }
 
