@@ -260,21 +260,35 @@ impl Epilogue<'_> {
         use std::arch::x86_64::*;
         let a = self.affine;
         let (scale, bias) = (_mm512_set1_ps(a.scale[j]), _mm512_set1_ps(a.bias[j]));
-        for acc in acc {
-            let v = _mm512_mul_ps(_mm512_cvtepi32_ps(*acc), scale);
-            let mut v = _mm512_add_ps(v, bias);
-            if let Some(floor) = a.floor {
-                v = _mm512_max_ps(v, _mm512_set1_ps(floor));
+        let floor = _mm512_set1_ps(a.floor.unwrap_or(f32::NEG_INFINITY));
+        let affine = |acc: __m512i| {
+            let v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);
+            match a.floor {
+                Some(_) => _mm512_max_ps(v, floor),
+                None => v,
             }
-            match a.activation {
-                None => {}
-                Some(Activation::Silu) => v = avx512::silu(v),
-                Some(Activation::LeakyRelu(alpha)) => {
-                    let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
-                    v = _mm512_mask_mul_ps(v, below, v, _mm512_set1_ps(alpha));
+        };
+        // One loop per activation: with the choice inside one loop, YOLOX-Nano's ConvI8 layers
+        // took 8.9 ms instead of 6.1.
+        match a.activation {
+            None => {
+                for acc in acc {
+                    *acc = _mm512_castps_si512(affine(*acc));
                 }
             }
-            *acc = _mm512_castps_si512(v);
+            Some(Activation::Silu) => {
+                for acc in acc {
+                    *acc = _mm512_castps_si512(avx512::silu(affine(*acc)));
+                }
+            }
+            Some(Activation::LeakyRelu(alpha)) => {
+                let alpha = _mm512_set1_ps(alpha);
+                for acc in acc {
+                    let v = affine(*acc);
+                    let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
+                    *acc = _mm512_castps_si512(_mm512_mask_mul_ps(v, below, v, alpha));
+                }
+            }
         }
     }
 
@@ -327,6 +341,7 @@ mod avx512 {
     /// here first (denormals arising inside cannot change its result).
     // The coefficients as tract's assembly writes them, digits past f32's included.
     #[allow(clippy::excessive_precision)]
+    #[inline]
     #[target_feature(enable = "avx512f")]
     pub fn silu(x: __m512) -> __m512 {
         const ALPHA: [f32; 5] = [
