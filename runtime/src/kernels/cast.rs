@@ -169,14 +169,23 @@ fn through_reshapes(model: &TypedModel, mut outlet: OutletId) -> TractResult<Opt
     }
 }
 
-/// When `node` is a [`FastCastI32F32`] with a scale and bias whose accumulators, `n` a channel
-/// for `co` channels, another op writes for it alone (maybe reshaped): that chain, and the node
-/// writing them, which can then apply it itself while they are in cache.
-pub fn epilogue_for<'m>(
-    model: &'m TypedModel,
-    node: &'m TypedNode,
-    co: impl Fn(&TypedNode) -> Option<(usize, usize)>,
-) -> TractResult<Option<(&'m Affine, &'m TypedNode)>> {
+/// An op of the runtime's writing i32 accumulators channel by channel, which can apply the
+/// scale, bias and activation after them itself ([`Epilogue`]).
+pub trait Accumulates: TypedOp + Clone {
+    /// Its output channels and the values of each, if it has no epilogue yet.
+    fn channels(&self) -> Option<(usize, usize)>;
+
+    /// The same op, applying `affine` to its accumulators.
+    fn with_epilogue(&self, affine: Affine) -> Self;
+}
+
+/// When `node` is a [`FastCastI32F32`] with a scale and bias per channel of the accumulators
+/// an `A` writes for it alone (maybe reshaped): the `A` doing both, while they are in cache,
+/// its input, and the output it computes.
+pub fn into_producer<A: Accumulates>(
+    model: &TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<(A, OutletId, OutletId)>> {
     let Some(Some(affine)) = node.op_as::<FastCastI32F32>().map(|c| &c.affine) else {
         return Ok(None);
     };
@@ -184,10 +193,14 @@ pub fn epilogue_for<'m>(
         return Ok(None);
     };
     let producer = model.node(outlet.node);
-    let fits = co(producer).is_some_and(|(co, n)| {
+    let Some(op) = producer.op_as::<A>() else {
+        return Ok(None);
+    };
+    let fits = op.channels().is_some_and(|(co, n)| {
         affine.scale.len() == co && affine.shape.iter().product::<usize>() == co * n
     });
-    Ok(fits.then_some((affine, producer)))
+    let fused = fits.then(|| op.with_epilogue(affine.clone()));
+    Ok(fused.map(|op| (op, producer.inputs[0], OutletId::new(node.id, 0))))
 }
 
 /// [`Affine`] ready to run on accumulators: tract's kernel of the activation for this CPU

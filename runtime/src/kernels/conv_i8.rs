@@ -12,7 +12,7 @@
 //! 1×1 layers, which tract packs image row by image row for a matmul batched over the rows,
 //! take the same kernel with one tap. Where both strides are 1, the f32 image is quantised
 //! into the interleaved layout in the same pass. The scale, bias and activation after the
-//! accumulators can run on them in registers, before they are stored ([`with_epilogue`]).
+//! accumulators can run on them in registers, before they are stored ([`cast::into_producer`]).
 
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue};
 use tract_onnx::prelude::*;
@@ -242,27 +242,19 @@ pub struct ConvI8 {
 // The epilogue's scales and biases are constants of the model: no NaN.
 impl Eq for ConvI8 {}
 
-/// When `node` is the [`FastCastI32F32`](cast::FastCastI32F32) with a scale and bias of a
-/// [`ConvI8`]'s accumulators alone: the op doing both, its input, and the output it computes.
-pub fn with_epilogue(
-    model: &TypedModel,
-    node: &TypedNode,
-) -> TractResult<Option<(ConvI8, OutletId, OutletId)>> {
-    let conv = |n: &TypedNode| {
-        let op = n.op_as::<ConvI8>().filter(|op| op.epilogue.is_none())?;
-        Some((op.kernel.co, op.geo.n()))
-    };
-    let Some((affine, producer)) = cast::epilogue_for(model, node, conv)? else {
-        return Ok(None);
-    };
-    let Some(op) = producer.op_as::<ConvI8>() else {
-        return Ok(None);
-    };
-    let fused = ConvI8 {
-        epilogue: Some(affine.clone()),
-        ..op.clone()
-    };
-    Ok(Some((fused, producer.inputs[0], OutletId::new(node.id, 0))))
+impl cast::Accumulates for ConvI8 {
+    fn channels(&self) -> Option<(usize, usize)> {
+        self.epilogue
+            .is_none()
+            .then(|| (self.kernel.co, self.geo.n()))
+    }
+
+    fn with_epilogue(&self, affine: Affine) -> Self {
+        ConvI8 {
+            epilogue: Some(affine),
+            ..self.clone()
+        }
+    }
 }
 
 /// The phase planes with four channels interleaved and the rows split by phase too, each
@@ -649,7 +641,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::kernels::tests::{Activation, Conv, run_both};
+    use crate::kernels::tests::{Conv, run_both, run_epilogues};
 
     /// tract's i32 accumulators bit for bit: 1×1, 3×3 and 5×5, strides 1 to 3, padding,
     /// dilation, channels not a multiple of 4 and output channels not of the tile, rows not a
@@ -699,7 +691,7 @@ mod tests {
     }
 
     /// The scale, bias and activation after the accumulators, run by the kernel on them
-    /// ([`with_epilogue`]), in its registers and on its stored runs: tract's f32 outputs bit
+    /// ([`cast::into_producer`]), in its registers and on its stored runs: tract's f32 outputs bit
     /// for bit, with output rows that end inside and outside a run, a channel tile cut by the
     /// split over threads, and 1×1.
     #[test]
@@ -729,24 +721,13 @@ mod tests {
                 size,
                 quantize,
             };
-            for (batch_axis, activation) in [
-                (false, Activation::None),
-                (true, Activation::Relu),
-                (false, Activation::Silu),
-                (true, Activation::LeakyRelu),
-            ] {
-                let op = format!("ConvI8{}", activation.steps());
-                let model = conv.dequantised(batch_axis, activation);
-                for registers in [true, false] {
-                    run_both(&model, &op, 1, |node| {
-                        let op = node.op_as::<ConvI8>()?;
-                        Some(Box::new(ConvI8 {
-                            registers,
-                            ..op.clone()
-                        }))
-                    });
-                }
-            }
+            run_epilogues(&conv, "ConvI8", &[true, false], |node, registers| {
+                let op = node.op_as::<ConvI8>()?;
+                Some(Box::new(ConvI8 {
+                    registers,
+                    ..op.clone()
+                }))
+            });
         }
     }
 }

@@ -132,30 +132,19 @@ pub struct DepthwiseI8 {
 // The epilogue's scales and biases are constants of the model: no NaN.
 impl Eq for DepthwiseI8 {}
 
-/// When `node` is the [`FastCastI32F32`](cast::FastCastI32F32) with a scale and bias of a
-/// [`DepthwiseI8`]'s accumulators alone: the op doing both, its input, and the output it
-/// computes.
-pub fn with_epilogue(
-    model: &TypedModel,
-    node: &TypedNode,
-) -> TractResult<Option<(DepthwiseI8, OutletId, OutletId)>> {
-    let depthwise = |n: &TypedNode| {
-        let op = n
-            .op_as::<DepthwiseI8>()
-            .filter(|op| op.epilogue.is_none())?;
-        Some((op.geo.channels, op.geo.n()))
-    };
-    let Some((affine, producer)) = cast::epilogue_for(model, node, depthwise)? else {
-        return Ok(None);
-    };
-    let Some(op) = producer.op_as::<DepthwiseI8>() else {
-        return Ok(None);
-    };
-    let fused = DepthwiseI8 {
-        epilogue: Some(affine.clone()),
-        ..op.clone()
-    };
-    Ok(Some((fused, producer.inputs[0], OutletId::new(node.id, 0))))
+impl cast::Accumulates for DepthwiseI8 {
+    fn channels(&self) -> Option<(usize, usize)> {
+        self.epilogue
+            .is_none()
+            .then(|| (self.geo.channels, self.geo.n()))
+    }
+
+    fn with_epilogue(&self, affine: Affine) -> Self {
+        DepthwiseI8 {
+            epilogue: Some(affine),
+            ..self.clone()
+        }
+    }
 }
 
 /// Whether this CPU runs the VNNI kernel.
@@ -465,7 +454,7 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::tests::{Activation, Conv, run_both};
+    use crate::kernels::tests::{Conv, run_both, run_epilogues};
 
     /// tract's i32 accumulators bit for bit, with every instruction set this CPU has (the ones
     /// it lacks are named): 3×3 and 5×5, strides 1 to 3, padding, dilation, odd sizes, rows of
@@ -528,7 +517,7 @@ mod tests {
     }
 
     /// The scale, bias and activation after the accumulators, run on each channel as it is
-    /// done ([`with_epilogue`]), by the VNNI kernel in its registers and after the tap-by-tap
+    /// done ([`cast::into_producer`]), by the VNNI kernel in its registers and after the tap-by-tap
     /// one: tract's f32 outputs bit for bit, on one thread and two.
     #[test]
     fn applies_the_epilogue_as_tract_does() {
@@ -548,24 +537,13 @@ mod tests {
                 size,
                 quantize,
             };
-            for (batch_axis, activation) in [
-                (false, Activation::None),
-                (true, Activation::Relu),
-                (false, Activation::Silu),
-                (true, Activation::LeakyRelu),
-            ] {
-                let op = format!("DepthwiseI8{}", activation.steps());
-                let model = conv.dequantised(batch_axis, activation);
-                for vnni in [true, false] {
-                    run_both(&model, &op, 1, |node| {
-                        let op = node.op_as::<DepthwiseI8>()?;
-                        Some(Box::new(DepthwiseI8 {
-                            vnni: vnni && op.vnni,
-                            ..op.clone()
-                        }))
-                    });
-                }
-            }
+            run_epilogues(&conv, "DepthwiseI8", &[true, false], |node, vnni| {
+                let op = node.op_as::<DepthwiseI8>()?;
+                Some(Box::new(DepthwiseI8 {
+                    vnni: vnni && op.vnni,
+                    ..op.clone()
+                }))
+            });
         }
     }
 }

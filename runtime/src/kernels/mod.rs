@@ -36,7 +36,7 @@ pub mod reduce;
 /// [`broadcast::FastBroadcast`] and every constant f32 Pad of the last two axes by
 /// [`pad::FastPad`]; and where such a cast with its scale and bias reads a
 /// [`conv_i8::ConvI8`] or [`depthwise_i8::DepthwiseI8`] alone, that op does it on its
-/// accumulators ([`conv_i8::with_epilogue`]).
+/// accumulators ([`cast::into_producer`]).
 ///
 /// `OCELLI_CONV_I8=0` in the environment leaves the int8 convolutions [`conv_i8::ConvI8`] would
 /// take to the im2col path, to compare the two.
@@ -73,9 +73,11 @@ pub fn accelerate_with(mut model: TypedModel, direct_conv: bool) -> TractResult<
     // The scale, bias and activation after the int8 convolutions, into their kernels.
     for id in model.eval_order()? {
         let node = model.node(id);
-        if let Some((op, input, replaced)) = conv_i8::with_epilogue(&model, node)? {
+        if let Some((op, input, replaced)) = cast::into_producer::<conv_i8::ConvI8>(&model, node)? {
             swap(&mut model, input, op, replaced)?;
-        } else if let Some((op, input, replaced)) = depthwise_i8::with_epilogue(&model, node)? {
+        } else if let Some((op, input, replaced)) =
+            cast::into_producer::<depthwise_i8::DepthwiseI8>(&model, node)?
+        {
             swap(&mut model, input, op, replaced)?;
         }
     }
@@ -468,6 +470,29 @@ pub mod tests {
                 output: vec![value("y", DataType::Int32, None)],
                 initializer,
                 ..Default::default()
+            }
+        }
+    }
+
+    /// `conv` dequantised ([`Conv::dequantised`]) with each activation, its scale and bias with
+    /// and without the batch axis: [`accelerate`] plans one op `name` doing all of it, checked
+    /// as [`run_both`] does with each of `variants` swapped in by `variant`.
+    pub fn run_epilogues<V: Copy>(
+        conv: &Conv,
+        name: &str,
+        variants: &[V],
+        variant: impl Fn(&TypedNode, V) -> Option<Box<dyn TypedOp>>,
+    ) {
+        for (batch_axis, activation) in [
+            (false, Activation::None),
+            (true, Activation::Relu),
+            (false, Activation::Silu),
+            (true, Activation::LeakyRelu),
+        ] {
+            let model = conv.dequantised(batch_axis, activation);
+            let op = format!("{name}{}", activation.steps());
+            for v in variants {
+                run_both(&model, &op, 1, |node| variant(node, *v));
             }
         }
     }
