@@ -355,10 +355,7 @@ impl<'g> Planes4<'g> {
 
 impl Op for ConvI8 {
     fn name(&self) -> StaticName {
-        match &self.epilogue {
-            None => "ConvI8".into(),
-            Some(a) => format!("ConvI8{}", a.steps()).into(),
-        }
+        cast::op_name("ConvI8", self.epilogue.as_ref())
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -643,18 +640,25 @@ mod tests {
     use super::*;
     use crate::kernels::tests::{Conv, run_both, run_epilogues};
 
+    /// Whether this CPU lacks what the kernel needs, said past the harness's capture for
+    /// `just isa-skips` to count.
+    fn skipped(path: &str) -> bool {
+        if !available() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "ISA path skipped: {path} (this CPU lacks AVX-512 VNNI)"
+            );
+        }
+        !available()
+    }
+
     /// tract's i32 accumulators bit for bit: 1×1, 3×3 and 5×5, strides 1 to 3, padding,
     /// dilation, channels not a multiple of 4 and output channels not of the tile, rows not a
     /// multiple of 16 positions and longer than a call's 48, i8 input and f32 input through
     /// QuantizeLinear, one big enough to split over threads, and two layers reading one input.
     #[test]
     fn accumulates_what_tracts_matmul_does() {
-        if !available() {
-            // Past the harness's capture, for `just isa-skips` to count.
-            let _ = writeln!(
-                std::io::stderr(),
-                "ISA path skipped: kernels::conv_i8 (this CPU lacks AVX-512 VNNI)"
-            );
+        if skipped("kernels::conv_i8") {
             return;
         }
         const { assert!(16 * 64 * 9 * 50 * 50 >= crate::kernels::MIN_SPLIT) };
@@ -696,11 +700,7 @@ mod tests {
     /// split over threads, and 1×1.
     #[test]
     fn applies_the_epilogue_as_tract_does() {
-        if !available() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "ISA path skipped: kernels::conv_i8 epilogue (this CPU lacks AVX-512 VNNI)"
-            );
+        if skipped("kernels::conv_i8 epilogue") {
             return;
         }
         // (in, out channels, kernel, [stride, pad, dilation], input size, f32 input)

@@ -169,10 +169,7 @@ fn vnni_runs(geo: &Geometry) -> bool {
 
 impl Op for DepthwiseI8 {
     fn name(&self) -> StaticName {
-        match &self.epilogue {
-            None => "DepthwiseI8".into(),
-            Some(a) => format!("DepthwiseI8{}", a.steps()).into(),
-        }
+        cast::op_name("DepthwiseI8", self.epilogue.as_ref())
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
