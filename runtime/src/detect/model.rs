@@ -315,6 +315,7 @@ pub(crate) fn optimize_for_image(
     outputs_to_f32(&mut typed)?;
     if ours {
         typed = crate::kernels::depthwise_f32::swap_all(typed.into_decluttered()?)?;
+        typed = crate::kernels::conv_f32::swap_all(typed)?;
     }
     typed.into_optimized()
 }
