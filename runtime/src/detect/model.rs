@@ -300,7 +300,8 @@ pub(crate) fn load_err(path: &Path, e: anyhow::Error) -> DetectError {
 /// Types and optimises a model whose image input is fixed to `w × h`: its `sizes` inputs
 /// (from [`size_inputs`]) become constants and its outputs f32. With `ours`, the runtime's
 /// ops that must stand in before tract's code generation do
-/// ([`crate::kernels::depthwise_f32::swap_all`]); [`crate::kernels::accelerate`] swaps the
+/// ([`crate::kernels::depthwise_f32::swap_all`], and on x86-64 `kernels::conv_f32::swap_all`);
+/// [`crate::kernels::accelerate`] swaps the
 /// others in after. The first call times tract's matrix kernels
 /// ([`crate::kernels::mmm_choice`]) before tract picks any.
 pub(crate) fn optimize_for_image(
@@ -315,7 +316,13 @@ pub(crate) fn optimize_for_image(
     outputs_to_f32(&mut typed)?;
     if ours {
         typed = crate::kernels::depthwise_f32::swap_all(typed.into_decluttered()?)?;
-        typed = crate::kernels::conv_f32::swap_all(typed)?;
+        #[cfg(target_arch = "x86_64")]
+        {
+            // `OCELLI_CONV_F32=0` keeps tract's float convolutions, to compare the two.
+            if std::env::var_os("OCELLI_CONV_F32").is_none_or(|v| v != "0") {
+                typed = crate::kernels::conv_f32::swap_all(typed)?;
+            }
+        }
     }
     typed.into_optimized()
 }

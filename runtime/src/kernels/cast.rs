@@ -343,7 +343,7 @@ impl Epilogue<'_> {
 
 /// tract's AVX-512 SiLU in registers.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     /// The name of tract's kernel [`silu`] replicates.

@@ -9,11 +9,19 @@
 //! zmm registers; per tap and channel, three loads of the run and 8 broadcast weights make
 //! 24 FMAs. The same sums in another order: within a float tolerance of tract's.
 //!
-//! Only where the CPU has AVX-512F: elsewhere tract's plan stays.
+//! Only where the CPU has AVX-512F (the module is built for x86-64 alone): elsewhere, ARM
+//! included, tract's plan stays.
+
+use std::borrow::Cow;
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
+use tract_onnx::tract_core::ops::math::Add;
+use tract_onnx::tract_core::ops::nn::Silu;
 
 use super::im2col_i8::Geometry;
 use super::{split, swap};
@@ -23,17 +31,26 @@ const OC: usize = 8;
 /// Output positions a tile: three vectors of 16.
 const POS: usize = 48;
 
-/// Every f32 one-group convolution of `model` (decluttered, not yet optimised) with more than
-/// one tap replaced by [`ConvF32`], where the CPU has AVX-512F.
+/// Every f32 one-group convolution of `model` (decluttered, not yet optimised) replaced by
+/// [`ConvF32`], where the CPU has AVX-512F: tract's `Conv`s of more than one tap, and the
+/// `EinSum`s tract makes of 1×1 ones, each with the bias added after it.
 pub fn swap_all(mut model: TypedModel) -> TractResult<TypedModel> {
     if !available() {
         return Ok(model);
     }
     for id in model.eval_order()? {
         let node = model.node(id);
-        if let Some(op) = replacement(&model, node)? {
+        let found = match replacement(&model, node)? {
+            Some(op) => Some((op, OutletId::new(id, 0))),
+            None => pointwise(&model, node)?,
+        };
+        if let Some((mut op, mut replaced)) = found {
             let input = node.inputs[0];
-            swap(&mut model, input, op, OutletId::new(id, 0))?;
+            if let Some(silu) = silu_after(&model, replaced)? {
+                op.silu = true;
+                replaced = silu;
+            }
+            swap(&mut model, input, op, replaced)?;
         }
     }
     model.into_compact()
@@ -41,10 +58,27 @@ pub fn swap_all(mut model: TypedModel) -> TractResult<TypedModel> {
 
 /// Whether this CPU runs [`ConvF32`]'s kernel.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
+    std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// The only successor of `outlet`, unless it is a model output too.
+fn only_successor(model: &TypedModel, outlet: OutletId) -> TractResult<Option<&TypedNode>> {
+    let succs = model.outlet_successors(outlet);
+    if succs.len() != 1 || model.output_outlets()?.contains(&outlet) {
+        return Ok(None);
+    }
+    Ok(Some(model.node(succs[0].node)))
+}
+
+/// The output of the SiLU that alone reads `outlet`, if one does: the kernel applies it to its
+/// tiles while they are in registers' reach, instead of a pass over the whole output.
+fn silu_after(model: &TypedModel, outlet: OutletId) -> TractResult<Option<OutletId>> {
+    Ok(only_successor(model, outlet)?
+        .filter(|n| {
+            n.op_as::<ElementWiseOp>()
+                .is_some_and(|op| op.0.is::<Silu>())
+        })
+        .map(|n| OutletId::new(n.id, 0)))
 }
 
 /// The replacement for `node` if it is tract's float Conv of one NCHW (or CHW) image in one
@@ -76,32 +110,119 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<C
     ) else {
         return Ok(None);
     };
-    let k = geo.channels * geo.taps();
-    // A 1×1 convolution is a matmul tract's kernels run on the input in place.
+    // tract declutters a 1×1 convolution into an EinSum ([`pointwise`]) unless it has a stride
+    // or padding, which leave it little work.
     if geo.taps() < 2
         || kernel.datum_type() != f32::datum_type()
-        || kernel.len() != out_channels * k
+        || kernel.len() != out_channels * geo.channels * geo.taps()
         || bias.datum_type() != f32::datum_type()
         || ![1, out_channels].contains(&bias.len())
     {
         return Ok(None);
     }
-    let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
-    let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec();
-    // [tile][k][OC]: a tile's weights one contiguous run, zeros past the last channel.
-    let mut weights = vec![0f32; out_channels.div_ceil(OC) * k * OC];
-    for (o, row) in kernel.chunks_exact(k).enumerate() {
-        for (i, w) in row.iter().enumerate() {
-            weights[((o / OC) * k + i) * OC + o % OC] = *w;
-        }
-    }
-    Ok(Some(ConvF32 {
+    let bias = bias.try_as_plain_ram()?.as_slice::<f32>()?;
+    Ok(Some(ConvF32::new(
         geo,
-        out_channels,
-        weights,
-        bias: (0..out_channels).map(|c| bias[c % bias.len()]).collect(),
-        output: output.without_value(),
-    }))
+        kernel.try_as_plain_ram()?.as_slice::<f32>()?,
+        (0..out_channels).map(|c| bias[c % bias.len()]).collect(),
+        output.without_value(),
+    )))
+}
+
+/// The replacement for `node` if it is an EinSum tract declutters a float 1×1 convolution of
+/// one image into (the weights constant), with what it replaces: the Add of a constant
+/// per-channel bias after it if there is one (b.len() == O: only channels vary).
+fn pointwise(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(ConvF32, OutletId)>> {
+    let Some(einsum) = node.op_as::<EinSum>() else {
+        return Ok(None);
+    };
+    let x = model.outlet_fact(node.inputs[0])?;
+    let output = model.outlet_fact(OutletId::new(node.id, 0))?;
+    let (Some(x_shape), Some(out_shape), Some(kernel)) = (
+        x.shape.as_concrete(),
+        output.shape.as_concrete(),
+        match node.inputs.get(1) {
+            Some(w) => model.outlet_fact(*w)?.konst.as_ref(),
+            None => None,
+        },
+    ) else {
+        return Ok(None);
+    };
+    // tract splits and merges 1×1 convolutions around concatenations and drops unit batch
+    // axes: `[N]IHW,OI->[N]OHW` whatever the letters, N of size 1.
+    let expr = einsum.axes.to_string();
+    let Some((inputs, out)) = expr.split_once("->") else {
+        return Ok(None);
+    };
+    let Some((a, b)) = inputs.split_once(',') else {
+        return Ok(None);
+    };
+    let unbatched = |axes: &str, shape: &[usize]| -> Option<(Vec<char>, Vec<usize>)> {
+        let (l, s): (Vec<char>, &[usize]) = match (axes.chars().collect::<Vec<_>>(), shape) {
+            (l, [1, rest @ ..]) if l.len() == 4 && rest.len() == 3 => (l[1..].to_vec(), rest),
+            (l, s) if l.len() == 3 && s.len() == 3 => (l, s),
+            _ => return None,
+        };
+        Some((l, s.to_vec()))
+    };
+    let (Some((xl, [i, h, w])), Some((ol, [o, oh, ow]))) = (
+        unbatched(a, x_shape).map(|(l, s)| (l, [s[0], s[1], s[2]])),
+        unbatched(out, out_shape).map(|(l, s)| (l, [s[0], s[1], s[2]])),
+    ) else {
+        return Ok(None);
+    };
+    let wl: Vec<char> = b.chars().collect();
+    if wl.len() != 2
+        || [wl[0], wl[1]] != [ol[0], xl[0]]
+        || [xl[1], xl[2]] != [ol[1], ol[2]]
+        || [h, w] != [oh, ow]
+        || einsum.q_params.is_some()
+        || node.inputs.len() != 2
+        || x.datum_type != f32::datum_type()
+        || output.datum_type != f32::datum_type()
+        || kernel.datum_type() != f32::datum_type()
+        || kernel.len() != o * i
+    {
+        return Ok(None);
+    }
+    let geo = Geometry {
+        channels: i,
+        input_hw: [h, w],
+        output_hw: [h, w],
+        kernel: [1, 1],
+        strides: [1, 1],
+        dilations: [1, 1],
+        pad_before: [0, 0],
+    };
+    let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
+    let einsum_out = OutletId::new(node.id, 0);
+    // The bias tract left as an Add of [1, O, 1, 1] (or [O, 1, 1]) after the EinSum.
+    let bias_add = only_successor(model, einsum_out)?.and_then(|add| {
+        let bin = add.op_as::<TypedBinOp>()?;
+        let other = add.inputs.iter().find(|i| **i != einsum_out)?;
+        let b = model.outlet_fact(*other).ok()?.konst.as_ref()?;
+        let shape = b.shape();
+        (bin.0.is::<Add>()
+            && add.inputs.len() == 2
+            && b.datum_type() == f32::datum_type()
+            && b.len() == o
+            && shape.len() >= 3
+            && shape[shape.len() - 3] == o
+            && model.outlet_fact(OutletId::new(add.id, 0)).ok()?.shape == output.shape)
+            .then(|| {
+                Some((
+                    b.try_as_plain_ram().ok()?.as_slice::<f32>().ok()?.to_vec(),
+                    add.id,
+                ))
+            })
+            .flatten()
+    });
+    let (bias, replaced) = match bias_add {
+        Some((bias, add)) => (bias, OutletId::new(add, 0)),
+        None => (vec![0.0; o], einsum_out),
+    };
+    let op = ConvF32::new(geo, kernel, bias, output.without_value());
+    Ok(Some((op, replaced)))
 }
 
 /// A float convolution of one CHW image in one group, with bias.
@@ -112,15 +233,44 @@ pub struct ConvF32 {
     /// `[tile][input channel · tap][OC]`, tiles of `OC` output channels (zeros past the last).
     pub weights: Vec<f32>,
     pub bias: Vec<f32>,
+    /// A SiLU after the convolution, tract's AVX-512 kernel replicated ([`super::cast`]).
+    pub silu: bool,
     pub output: TypedFact,
 }
 
 // The weights are constants of the model: no NaN to make equality partial.
 impl Eq for ConvF32 {}
 
+impl ConvF32 {
+    /// Over `geo`, with `kernel` (OIHW) and `bias` (a value per output channel) writing
+    /// `output`.
+    fn new(geo: Geometry, kernel: &[f32], bias: Vec<f32>, output: TypedFact) -> ConvF32 {
+        let out_channels = bias.len();
+        let k = geo.channels * geo.taps();
+        // [tile][k][OC]: a tile's weights one contiguous run, zeros past the last channel.
+        let mut weights = vec![0f32; out_channels.div_ceil(OC) * k * OC];
+        for (o, row) in kernel.chunks_exact(k).enumerate() {
+            for (i, w) in row.iter().enumerate() {
+                weights[((o / OC) * k + i) * OC + o % OC] = *w;
+            }
+        }
+        ConvF32 {
+            geo,
+            out_channels,
+            weights,
+            bias,
+            silu: false,
+            output,
+        }
+    }
+}
+
 impl Op for ConvF32 {
     fn name(&self) -> StaticName {
-        "ConvF32".into()
+        match self.silu {
+            true => "ConvF32+Silu".into(),
+            false => "ConvF32".into(),
+        }
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -144,7 +294,7 @@ impl EvalOp for ConvF32 {
             .shape
             .as_concrete()
             .context("ConvF32: output shape not concrete")?;
-        let planes = Planes::of(&self.geo, x);
+        let planes = Planes::of(&self.geo, x)?;
         let n = self.geo.n();
         // SAFETY: `convolve` writes every output value.
         let mut output = unsafe { Tensor::uninitialized::<f32>(shape)? };
@@ -176,58 +326,76 @@ impl TypedOp for ConvF32 {
 /// phase][rows][cols]`. Output position `(yo, xo)`, as `yo · cols + xo`, reads tap `(ky, kx)`
 /// at that same index past the tap's offset ([`Planes::offsets`]): the `cols − ow` positions
 /// between output rows are computed and dropped. Spare zeros at the end let the last tile's
-/// vectors run past the last position.
-struct Planes {
-    data: Vec<f32>,
+/// vectors run past the last position. Where that is the input itself (1×1, stride 1, no
+/// padding) and a tile's worth long, the input in place, the last tile moved back to end
+/// with it.
+struct Planes<'a> {
+    data: Cow<'a, [f32]>,
     channels: usize,
     rows: usize,
     cols: usize,
     channel_len: usize,
 }
 
-impl Planes {
-    fn of(g: &Geometry, x: &[f32]) -> Planes {
+impl<'a> Planes<'a> {
+    fn of(g: &Geometry, x: &'a [f32]) -> TractResult<Planes<'a>> {
         let ([h, w], [oh, ow]) = (g.input_hw, g.output_hw);
         let ([sy, sx], [dy, dx], [kh, kw]) = (g.strides, g.dilations, g.kernel);
         let [pt, pl] = g.pad_before;
         let rows = oh + ((kh - 1) * dy).div_ceil(sy);
         let cols = ow + ((kw - 1) * dx).div_ceil(sx);
         let channel_len = sy * sx * rows * cols;
-        let mut data = vec![0f32; g.channels * channel_len + POS + cols];
-        for (c, planes) in data
-            .chunks_exact_mut(channel_len)
-            .take(g.channels)
-            .enumerate()
-        {
-            let input = &x[c * h * w..][..h * w];
-            for (y, src) in input.chunks_exact(w).enumerate() {
-                // Padded row y + pt is row (y + pt) / sy of row phase (y + pt) % sy.
-                let (r, ry) = ((y + pt) % sy, (y + pt) / sy);
-                if ry >= rows {
-                    continue;
-                }
-                for p in 0..sx {
-                    // Padded column i · sx + p is input column i · sx + p − pl.
-                    let first = (p + sx - pl % sx) % sx;
-                    let cx = (first + pl) / sx;
-                    let dst = &mut planes[((r * sx + p) * rows + ry) * cols..][..cols];
-                    for (d, v) in dst
-                        .iter_mut()
-                        .skip(cx)
-                        .zip(src.iter().skip(first).step_by(sx))
-                    {
-                        *d = *v;
-                    }
-                }
-            }
-        }
-        Planes {
+        let planes = |data| Planes {
             data,
             channels: g.channels,
             rows,
             cols,
             channel_len,
+        };
+        if [rows, cols] == [h, w] && [sy, sx, pt, pl] == [1, 1, 0, 0] && h * w >= POS {
+            return Ok(planes(Cow::Borrowed(x)));
         }
+        let all = g.channels * channel_len;
+        let mut data = vec![0f32; all + POS + cols];
+        split(&mut data[..all], channel_len, all, |first, chunk| {
+            for (c, planes) in chunk.chunks_exact_mut(channel_len).enumerate() {
+                let input = &x[(first + c) * h * w..][..h * w];
+                for (y, src) in input.chunks_exact(w).enumerate() {
+                    // Padded row y + pt is row (y + pt) / sy of row phase (y + pt) % sy.
+                    let (r, ry) = ((y + pt) % sy, (y + pt) / sy);
+                    if ry >= rows {
+                        continue;
+                    }
+                    let row = |p: usize| ((r * sx + p) * rows + ry) * cols;
+                    if sx == 1 {
+                        let n = w.min(cols.saturating_sub(pl));
+                        planes[row(0) + pl.min(cols)..][..n].copy_from_slice(&src[..n]);
+                        continue;
+                    }
+                    for p in 0..sx {
+                        // Padded column i · sx + p is input column i · sx + p − pl.
+                        let first = (p + sx - pl % sx) % sx;
+                        let dst = &mut planes[row(p)..][..cols];
+                        let src = src.iter().skip(first).step_by(sx);
+                        for (d, v) in dst.iter_mut().skip((first + pl) / sx).zip(src) {
+                            *d = *v;
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(planes(Cow::Owned(data)))
+    }
+
+    /// Where each tile starts: every `POS` positions of `len`, the last moved back to end at
+    /// `len` where the planes have no spare zeros.
+    fn starts(&self, len: usize) -> impl Iterator<Item = usize> {
+        let last = match self.data {
+            Cow::Borrowed(_) => len - POS,
+            Cow::Owned(_) => len,
+        };
+        (0..len).step_by(POS).map(move |p| p.min(last))
     }
 
     /// Where each tap's run starts in a channel's planes.
@@ -255,12 +423,14 @@ impl ConvF32 {
         let bias: [f32; OC] =
             std::array::from_fn(|j| self.bias.get(tile * OC + j).copied().unwrap_or(0.0));
         let mut acc = [[0f32; POS]; OC];
-        for p0 in (0..len).step_by(POS) {
-            #[cfg(target_arch = "x86_64")]
+        for p0 in planes.starts(len) {
             // SAFETY: `swap_all` swaps this op in only where the CPU has AVX-512F; the planes'
-            // spare zeros keep every read in bounds.
+            // spare zeros, or the last tile moved back, keep every read in bounds.
             unsafe {
-                avx512::tile(planes, &offsets, weights, &bias, p0, &mut acc)
+                avx512::tile(planes, &offsets, weights, &bias, p0, &mut acc);
+                if self.silu {
+                    avx512::silu(&mut acc);
+                }
             };
             // The tile's positions that are output positions, row by row.
             let mut p = p0;
@@ -280,11 +450,11 @@ impl ConvF32 {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{OC, POS, Planes};
+    use crate::kernels::cast::avx512 as cast;
 
     /// The tile of `weights` (`[k][OC]`) and `bias` at positions `p0..p0 + POS` into `acc`.
     #[target_feature(enable = "avx512f")]
@@ -325,6 +495,20 @@ mod avx512 {
             }
         }
     }
+
+    /// SiLU on every value of `acc`, in place: a call per tile, the kernel's loop keeping its
+    /// registers.
+    #[inline(never)]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn silu(acc: &mut [[f32; POS]; OC]) {
+        for v in acc.as_flattened_mut().chunks_exact_mut(16) {
+            // SAFETY: 16 values in and out.
+            unsafe {
+                let x = _mm512_loadu_ps(v.as_ptr());
+                _mm512_storeu_ps(v.as_mut_ptr(), cast::silu(x));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -332,15 +516,19 @@ mod tests {
     use tract_onnx::pb::{self, tensor_proto::DataType};
 
     use super::*;
-    use crate::kernels::tests::{attr, load, tensor, value};
+    use crate::kernels::tests::{attr, int_attr, load, tensor, value};
 
-    /// x [1, c, h, w] → Conv (c → o channels, kh×kw, [stride, pad, dilation], bias) → y;
-    /// tract's decluttered model.
+    /// x [1, c, h, w] → Conv (c → o channels, kh×kw, [stride, pad, dilation], bias) → y,
+    /// with `silu` through x · sigmoid(x) (which tract makes its SiLU); with `concat`, x the
+    /// concatenation of two inputs of c / 2 channels (tract then splits a 1×1 convolution in
+    /// two EinSums); tract's decluttered model.
     fn conv(
         [c, o]: [usize; 2],
         [kh, kw]: [usize; 2],
         [stride, pad, dilation]: [i64; 3],
         [h, w]: [usize; 2],
+        silu: bool,
+        concat: bool,
     ) -> TypedModel {
         let weights: Vec<u8> = (0..o * c * kh * kw)
             .flat_map(|i| (((i * 37 % 23) as f32 - 11.0) / 16.0).to_le_bytes())
@@ -348,19 +536,40 @@ mod tests {
         let bias: Vec<u8> = (0..o)
             .flat_map(|i| (i as f32 * 0.25 - 1.0).to_le_bytes())
             .collect();
+        let node = |op: &str, input: &[&str], output: &str| pb::NodeProto {
+            op_type: op.into(),
+            input: input.iter().map(|i| i.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        };
+        let mut nodes = vec![pb::NodeProto {
+            attribute: vec![
+                attr("pads", &[pad; 4]),
+                attr("strides", &[stride; 2]),
+                attr("dilations", &[dilation; 2]),
+            ],
+            ..node("Conv", &["x", "w", "b"], if silu { "conv" } else { "y" })
+        }];
+        let mut inputs = vec![value("x", DataType::Float, Some(&[1, c, h, w]))];
+        if concat {
+            nodes.insert(
+                0,
+                pb::NodeProto {
+                    attribute: vec![int_attr("axis", 1)],
+                    ..node("Concat", &["x0", "x1"], "x")
+                },
+            );
+            inputs = ["x0", "x1"]
+                .map(|i| value(i, DataType::Float, Some(&[1, c / 2, h, w])))
+                .to_vec();
+        }
+        if silu {
+            nodes.push(node("Sigmoid", &["conv"], "sigmoid"));
+            nodes.push(node("Mul", &["conv", "sigmoid"], "y"));
+        }
         load(pb::GraphProto {
-            node: vec![pb::NodeProto {
-                op_type: "Conv".into(),
-                input: vec!["x".into(), "w".into(), "b".into()],
-                output: vec!["y".into()],
-                attribute: vec![
-                    attr("pads", &[pad; 4]),
-                    attr("strides", &[stride; 2]),
-                    attr("dilations", &[dilation; 2]),
-                ],
-                ..Default::default()
-            }],
-            input: vec![value("x", DataType::Float, Some(&[1, c, h, w]))],
+            node: nodes,
+            input: inputs,
             output: vec![value("y", DataType::Float, None)],
             initializer: vec![
                 tensor("w", DataType::Float, &[o, c, kh, kw], weights),
@@ -376,7 +585,7 @@ mod tests {
     /// tract's output within 1e-5 (relative to the largest value), on one thread and split
     /// over two: 3×3, 5×5 and 2×3, strides 1 to 3, padding 0 to 2, dilation 2, odd and
     /// oblong sizes, output channels in whole tiles and not, the three input channels of an
-    /// image, and one layer deep enough to split.
+    /// image, one layer deep enough to split, and with the SiLU after.
     #[test]
     fn convolves_as_tract_does() {
         if !available() {
@@ -384,57 +593,111 @@ mod tests {
             return;
         }
         const { assert!(64 * 64 * 9 * 12 * 12 >= crate::kernels::MIN_SPLIT) };
-        // ([in, out] channels, kernel, [stride, pad, dilation], [h, w])
+        // ([in, out] channels, kernel, [stride, pad, dilation], [h, w], SiLU)
         let cases = [
-            ([16, 32], [3, 3], [1, 1, 1], [20, 20]),
-            ([8, 16], [3, 3], [2, 1, 1], [21, 21]),
-            ([3, 16], [3, 3], [2, 1, 1], [40, 33]),
-            ([5, 12], [5, 5], [1, 2, 1], [13, 13]),
-            ([7, 9], [3, 3], [1, 2, 2], [11, 14]),
-            ([4, 8], [3, 3], [3, 0, 1], [17, 17]),
-            ([6, 5], [2, 3], [2, 0, 1], [9, 10]),
-            ([64, 64], [3, 3], [1, 1, 1], [12, 12]),
-            ([32, 24], [3, 3], [2, 1, 1], [10, 10]),
+            ([16, 32], [3, 3], [1, 1, 1], [20, 20], false),
+            ([8, 16], [3, 3], [2, 1, 1], [21, 21], false),
+            ([3, 16], [3, 3], [2, 1, 1], [40, 33], true),
+            ([5, 12], [5, 5], [1, 2, 1], [13, 13], false),
+            ([7, 9], [3, 3], [1, 2, 2], [11, 14], true),
+            ([4, 8], [3, 3], [3, 0, 1], [17, 17], false),
+            ([6, 5], [2, 3], [2, 0, 1], [9, 10], false),
+            ([64, 64], [3, 3], [1, 1, 1], [12, 12], true),
+            ([32, 24], [3, 3], [2, 1, 1], [10, 10], false),
         ];
-        for (channels, kernel, geometry, hw) in cases {
-            let tracts = conv(channels, kernel, geometry, hw);
+        for (channels, kernel, geometry, hw, silu) in cases {
+            let what =
+                format!("{channels:?} channels {kernel:?} {geometry:?} at {hw:?}, SiLU {silu}");
+            let tracts = conv(channels, kernel, geometry, hw, silu, false);
             let ours = swap_all(tracts.clone()).unwrap();
-            let swapped = ours.nodes().iter().filter(|n| n.op_is::<ConvF32>()).count();
-            assert_eq!(swapped, 1, "one ConvF32 in {ours}");
-            let [c, _] = channels;
-            let x = Tensor::from_shape(
-                &[1, c, hw[0], hw[1]],
-                &(0..c * hw[0] * hw[1])
-                    .map(|i| (i * 7919 % 251) as f32 / 50.0 - 2.5)
-                    .collect::<Vec<_>>(),
-            )
-            .unwrap();
-            let run = |m: TypedModel| {
-                m.into_optimized()
-                    .and_then(|m| m.into_runnable())
-                    .and_then(|p| p.run(tvec!(x.clone().into_tvalue())))
+            let ops: Vec<&TypedNode> = ours
+                .nodes()
+                .iter()
+                .filter(|n| !n.inputs.is_empty())
+                .collect();
+            // The SiLU went into the kernel: the convolution is the only op left.
+            assert_eq!(ops.len(), 1, "{ours}");
+            let op = ops[0].op_as::<ConvF32>().expect("a ConvF32");
+            assert_eq!(op.silu, silu, "{ours}");
+            assert_matches(tracts, ours, &what);
+        }
+    }
+
+    /// The EinSums tract declutters 1×1 convolutions into, with their bias and SiLU: tract's
+    /// output within 1e-5 as above, whole and split around a concatenation.
+    #[test]
+    fn pointwise_as_tract_does() {
+        if !available() {
+            println!("ISA path skipped: kernels::conv_f32 1×1 (this CPU lacks AVX-512F)");
+            return;
+        }
+        // ([in, out] channels, [h, w], SiLU, input concatenated)
+        let cases = [
+            ([16, 24], [20, 20], true, false),
+            ([8, 13], [13, 11], false, false),
+            ([64, 64], [12, 12], true, false),
+            ([32, 16], [10, 10], true, true),
+        ];
+        for (channels, hw, silu, concat) in cases {
+            let what = format!("1×1 {channels:?} channels at {hw:?}, SiLU {silu}, concat {concat}");
+            let tracts = conv(channels, [1, 1], [1, 0, 1], hw, silu, concat);
+            let ours = swap_all(tracts.clone()).unwrap();
+            let convs: Vec<&ConvF32> = ours
+                .nodes()
+                .iter()
+                .filter_map(|n| n.op_as::<ConvF32>())
+                .collect();
+            assert_eq!(convs.len(), 1 + concat as usize, "{ours}");
+            assert!(!ours.nodes().iter().any(|n| n.op_is::<EinSum>()), "{ours}");
+            // The SiLU goes in where nothing else is left to add.
+            assert_eq!(convs.iter().any(|c| c.silu), silu && !concat, "{ours}");
+            assert_matches(tracts, ours, &what);
+        }
+    }
+
+    /// `ours` computes what `tracts` does within 1e-5 of the largest value, on one thread and
+    /// split over two, on inputs of its input facts' shapes.
+    fn assert_matches(tracts: TypedModel, ours: TypedModel, what: &str) {
+        let inputs: TVec<TValue> = (0..tracts.inputs.len())
+            .map(|i| {
+                let shape = tracts
+                    .input_fact(i)
                     .unwrap()
-                    .remove(0)
-                    .into_tensor()
-            };
-            let want = run(tracts);
-            let pool = tract_linalg::multithread::Executor::multithread(2);
-            let split =
-                tract_linalg::multithread::multithread_tract_scope(pool, || run(ours.clone()));
-            for got in [run(ours), split] {
-                assert_eq!(got.shape(), want.shape());
-                let (got, want) = (
-                    got.to_plain_array_view::<f32>().unwrap().to_owned(),
-                    want.to_plain_array_view::<f32>().unwrap().to_owned(),
-                );
-                let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-                for (a, b) in got.iter().zip(want.iter()) {
-                    assert!(
-                        (a - b).abs() <= 1e-5 * scale,
-                        "{channels:?} channels {kernel:?} {geometry:?} at {hw:?}: {a} vs \
-                         tract's {b}"
-                    );
-                }
+                    .shape
+                    .as_concrete()
+                    .unwrap()
+                    .to_vec();
+                let n: usize = shape.iter().product();
+                Tensor::from_shape(
+                    &shape,
+                    &(0..n)
+                        .map(|v| ((v + 31 * i) * 7919 % 251) as f32 / 50.0 - 2.5)
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap()
+                .into_tvalue()
+            })
+            .collect();
+        let run = |m: TypedModel| {
+            m.into_optimized()
+                .and_then(|m| m.into_runnable())
+                .and_then(|p| p.run(inputs.clone()))
+                .unwrap()
+                .remove(0)
+                .into_tensor()
+        };
+        let want = run(tracts);
+        let pool = tract_linalg::multithread::Executor::multithread(2);
+        let split = tract_linalg::multithread::multithread_tract_scope(pool, || run(ours.clone()));
+        for got in [run(ours), split] {
+            assert_eq!(got.shape(), want.shape(), "{what}");
+            let (got, want) = (
+                got.to_plain_array_view::<f32>().unwrap().to_owned(),
+                want.to_plain_array_view::<f32>().unwrap().to_owned(),
+            );
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (a, b) in got.iter().zip(want.iter()) {
+                assert!((a - b).abs() <= 1e-5 * scale, "{what}: {a} vs tract's {b}");
             }
         }
     }

@@ -10,6 +10,7 @@ use tract_onnx::tract_core::internal::*;
 
 pub mod broadcast;
 pub mod cast;
+#[cfg(target_arch = "x86_64")]
 pub mod conv_f32;
 pub mod conv_i8;
 pub mod depthwise_f32;
