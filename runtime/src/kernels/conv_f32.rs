@@ -157,18 +157,18 @@ fn pointwise(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(ConvF3
     let Some((a, b)) = inputs.split_once(',') else {
         return Ok(None);
     };
-    let unbatched = |axes: &str, shape: &[usize]| -> Option<(Vec<char>, Vec<usize>)> {
-        let (l, s): (Vec<char>, &[usize]) = match (axes.chars().collect::<Vec<_>>(), shape) {
-            (l, [1, rest @ ..]) if l.len() == 4 && rest.len() == 3 => (l[1..].to_vec(), rest),
-            (l, s) if l.len() == 3 && s.len() == 3 => (l, s),
-            _ => return None,
-        };
-        Some((l, s.to_vec()))
+    // The axes' letters and sizes without a unit batch axis.
+    let unbatched = |axes: &str, shape: &[usize]| -> Option<(Vec<char>, [usize; 3])> {
+        let l: Vec<char> = axes.chars().collect();
+        match (l.len(), shape) {
+            (4, [1, c, h, w]) => Some((l[1..].to_vec(), [*c, *h, *w])),
+            (3, [c, h, w]) => Some((l, [*c, *h, *w])),
+            _ => None,
+        }
     };
-    let (Some((xl, [i, h, w])), Some((ol, [o, oh, ow]))) = (
-        unbatched(a, x_shape).map(|(l, s)| (l, [s[0], s[1], s[2]])),
-        unbatched(out, out_shape).map(|(l, s)| (l, [s[0], s[1], s[2]])),
-    ) else {
+    let (Some((xl, [i, h, w])), Some((ol, [o, oh, ow]))) =
+        (unbatched(a, x_shape), unbatched(out, out_shape))
+    else {
         return Ok(None);
     };
     let wl: Vec<char> = b.chars().collect();
@@ -324,7 +324,7 @@ impl TypedOp for ConvF32 {
 
 /// The input zero-padded and split by row and column phase: `[channel][row phase][column
 /// phase][rows][cols]`. Output position `(yo, xo)`, as `yo · cols + xo`, reads tap `(ky, kx)`
-/// at that same index past the tap's offset ([`Planes::offsets`]): the `cols − ow` positions
+/// at that same index past the tap's offset (`offsets`): the `cols − ow` positions
 /// between output rows are computed and dropped. Spare zeros at the end let the last tile's
 /// vectors run past the last position. Where that is the input itself (1×1, stride 1, no
 /// padding) and a tile's worth long, the input in place, the last tile moved back to end
@@ -332,9 +332,10 @@ impl TypedOp for ConvF32 {
 struct Planes<'a> {
     data: Cow<'a, [f32]>,
     channels: usize,
-    rows: usize,
     cols: usize,
     channel_len: usize,
+    /// Where each tap's run starts in a channel's planes.
+    offsets: Vec<usize>,
 }
 
 impl<'a> Planes<'a> {
@@ -345,12 +346,18 @@ impl<'a> Planes<'a> {
         let rows = oh + ((kh - 1) * dy).div_ceil(sy);
         let cols = ow + ((kw - 1) * dx).div_ceil(sx);
         let channel_len = sy * sx * rows * cols;
+        let offsets = (0..kh * kw)
+            .map(|t| {
+                let (y, x) = ((t / kw) * dy, (t % kw) * dx);
+                (((y % sy) * sx + x % sx) * rows + y / sy) * cols + x / sx
+            })
+            .collect();
         let planes = |data| Planes {
             data,
             channels: g.channels,
-            rows,
             cols,
             channel_len,
+            offsets,
         };
         if [rows, cols] == [h, w] && [sy, sx, pt, pl] == [1, 1, 0, 0] && h * w >= POS {
             return Ok(planes(Cow::Borrowed(x)));
@@ -397,17 +404,6 @@ impl<'a> Planes<'a> {
         };
         (0..len).step_by(POS).map(move |p| p.min(last))
     }
-
-    /// Where each tap's run starts in a channel's planes.
-    fn offsets(&self, g: &Geometry) -> Vec<usize> {
-        let ([sy, sx], [dy, dx], [kh, kw]) = (g.strides, g.dilations, g.kernel);
-        (0..kh * kw)
-            .map(|t| {
-                let (y, x) = ((t / kw) * dy, (t % kw) * dx);
-                (((y % sy) * sx + x % sx) * self.rows + y / sy) * self.cols + x / sx
-            })
-            .collect()
-    }
 }
 
 impl ConvF32 {
@@ -417,8 +413,7 @@ impl ConvF32 {
         let n = oh * ow;
         let cols = planes.cols;
         let len = (oh - 1) * cols + ow;
-        let offsets = planes.offsets(&self.geo);
-        let k = self.geo.channels * offsets.len();
+        let k = self.geo.channels * planes.offsets.len();
         let weights = &self.weights[tile * k * OC..][..k * OC];
         let bias: [f32; OC] =
             std::array::from_fn(|j| self.bias.get(tile * OC + j).copied().unwrap_or(0.0));
@@ -427,7 +422,7 @@ impl ConvF32 {
             // SAFETY: `swap_all` swaps this op in only where the CPU has AVX-512F; the planes'
             // spare zeros, or the last tile moved back, keep every read in bounds.
             unsafe {
-                avx512::tile(planes, &offsets, weights, &bias, p0, &mut acc);
+                avx512::tile(planes, weights, &bias, p0, &mut acc);
                 if self.silu {
                     avx512::silu(&mut acc);
                 }
@@ -460,7 +455,6 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn tile(
         planes: &Planes,
-        offsets: &[usize],
         weights: &[f32],
         bias: &[f32; OC],
         p0: usize,
@@ -473,7 +467,7 @@ mod avx512 {
             let mut w = weights.chunks_exact(OC);
             for c in 0..planes.channels {
                 let xc = x.add(c * planes.channel_len);
-                for (off, w) in offsets.iter().zip(w.by_ref()) {
+                for (off, w) in planes.offsets.iter().zip(w.by_ref()) {
                     let xp = xc.add(*off);
                     let v = [
                         _mm512_loadu_ps(xp),
@@ -516,7 +510,7 @@ mod tests {
     use tract_onnx::pb::{self, tensor_proto::DataType};
 
     use super::*;
-    use crate::kernels::tests::{attr, int_attr, load, tensor, value};
+    use crate::kernels::tests::{assert_matches, attr, int_attr, load, tensor, value};
 
     /// x [1, c, h, w] → Conv (c → o channels, kh×kw, [stride, pad, dilation], bias) → y,
     /// with `silu` through x · sigmoid(x) (which tract makes its SiLU); with `concat`, x the
@@ -652,53 +646,6 @@ mod tests {
             // The SiLU goes in where nothing else is left to add.
             assert_eq!(convs.iter().any(|c| c.silu), silu && !concat, "{ours}");
             assert_matches(tracts, ours, &what);
-        }
-    }
-
-    /// `ours` computes what `tracts` does within 1e-5 of the largest value, on one thread and
-    /// split over two, on inputs of its input facts' shapes.
-    fn assert_matches(tracts: TypedModel, ours: TypedModel, what: &str) {
-        let inputs: TVec<TValue> = (0..tracts.inputs.len())
-            .map(|i| {
-                let shape = tracts
-                    .input_fact(i)
-                    .unwrap()
-                    .shape
-                    .as_concrete()
-                    .unwrap()
-                    .to_vec();
-                let n: usize = shape.iter().product();
-                Tensor::from_shape(
-                    &shape,
-                    &(0..n)
-                        .map(|v| ((v + 31 * i) * 7919 % 251) as f32 / 50.0 - 2.5)
-                        .collect::<Vec<_>>(),
-                )
-                .unwrap()
-                .into_tvalue()
-            })
-            .collect();
-        let run = |m: TypedModel| {
-            m.into_optimized()
-                .and_then(|m| m.into_runnable())
-                .and_then(|p| p.run(inputs.clone()))
-                .unwrap()
-                .remove(0)
-                .into_tensor()
-        };
-        let want = run(tracts);
-        let pool = tract_linalg::multithread::Executor::multithread(2);
-        let split = tract_linalg::multithread::multithread_tract_scope(pool, || run(ours.clone()));
-        for got in [run(ours), split] {
-            assert_eq!(got.shape(), want.shape(), "{what}");
-            let (got, want) = (
-                got.to_plain_array_view::<f32>().unwrap().to_owned(),
-                want.to_plain_array_view::<f32>().unwrap().to_owned(),
-            );
-            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-            for (a, b) in got.iter().zip(want.iter()) {
-                assert!((a - b).abs() <= 1e-5 * scale, "{what}: {a} vs tract's {b}");
-            }
         }
     }
 }

@@ -286,7 +286,7 @@ mod tests {
     use tract_onnx::pb::{self, tensor_proto::DataType};
 
     use super::*;
-    use crate::kernels::tests::{attr, int_attr, load, tensor, value};
+    use crate::kernels::tests::{assert_matches, attr, int_attr, load, tensor, value};
 
     /// x [1, c, size, size] → depthwise Conv (k×k, [stride, pad, dilation], bias) → y; with
     /// `channels_last`, x and y NHWC, transposed around the Conv, which tract then makes an
@@ -364,7 +364,8 @@ mod tests {
     }
 
     /// tract's output within 1e-5 (relative to the largest value), with every instruction
-    /// set this CPU has (the ones it lacks are named), on one thread and split over two:
+    /// set this CPU has (the ones it lacks are named), on one thread and split over two
+    /// ([`assert_matches`]):
     /// 3×3 and 5×5, strides 1 to 3, padding 0 to 2, dilation 2, odd sizes, one layer big
     /// enough to split, and channels-last outputs.
     #[test]
@@ -403,40 +404,11 @@ mod tests {
                 assert_eq!(op.channels_last, channels_last, "{ours}");
                 op.simd = simd;
                 ours.node_mut(ids[0]).op = Box::new(op);
-                let x = Tensor::from_shape(
-                    &input_shape(c, size, channels_last),
-                    &(0..c * size * size)
-                        .map(|i| (i * 7919 % 251) as f32 / 50.0 - 2.5)
-                        .collect::<Vec<_>>(),
-                )
-                .unwrap();
-                let run = |m: TypedModel| {
-                    m.into_optimized()
-                        .and_then(|m| m.into_runnable())
-                        .and_then(|p| p.run(tvec!(x.clone().into_tvalue())))
-                        .unwrap()
-                        .remove(0)
-                        .into_tensor()
-                };
-                let want = run(tracts);
-                let pool = tract_linalg::multithread::Executor::multithread(2);
-                let split =
-                    tract_linalg::multithread::multithread_tract_scope(pool, || run(ours.clone()));
-                for got in [run(ours), split] {
-                    assert_eq!(got.shape(), want.shape());
-                    let (got, want) = (
-                        got.to_plain_array_view::<f32>().unwrap().to_owned(),
-                        want.to_plain_array_view::<f32>().unwrap().to_owned(),
-                    );
-                    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
-                    for (a, b) in got.iter().zip(want.iter()) {
-                        assert!(
-                            (a - b).abs() <= 1e-5 * scale,
-                            "{simd:?} {c} channels {k}×{k} {geometry:?} at {size}, channels last \
-                             {channels_last}: {a} vs tract's {b}"
-                        );
-                    }
-                }
+                let what = format!(
+                    "{simd:?} {c} channels {k}×{k} {geometry:?} at {size}, channels last \
+                     {channels_last}"
+                );
+                assert_matches(tracts, ours, &what);
             }
             println!("depthwise_f32: {simd:?} matches tract");
         }

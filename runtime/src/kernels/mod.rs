@@ -258,6 +258,53 @@ pub mod tests {
         }
     }
 
+    /// `ours` computes what `tracts` does within 1e-5 of the largest value, on one thread and
+    /// split over two, on inputs of its input facts' shapes.
+    pub fn assert_matches(tracts: TypedModel, ours: TypedModel, what: &str) {
+        let inputs: TVec<TValue> = (0..tracts.inputs.len())
+            .map(|i| {
+                let shape = tracts
+                    .input_fact(i)
+                    .unwrap()
+                    .shape
+                    .as_concrete()
+                    .unwrap()
+                    .to_vec();
+                let n: usize = shape.iter().product();
+                Tensor::from_shape(
+                    &shape,
+                    &(0..n)
+                        .map(|v| ((v + 31 * i) * 7919 % 251) as f32 / 50.0 - 2.5)
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap()
+                .into_tvalue()
+            })
+            .collect();
+        let run = |m: TypedModel| {
+            m.into_optimized()
+                .and_then(|m| m.into_runnable())
+                .and_then(|p| p.run(inputs.clone()))
+                .unwrap()
+                .remove(0)
+                .into_tensor()
+        };
+        let want = run(tracts);
+        let pool = tract_linalg::multithread::Executor::multithread(2);
+        let split = tract_linalg::multithread::multithread_tract_scope(pool, || run(ours.clone()));
+        for got in [run(ours), split] {
+            assert_eq!(got.shape(), want.shape(), "{what}");
+            let (got, want) = (
+                got.to_plain_array_view::<f32>().unwrap().to_owned(),
+                want.to_plain_array_view::<f32>().unwrap().to_owned(),
+            );
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+            for (a, b) in got.iter().zip(want.iter()) {
+                assert!((a - b).abs() <= 1e-5 * scale, "{what}: {a} vs tract's {b}");
+            }
+        }
+    }
+
     /// `n` f32 values from `seed` (xorshift), one in eight a special one: NaN, ±∞, the f32
     /// bounds or a signed zero.
     pub fn f32_values(seed: u64, n: usize) -> Vec<f32> {
