@@ -196,6 +196,8 @@ impl Detector {
             .state
             .run(tvec!(fitted.input.into_tvalue()))
             .map_err(|e| self.run_err(e))?;
+        // The decoders' exponentials are glibc's.
+        crate::kernels::clean_upper_state();
         Ok(Inferred {
             outputs,
             letterbox: fitted.letterbox,

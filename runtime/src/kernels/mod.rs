@@ -22,6 +22,8 @@ pub mod pad;
 pub mod pointwise_i8;
 pub mod quantize;
 pub mod reduce;
+pub mod resize;
+pub mod softmax;
 
 /// Replaces, in an optimised model, the Im2col (for a 1×1 layer, the packing) and matmul of
 /// every one-group int8 convolution by [`conv_i8::ConvI8`] where the CPU has AVX-512 VNNI,
@@ -36,7 +38,8 @@ pub mod reduce;
 /// the per-channel scale and bias after it where only those read it) and
 /// every f32 Add, Sub, Mul or Div broadcast along an axis other than the last by
 /// [`broadcast::FastBroadcast`] and every constant f32 Pad of the last two axes by
-/// [`pad::FastPad`]; and where such a cast with its scale and bias reads a
+/// [`pad::FastPad`], every f32 Resize of the last two axes by [`resize::FastResize`] and
+/// every f32 Softmax tract's row kernel does not take by [`softmax::FastSoftmax`]; and where such a cast with its scale and bias reads a
 /// [`conv_i8::ConvI8`] or [`depthwise_i8::DepthwiseI8`] alone, that op does it on its
 /// accumulators ([`cast::into_producer`]).
 ///
@@ -92,6 +95,8 @@ pub fn accelerate_with(mut model: TypedModel, direct_conv: bool) -> TractResult<
             cast::replacement(&model, node)?.map(boxed),
             pad::replacement(&model, node)?.map(boxed),
             reduce::replacement(&model, node)?.map(boxed),
+            resize::replacement(&model, node)?.map(boxed),
+            softmax::replacement(&model, node)?.map(boxed),
         ];
         if let Some(fast) = single.into_iter().flatten().next() {
             let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
@@ -106,6 +111,27 @@ pub fn accelerate_with(mut model: TypedModel, direct_conv: bool) -> TractResult<
 
 fn boxed(op: impl TypedOp) -> Box<dyn TypedOp> {
     Box::new(op)
+}
+
+/// Clears the upper halves of the vector registers, where the CPU has AVX.
+///
+/// tract's assembly kernels return with them set (no `vzeroupper`). Until they are cleared,
+/// every switch between SSE code (all Rust code built for baseline x86-64) and VEX code
+/// (glibc's `expf` and `logf`, any AVX kernel) saves or restores them: on the Xeon of
+/// docs/vs-onnxruntime.md one `expf` call then takes 170 ns instead of 3. Code calling such
+/// functions value by value after tract has run calls this first, on each thread.
+pub fn clean_upper_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX.
+        unsafe { zero_upper() }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn zero_upper() {
+    std::arch::x86_64::_mm256_zeroupper()
 }
 
 /// Work (values written, or multiply-adds) below which an op stays on the calling thread:
