@@ -15,6 +15,7 @@ pub mod conv_f32;
 pub mod conv_i8;
 pub mod depthwise_f32;
 pub mod depthwise_i8;
+pub mod downsample;
 pub mod grid_sample;
 pub mod im2col_i8;
 pub mod mmm_choice;
@@ -39,7 +40,8 @@ pub mod softmax;
 /// every f32 Add, Sub, Mul or Div broadcast along an axis other than the last by
 /// [`broadcast::FastBroadcast`] and every constant f32 Pad of the last two axes by
 /// [`pad::FastPad`], every f32 Resize of the last two axes by [`resize::FastResize`] and
-/// every f32 Softmax tract's row kernel does not take by [`softmax::FastSoftmax`]; and where such a cast with its scale and bias reads a
+/// every f32 Softmax tract's row kernel does not take by [`softmax::FastSoftmax`], every
+/// Downsample by [`downsample::FastDownsample`]; and where such a cast with its scale and bias reads a
 /// [`conv_i8::ConvI8`] or [`depthwise_i8::DepthwiseI8`] alone, that op does it on its
 /// accumulators ([`cast::into_producer`]).
 ///
@@ -97,6 +99,7 @@ pub fn accelerate_with(mut model: TypedModel, direct_conv: bool) -> TractResult<
             reduce::replacement(&model, node)?.map(boxed),
             resize::replacement(&model, node)?.map(boxed),
             softmax::replacement(&model, node)?.map(boxed),
+            downsample::replacement(&model, node)?.map(boxed),
         ];
         if let Some(fast) = single.into_iter().flatten().next() {
             let patch = TypedModelPatch::replace_single_op(&model, node, &node.inputs, fast)?;
