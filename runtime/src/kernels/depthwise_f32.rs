@@ -4,8 +4,8 @@
 //! visitor, ~10 G multiply-adds a second on this AVX-512 host: 22–44% of the
 //! depthwise-separable detectors' time, which their int8 forms keep float. [`DepthwiseF32`]
 //! computes like the runtime's int8 depthwise: each channel's zero-padded input split once by
-//! column phase, then every kernel tap one multiply-add along all output rows at once, a
-//! contiguous run that vectorises at any stride. tract's generated op keeps its geometry
+//! column and row phase, then every kernel tap one multiply-add along all output rows at once,
+//! a contiguous run that vectorises at any stride. tract's generated op keeps its geometry
 //! private, so this one takes the place of the convolution itself, after decluttering
 //! ([`swap_all`]), with the same sums in another order: within a float tolerance of tract's.
 
@@ -220,10 +220,9 @@ fn avx512(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
     body(op, x, first, out)
 }
 
-/// One channel at a time: its padded input split into column-phase planes (`[phase][padded
-/// row][i]`, as [`Geometry::phase_planes`] for i8), then per tap one run over every output
-/// row at once, the rows [`row_step`](Geometry) apart in the planes, the values between them
-/// computed and dropped.
+/// One channel at a time: its padded input split into column- and row-phase planes
+/// (`[column phase][row phase][padded row / sy][i]`), then per tap one run over every output
+/// row at once, `cols` apart in a plane, the values between them computed and dropped.
 #[inline(always)]
 fn body(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
     let g = &op.geo;
@@ -232,16 +231,18 @@ fn body(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
     let [pt, pl] = g.pad_before;
     let rows = (oh - 1) * sy + (kh - 1) * dy + 1;
     let cols = ((ow - 1) * sx + (kw - 1) * dx + 1).div_ceil(sx);
-    let step = sy * cols;
-    let len = (oh - 1) * step + ow;
-    let mut planes = vec![0f32; sx * rows * cols];
+    // Padded row y in row phase y % sy, at y / sy: a tap's run then holds output rows only.
+    let prow = rows.div_ceil(sy);
+    let line = |p: usize, y: usize| ((p * sy + y % sy) * prow + y / sy) * cols;
+    let len = (oh - 1) * cols + ow;
+    let mut planes = vec![0f32; sx * sy * prow * cols];
     let mut acc = vec![0f32; len];
     for (c, out) in out.chunks_exact_mut(oh * ow).enumerate() {
         let c = first + c;
         let input = &x[c * h * w..][..h * w];
         for yp in 0..rows {
             for p in 0..sx {
-                planes[(p * rows + yp) * cols..][..cols].fill(0.0);
+                planes[line(p, yp)..][..cols].fill(0.0);
             }
             let Some(src) = yp
                 .checked_sub(pt)
@@ -253,16 +254,23 @@ fn body(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
             if sx == 1 {
                 // Padded column i is input column i − pl: one copy.
                 let n = w.min(cols.saturating_sub(pl));
-                planes[yp * cols + pl.min(cols)..][..n].copy_from_slice(&src[..n]);
+                planes[line(0, yp) + pl.min(cols)..][..n].copy_from_slice(&src[..n]);
                 continue;
             }
             for p in 0..sx {
-                let dst = &mut planes[(p * rows + yp) * cols..][..cols];
-                for (i, d) in dst.iter_mut().enumerate() {
-                    // Padded column i·sx + p is input column i·sx + p − pl.
-                    if let Some(v) = (i * sx + p).checked_sub(pl).and_then(|x| src.get(x)) {
-                        *d = *v;
-                    }
+                // Padded column i·sx + p is input column i·sx + p − pl: those of columns
+                // `lo..hi` are in the input, every sx-th from the first.
+                let lo = pl.saturating_sub(p).div_ceil(sx).min(cols);
+                let hi = (w + pl).saturating_sub(p).div_ceil(sx).clamp(lo, cols);
+                let dst = &mut planes[line(p, yp)..][lo..hi];
+                let from = &src[(lo * sx + p - pl).min(w)..];
+                match sx {
+                    2 => every::<2>(from, dst),
+                    3 => every::<3>(from, dst),
+                    _ => dst
+                        .iter_mut()
+                        .zip(from.iter().step_by(sx))
+                        .for_each(|(d, v)| *d = *v),
                 }
             }
         }
@@ -270,14 +278,27 @@ fn body(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
         for (tap, wt) in op.weights[c * kh * kw..][..kh * kw].iter().enumerate() {
             let (ky, kx) = (tap / kw, tap % kw);
             let (phase, offset) = ((kx * dx) % sx, (kx * dx) / sx);
-            let run = &planes[(phase * rows + ky * dy) * cols + offset..][..len];
+            let run = &planes[line(phase, ky * dy) + offset..][..len];
             for (a, v) in acc.iter_mut().zip(run) {
                 *a += wt * v;
             }
         }
         for (yo, row) in out.chunks_exact_mut(ow).enumerate() {
-            row.copy_from_slice(&acc[yo * step..][..ow]);
+            row.copy_from_slice(&acc[yo * cols..][..ow]);
         }
+    }
+}
+
+/// `dst[i] = src[i · S]`: whole chunks of S as arrays, which vectorise as shuffles.
+#[inline(always)]
+fn every<const S: usize>(src: &[f32], dst: &mut [f32]) {
+    let (chunks, _) = src.as_chunks::<S>();
+    let whole = chunks.len().min(dst.len());
+    for (d, c) in dst[..whole].iter_mut().zip(chunks) {
+        *d = c[0];
+    }
+    for (i, d) in dst.iter_mut().enumerate().skip(whole) {
+        *d = src[i * S];
     }
 }
 
