@@ -16,7 +16,7 @@ use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 use super::im2col_i8::Geometry;
-use super::{split, swap};
+use super::{every, split, swap};
 use crate::imgproc::morph::Simd;
 
 /// Every f32 depthwise convolution of `model` (decluttered, not yet optimised) replaced by
@@ -264,14 +264,7 @@ fn body(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
                 let hi = (w + pl).saturating_sub(p).div_ceil(sx).clamp(lo, cols);
                 let dst = &mut planes[line(p, yp)..][lo..hi];
                 let from = &src[(lo * sx + p - pl).min(w)..];
-                match sx {
-                    2 => every::<2>(from, dst),
-                    3 => every::<3>(from, dst),
-                    _ => dst
-                        .iter_mut()
-                        .zip(from.iter().step_by(sx))
-                        .for_each(|(d, v)| *d = *v),
-                }
+                every(from, sx, dst);
             }
         }
         acc.fill(op.bias[c]);
@@ -286,19 +279,6 @@ fn body(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
         for (yo, row) in out.chunks_exact_mut(ow).enumerate() {
             row.copy_from_slice(&acc[yo * cols..][..ow]);
         }
-    }
-}
-
-/// `dst[i] = src[i · S]`: whole chunks of S as arrays, which vectorise as shuffles.
-#[inline(always)]
-fn every<const S: usize>(src: &[f32], dst: &mut [f32]) {
-    let (chunks, _) = src.as_chunks::<S>();
-    let whole = chunks.len().min(dst.len());
-    for (d, c) in dst[..whole].iter_mut().zip(chunks) {
-        *d = c[0];
-    }
-    for (i, d) in dst.iter_mut().enumerate().skip(whole) {
-        *d = src[i * S];
     }
 }
 

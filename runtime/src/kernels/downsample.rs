@@ -79,9 +79,7 @@ impl FastDownsample {
                 for (b, block) in blocks.chunks_exact_mut(kept * inner).enumerate() {
                     let src = &x[(first + b) * len * inner..][..len * inner];
                     if inner == 1 {
-                        for (o, v) in block.iter_mut().zip(src[modulo..].iter().step_by(stride)) {
-                            *o = *v;
-                        }
+                        super::every(&src[modulo..], stride, block);
                     } else {
                         for (j, row) in block.chunks_exact_mut(inner).enumerate() {
                             row.copy_from_slice(&src[(modulo + j * stride) * inner..][..inner]);

@@ -137,6 +137,31 @@ unsafe fn zero_upper() {
     std::arch::x86_64::_mm256_zeroupper()
 }
 
+/// `dst[i] = src[i · stride]`; strides 2 and 3 through whole chunks of the stride, which
+/// vectorise as shuffles where a strided iterator copies value by value.
+pub fn every<T: Copy>(src: &[T], stride: usize, dst: &mut [T]) {
+    match stride {
+        2 => every_by::<T, 2>(src, dst),
+        3 => every_by::<T, 3>(src, dst),
+        _ => dst
+            .iter_mut()
+            .zip(src.iter().step_by(stride))
+            .for_each(|(d, v)| *d = *v),
+    }
+}
+
+#[inline(always)]
+fn every_by<T: Copy, const S: usize>(src: &[T], dst: &mut [T]) {
+    let (chunks, _) = src.as_chunks::<S>();
+    let whole = chunks.len().min(dst.len());
+    for (d, c) in dst[..whole].iter_mut().zip(chunks) {
+        *d = c[0];
+    }
+    for (i, d) in dst.iter_mut().enumerate().skip(whole) {
+        *d = src[i * S];
+    }
+}
+
 /// Work (values written, or multiply-adds) below which an op stays on the calling thread:
 /// waking the pool's threads costs some microseconds, as much as ~64 K values take.
 pub const MIN_SPLIT: usize = 1 << 16;
