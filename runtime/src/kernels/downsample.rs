@@ -24,7 +24,9 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
     let fits = op.stride > 0
         && matches!(x.datum_type.size_of(), 1 | 2 | 4)
         && x.datum_type.is_copy()
-        && x.shape.as_concrete().is_some_and(|s| op.modulo < s[op.axis]);
+        && x.shape
+            .as_concrete()
+            .is_some_and(|s| op.modulo < s[op.axis]);
     Ok(fits.then(|| FastDownsample(op.clone())))
 }
 
@@ -61,7 +63,10 @@ impl FastDownsample {
         } = self.0;
         let stride = stride as usize;
         let shape = input.shape();
-        ensure!(modulo < shape[axis], "FastDownsample: axis {axis} of {shape:?}");
+        ensure!(
+            modulo < shape[axis],
+            "FastDownsample: axis {axis} of {shape:?}"
+        );
         let (len, inner) = (shape[axis], shape[axis + 1..].iter().product::<usize>());
         let kept = (len - modulo).div_ceil(stride);
         let mut out_shape: TVec<usize> = shape.into();
