@@ -7,6 +7,7 @@
 
 mod matching;
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use ocelli::capture::decode_image;
@@ -243,6 +244,17 @@ fn check_pipeline(image: &str) {
         worst <= 1.001 / 127.5,
         "{image}: input tensor differs by {worst}"
     );
+    // text.png is read at 1344x512, nine times page.png's pixels: under emulation, where its
+    // inference alone took 30-60 s, page.png's case runs the same graph through the same
+    // kernels, and text.png's inference and detections are left to the host.
+    if image == "text" && std::env::var_os("OCELLI_TEST_RUNNER").is_some() {
+        // Past the harness's capture, so that the log says what did not run.
+        let _ = writeln!(
+            std::io::stderr(),
+            "text.png end to end: preprocessing checked, inference left to the host"
+        );
+        return;
+    }
     let mut got = Detections::new();
     let times = detector.detect(&photo, &mut got).unwrap();
     eprintln!("{image}: {times:?}");

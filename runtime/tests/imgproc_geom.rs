@@ -196,6 +196,7 @@ fn manifest() -> &'static [Case] {
 
 /// Runs `body` over every case of `op`, once with the dispatched row kernels (AVX2 where the CPU
 /// has it) and once with the portable ones, then fails listing every case that did not match.
+/// Off x86-64 the row kernels have no other build: the dispatched run is the portable one.
 fn check(op: &str, body: impl Fn(&Case) -> Result<(), String>) {
     let cases: Vec<&Case> = manifest().iter().filter(|c| c.op == op).collect();
     assert!(
@@ -220,12 +221,17 @@ fn check(op: &str, body: impl Fn(&Case) -> Result<(), String>) {
         isa::skipped("imgproc_geom AVX2 row kernels", "AVX2");
     }
     let mut failures = run("dispatched");
-    failures.extend(filter::portable_kernels(|| run("portable")));
+    let runs = if cfg!(target_arch = "x86_64") {
+        failures.extend(filter::portable_kernels(|| run("portable")));
+        2
+    } else {
+        1
+    };
     assert!(
         failures.is_empty(),
         "{} of {} runs differ:\n{}",
         failures.len(),
-        2 * cases.len(),
+        runs * cases.len(),
         failures.join("\n")
     );
 }
