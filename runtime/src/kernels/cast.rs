@@ -11,17 +11,14 @@
 //! alone, with tract's own kernel. The runtime's int8 kernels run the same on their
 //! accumulators ([`Epilogue`]).
 
-use tract_linalg::element_wise::ElementWise;
 use tract_linalg::multithread::BShare;
-use tract_linalg::routines::Func;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::OptBinChain;
 use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::change_axes::IntoShape;
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
-use tract_onnx::tract_core::ops::nn::{LeakyRelu, Silu};
 
+use super::activation::{self, Activation, Prepared};
 use super::split;
 
 /// tract's Cast from i32 to f32, then with `affine` the scale and bias of tract's
@@ -47,15 +44,6 @@ pub struct Affine {
     pub floor: Option<f32>,
     /// Then the activation that read the chain alone.
     pub activation: Option<Activation>,
-}
-
-/// An activation tract runs as an element-wise op after a layer's scale and bias.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Activation {
-    /// YOLO's Conv → BN → SiLU.
-    Silu,
-    /// NanoDet's; `x` below 0 becomes `alpha · x`.
-    LeakyRelu(f32),
 }
 
 /// The fast op standing for `node` when it is tract's Cast of i32 values to f32.
@@ -133,17 +121,7 @@ pub fn fused(
         return Ok(None);
     }
     // An activation reading the chain alone joins the pass.
-    let activation = match model.outlet_successors(chain_out) {
-        [next] if !model.output_outlets()?.contains(&chain_out) => model
-            .node(next.node)
-            .op_as::<ElementWiseOp>()
-            .and_then(|op| match op.0.downcast_ref::<LeakyRelu>() {
-                Some(leaky) => Some(Activation::LeakyRelu(leaky.alpha)),
-                None => op.0.is::<Silu>().then_some(Activation::Silu),
-            })
-            .map(|a| (a, OutletId::new(next.node, 0))),
-        _ => None,
-    };
+    let activation = activation::after(model, chain_out)?;
     fast.affine = Some(Affine {
         scale,
         bias,
@@ -207,15 +185,9 @@ pub fn into_producer<A: Accumulates>(
 /// fetched once.
 pub struct Epilogue<'a> {
     affine: &'a Affine,
-    kernel: Option<Kernel>,
+    kernel: Option<Prepared>,
     /// Whether [`Epilogue::finish`] computes what [`Epilogue::apply`] does.
     registers: bool,
-}
-
-/// tract's kernel of an [`Activation`].
-enum Kernel {
-    Silu(Box<dyn ElementWise<f32>>),
-    LeakyRelu(Box<dyn ElementWise<f32, f32>>, f32),
 }
 
 /// The name of the op `base` that also applies `affine`, if any (`ConvI8+Mul+Add+Silu`).
@@ -224,28 +196,21 @@ pub fn op_name(base: &str, affine: Option<&Affine>) -> StaticName {
         return base.to_string().into();
     };
     let floor = if a.floor.is_some() { "+Max" } else { "" };
-    let activation = match a.activation {
-        None => "",
-        Some(Activation::Silu) => "+Silu",
-        Some(Activation::LeakyRelu(_)) => "+LeakyRelu",
-    };
+    let activation = Activation::suffix(a.activation);
     format!("{base}+Mul+Add{floor}{activation}").into()
 }
 
 impl Affine {
     pub fn epilogue(&self) -> TractResult<Epilogue<'_>> {
-        let kernel = match self.activation {
-            None => None,
-            Some(Activation::Silu) => Some(Kernel::Silu(Func::Silu.ew_f32()?)),
-            Some(Activation::LeakyRelu(alpha)) => {
-                Some(Kernel::LeakyRelu(Func::LeakyRelu.ew_f32_param()?, alpha))
-            }
-        };
+        let kernel = self.activation.map(Activation::prepare).transpose()?;
         // Every kernel of tract's LeakyRelu gives `alpha · x` below 0 and `x` from 0 (signed
         // zeros alike), as `finish` does; its SiLU kernels differ in their last bits.
         #[cfg(target_arch = "x86_64")]
         let registers = std::arch::is_x86_feature_detected!("avx512f")
-            && !matches!(&kernel, Some(Kernel::Silu(k)) if k.name() != avx512::TRACTS_SILU);
+            && kernel
+                .as_ref()
+                .and_then(Prepared::silu_kernel)
+                .is_none_or(|k| k == activation::avx512::TRACTS_SILU);
         #[cfg(not(target_arch = "x86_64"))]
         let registers = false;
         Ok(Epilogue {
@@ -275,6 +240,8 @@ impl Epilogue<'_> {
     #[target_feature(enable = "avx512f")]
     pub fn finish(&self, j: usize, acc: &mut [std::arch::x86_64::__m512i]) {
         use std::arch::x86_64::*;
+
+        use super::activation::avx512;
         let a = self.affine;
         let (scale, bias) = (_mm512_set1_ps(a.scale[j]), _mm512_set1_ps(a.bias[j]));
         let floor = _mm512_set1_ps(a.floor.unwrap_or(f32::NEG_INFINITY));
@@ -293,6 +260,12 @@ impl Epilogue<'_> {
                     *acc = _mm512_castps_si512(affine(*acc));
                 }
             }
+            Some(Activation::Max(f)) => {
+                let f = _mm512_set1_ps(f);
+                for acc in acc {
+                    *acc = _mm512_castps_si512(_mm512_max_ps(affine(*acc), f));
+                }
+            }
             Some(Activation::Silu) => {
                 for acc in acc {
                     *acc = _mm512_castps_si512(avx512::silu(affine(*acc)));
@@ -301,9 +274,7 @@ impl Epilogue<'_> {
             Some(Activation::LeakyRelu(alpha)) => {
                 let alpha = _mm512_set1_ps(alpha);
                 for acc in acc {
-                    let v = affine(*acc);
-                    let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(v, _mm512_setzero_ps());
-                    *acc = _mm512_castps_si512(_mm512_mask_mul_ps(v, below, v, alpha));
+                    *acc = _mm512_castps_si512(avx512::leaky_relu(affine(*acc), alpha));
                 }
             }
         }
@@ -333,64 +304,7 @@ impl Epilogue<'_> {
         let values = unsafe {
             std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<f32>(), values.len())
         };
-        match &self.kernel {
-            None => Ok(()),
-            Some(Kernel::Silu(silu)) => silu.run(values),
-            Some(Kernel::LeakyRelu(leaky, alpha)) => leaky.run_with_params(values, *alpha),
-        }
-    }
-}
-
-/// tract's AVX-512 SiLU in registers.
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512 {
-    use std::arch::x86_64::*;
-
-    /// The name of tract's kernel [`silu`] replicates.
-    pub const TRACTS_SILU: &str = "avx512_silu_f32";
-
-    /// tract 0.23.9's `avx512_silu_f32` (x86_64/avx512/silu_f32.S.j2) instruction for
-    /// instruction, its coefficients as written there: `f · (0.5 + z·P(z²) / Q(z²))`, `f =
-    /// max(x, −14.5)`, `z = min(f, 14.5)`, Horner steps fused multiply-adds. That kernel runs
-    /// with denormal inputs read as zero (MXCSR's DAZ): such an `x` becomes a zero of its sign
-    /// here first (denormals arising inside cannot change its result).
-    // The coefficients as tract's assembly writes them, digits past f32's included.
-    #[allow(clippy::excessive_precision)]
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub fn silu(x: __m512) -> __m512 {
-        const ALPHA: [f32; 5] = [
-            4.37031012579801e-11,
-            1.15627324459942e-07,
-            6.08574864600143e-05,
-            8.51377133304701e-03,
-            2.48287947061529e-01,
-        ];
-        const BETA: [f32; 6] = [
-            6.10247389755681e-13,
-            5.76102136993427e-09,
-            6.29106785017040e-06,
-            1.70198817374094e-03,
-            1.16817656904453e-01,
-            9.93151921023180e-01,
-        ];
-        let bits = _mm512_castps_si512(x);
-        let magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(i32::MAX));
-        let nonzero = _mm512_test_epi32_mask(magnitude, magnitude);
-        let denormal = _mm512_mask_cmplt_epu32_mask(nonzero, magnitude, _mm512_set1_epi32(1 << 23));
-        let sign = _mm512_set1_epi32(i32::MIN);
-        let x = _mm512_castsi512_ps(_mm512_mask_and_epi32(bits, denormal, bits, sign));
-        let f = _mm512_max_ps(x, _mm512_set1_ps(-14.5));
-        let z = _mm512_min_ps(f, _mm512_set1_ps(14.5));
-        let w = _mm512_mul_ps(z, z);
-        let horner = |c: &[f32]| {
-            c[1..].iter().fold(_mm512_set1_ps(c[0]), |acc, c| {
-                _mm512_fmadd_ps(acc, w, _mm512_set1_ps(*c))
-            })
-        };
-        let num = _mm512_mul_ps(z, horner(&ALPHA));
-        let sigmoid = _mm512_add_ps(_mm512_div_ps(num, horner(&BETA)), _mm512_set1_ps(0.5));
-        _mm512_mul_ps(sigmoid, f)
+        self.kernel.as_ref().map_or(Ok(()), |k| k.run(values))
     }
 }
 
@@ -487,56 +401,6 @@ mod tests {
                     run_both_with(&model, false, &op, 1, |_| None);
                 }
             }
-        }
-    }
-
-    /// The SiLU run in registers is tract's kernel on this CPU bit for bit: on NaN, ±∞, signed
-    /// zeros, the f32 extremes, denormals and the clamps' neighbourhoods too.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn silu_in_registers_is_tracts() {
-        use std::arch::x86_64::*;
-        use std::io::Write;
-
-        use crate::kernels::tests::f32_values;
-
-        let kernel = Func::Silu.ew_f32().unwrap();
-        if !std::arch::is_x86_feature_detected!("avx512f") || kernel.name() != avx512::TRACTS_SILU {
-            // Past the harness's capture, for `just isa-skips` to count.
-            let _ = writeln!(
-                std::io::stderr(),
-                "ISA path skipped: kernels::cast SiLU in registers (tract runs {})",
-                kernel.name()
-            );
-            return;
-        }
-        let mut xs = f32_values(7, 4096);
-        for edge in [14.5f32, -14.5, f32::MIN_POSITIVE] {
-            let bits = edge.to_bits();
-            xs.extend((bits - 40..bits + 40).map(f32::from_bits));
-        }
-        xs.extend([1, 2, 0x7f_ffff, 0x40_0000].map(f32::from_bits));
-        xs.extend([1, 2, 0x7f_ffff, 0x40_0000].map(|b| -f32::from_bits(b)));
-        xs.resize(xs.len().next_multiple_of(16), 1.0);
-        let mut want = xs.clone();
-        kernel.run(&mut want).unwrap();
-        let ours: Vec<f32> = xs
-            .chunks_exact(16)
-            .flat_map(|x| {
-                let mut y = [0f32; 16];
-                // SAFETY: the CPU has AVX-512 F; both hold 16 values.
-                unsafe {
-                    _mm512_storeu_ps(y.as_mut_ptr(), avx512::silu(_mm512_loadu_ps(x.as_ptr())))
-                };
-                y
-            })
-            .collect();
-        for ((x, w), o) in xs.iter().zip(&want).zip(&ours) {
-            assert_eq!(
-                w.to_bits(),
-                o.to_bits(),
-                "SiLU({x:e}): tract {w:e}, ours {o:e}"
-            );
         }
     }
 

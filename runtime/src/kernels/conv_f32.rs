@@ -19,10 +19,9 @@ use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::math::Add;
-use tract_onnx::tract_core::ops::nn::Silu;
 
+use super::activation::{self, Activation};
 use super::im2col_i8::Geometry;
 use super::{split, swap};
 
@@ -46,9 +45,9 @@ pub fn swap_all(mut model: TypedModel) -> TractResult<TypedModel> {
         };
         if let Some((mut op, mut replaced)) = found {
             let input = node.inputs[0];
-            if let Some(silu) = silu_after(&model, replaced)? {
-                op.silu = true;
-                replaced = silu;
+            if let Some((activation, output)) = activation::after(&model, replaced)? {
+                op.activation = Some(activation);
+                replaced = output;
             }
             swap(&mut model, input, op, replaced)?;
         }
@@ -68,17 +67,6 @@ fn only_successor(model: &TypedModel, outlet: OutletId) -> TractResult<Option<&T
         return Ok(None);
     }
     Ok(Some(model.node(succs[0].node)))
-}
-
-/// The output of the SiLU that alone reads `outlet`, if one does: the kernel applies it to its
-/// tiles while they are in registers' reach, instead of a pass over the whole output.
-fn silu_after(model: &TypedModel, outlet: OutletId) -> TractResult<Option<OutletId>> {
-    Ok(only_successor(model, outlet)?
-        .filter(|n| {
-            n.op_as::<ElementWiseOp>()
-                .is_some_and(|op| op.0.is::<Silu>())
-        })
-        .map(|n| OutletId::new(n.id, 0)))
 }
 
 /// The replacement for `node` if it is tract's float Conv of one NCHW (or CHW) image in one
@@ -233,8 +221,9 @@ pub struct ConvF32 {
     /// `[tile][input channel · tap][OC]`, tiles of `OC` output channels (zeros past the last).
     pub weights: Vec<f32>,
     pub bias: Vec<f32>,
-    /// A SiLU after the convolution, tract's AVX-512 kernel replicated ([`super::cast`]).
-    pub silu: bool,
+    /// The activation after the convolution, applied to each tile in registers' reach
+    /// (tract's AVX-512 SiLU replicated).
+    pub activation: Option<Activation>,
     pub output: TypedFact,
 }
 
@@ -259,7 +248,7 @@ impl ConvF32 {
             out_channels,
             weights,
             bias,
-            silu: false,
+            activation: None,
             output,
         }
     }
@@ -267,10 +256,7 @@ impl ConvF32 {
 
 impl Op for ConvF32 {
     fn name(&self) -> StaticName {
-        match self.silu {
-            true => "ConvF32+Silu".into(),
-            false => "ConvF32".into(),
-        }
+        format!("ConvF32{}", Activation::suffix(self.activation)).into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -423,8 +409,8 @@ impl ConvF32 {
             // spare zeros, or the last tile moved back, keep every read in bounds.
             unsafe {
                 avx512::tile(planes, weights, &bias, p0, &mut acc);
-                if self.silu {
-                    avx512::silu(&mut acc);
+                if let Some(a) = self.activation {
+                    activation::avx512::run(a, acc.as_flattened_mut());
                 }
             };
             // The tile's positions that are output positions, row by row.
@@ -449,7 +435,6 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{OC, POS, Planes};
-    use crate::kernels::cast::avx512 as cast;
 
     /// The tile of `weights` (`[k][OC]`) and `bias` at positions `p0..p0 + POS` into `acc`.
     #[target_feature(enable = "avx512f")]
@@ -489,20 +474,6 @@ mod avx512 {
             }
         }
     }
-
-    /// SiLU on every value of `acc`, in place: a call per tile, the kernel's loop keeping its
-    /// registers.
-    #[inline(never)]
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn silu(acc: &mut [[f32; POS]; OC]) {
-        for v in acc.as_flattened_mut().chunks_exact_mut(16) {
-            // SAFETY: 16 values in and out.
-            unsafe {
-                let x = _mm512_loadu_ps(v.as_ptr());
-                _mm512_storeu_ps(v.as_mut_ptr(), cast::silu(x));
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -510,10 +481,12 @@ mod tests {
     use tract_onnx::pb::{self, tensor_proto::DataType};
 
     use super::*;
-    use crate::kernels::tests::{assert_matches, attr, int_attr, load, tensor, value};
+    use crate::kernels::tests::{
+        Activation as After, assert_matches, attr, int_attr, load, tensor, value,
+    };
 
     /// x [1, c, h, w] → Conv (c → o channels, kh×kw, [stride, pad, dilation], bias) → y,
-    /// with `silu` through x · sigmoid(x) (which tract makes its SiLU); with `concat`, x the
+    /// then `after` (SiLU as x · sigmoid(x), which tract makes its SiLU); with `concat`, x the
     /// concatenation of two inputs of c / 2 channels (tract then splits a 1×1 convolution in
     /// two EinSums); tract's decluttered model.
     fn conv(
@@ -521,7 +494,7 @@ mod tests {
         [kh, kw]: [usize; 2],
         [stride, pad, dilation]: [i64; 3],
         [h, w]: [usize; 2],
-        silu: bool,
+        after: After,
         concat: bool,
     ) -> TypedModel {
         let weights: Vec<u8> = (0..o * c * kh * kw)
@@ -542,7 +515,11 @@ mod tests {
                 attr("strides", &[stride; 2]),
                 attr("dilations", &[dilation; 2]),
             ],
-            ..node("Conv", &["x", "w", "b"], if silu { "conv" } else { "y" })
+            ..node(
+                "Conv",
+                &["x", "w", "b"],
+                if after == After::None { "y" } else { "conv" },
+            )
         }];
         let mut inputs = vec![value("x", DataType::Float, Some(&[1, c, h, w]))];
         if concat {
@@ -557,10 +534,7 @@ mod tests {
                 .map(|i| value(i, DataType::Float, Some(&[1, c / 2, h, w])))
                 .to_vec();
         }
-        if silu {
-            nodes.push(node("Sigmoid", &["conv"], "sigmoid"));
-            nodes.push(node("Mul", &["conv", "sigmoid"], "y"));
-        }
+        nodes.extend(after.nodes("conv", "y"));
         load(pb::GraphProto {
             node: nodes,
             input: inputs,
@@ -579,7 +553,7 @@ mod tests {
     /// tract's output within 1e-5 (relative to the largest value), on one thread and split
     /// over two: 3×3, 5×5 and 2×3, strides 1 to 3, padding 0 to 2, dilation 2, odd and
     /// oblong sizes, output channels in whole tiles and not, the three input channels of an
-    /// image, one layer deep enough to split, and with the SiLU after.
+    /// image, one layer deep enough to split, and with each activation after.
     #[test]
     fn convolves_as_tract_does() {
         if !available() {
@@ -587,54 +561,54 @@ mod tests {
             return;
         }
         const { assert!(64 * 64 * 9 * 12 * 12 >= crate::kernels::MIN_SPLIT) };
-        // ([in, out] channels, kernel, [stride, pad, dilation], [h, w], SiLU)
+        // ([in, out] channels, kernel, [stride, pad, dilation], [h, w], activation)
         let cases = [
-            ([16, 32], [3, 3], [1, 1, 1], [20, 20], false),
-            ([8, 16], [3, 3], [2, 1, 1], [21, 21], false),
-            ([3, 16], [3, 3], [2, 1, 1], [40, 33], true),
-            ([5, 12], [5, 5], [1, 2, 1], [13, 13], false),
-            ([7, 9], [3, 3], [1, 2, 2], [11, 14], true),
-            ([4, 8], [3, 3], [3, 0, 1], [17, 17], false),
-            ([6, 5], [2, 3], [2, 0, 1], [9, 10], false),
-            ([64, 64], [3, 3], [1, 1, 1], [12, 12], true),
-            ([32, 24], [3, 3], [2, 1, 1], [10, 10], false),
+            ([16, 32], [3, 3], [1, 1, 1], [20, 20], After::None),
+            ([8, 16], [3, 3], [2, 1, 1], [21, 21], After::Relu),
+            ([3, 16], [3, 3], [2, 1, 1], [40, 33], After::Silu),
+            ([5, 12], [5, 5], [1, 2, 1], [13, 13], After::LeakyRelu),
+            ([7, 9], [3, 3], [1, 2, 2], [11, 14], After::Silu),
+            ([4, 8], [3, 3], [3, 0, 1], [17, 17], After::Relu),
+            ([6, 5], [2, 3], [2, 0, 1], [9, 10], After::None),
+            ([64, 64], [3, 3], [1, 1, 1], [12, 12], After::Silu),
+            ([32, 24], [3, 3], [2, 1, 1], [10, 10], After::Relu),
         ];
-        for (channels, kernel, geometry, hw, silu) in cases {
+        for (channels, kernel, geometry, hw, after) in cases {
             let what =
-                format!("{channels:?} channels {kernel:?} {geometry:?} at {hw:?}, SiLU {silu}");
-            let tracts = conv(channels, kernel, geometry, hw, silu, false);
+                format!("{channels:?} channels {kernel:?} {geometry:?} at {hw:?}, {after:?}");
+            let tracts = conv(channels, kernel, geometry, hw, after, false);
             let ours = swap_all(tracts.clone()).unwrap();
             let ops: Vec<&TypedNode> = ours
                 .nodes()
                 .iter()
                 .filter(|n| !n.inputs.is_empty())
                 .collect();
-            // The SiLU went into the kernel: the convolution is the only op left.
+            // The activation went into the kernel: the convolution is the only op left.
             assert_eq!(ops.len(), 1, "{ours}");
-            let op = ops[0].op_as::<ConvF32>().expect("a ConvF32");
-            assert_eq!(op.silu, silu, "{ours}");
+            assert_eq!(ops[0].op.name(), format!("ConvF32{}", after.suffix()));
             assert_matches(tracts, ours, &what);
         }
     }
 
-    /// The EinSums tract declutters 1×1 convolutions into, with their bias and SiLU: tract's
-    /// output within 1e-5 as above, whole and split around a concatenation.
+    /// The EinSums tract declutters 1×1 convolutions into, with their bias and activation:
+    /// tract's output within 1e-5 as above, whole and split around a concatenation.
     #[test]
     fn pointwise_as_tract_does() {
         if !available() {
             println!("ISA path skipped: kernels::conv_f32 1×1 (this CPU lacks AVX-512F)");
             return;
         }
-        // ([in, out] channels, [h, w], SiLU, input concatenated)
+        // ([in, out] channels, [h, w], activation, input concatenated)
         let cases = [
-            ([16, 24], [20, 20], true, false),
-            ([8, 13], [13, 11], false, false),
-            ([64, 64], [12, 12], true, false),
-            ([32, 16], [10, 10], true, true),
+            ([16, 24], [20, 20], After::Silu, false),
+            ([8, 13], [13, 11], After::None, false),
+            ([64, 64], [12, 12], After::Relu, false),
+            ([24, 40], [10, 10], After::LeakyRelu, false),
+            ([32, 16], [10, 10], After::Silu, true),
         ];
-        for (channels, hw, silu, concat) in cases {
-            let what = format!("1×1 {channels:?} channels at {hw:?}, SiLU {silu}, concat {concat}");
-            let tracts = conv(channels, [1, 1], [1, 0, 1], hw, silu, concat);
+        for (channels, hw, after, concat) in cases {
+            let what = format!("1×1 {channels:?} channels at {hw:?}, {after:?}, concat {concat}");
+            let tracts = conv(channels, [1, 1], [1, 0, 1], hw, after, concat);
             let ours = swap_all(tracts.clone()).unwrap();
             let convs: Vec<&ConvF32> = ours
                 .nodes()
@@ -643,8 +617,9 @@ mod tests {
                 .collect();
             assert_eq!(convs.len(), 1 + concat as usize, "{ours}");
             assert!(!ours.nodes().iter().any(|n| n.op_is::<EinSum>()), "{ours}");
-            // The SiLU goes in where nothing else is left to add.
-            assert_eq!(convs.iter().any(|c| c.silu), silu && !concat, "{ours}");
+            // The activation goes in where nothing else is left to add.
+            let fused = convs.iter().any(|c| c.activation.is_some());
+            assert_eq!(fused, after != After::None && !concat, "{ours}");
             assert_matches(tracts, ours, &what);
         }
     }

@@ -15,18 +15,24 @@ use tract_onnx::tract_core::ops::cnn::PoolSpec;
 use tract_onnx::tract_core::ops::cnn::conv::{Conv, KernelFormat};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+use super::activation::{self, Activation, Prepared};
 use super::im2col_i8::Geometry;
 use super::{every, split, swap};
 use crate::imgproc::morph::Simd;
 
 /// Every f32 depthwise convolution of `model` (decluttered, not yet optimised) replaced by
-/// [`DepthwiseF32`].
+/// [`DepthwiseF32`], with the activation that alone reads it.
 pub fn swap_all(mut model: TypedModel) -> TractResult<TypedModel> {
     for id in model.eval_order()? {
         let node = model.node(id);
-        if let Some(op) = replacement(&model, node)? {
+        if let Some(mut op) = replacement(&model, node)? {
             let input = node.inputs[0];
-            swap(&mut model, input, op, OutletId::new(id, 0))?;
+            let mut replaced = OutletId::new(id, 0);
+            if let Some((activation, output)) = activation::after(&model, replaced)? {
+                op.activation = Some(activation);
+                replaced = output;
+            }
+            swap(&mut model, input, op, replaced)?;
         }
     }
     model.into_compact()
@@ -100,6 +106,7 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<D
         bias: (0..channels).map(|c| bias[c % bias.len()]).collect(),
         geo,
         channels_last,
+        activation: None,
         output: output.without_value(),
         simd: Simd::detect(),
     }))
@@ -114,6 +121,8 @@ pub struct DepthwiseF32 {
     pub bias: Vec<f32>,
     /// Input and output NHWC (or HWC), not NCHW.
     pub channels_last: bool,
+    /// The activation after the convolution, on each channel while it is in cache.
+    pub activation: Option<Activation>,
     pub output: TypedFact,
     /// The instruction set the kernel runs with.
     pub simd: Simd,
@@ -124,7 +133,7 @@ impl Eq for DepthwiseF32 {}
 
 impl Op for DepthwiseF32 {
     fn name(&self) -> StaticName {
-        "DepthwiseF32".into()
+        format!("DepthwiseF32{}", Activation::suffix(self.activation)).into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
@@ -178,9 +187,9 @@ impl DepthwiseF32 {
     /// executor.
     fn convolve_all(&self, x: &[f32], out: &mut [f32]) -> TractResult<()> {
         let work = out.len() * self.geo.taps();
+        let activation = self.activation.map(Activation::prepare).transpose()?;
         split(out, self.geo.n(), work, |first, out| {
-            convolve(self, x, first, out);
-            Ok(())
+            convolve(self, x, first, out, activation.as_ref())
         })
     }
 }
@@ -194,37 +203,61 @@ fn transpose(x: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
     }
 }
 
-/// The channels from `first` that `out` holds, with the instruction set `op.simd` (baseline
-/// for any the CPU lacks or this kernel has no build for).
-fn convolve(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
+/// The channels from `first` that `out` holds, then `activation` on each, with the
+/// instruction set `op.simd` (baseline for any the CPU lacks or this kernel has no build for).
+fn convolve(
+    op: &DepthwiseF32,
+    x: &[f32],
+    first: usize,
+    out: &mut [f32],
+    activation: Option<&Prepared>,
+) -> TractResult<()> {
     #[cfg(target_arch = "x86_64")]
     match op.simd {
         // SAFETY: each arm runs only where the CPU has its instruction set.
-        Simd::Avx512 if op.simd.is_available() => unsafe { avx512(op, x, first, out) },
-        Simd::Avx2 if op.simd.is_available() => unsafe { avx2(op, x, first, out) },
-        _ => body(op, x, first, out),
+        Simd::Avx512 if op.simd.is_available() => unsafe { avx512(op, x, first, out, activation) },
+        Simd::Avx2 if op.simd.is_available() => unsafe { avx2(op, x, first, out, activation) },
+        _ => body(op, x, first, out, activation),
     }
     #[cfg(not(target_arch = "x86_64"))]
-    body(op, x, first, out)
+    body(op, x, first, out, activation)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn avx2(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
-    body(op, x, first, out)
+fn avx2(
+    op: &DepthwiseF32,
+    x: &[f32],
+    first: usize,
+    out: &mut [f32],
+    activation: Option<&Prepared>,
+) -> TractResult<()> {
+    body(op, x, first, out, activation)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn avx512(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
-    body(op, x, first, out)
+fn avx512(
+    op: &DepthwiseF32,
+    x: &[f32],
+    first: usize,
+    out: &mut [f32],
+    activation: Option<&Prepared>,
+) -> TractResult<()> {
+    body(op, x, first, out, activation)
 }
 
 /// One channel at a time: its padded input split into column- and row-phase planes
 /// (`[column phase][row phase][padded row / sy][i]`), then per tap one run over every output
 /// row at once, `cols` apart in a plane, the values between them computed and dropped.
 #[inline(always)]
-fn body(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
+fn body(
+    op: &DepthwiseF32,
+    x: &[f32],
+    first: usize,
+    out: &mut [f32],
+    activation: Option<&Prepared>,
+) -> TractResult<()> {
     let g = &op.geo;
     let ([h, w], [oh, ow]) = (g.input_hw, g.output_hw);
     let ([sy, sx], [dy, dx], [kh, kw]) = (g.strides, g.dilations, g.kernel);
@@ -279,7 +312,11 @@ fn body(op: &DepthwiseF32, x: &[f32], first: usize, out: &mut [f32]) {
         for (yo, row) in out.chunks_exact_mut(ow).enumerate() {
             row.copy_from_slice(&acc[yo * cols..][..ow]);
         }
+        if let Some(activation) = activation {
+            activation.run(out)?;
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -287,17 +324,21 @@ mod tests {
     use tract_onnx::pb::{self, tensor_proto::DataType};
 
     use super::*;
-    use crate::kernels::tests::{assert_matches, attr, int_attr, load, tensor, value};
+    use crate::kernels::tests::{
+        Activation as After, assert_matches, attr, int_attr, load, tensor, value,
+    };
 
-    /// x [1, c, size, size] → depthwise Conv (k×k, [stride, pad, dilation], bias) → y; with
-    /// `channels_last`, x and y NHWC, transposed around the Conv, which tract then makes an
-    /// NHWC one (as YuNet's heads, transposed to NHWC, become); tract's decluttered model.
+    /// x [1, c, size, size] → depthwise Conv (k×k, [stride, pad, dilation], bias) → `after`
+    /// → y; with `channels_last`, x and y NHWC, transposed around the Conv, which tract then
+    /// makes an NHWC one (as YuNet's heads, transposed to NHWC, become); tract's decluttered
+    /// model.
     fn depthwise(
         c: usize,
         k: usize,
         [stride, pad, dilation]: [i64; 3],
         size: usize,
         channels_last: bool,
+        after: After,
     ) -> TypedModel {
         let weights: Vec<u8> = (0..c * k * k)
             .flat_map(|i| (((i * 37 % 23) as f32 - 11.0) / 8.0).to_le_bytes())
@@ -322,7 +363,7 @@ mod tests {
                         "w".into(),
                         "b".into(),
                     ],
-                    output: vec![if channels_last { "conv" } else { "y" }.into()],
+                    output: vec![if channels_last { "conv" } else { "z" }.into()],
                     attribute: vec![
                         attr("pads", &[pad; 4]),
                         attr("strides", &[stride; 2]),
@@ -334,10 +375,19 @@ mod tests {
                 .chain(channels_last.then(|| pb::NodeProto {
                     op_type: "Transpose".into(),
                     input: vec!["conv".into()],
-                    output: vec!["y".into()],
+                    output: vec!["z".into()],
                     attribute: vec![attr("perm", &[0, 2, 3, 1])],
                     ..Default::default()
                 }))
+                .chain(match after {
+                    After::None => vec![pb::NodeProto {
+                        op_type: "Identity".into(),
+                        input: vec!["z".into()],
+                        output: vec!["y".into()],
+                        ..Default::default()
+                    }],
+                    _ => after.nodes("z", "y"),
+                })
                 .collect(),
             input: vec![value(
                 "x",
@@ -368,30 +418,30 @@ mod tests {
     /// set this CPU has (the ones it lacks are named), on one thread and split over two
     /// ([`assert_matches`]):
     /// 3×3 and 5×5, strides 1 to 3, padding 0 to 2, dilation 2, odd sizes, one layer big
-    /// enough to split, and channels-last outputs.
+    /// enough to split, channels-last outputs, and each activation after (in the op).
     #[test]
     fn convolves_as_tract_does() {
         const { assert!(32 * 41 * 41 * 9 >= crate::kernels::MIN_SPLIT) };
-        // (channels, kernel, [stride, pad, dilation], input size, channels last)
+        // (channels, kernel, [stride, pad, dilation], input size, channels last, activation)
         let cases = [
-            (16, 3, [1, 1, 1], 20, false),
-            (24, 3, [2, 1, 1], 21, false),
-            (8, 5, [1, 2, 1], 13, false),
-            (5, 3, [2, 0, 1], 40, false),
-            (7, 3, [1, 2, 2], 9, false),
-            (4, 3, [3, 1, 1], 17, false),
-            (32, 3, [1, 1, 1], 41, false),
-            (10, 3, [1, 1, 1], 40, true),
-            (4, 3, [2, 1, 1], 19, true),
-            (32, 3, [1, 1, 1], 41, true),
+            (16, 3, [1, 1, 1], 20, false, After::Relu),
+            (24, 3, [2, 1, 1], 21, false, After::Silu),
+            (8, 5, [1, 2, 1], 13, false, After::None),
+            (5, 3, [2, 0, 1], 40, false, After::LeakyRelu),
+            (7, 3, [1, 2, 2], 9, false, After::None),
+            (4, 3, [3, 1, 1], 17, false, After::Relu),
+            (32, 3, [1, 1, 1], 41, false, After::Silu),
+            (10, 3, [1, 1, 1], 40, true, After::Relu),
+            (4, 3, [2, 1, 1], 19, true, After::None),
+            (32, 3, [1, 1, 1], 41, true, After::LeakyRelu),
         ];
         for simd in Simd::ALL {
             if !simd.is_available() {
                 println!("depthwise_f32: {simd:?} skipped, this CPU lacks it");
                 continue;
             }
-            for (c, k, geometry, size, channels_last) in cases {
-                let tracts = depthwise(c, k, geometry, size, channels_last);
+            for (c, k, geometry, size, channels_last, after) in cases {
+                let tracts = depthwise(c, k, geometry, size, channels_last, after);
                 let mut ours = swap_all(tracts.clone()).unwrap();
                 let ids: Vec<usize> = ours
                     .nodes()
@@ -403,11 +453,17 @@ mod tests {
                 let mut op = ours.node(ids[0]).op_as::<DepthwiseF32>().unwrap().clone();
                 // tract made the transposed convolution an NHWC one.
                 assert_eq!(op.channels_last, channels_last, "{ours}");
+                // The activation went into the op: nothing else is left.
+                assert_eq!(op.name(), format!("DepthwiseF32{}", after.suffix()));
+                assert_eq!(
+                    ours.nodes().iter().filter(|n| !n.inputs.is_empty()).count(),
+                    1
+                );
                 op.simd = simd;
                 ours.node_mut(ids[0]).op = Box::new(op);
                 let what = format!(
                     "{simd:?} {c} channels {k}×{k} {geometry:?} at {size}, channels last \
-                     {channels_last}"
+                     {channels_last}, {after:?}"
                 );
                 assert_matches(tracts, ours, &what);
             }

@@ -8,6 +8,7 @@
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 
+pub mod activation;
 pub mod broadcast;
 pub mod cast;
 #[cfg(target_arch = "x86_64")]
@@ -481,23 +482,7 @@ pub mod tests {
                 node("Mul", &["f", "scale"], "scaled", vec![]),
                 node("Add", &["scaled", "bias"], last, vec![]),
             ]);
-            graph.node.extend(match activation {
-                Activation::None => vec![],
-                Activation::Relu => vec![node("Relu", &["a"], "y", vec![])],
-                Activation::Silu => vec![
-                    node("Sigmoid", &["a"], "g", vec![]),
-                    node("Mul", &["a", "g"], "y", vec![]),
-                ],
-                Activation::LeakyRelu => {
-                    let alpha = pb::AttributeProto {
-                        name: "alpha".into(),
-                        r#type: AttributeType::Float as i32,
-                        f: 0.1,
-                        ..Default::default()
-                    };
-                    vec![node("LeakyRelu", &["a"], "y", vec![alpha])]
-                }
-            });
+            graph.node.extend(activation.nodes("a", "y"));
             graph.output = vec![value("y", DataType::Float, None)];
             load(graph)
                 .into_optimized()
@@ -617,14 +602,43 @@ pub mod tests {
             Activation::LeakyRelu,
         ];
 
-        /// The steps of the op that does the scale, bias and this.
-        pub fn steps(self) -> &'static str {
+        /// The ONNX nodes of it from `x` to `y` (none for [`Activation::None`]).
+        pub fn nodes(self, x: &str, y: &str) -> Vec<pb::NodeProto> {
+            let node = |op: &str, input: &[&str], output: &str| pb::NodeProto {
+                op_type: op.into(),
+                input: input.iter().map(|i| i.to_string()).collect(),
+                output: vec![output.into()],
+                ..Default::default()
+            };
             match self {
-                Activation::None => "+Mul+Add",
-                Activation::Relu => "+Mul+Add+Max",
-                Activation::Silu => "+Mul+Add+Silu",
-                Activation::LeakyRelu => "+Mul+Add+LeakyRelu",
+                Activation::None => vec![],
+                Activation::Relu => vec![node("Relu", &[x], y)],
+                Activation::Silu => vec![node("Sigmoid", &[x], "g"), node("Mul", &[x, "g"], y)],
+                Activation::LeakyRelu => vec![pb::NodeProto {
+                    attribute: vec![pb::AttributeProto {
+                        name: "alpha".into(),
+                        r#type: AttributeType::Float as i32,
+                        f: 0.1,
+                        ..Default::default()
+                    }],
+                    ..node("LeakyRelu", &[x], y)
+                }],
             }
+        }
+
+        /// The suffix of the name of a float kernel applying it.
+        pub fn suffix(self) -> &'static str {
+            match self {
+                Activation::None => "",
+                Activation::Relu => "+Max",
+                Activation::Silu => "+Silu",
+                Activation::LeakyRelu => "+LeakyRelu",
+            }
+        }
+
+        /// The steps of the op that does the scale, bias and this.
+        pub fn steps(self) -> String {
+            format!("+Mul+Add{}", self.suffix())
         }
     }
 
