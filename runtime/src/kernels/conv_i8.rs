@@ -395,7 +395,7 @@ impl ConvI8 {
         let (n, affine) = (self.geo.n(), self.epilogue.as_ref());
         super::accumulators(
             &self.output,
-            n,
+            [n, OC_TILE],
             per_value,
             affine,
             |first, out, epilogue| {

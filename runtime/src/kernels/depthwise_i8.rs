@@ -195,26 +195,32 @@ impl EvalOp for DepthwiseI8 {
         let planes = self.geo.phase_planes(image)?;
         let (n, taps, affine) = (self.geo.n(), self.geo.taps(), self.epilogue.as_ref());
         let vnni = self.vnni && vnni_runs(&self.geo);
-        let output = accumulators(&self.output, n, taps, affine, |first, out, epilogue| {
-            let finish = epilogue.filter(|e| vnni && e.in_registers());
-            // An epilogue not run in registers runs after each channel, while it is in cache.
-            let after = epilogue.filter(|_| finish.is_none());
-            let step = if after.is_some() { n } else { out.len() };
-            for (i, out) in out.chunks_exact_mut(step).enumerate() {
-                let first = first + i * step / n;
-                let weights = &self.weights[first * taps..];
-                match vnni {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: the CPU has what the kernel needs.
-                    true => unsafe { vnni::convolve(&planes, first, weights, out, finish) },
-                    _ => convolve(self.simd, &planes, first, weights, out),
+        let output = accumulators(
+            &self.output,
+            [n, 1],
+            taps,
+            affine,
+            |first, out, epilogue| {
+                let finish = epilogue.filter(|e| vnni && e.in_registers());
+                // An epilogue not run in registers runs after each channel, while it is in cache.
+                let after = epilogue.filter(|_| finish.is_none());
+                let step = if after.is_some() { n } else { out.len() };
+                for (i, out) in out.chunks_exact_mut(step).enumerate() {
+                    let first = first + i * step / n;
+                    let weights = &self.weights[first * taps..];
+                    match vnni {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: the CPU has what the kernel needs.
+                        true => unsafe { vnni::convolve(&planes, first, weights, out, finish) },
+                        _ => convolve(self.simd, &planes, first, weights, out),
+                    }
+                    if let Some(epilogue) = after {
+                        epilogue.apply(first, out)?;
+                    }
                 }
-                if let Some(epilogue) = after {
-                    epilogue.apply(first, out)?;
-                }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            },
+        )?;
         Ok(tvec!(output.into_tvalue()))
     }
 }

@@ -25,6 +25,7 @@ pub mod pointwise_i8;
 pub mod quantize;
 pub mod reduce;
 pub mod resize;
+pub mod share;
 pub mod softmax;
 
 /// Replaces, in an optimised model, the Im2col (for a 1×1 layer, the packing) and matmul of
@@ -168,8 +169,8 @@ fn every_by<T: Copy, const S: usize>(src: &[T], dst: &mut [T]) {
 pub const MIN_SPLIT: usize = 1 << 16;
 
 /// `f(first, chunk)` over `out` cut into chunks of whole `unit`-long units (`first`: the
-/// chunk's first unit), spread over tract's current executor, the one its matmuls run on, so
-/// that `[board] threads = 1` stays on the calling thread; all of `out` at once when `work`
+/// chunk's first unit), shared by as many threads as tract's current executor has ([`share`]),
+/// so that `[board] threads = 1` stays on the calling thread; all of `out` at once when `work`
 /// is below [`MIN_SPLIT`]. Each unit is written by one call whatever the split: the results
 /// cannot depend on it.
 pub fn split<T: Send>(
@@ -178,19 +179,24 @@ pub fn split<T: Send>(
     work: usize,
     f: impl Fn(usize, &mut [T]) -> TractResult<()> + Sync + Send,
 ) -> TractResult<()> {
-    if work < MIN_SPLIT {
-        return f(0, out);
+    use tract_linalg::multithread::{Executor, current_tract_executor};
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if work >= MIN_SPLIT => {
+            share::run(pool.current_num_threads(), out, unit, f)
+        }
+        _ => f(0, out),
     }
-    tract_linalg::multithread::par_chunks_mut(out, unit, work, f)
 }
 
 /// The i32 accumulators of `fact`'s (concrete) shape, whose channels, `n` values each,
-/// `f(first, channels, epilogue)` writes whole over tract's executor ([`split`]), `per_value`
-/// multiply-adds a value. With `affine`, `f` runs the epilogue on each channel's accumulators
-/// (while they are in cache) and the result is the f32 tensor of the chain's shape.
+/// `f(first, channels, epilogue)` writes whole over tract's executor ([`split`]), `group`
+/// channels at a time (a kernel's tile of output channels: a thread given part of one would
+/// compute all of it), `per_value` multiply-adds a value. With `affine`, `f` runs the epilogue
+/// on each channel's accumulators (while they are in cache) and the result is the f32 tensor
+/// of the chain's shape.
 pub fn accumulators(
     fact: &TypedFact,
-    n: usize,
+    [n, group]: [usize; 2],
     per_value: usize,
     affine: Option<&cast::Affine>,
     f: impl Fn(usize, &mut [i32], Option<&cast::Epilogue>) -> TractResult<()> + Sync + Send,
@@ -205,8 +211,8 @@ pub fn accumulators(
     {
         let mut plain = output.try_as_plain_ram_mut()?;
         let out = plain.as_slice_mut::<i32>()?;
-        split(out, n, out.len() * per_value, |first, out| {
-            f(first, out, epilogue.as_ref())
+        split(out, n * group, out.len() * per_value, |first, out| {
+            f(first * group, out, epilogue.as_ref())
         })?;
     }
     match affine {
