@@ -25,18 +25,17 @@ pub enum Activation {
 /// output it computes: tract's SiLU or LeakyReLU, or, in a decluttered model, its Max with one
 /// constant value (what ONNX's Relu becomes before optimisation turns it into a by-scalar op).
 pub fn after(model: &TypedModel, outlet: OutletId) -> TractResult<Option<(Activation, OutletId)>> {
-    let succs = model.outlet_successors(outlet);
-    if succs.len() != 1 || model.output_outlets()?.contains(&outlet) {
+    let Some(reader) = super::only_reader(model, outlet)? else {
         return Ok(None);
-    }
-    let node = model.node(succs[0].node);
+    };
+    let node = model.node(reader.node);
     let found = match (node.op_as::<ElementWiseOp>(), node.op_as::<TypedBinOp>()) {
         (Some(ew), _) => match ew.0.downcast_ref::<LeakyRelu>() {
             Some(leaky) => Some(Activation::LeakyRelu(leaky.alpha)),
             None => ew.0.is::<Silu>().then_some(Activation::Silu),
         },
         (_, Some(bin)) if bin.0.is::<Max>() && node.inputs.len() == 2 => {
-            let other = node.inputs[1 - succs[0].slot];
+            let other = node.inputs[1 - reader.slot];
             let same_shape = model.outlet_fact(outlet)?.shape
                 == model.outlet_fact(OutletId::new(node.id, 0))?.shape;
             match &model.outlet_fact(other)?.konst {
@@ -210,13 +209,13 @@ pub(crate) mod avx512 {
     }
 }
 
-#[cfg(test)]
+// The activations in registers are x86-64's alone.
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
 
     /// The SiLU run in registers is tract's kernel on this CPU bit for bit: on NaN, ±∞, signed
     /// zeros, the f32 extremes, denormals and the clamps' neighbourhoods too.
-    #[cfg(target_arch = "x86_64")]
     #[test]
     fn silu_in_registers_is_tracts() {
         use std::arch::x86_64::*;

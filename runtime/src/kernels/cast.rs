@@ -137,7 +137,7 @@ pub fn fused(
 /// values do not move), if each on the way is read by the next node alone.
 fn through_reshapes(model: &TypedModel, mut outlet: OutletId) -> TractResult<Option<OutletId>> {
     loop {
-        if model.outlet_successors(outlet).len() != 1 || model.output_outlets()?.contains(&outlet) {
+        if super::only_reader(model, outlet)?.is_none() {
             return Ok(None);
         }
         match model.node(outlet.node).op_as::<IntoShape>() {

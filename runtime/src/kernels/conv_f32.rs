@@ -23,7 +23,7 @@ use tract_onnx::tract_core::ops::math::Add;
 
 use super::activation::{self, Activation};
 use super::im2col_i8::Geometry;
-use super::{split, swap};
+use super::{only_reader, split, swap};
 
 /// Output channels a tile.
 const OC: usize = 8;
@@ -58,15 +58,6 @@ pub fn swap_all(mut model: TypedModel) -> TractResult<TypedModel> {
 /// Whether this CPU runs [`ConvF32`]'s kernel.
 pub fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
-}
-
-/// The only successor of `outlet`, unless it is a model output too.
-fn only_successor(model: &TypedModel, outlet: OutletId) -> TractResult<Option<&TypedNode>> {
-    let succs = model.outlet_successors(outlet);
-    if succs.len() != 1 || model.output_outlets()?.contains(&outlet) {
-        return Ok(None);
-    }
-    Ok(Some(model.node(succs[0].node)))
 }
 
 /// The replacement for `node` if it is tract's float Conv of one NCHW (or CHW) image in one
@@ -185,7 +176,8 @@ fn pointwise(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(ConvF3
     let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
     let einsum_out = OutletId::new(node.id, 0);
     // The bias tract left as an Add of [1, O, 1, 1] (or [O, 1, 1]) after the EinSum.
-    let bias_add = only_successor(model, einsum_out)?.and_then(|add| {
+    let bias_add = only_reader(model, einsum_out)?.and_then(|reader| {
+        let add = model.node(reader.node);
         let bin = add.op_as::<TypedBinOp>()?;
         let other = add.inputs.iter().find(|i| **i != einsum_out)?;
         let b = model.outlet_fact(*other).ok()?.konst.as_ref()?;

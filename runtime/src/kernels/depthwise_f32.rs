@@ -189,7 +189,16 @@ impl DepthwiseF32 {
         let work = out.len() * self.geo.taps();
         let activation = self.activation.map(Activation::prepare).transpose()?;
         split(out, self.geo.n(), work, |first, out| {
-            convolve(self, x, first, out, activation.as_ref())
+            let activation = activation.as_ref();
+            convolve(
+                self,
+                Channels {
+                    x,
+                    first,
+                    out,
+                    activation,
+                },
+            )
         })
     }
 }
@@ -203,61 +212,52 @@ fn transpose(x: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
     }
 }
 
-/// The channels from `first` that `out` holds, then `activation` on each, with the
-/// instruction set `op.simd` (baseline for any the CPU lacks or this kernel has no build for).
-fn convolve(
-    op: &DepthwiseF32,
-    x: &[f32],
+/// One call's share of the channels: those from `first` that `out` holds, of the CHW image
+/// `x`, then `activation` on each.
+struct Channels<'a> {
+    x: &'a [f32],
     first: usize,
-    out: &mut [f32],
-    activation: Option<&Prepared>,
-) -> TractResult<()> {
+    out: &'a mut [f32],
+    activation: Option<&'a Prepared>,
+}
+
+/// `c`'s channels with the instruction set `op.simd` (baseline for any the CPU lacks or this
+/// kernel has no build for).
+fn convolve(op: &DepthwiseF32, c: Channels) -> TractResult<()> {
     #[cfg(target_arch = "x86_64")]
     match op.simd {
         // SAFETY: each arm runs only where the CPU has its instruction set.
-        Simd::Avx512 if op.simd.is_available() => unsafe { avx512(op, x, first, out, activation) },
-        Simd::Avx2 if op.simd.is_available() => unsafe { avx2(op, x, first, out, activation) },
-        _ => body(op, x, first, out, activation),
+        Simd::Avx512 if op.simd.is_available() => unsafe { avx512(op, c) },
+        Simd::Avx2 if op.simd.is_available() => unsafe { avx2(op, c) },
+        _ => body(op, c),
     }
     #[cfg(not(target_arch = "x86_64"))]
-    body(op, x, first, out, activation)
+    body(op, c)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn avx2(
-    op: &DepthwiseF32,
-    x: &[f32],
-    first: usize,
-    out: &mut [f32],
-    activation: Option<&Prepared>,
-) -> TractResult<()> {
-    body(op, x, first, out, activation)
+fn avx2(op: &DepthwiseF32, c: Channels) -> TractResult<()> {
+    body(op, c)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn avx512(
-    op: &DepthwiseF32,
-    x: &[f32],
-    first: usize,
-    out: &mut [f32],
-    activation: Option<&Prepared>,
-) -> TractResult<()> {
-    body(op, x, first, out, activation)
+fn avx512(op: &DepthwiseF32, c: Channels) -> TractResult<()> {
+    body(op, c)
 }
 
 /// One channel at a time: its padded input split into column- and row-phase planes
 /// (`[column phase][row phase][padded row / sy][i]`), then per tap one run over every output
 /// row at once, `cols` apart in a plane, the values between them computed and dropped.
 #[inline(always)]
-fn body(
-    op: &DepthwiseF32,
-    x: &[f32],
-    first: usize,
-    out: &mut [f32],
-    activation: Option<&Prepared>,
-) -> TractResult<()> {
+fn body(op: &DepthwiseF32, c: Channels) -> TractResult<()> {
+    let Channels {
+        x,
+        first,
+        out,
+        activation,
+    } = c;
     let g = &op.geo;
     let ([h, w], [oh, ow]) = (g.input_hw, g.output_hw);
     let ([sy, sx], [dy, dx], [kh, kw]) = (g.strides, g.dilations, g.kernel);

@@ -230,6 +230,16 @@ pub fn accumulators_fact(fact: &TypedFact, affine: Option<&cast::Affine>) -> Typ
     }
 }
 
+/// The one input reading `outlet`, unless more read it or it is an output of the model: where
+/// an op may take over what reads it, the value is needed nowhere else.
+pub(crate) fn only_reader(model: &TypedModel, outlet: OutletId) -> TractResult<Option<InletId>> {
+    let readers = model.outlet_successors(outlet);
+    if readers.len() != 1 || model.output_outlets()?.contains(&outlet) {
+        return Ok(None);
+    }
+    Ok(Some(readers[0]))
+}
+
 /// Wires `op` on `input` in place of the node writing `replaced` (and of whatever only it
 /// read), named after that node.
 fn swap(

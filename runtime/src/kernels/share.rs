@@ -6,8 +6,9 @@
 //! YOLOv8n-320's int8 layers take 160 µs on average: two threads ran its plan at 0.71× the
 //! speed of one. Here the calling thread starts on the first chunk at once, helpers claim
 //! chunks from the same counter as they arrive, and the caller waits only for chunks a helper
-//! has already claimed. A helper spins for [`SPIN`] after its last chunk, so the operators of
-//! one inference find it awake; then it sleeps until the next one wakes it.
+//! has already claimed. A helper keeps looking for work for [`SPIN`] after its last chunk,
+//! yielding the CPU, so the operators of one inference find it awake; then it sleeps until the
+//! next one wakes it.
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
