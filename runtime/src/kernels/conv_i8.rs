@@ -493,12 +493,17 @@ mod vnni {
                 }
                 q += 16 * blocks;
                 if let Some(epilogue) = epilogue
-                    && tile.finish.is_none()
+                    && (tile.finish.is_none() || epilogue.stored_later())
                     && (q - finished >= EPILOGUE_RUN || q >= len)
                 {
                     let run = output(finished)..output(q.min(len));
                     for (j, out) in out.chunks_exact_mut(n).enumerate() {
-                        epilogue.apply(lo + j, &mut out[run.clone()])?;
+                        let out = &mut out[run.clone()];
+                        match tile.finish {
+                            // SAFETY: `finish` is only where the epilogue runs in registers.
+                            Some(_) => unsafe { epilogue.finish_stored(out) },
+                            None => epilogue.apply(lo + j, out)?,
+                        }
                     }
                     finished = q;
                 }

@@ -204,7 +204,12 @@ impl EvalOp for DepthwiseI8 {
                 let finish = epilogue.filter(|e| vnni && e.in_registers());
                 // An epilogue not run in registers runs after each channel, while it is in cache.
                 let after = epilogue.filter(|_| finish.is_none());
-                let step = if after.is_some() { n } else { out.len() };
+                let later = finish.filter(|e| e.stored_later());
+                let step = if after.or(later).is_some() {
+                    n
+                } else {
+                    out.len()
+                };
                 for (i, out) in out.chunks_exact_mut(step).enumerate() {
                     let first = first + i * step / n;
                     let weights = &self.weights[first * taps..];
@@ -216,6 +221,11 @@ impl EvalOp for DepthwiseI8 {
                     }
                     if let Some(epilogue) = after {
                         epilogue.apply(first, out)?;
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(epilogue) = later {
+                        // SAFETY: `finish` is only where the epilogue runs in registers.
+                        unsafe { epilogue.finish_stored(out) };
                     }
                 }
                 Ok(())
