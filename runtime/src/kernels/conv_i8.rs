@@ -272,34 +272,39 @@ struct Planes4<'g> {
 
 #[cfg(target_arch = "x86_64")]
 impl<'g> Planes4<'g> {
-    /// Out of `planes`, which are `geo`'s.
-    fn new(geo: &'g Geometry, planes: &PhasePlanes) -> Planes4<'g> {
+    /// Out of `planes`, which are `geo`'s. Each plane (four channels at one column and row
+    /// phase) is a unit of the split over tract's executor: a stem's three channels make one
+    /// group, and its planes would otherwise be written by one thread.
+    fn new(geo: &'g Geometry, planes: &PhasePlanes) -> TractResult<Planes4<'g>> {
         let [padded_rows, cols] = planes.rows_cols();
         let [sy, sx] = geo.strides;
         let rows = padded_rows.div_ceil(sy);
-        let group_len = 4 * sx * sy * rows * cols;
-        let mut data = vec![0u8; geo.channels.div_ceil(4) * group_len + 64];
+        let plane_len = 4 * rows * cols;
+        let all = geo.channels.div_ceil(4) * sx * sy * plane_len;
+        let mut data = vec![0u8; all + 64];
         let zeros = vec![0i8; cols];
-        for (c4, out) in data.chunks_exact_mut(group_len).enumerate() {
-            for phase in 0..sx {
-                for y in 0..padded_rows {
+        split(&mut data[..all], plane_len, all, |first, chunk| {
+            for (i, out) in chunk.chunks_exact_mut(plane_len).enumerate() {
+                let u = first + i;
+                let (c4, phase, row_phase) = (u / (sx * sy), u / sy % sx, u % sy);
+                for (r, y) in (row_phase..padded_rows).step_by(sy).enumerate() {
                     let line = std::array::from_fn(|j| match 4 * c4 + j {
                         c if c < geo.channels => {
                             &planes.data[((c * sx + phase) * padded_rows + y) * cols..][..cols]
                         }
                         _ => &zeros[..],
                     });
-                    let at = ((phase * sy + y % sy) * rows + y / sy) * cols;
-                    im2col_i8::interleave_rows(line, 0x80, &mut out[4 * at..][..4 * cols]);
+                    im2col_i8::interleave_rows(line, 0x80, &mut out[4 * r * cols..][..4 * cols]);
                 }
             }
-        }
-        Planes4 {
+            Ok(())
+        })?;
+        Ok(Planes4 {
             geo,
             data,
             rows,
             cols,
-        }
+        })
     }
 
     /// Straight from the image where both strides are 1 (one phase, the rows unsplit): each
@@ -389,7 +394,7 @@ impl ConvI8 {
     fn accumulate(&self, image: Image) -> TractResult<Tensor> {
         let planes = match self.geo.strides {
             [1, 1] => Planes4::direct(&self.geo, &image)?,
-            _ => Planes4::new(&self.geo, &self.geo.phase_planes(image)?),
+            _ => Planes4::new(&self.geo, &self.geo.phase_planes(image)?)?,
         };
         let per_value = self.geo.channels * self.geo.taps();
         let (n, affine) = (self.geo.n(), self.epilogue.as_ref());
@@ -671,6 +676,8 @@ mod tests {
         let cases = [
             (16, 16, 3, [1, 1, 1], 20, false, 1),
             (3, 16, 3, [2, 1, 1], 65, true, 1),
+            // A stem's one group of channels, its planes split over threads.
+            (3, 16, 3, [2, 1, 1], 130, true, 1),
             (12, 19, 3, [1, 1, 1], 9, false, 1),
             (8, 8, 5, [1, 2, 1], 13, true, 1),
             (5, 9, 3, [2, 0, 1], 40, false, 1),
