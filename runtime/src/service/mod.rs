@@ -168,15 +168,23 @@ pub fn use_threads(threads: usize) {
 
 /// The executor [`use_threads`] installs: benchmarks run plans on it to time them as the
 /// service runs them. The runtime's kernels share their work with their own helper threads
-/// ([`crate::kernels::share`]); tract's element-wise ops split only from [`TRACT_SPLIT_ELEMENTS`]
-/// values (tract's default 32 768): below that, the hand-over to its pool cost more than the
-/// op (YOLOv8n-320's seven residual additions 60 µs on one thread, 260–800 µs on two).
+/// ([`crate::kernels::share`]); tract splits an op over its pool only where the hand-over
+/// (tens of microseconds) is worth it: element-wise ops from [`TRACT_SPLIT_ELEMENTS`] values
+/// (tract's default 32 768: YOLOv8n-320's seven residual additions took 60 µs on one thread,
+/// 260–800 µs on two), matrix products from [`TRACT_SPLIT_MACS`] multiply-adds whatever their
+/// panels (tract's default also splits any of 64 panels: YOLOv8n-320's two box-distribution
+/// products, 134 K multiply-adds each, took 77–97 µs split, 30–34 µs not).
 pub fn executor(threads: usize) -> tract_linalg::multithread::Executor {
-    use tract_linalg::multithread::{Executor, set_threading_element_threshold};
+    use tract_linalg::multithread::{
+        Executor, set_threading_element_threshold, set_threading_mac_threshold,
+        set_threading_panel_threshold,
+    };
     match threads {
         0 | 1 => Executor::SingleThread,
         n => {
             set_threading_element_threshold(TRACT_SPLIT_ELEMENTS);
+            set_threading_panel_threshold(usize::MAX);
+            set_threading_mac_threshold(TRACT_SPLIT_MACS);
             Executor::multithread_with_name(n, "ocelli-infer")
         }
     }
@@ -184,6 +192,9 @@ pub fn executor(threads: usize) -> tract_linalg::multithread::Executor {
 
 /// Values from which tract splits an element-wise op over its pool ([`executor`]).
 pub const TRACT_SPLIT_ELEMENTS: usize = 1 << 20;
+
+/// Multiply-adds from which tract splits a matrix product over its pool ([`executor`]).
+pub const TRACT_SPLIT_MACS: usize = 1 << 21;
 
 /// Loads every detector and classifier of `config` as a run would, which checks each model,
 /// its labels and its settings together, and drops them.
