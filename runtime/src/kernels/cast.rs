@@ -285,26 +285,10 @@ impl Epilogue<'_> {
     }
 
     /// What [`Epilogue::finish`] left undone, on stored values it computed.
-    ///
-    /// # Safety
-    /// Only where [`Epilogue::in_registers`], which checked that the CPU has AVX-512 F.
-    #[cfg(target_arch = "x86_64")]
-    pub unsafe fn finish_stored(&self, values: &mut [i32]) {
-        if self.stored_later() {
-            // SAFETY: the values hold f32s' bits; same size and alignment as i32. The caller
-            // checked the CPU.
-            unsafe {
-                let values =
-                    std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<f32>(), values.len());
-                let (whole, tail) = values.split_at_mut(values.len() / 16 * 16);
-                super::activation::avx512::run(Activation::Silu, whole);
-                if !tail.is_empty() {
-                    let mut last = [0f32; 16];
-                    last[..tail.len()].copy_from_slice(tail);
-                    super::activation::avx512::run(Activation::Silu, &mut last);
-                    tail.copy_from_slice(&last[..tail.len()]);
-                }
-            }
+    pub fn finish_stored(&self, values: &mut [i32]) -> TractResult<()> {
+        match self.stored_later() {
+            true => self.activate(values),
+            false => Ok(()),
         }
     }
 
@@ -328,7 +312,12 @@ impl Epilogue<'_> {
                 }
             }
         }
-        // SAFETY: the values now hold f32s; same size and alignment as i32.
+        self.activate(values)
+    }
+
+    /// tract's kernel of the activation, if any, on values holding f32s' bits.
+    fn activate(&self, values: &mut [i32]) -> TractResult<()> {
+        // SAFETY: the values hold f32s; same size and alignment as i32.
         let values = unsafe {
             std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<f32>(), values.len())
         };

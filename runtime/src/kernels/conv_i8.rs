@@ -505,8 +505,7 @@ mod vnni {
                     for (j, out) in out.chunks_exact_mut(n).enumerate() {
                         let out = &mut out[run.clone()];
                         match tile.finish {
-                            // SAFETY: `finish` is only where the epilogue runs in registers.
-                            Some(_) => unsafe { epilogue.finish_stored(out) },
+                            Some(_) => epilogue.finish_stored(out)?,
                             None => epilogue.apply(lo + j, out)?,
                         }
                     }

@@ -222,10 +222,8 @@ impl EvalOp for DepthwiseI8 {
                     if let Some(epilogue) = after {
                         epilogue.apply(first, out)?;
                     }
-                    #[cfg(target_arch = "x86_64")]
                     if let Some(epilogue) = later {
-                        // SAFETY: `finish` is only where the epilogue runs in registers.
-                        unsafe { epilogue.finish_stored(out) };
+                        epilogue.finish_stored(out)?;
                     }
                 }
                 Ok(())
