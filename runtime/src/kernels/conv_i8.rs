@@ -169,7 +169,7 @@ pub fn unpack_rows(v: &EagerPackedInput) -> Option<Vec<i8>> {
     for m in 0..mn {
         let panel = m / packing.r() * v.panel_bytes;
         for kk in 0..k {
-            rows.push(*bytes.get(panel + packing.offset(kk, m % packing.r()))? as i8);
+            rows.push(*bytes.get(panel + packing.offset(k, kk, m % packing.r()))? as i8);
         }
     }
     Some(rows)

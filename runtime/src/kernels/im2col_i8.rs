@@ -15,6 +15,8 @@ use tract_linalg::mmm::{
     EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
 };
 use tract_linalg::pack::{PackedFormat, PackedI8K4};
+#[cfg(target_arch = "x86_64")]
+use tract_linalg::x86_64::amx::PackedAmxA;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::PoolSpec;
@@ -67,6 +69,10 @@ pub fn packing(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Packi
 impl Packing {
     /// `format` if it is one of these.
     pub fn of(format: &dyn MMMInputFormat) -> Option<Packing> {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(amx) = format.downcast_ref::<PackedAmxA>() {
+            return Some(Packing::Amx(amx.clone()));
+        }
         if let Some(k4) = format.downcast_ref::<PackedI8K4>() {
             Some(Packing::K4(k4.clone()))
         } else {
@@ -200,6 +206,11 @@ pub enum Packing {
     /// Each K value's `r` positions side by side: ARM's kernels without the dot product
     /// (Cortex-A72 and A53, as in the Raspberry Pi 4 and 3).
     KMajor(PackedFormat),
+    /// Each position's K values in a row, padded to a multiple of 64: the weights' side of
+    /// tract's AMX kernels, which tract picks wherever the CPU has AMX (Xeon from Sapphire
+    /// Rapids on), and the image's where tract swaps the sides.
+    #[cfg(target_arch = "x86_64")]
+    Amx(PackedAmxA),
 }
 
 impl Packing {
@@ -207,14 +218,20 @@ impl Packing {
         match self {
             Packing::K4(f) => f.r,
             Packing::KMajor(f) => f.r,
+            #[cfg(target_arch = "x86_64")]
+            Packing::Amx(f) => f.r,
         }
     }
 
-    /// Where, in a panel, the value of K row `k` at lane `i` (of `r`) is.
-    pub fn offset(&self, k: usize, i: usize) -> usize {
+    /// Where, in a panel of `k` K rows, the value of K row `kk` at lane `i` (of `r`) is.
+    // Only AMX's rows, x86-64's alone, depend on `k`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    pub fn offset(&self, k: usize, kk: usize, i: usize) -> usize {
         match self {
-            Packing::K4(f) => (k / 4) * 4 * f.r + 4 * i + k % 4,
-            Packing::KMajor(f) => k * f.r + i,
+            Packing::K4(f) => (kk / 4) * 4 * f.r + 4 * i + kk % 4,
+            Packing::KMajor(f) => kk * f.r + i,
+            #[cfg(target_arch = "x86_64")]
+            Packing::Amx(_) => i * k.div_ceil(64) * 64 + kk,
         }
     }
 
@@ -222,6 +239,8 @@ impl Packing {
         match self {
             Packing::K4(f) => f.single_panel_len(k),
             Packing::KMajor(f) => f.single_panel_len(k),
+            #[cfg(target_arch = "x86_64")]
+            Packing::Amx(f) => f.single_panel_len(k),
         }
     }
 
@@ -229,6 +248,8 @@ impl Packing {
         match self {
             Packing::K4(f) => f.alignment(),
             Packing::KMajor(f) => f.alignment(),
+            #[cfg(target_arch = "x86_64")]
+            Packing::Amx(f) => f.alignment(),
         }
     }
 
@@ -236,6 +257,8 @@ impl Packing {
         match self {
             Packing::K4(f) => Box::new(f.clone()),
             Packing::KMajor(f) => Box::new(f.clone()),
+            #[cfg(target_arch = "x86_64")]
+            Packing::Amx(f) => Box::new(f.clone()),
         }
     }
 }
@@ -613,14 +636,16 @@ impl Packing {
         let panel_len = self.panel_len(k);
         let panels = n.div_ceil(r);
         // SAFETY: `pack_panels` writes rows 0..k (K4: and the rows padding k to a multiple of
-        // 4) of every panel; what the kernel also reads, the padding after them and a partial
-        // last panel's spare lanes, is zeroed first.
+        // 4) of every panel; what the kernel also reads, the padding after them (AMX: within
+        // each lane's row, so all of it) and a partial last panel's spare lanes, is zeroed first.
         let mut data = unsafe {
             Tensor::uninitialized_aligned_dt(dt, &[panels * panel_len], self.alignment())?
         };
         let rows_len = match self {
             Packing::K4(_) => k.div_ceil(4) * 4 * r,
             Packing::KMajor(_) => k * r,
+            #[cfg(target_arch = "x86_64")]
+            Packing::Amx(_) => 0,
         };
         split(data.as_bytes_mut(), panel_len, k * n, |first, bytes| {
             let start = first * r;
@@ -685,6 +710,17 @@ impl Packing {
                         for (d, v) in dst.iter_mut().zip(run) {
                             *d = *v as u8;
                         }
+                    }
+                }
+            }
+            // Only where tract swaps the sides of a matmul of few positions: one value at a time.
+            #[cfg(target_arch = "x86_64")]
+            Packing::Amx(_) => {
+                let mut buffer = vec![0i8; stride];
+                for kk in 0..k {
+                    row(kk, at.clone(), &mut buffer);
+                    for (m, v) in buffer[..n].iter().enumerate() {
+                        bytes[m / r * panel_len + self.offset(k, kk, m % r)] = *v as u8;
                     }
                 }
             }
@@ -782,6 +818,8 @@ mod tests {
 
     use tract_linalg::mmm::{EagerPackedInput, MMMInputValue};
     use tract_linalg::pack::{PackedFormat, PackedI8K4};
+    #[cfg(target_arch = "x86_64")]
+    use tract_linalg::x86_64::amx::PackedAmxA;
     use tract_onnx::prelude::*;
 
     use super::{Packing, blocks16, plain};
@@ -821,15 +859,13 @@ mod tests {
     fn read(packing: &Packing, k: usize, n: usize, v: &dyn MMMInputValue) -> (usize, Vec<u8>) {
         let eager = v.downcast_ref::<EagerPackedInput>().expect("eager");
         let (bytes, panel, r) = (eager.packed.as_bytes(), eager.panel_bytes, packing.r());
-        let (rows, at): (usize, fn(usize, usize, usize) -> usize) = match packing {
-            Packing::K4(_) => (k.div_ceil(4) * 4, |kk, m, r| {
-                kk / 4 * 4 * r + m * 4 + kk % 4
-            }),
-            Packing::KMajor(_) => (k, |kk, m, r| kk * r + m),
+        let rows = match packing {
+            Packing::K4(_) => k.div_ceil(4) * 4,
+            _ => k,
         };
         let values = (0..rows)
             .flat_map(|kk| (0..n).map(move |m| (kk, m)))
-            .map(|(kk, m)| bytes[m / r * panel + at(kk, m % r, r)])
+            .map(|(kk, m)| bytes[m / r * panel + packing.offset(k, kk, m % r)])
             .collect();
         (panel, values)
     }
@@ -844,6 +880,8 @@ mod tests {
             .map(|r| Packing::K4(PackedI8K4::new(r)))
             .into_iter()
             .chain([4, 8, 16].map(|r| Packing::KMajor(PackedFormat::new(i8::datum_type(), r, 16))));
+        #[cfg(target_arch = "x86_64")]
+        let layouts = layouts.chain([8, 16].map(|r| Packing::Amx(PackedAmxA::new(r))));
         for packing in layouts {
             for (k, n) in [(9, 37), (27, 1000), (64, 2049)] {
                 let values: Vec<i8> = (0..k * n).map(|i| (i * 7919 % 251) as i8).collect();
