@@ -137,7 +137,7 @@ def cpu_model():
         info = f.read()
     name = re.search(r"^model name\s*:\s*(.*)$", info, re.M)
     flags = set((re.search(r"^flags\s*:\s*(.*)$", info, re.M) or ["", ""])[1].split())
-    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]
+    simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
     return f"{name[1] if name else platform.machine()} ({', '.join(simd) or 'no AVX2'})"
 
 

@@ -18,7 +18,8 @@
 use std::sync::OnceLock;
 
 /// What [`choose`] decided: `None` where there was no choice to make (no such kernels on this
-/// CPU or in this build) or where the user's knob decides.
+/// CPU or in this build, or, for int8, tract's AMX ones outranking them) or where the user's
+/// knob decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Choice {
     pub int8: Option<Tile>,
@@ -113,8 +114,12 @@ mod imp {
     /// Timed runs of each product on each side, taking turns; the fastest of each counts.
     const ROUNDS: usize = 5;
 
-    /// The 16×16 tile if it is at least 3% faster than the 8×8 (tract's answer on one port).
+    /// The 16×16 tile if it is at least 3% faster than the 8×8 (tract's answer on one port);
+    /// no choice where the CPU has AMX, whose kernels tract picks over both.
     pub fn fastest_tile() -> Option<Tile> {
+        if tract_linalg::isa::native().has(Isa::X86_64AmxInt8) {
+            return None;
+        }
         let [narrow, wide] = tiles()?;
         let faster = faster(DatumType::I32, |_| [narrow.clone(), wide.clone()]).ok()?;
         Some(if faster { Tile::Zmm16x16 } else { Tile::Ymm8x8 })
