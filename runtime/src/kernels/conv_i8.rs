@@ -428,7 +428,7 @@ impl TypedOp for ConvI8 {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod vnni {
+pub(super) mod vnni {
     use std::arch::x86_64::*;
 
     use tract_onnx::prelude::TractResult;
@@ -573,12 +573,55 @@ mod vnni {
     /// What a kernel call covers: plane positions `first..end` past each run start; position
     /// `q` is output column `q % pitch` of output row `q / pitch`, dropped past `ow`.
     #[derive(Clone, Copy)]
-    struct Sweep {
-        first: usize,
-        end: usize,
-        pitch: usize,
-        ow: usize,
-        n: usize,
+    pub(crate) struct Sweep {
+        pub first: usize,
+        pub end: usize,
+        pub pitch: usize,
+        pub ow: usize,
+        pub n: usize,
+    }
+
+    impl Sweep {
+        /// Positions `0..end`, rows `pitch` apart, each `ow` of them kept, `n` a channel.
+        pub(crate) fn new(end: usize, pitch: usize, ow: usize, n: usize) -> Sweep {
+            Sweep {
+                first: 0,
+                end,
+                pitch,
+                ow,
+                n,
+            }
+        }
+
+        /// Where the lanes of `blocks` blocks of 16 positions from `first` go: for each block
+        /// `b` and each output row its lanes meet, `f(b, mask, dst, skipped)`, the lanes of
+        /// `mask` to that row's values from `dst` on (in a channel's output), lane `skipped`
+        /// the first of them (a masked store from `skipped` values before `dst`).
+        /// One division a call: one a block made a 3×3 depthwise layer's blocks 15% slower.
+        #[inline(always)]
+        pub(crate) fn runs(self, blocks: usize, mut f: impl FnMut(usize, u16, usize, usize)) {
+            // The output row position `q` is in, and where that row starts.
+            let mut row = self.first / self.pitch;
+            let mut start = row * self.pitch;
+            for b in 0..blocks {
+                let (q0, q1) = (self.first + 16 * b, self.end.min(self.first + 16 * b + 16));
+                let mut q = q0;
+                while q < q1 {
+                    let col = q - start;
+                    if col < self.ow {
+                        let lanes = (start + self.ow).min(q1) - q;
+                        let mask = (((1u32 << lanes) - 1) << (q - q0)) as u16;
+                        f(b, mask, row * self.ow + col, q - q0);
+                    }
+                    let next = start + self.pitch;
+                    if next > q1 {
+                        q = q1;
+                    } else {
+                        (q, row, start) = (next, row + 1, next);
+                    }
+                }
+            }
+        }
     }
 
     /// `P` blocks of 16 positions for the [`OC_TILE`] channels of `tile`: each step one load
@@ -617,28 +660,13 @@ mod vnni {
                 finish.finish(tile.first + j, &mut acc[j]);
             }
         }
-        // Each block's lanes, one masked store per output row they meet.
-        for b in 0..P {
-            let (q0, q1) = (at.first + 16 * b, at.end.min(at.first + 16 * b + 16));
-            let mut q = q0;
-            while q < q1 {
-                let (row, col) = (q / at.pitch, q % at.pitch);
-                let next = (row + 1) * at.pitch;
-                if col < at.ow {
-                    let lanes = (row * at.pitch + at.ow).min(q1) - q;
-                    let mask = (((1u32 << lanes) - 1) << (q - q0)) as u16;
-                    // Where lane 0 would go: lanes before `q` are masked off.
-                    let dst = row * at.ow + col;
-                    for (j, acc) in acc[tile.keep.clone()].iter().enumerate() {
-                        let p = out[j * at.n + dst..].as_mut_ptr().wrapping_sub(q - q0);
-                        // SAFETY: the mask's lanes land on `lanes` values of kept channel
-                        // j's output row from `dst`.
-                        unsafe { _mm512_mask_storeu_epi32(p, mask, acc[b]) };
-                    }
-                }
-                q = next;
+        at.runs(P, |b, mask, dst, skipped| {
+            for (j, acc) in acc[tile.keep.clone()].iter().enumerate() {
+                let p = out[j * at.n + dst..].as_mut_ptr().wrapping_sub(skipped);
+                // SAFETY: the mask's lanes land on kept channel j's output row from `dst`.
+                unsafe { _mm512_mask_storeu_epi32(p, mask, acc[b]) };
             }
-        }
+        });
     }
 }
 

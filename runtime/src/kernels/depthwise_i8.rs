@@ -312,7 +312,8 @@ mod vnni {
     use std::arch::x86_64::*;
 
     use super::{Geometry, PhasePlanes};
-    use crate::kernels::{cast::Epilogue, conv_i8};
+    use crate::kernels::cast::Epilogue;
+    use crate::kernels::conv_i8::{self, vnni::Sweep};
 
     /// Blocks of 16 output positions a call accumulates at once: independent chains of
     /// multiply-adds, held in registers.
@@ -364,6 +365,7 @@ mod vnni {
         let geo = planes.geometry();
         let ([oh, ow], [kh, kw]) = (geo.output_hw, geo.kernel);
         let (sy, [sx, dx]) = (geo.strides[0], [geo.strides[1], geo.dilations[1]]);
+        let [_, cols] = planes.rows_cols();
         // Tap kx's plane (0: the phase of tap 0, 1: the other) and offset in it.
         let tap = |kx: usize| {
             let (phase, offset) = ((kx * dx) % sx, (kx * dx) / sx);
@@ -406,36 +408,52 @@ mod vnni {
                 correction: _mm512_set1_epi32(-128 * w.iter().map(|v| *v as i32).sum::<i32>()),
                 finish: finish.map(|e| (e, first + c)),
             };
-            for (yo, out) in out.chunks_exact_mut(ow).enumerate() {
-                let mut j = 0;
-                while j < ow {
-                    let n = (ow - j).div_ceil(16);
-                    // SAFETY: the CPU has what this function has.
-                    unsafe {
-                        match n {
-                            1 => blocks::<1>(&channel, yo * sy, j, out),
-                            2 => blocks::<2>(&channel, yo * sy, j, out),
-                            3 => blocks::<3>(&channel, yo * sy, j, out),
-                            _ => blocks::<BLOCKS>(&channel, yo * sy, j, out),
-                        }
-                    }
-                    j += 16 * n.min(BLOCKS);
+            if sy == 1 {
+                // Output rows one plane row apart: one sweep over all of them, the positions
+                // past each row's end computed and dropped, where a call a row left most of
+                // the last block's lanes idle on narrow rows (10 of 16 at 8×10).
+                let len = (oh - 1) * cols + ow;
+                sweep(&channel, 0, Sweep::new(len, cols, ow, oh * ow), out);
+            } else {
+                for (yo, out) in out.chunks_exact_mut(ow).enumerate() {
+                    sweep(&channel, yo * sy * cols, Sweep::new(ow, ow, ow, ow), out);
                 }
             }
         }
     }
 
-    /// `P` blocks of 16 positions of one output row from column `j` (the last may stop at the
-    /// row's end), its first kernel row on padded row `r0`.
+    /// The positions of `at` in calls of up to [`BLOCKS`] blocks of 16, position `q`'s inputs
+    /// (for the first kernel row) `base + q` past each plane's start.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
-    unsafe fn blocks<const P: usize>(k: &Channel, r0: usize, j: usize, out: &mut [i32]) {
+    fn sweep(k: &Channel, base: usize, at: Sweep, out: &mut [i32]) {
+        let mut q = at.first;
+        while q < at.end {
+            let n = (at.end - q).div_ceil(16);
+            let at = Sweep { first: q, ..at };
+            // SAFETY: the CPU has what this function has.
+            unsafe {
+                match n {
+                    1 => blocks::<1>(k, base + q, at, out),
+                    2 => blocks::<2>(k, base + q, at, out),
+                    3 => blocks::<3>(k, base + q, at, out),
+                    _ => blocks::<BLOCKS>(k, base + q, at, out),
+                }
+            }
+            q += 16 * n.min(BLOCKS);
+        }
+    }
+
+    /// `P` blocks of 16 positions, the first kernel row's inputs `offset` past each plane's
+    /// start, stored as `at` says.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
+    unsafe fn blocks<const P: usize>(k: &Channel, offset: usize, at: Sweep, out: &mut [i32]) {
         let [_, cols] = k.planes.rows_cols();
         let dy = k.planes.geometry().dilations[0];
         let data = k.planes.data.as_ptr();
         let flip = _mm512_set1_epi8(0x80u8 as i8);
         let mut acc = [k.correction; P];
         for (ky, w) in k.rows.iter().enumerate() {
-            let row = (r0 + ky * dy) * cols + j;
+            let row = offset + ky * dy * cols;
             for (b, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: the mask's bytes lie within the output row's reach in its planes,
                 // at most 15 values past a plane row's end: in the next row, or in the
@@ -450,15 +468,11 @@ mod vnni {
         if let Some((finish, c)) = k.finish {
             finish.finish(c, &mut acc);
         }
-        for (b, acc) in acc.iter().enumerate() {
-            let at = j + 16 * b;
-            let lanes = (out.len() - at).min(16);
-            let dst = &mut out[at..][..lanes];
-            // SAFETY: the mask covers `dst`'s values only.
-            unsafe {
-                _mm512_mask_storeu_epi32(dst.as_mut_ptr(), (u32::MAX >> (32 - lanes)) as u16, *acc)
-            };
-        }
+        at.runs(P, |b, mask, dst, skipped| {
+            let p = out[dst..].as_mut_ptr().wrapping_sub(skipped);
+            // SAFETY: the mask's lanes land on the output row's values from `dst`.
+            unsafe { _mm512_mask_storeu_epi32(p, mask, acc[b]) };
+        });
     }
 }
 
