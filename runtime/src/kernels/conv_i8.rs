@@ -485,7 +485,6 @@ pub(super) mod vnni {
                     end: len.min(q + 16 * blocks),
                     pitch: planes.cols,
                     ow,
-                    n,
                 };
                 // SAFETY: every run start plus 64 bytes a block stays inside `data` (its spare
                 // bytes cover the last row's overhang); `out` holds the tile's kept channels.
@@ -578,18 +577,16 @@ pub(super) mod vnni {
         pub end: usize,
         pub pitch: usize,
         pub ow: usize,
-        pub n: usize,
     }
 
     impl Sweep {
-        /// Positions `0..end`, rows `pitch` apart, each `ow` of them kept, `n` a channel.
-        pub(crate) fn new(end: usize, pitch: usize, ow: usize, n: usize) -> Sweep {
+        /// Positions `0..end`, rows `pitch` apart, each `ow` of them kept.
+        pub(crate) fn new(end: usize, pitch: usize, ow: usize) -> Sweep {
             Sweep {
                 first: 0,
                 end,
                 pitch,
                 ow,
-                n,
             }
         }
 
@@ -660,9 +657,10 @@ pub(super) mod vnni {
                 finish.finish(tile.first + j, &mut acc[j]);
             }
         }
+        let n = planes.geo.n();
         at.runs(P, |b, mask, dst, skipped| {
             for (j, acc) in acc[tile.keep.clone()].iter().enumerate() {
-                let p = out[j * at.n + dst..].as_mut_ptr().wrapping_sub(skipped);
+                let p = out[j * n + dst..].as_mut_ptr().wrapping_sub(skipped);
                 // SAFETY: the mask's lanes land on kept channel j's output row from `dst`.
                 unsafe { _mm512_mask_storeu_epi32(p, mask, acc[b]) };
             }

@@ -413,10 +413,10 @@ mod vnni {
                 // past each row's end computed and dropped, where a call a row left most of
                 // the last block's lanes idle on narrow rows (10 of 16 at 8×10).
                 let len = (oh - 1) * cols + ow;
-                sweep(&channel, 0, Sweep::new(len, cols, ow, oh * ow), out);
+                sweep(&channel, 0, Sweep::new(len, cols, ow), out);
             } else {
                 for (yo, out) in out.chunks_exact_mut(ow).enumerate() {
-                    sweep(&channel, yo * sy * cols, Sweep::new(ow, ow, ow, ow), out);
+                    sweep(&channel, yo * sy * cols, Sweep::new(ow, ow, ow), out);
                 }
             }
         }
