@@ -409,6 +409,7 @@ mod tests {
                 geometry: [1, 1, 1],
                 size: 12,
                 quantize: false,
+                zero_point: 0,
             };
             for batch_axis in [false, true] {
                 for activation in Activation::ALL {

@@ -172,6 +172,7 @@ fn pointwise(model: &TypedModel, node: &TypedNode) -> TractResult<Option<(ConvF3
         strides: [1, 1],
         dilations: [1, 1],
         pad_before: [0, 0],
+        pad: 0,
     };
     let kernel = kernel.try_as_plain_ram()?.as_slice::<f32>()?;
     let einsum_out = OutletId::new(node.id, 0);

@@ -75,6 +75,7 @@ pub fn replacements(
             c,
             weights: packed,
             axes,
+            minus,
         }) = im2col_i8::patch_matmul(model, *reader)?
         else {
             continue;
@@ -96,12 +97,12 @@ pub fn replacements(
             true => s.ends_with(&[co, oh, ow]) && s[..s.len() - 3].iter().all(|d| *d == 1),
             false => s.iter().product::<usize>() == co * geo.n(),
         });
-        if rem != 0 || !fits {
+        if rem != 0 || !fits || minus.as_ref().is_some_and(|m| m.len() != co) {
             continue;
         }
         found.push((
             ConvI8 {
-                kernel: Kernel::new(&geo, &weights),
+                kernel: Kernel::new(&geo, &weights, minus.as_deref()),
                 geo: geo.clone(),
                 quantize: quantize.clone(),
                 output: c.clone(),
@@ -147,6 +148,7 @@ fn pointwise(model: &TypedModel, node: &TypedNode) -> TractResult<Option<Geometr
         strides: [1, 1],
         dilations: [1, 1],
         pad_before: [0, 0],
+        pad: 0,
     }))
 }
 
@@ -186,13 +188,15 @@ struct Kernel {
     steps_n: usize,
     /// Output channels.
     co: usize,
-    /// `-128 · Σ weights` per output channel (tiles padded): the kernel multiplies `x + 128`.
+    /// `-128 · Σ weights` per output channel (tiles padded), as the kernel multiplies `x + 128`,
+    /// less what tract takes off for the input's zero point.
     correction: Vec<i32>,
 }
 
 impl Kernel {
-    /// From `weights` `[output channel][channel][tap]`, as tract's Im2col orders K.
-    fn new(geo: &Geometry, weights: &[i8]) -> Kernel {
+    /// From `weights` `[output channel][channel][tap]`, as tract's Im2col orders K, and what
+    /// comes off each output channel, if anything.
+    fn new(geo: &Geometry, weights: &[i8], minus: Option<&[i32]>) -> Kernel {
         let (taps, ci) = (geo.taps(), geo.channels);
         let k = ci * taps;
         let co = weights.len() / k;
@@ -212,7 +216,8 @@ impl Kernel {
                         i32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)]);
                 }
             }
-            correction[o] = -128 * w.iter().map(|v| *v as i32).sum::<i32>();
+            correction[o] =
+                -128 * w.iter().map(|v| *v as i32).sum::<i32>() - minus.map_or(0, |m| m[o]);
         }
         Kernel {
             steps,
@@ -317,9 +322,9 @@ impl<'g> Planes4<'g> {
         let (rows, cols) = (oh + (kh - 1) * dy, ow + (kw - 1) * dx);
         let group_len = 4 * rows * cols;
         let all = geo.channels.div_ceil(4) * group_len;
-        // Padding is x = 0, offset to 0x80; without any, every byte is written.
+        // Padding is the zero point, offset by 128; without any, every byte is written.
         let padded = (pt, pl, rows, cols) != (0, 0, h, w);
-        let mut data = vec![if padded { 0x80 } else { 0 }; all + 64];
+        let mut data = vec![if padded { geo.pad as u8 ^ 0x80 } else { 0 }; all + 64];
         // The input rows and columns the convolution reads, and where they go.
         let (ys, n) = (
             h.min(rows.saturating_sub(pt)),
@@ -697,27 +702,35 @@ mod tests {
             return;
         }
         const { assert!(16 * 64 * 9 * 50 * 50 >= crate::kernels::MIN_SPLIT) };
-        // (in, out channels, kernel, [stride, pad, dilation], input size, f32 input, layers)
+        // (in, out channels, kernel, [stride, pad, dilation], input size, f32 input, layers,
+        // input zero point)
         let cases = [
-            (16, 16, 3, [1, 1, 1], 20, false, 1),
-            (3, 16, 3, [2, 1, 1], 65, true, 1),
+            (16, 16, 3, [1, 1, 1], 20, false, 1, 0),
+            (3, 16, 3, [2, 1, 1], 65, true, 1, 0),
             // A stem's one group of channels, its planes split over threads.
-            (3, 16, 3, [2, 1, 1], 130, true, 1),
-            (12, 19, 3, [1, 1, 1], 9, false, 1),
-            (8, 8, 5, [1, 2, 1], 13, true, 1),
-            (5, 9, 3, [2, 0, 1], 40, false, 1),
-            (7, 24, 3, [1, 2, 2], 17, true, 1),
-            (4, 4, 3, [3, 1, 1], 17, false, 1),
-            (64, 16, 3, [1, 1, 1], 50, true, 1),
-            (10, 8, 3, [1, 1, 1], 14, true, 2),
+            (3, 16, 3, [2, 1, 1], 130, true, 1, 0),
+            (12, 19, 3, [1, 1, 1], 9, false, 1, 0),
+            (8, 8, 5, [1, 2, 1], 13, true, 1, 0),
+            (5, 9, 3, [2, 0, 1], 40, false, 1, 0),
+            (7, 24, 3, [1, 2, 2], 17, true, 1, 0),
+            (4, 4, 3, [3, 1, 1], 17, false, 1, 0),
+            (64, 16, 3, [1, 1, 1], 50, true, 1, 0),
+            (10, 8, 3, [1, 1, 1], 14, true, 2, 0),
             // 1×1, which tract packs without an Im2col.
-            (16, 16, 1, [1, 0, 1], 20, true, 1),
-            (5, 9, 1, [1, 0, 1], 9, false, 1),
-            (64, 24, 1, [1, 0, 1], 13, true, 2),
-            (3, 8, 1, [1, 0, 1], 1, true, 1),
-            (48, 8, 1, [1, 0, 1], 37, false, 1),
+            (16, 16, 1, [1, 0, 1], 20, true, 1, 0),
+            (5, 9, 1, [1, 0, 1], 9, false, 1, 0),
+            (64, 24, 1, [1, 0, 1], 13, true, 2, 0),
+            (3, 8, 1, [1, 0, 1], 1, true, 1, 0),
+            (48, 8, 1, [1, 0, 1], 37, false, 1, 0),
+            // Zero points: a ReLU's range in all 256 levels (-128), and any other; the
+            // padding is the zero point.
+            (16, 16, 3, [1, 1, 1], 20, true, 1, -128),
+            (12, 19, 3, [2, 1, 1], 21, false, 1, 37),
+            (10, 8, 3, [1, 1, 1], 14, true, 2, -128),
+            (16, 16, 1, [1, 0, 1], 20, true, 1, -128),
+            (5, 9, 1, [1, 0, 1], 9, false, 1, -7),
         ];
-        for (ci, co, k, geometry, size, quantize, layers) in cases {
+        for (ci, co, k, geometry, size, quantize, layers, zero_point) in cases {
             let conv = Conv {
                 ci,
                 co,
@@ -726,6 +739,7 @@ mod tests {
                 geometry,
                 size,
                 quantize,
+                zero_point,
             };
             run_both(&conv.branched(layers), "ConvI8", layers, |_| None);
         }
@@ -740,15 +754,17 @@ mod tests {
         if skipped("kernels::conv_i8 epilogue") {
             return;
         }
-        // (in, out channels, kernel, [stride, pad, dilation], input size, f32 input)
+        // (in, out channels, kernel, [stride, pad, dilation], input size, f32 input, zero point)
         let cases = [
-            (16, 16, 3, [1, 1, 1], 20, false),
-            (3, 12, 3, [2, 1, 1], 65, true),
-            (12, 19, 3, [1, 1, 1], 9, false),
-            (64, 20, 3, [1, 1, 1], 50, true),
-            (24, 16, 1, [1, 0, 1], 23, true),
+            (16, 16, 3, [1, 1, 1], 20, false, 0),
+            (3, 12, 3, [2, 1, 1], 65, true, 0),
+            (12, 19, 3, [1, 1, 1], 9, false, 0),
+            (64, 20, 3, [1, 1, 1], 50, true, 0),
+            (24, 16, 1, [1, 0, 1], 23, true, 0),
+            (16, 16, 3, [1, 1, 1], 20, true, -128),
+            (24, 16, 1, [1, 0, 1], 23, true, -128),
         ];
-        for (ci, co, k, geometry, size, quantize) in cases {
+        for (ci, co, k, geometry, size, quantize, zero_point) in cases {
             let conv = Conv {
                 ci,
                 co,
@@ -757,6 +773,7 @@ mod tests {
                 geometry,
                 size,
                 quantize,
+                zero_point,
             };
             run_epilogues(&conv, "ConvI8", &[true, false], |node, registers| {
                 let op = node.op_as::<ConvI8>()?;

@@ -17,6 +17,8 @@
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::math::Sub;
 
 use super::cast::{self, Affine};
 use super::im2col_i8::{self, Geometry, Image, PhasePlanes};
@@ -44,29 +46,42 @@ pub fn replacements(
     };
     let mut found = vec![];
     for reader in model.outlet_successors(OutletId::new(node.id, 0)) {
-        if let Some(mut dw) = for_reader(model, *reader, &geo)? {
+        if let Some((mut dw, output)) = for_reader(model, *reader, &geo)? {
             dw.quantize = quantize.clone();
-            found.push((dw, input, OutletId::new(reader.node, 0)));
+            found.push((dw, input, output));
         }
     }
     Ok(found)
 }
 
 /// The op computing what `reader`, reading the Im2col of geometry `geo`, computes, if it is
-/// tract's batched matmul of one output row per channel.
+/// tract's batched matmul of one output row per channel, and the output it computes: the
+/// matmul's, or, where the input has a zero point, that of the subtraction after it.
 fn for_reader(
     model: &TypedModel,
     reader: InletId,
     geo: &Geometry,
-) -> TractResult<Option<DepthwiseI8>> {
+) -> TractResult<Option<(DepthwiseI8, OutletId)>> {
     let Some(im2col_i8::PatchMatMul {
         c,
         weights: packed,
         axes,
+        minus,
     }) = im2col_i8::patch_matmul(model, reader)?
     else {
         return Ok(None);
     };
+    let mut output = OutletId::new(reader.node, 0);
+    let minus = match minus {
+        Some(m) => Some(m),
+        None => zero_point_sub(model, output, c)?.map(|(m, sub)| {
+            output = sub;
+            m
+        }),
+    };
+    if minus.as_ref().is_some_and(|m| m.len() != geo.channels) {
+        return Ok(None);
+    }
     let rank = c.rank();
     if axes != [rank.checked_sub(2), rank.checked_sub(1)]
         || rank < 2
@@ -78,15 +93,54 @@ fn for_reader(
     let Some(weights) = unpack_weights(packed, geo.channels, geo.taps()) else {
         return Ok(None);
     };
-    Ok(Some(DepthwiseI8 {
-        vnni: vnni_runs(geo),
-        geo: geo.clone(),
-        weights,
-        quantize: None,
-        output: c.clone(),
-        simd: Simd::detect(),
-        epilogue: None,
-    }))
+    Ok(Some((
+        DepthwiseI8 {
+            vnni: vnni_runs(geo),
+            geo: geo.clone(),
+            weights,
+            minus: minus.unwrap_or_else(|| vec![0; geo.channels]),
+            quantize: None,
+            output: c.clone(),
+            simd: Simd::detect(),
+            epilogue: None,
+        },
+        output,
+    )))
+}
+
+/// If the batched matmul writing `mm` (of fact `c`) is read only by tract's subtraction of a
+/// constant per channel (the input's zero point times each channel's weights' sum, which tract
+/// does not fuse into a batched matmul): the constant, and the subtraction's output.
+fn zero_point_sub(
+    model: &TypedModel,
+    mm: OutletId,
+    c: &TypedFact,
+) -> TractResult<Option<(Vec<i32>, OutletId)>> {
+    let [reader] = model.outlet_successors(mm) else {
+        return Ok(None);
+    };
+    let node = model.node(reader.node);
+    let Some(op) = node.op_as::<TypedBinOp>() else {
+        return Ok(None);
+    };
+    let (Some(shape), true) = (c.shape.as_concrete(), op.0.is::<Sub>() && reader.slot == 0) else {
+        return Ok(None);
+    };
+    let Some(k) = &model.outlet_fact(node.inputs[1])?.konst else {
+        return Ok(None);
+    };
+    // One value a channel: the output's shape, its positions' axis 1.
+    let per_channel = k.shape().split_last() == Some((&1, &shape[..shape.len() - 1]))
+        && k.datum_type() == i32::datum_type()
+        && model
+            .outlet_fact(OutletId::new(node.id, 0))?
+            .without_value()
+            == c.without_value();
+    if !per_channel {
+        return Ok(None);
+    }
+    let minus = k.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
+    Ok(Some((minus, OutletId::new(node.id, 0))))
 }
 
 /// Each channel's kernel taps out of tract's packed weights (one row per group), if packed
@@ -118,6 +172,9 @@ pub struct DepthwiseI8 {
     pub geo: Geometry,
     /// `[channel][tap]`, taps row-major.
     pub weights: Vec<i8>,
+    /// What comes off each channel's accumulators: the input's zero point times the channel's
+    /// weights' sum, as tract takes it off.
+    pub minus: Vec<i32>,
     /// The quantisation of an f32 input.
     pub quantize: Option<quantize::FastQuantizeI8>,
     pub output: TypedFact,
@@ -212,12 +269,15 @@ impl EvalOp for DepthwiseI8 {
                 };
                 for (i, out) in out.chunks_exact_mut(step).enumerate() {
                     let first = first + i * step / n;
-                    let weights = &self.weights[first * taps..];
+                    let taps = Taps {
+                        weights: &self.weights[first * taps..],
+                        minus: &self.minus[first..],
+                    };
                     match vnni {
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: the CPU has what the kernel needs.
-                        true => unsafe { vnni::convolve(&planes, first, weights, out, finish) },
-                        _ => convolve(self.simd, &planes, first, weights, out),
+                        true => unsafe { vnni::convolve(&planes, first, taps, out, finish) },
+                        _ => convolve(self.simd, &planes, first, taps, out),
                     }
                     if let Some(epilogue) = after {
                         epilogue.apply(first, out)?;
@@ -242,34 +302,43 @@ impl TypedOp for DepthwiseI8 {
     as_op!();
 }
 
-/// `out[c][y][x] = Σ_taps weights[c][tap] · input under the tap` for the channels from
-/// `first` that `out` holds (`weights` from `first`'s), with the instruction set `simd`
+/// The channels' kernels from a first one on.
+#[derive(Clone, Copy)]
+pub struct Taps<'w> {
+    /// `[channel][tap]`.
+    pub weights: &'w [i8],
+    /// What comes off each channel's accumulators.
+    pub minus: &'w [i32],
+}
+
+/// `out[c][y][x] = Σ_taps weights[c][tap] · input under the tap − minus[c]` for the channels
+/// from `first` that `out` holds (`taps` from `first`'s), with the instruction set `simd`
 /// (baseline for any the CPU lacks or this kernel has no build for).
-pub fn convolve(simd: Simd, planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
+pub fn convolve(simd: Simd, planes: &PhasePlanes, first: usize, taps: Taps, out: &mut [i32]) {
     #[cfg(target_arch = "x86_64")]
     match simd {
         // SAFETY: each arm runs only where the CPU has its instruction set.
-        Simd::Avx512 if simd.is_available() => unsafe { avx512(planes, first, weights, out) },
-        Simd::Avx2 if simd.is_available() => unsafe { avx2(planes, first, weights, out) },
-        _ => body(planes, first, weights, out),
+        Simd::Avx512 if simd.is_available() => unsafe { avx512(planes, first, taps, out) },
+        Simd::Avx2 if simd.is_available() => unsafe { avx2(planes, first, taps, out) },
+        _ => body(planes, first, taps, out),
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = simd;
-        body(planes, first, weights, out)
+        body(planes, first, taps, out)
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn avx2(planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
-    body(planes, first, weights, out)
+fn avx2(planes: &PhasePlanes, first: usize, taps: Taps, out: &mut [i32]) {
+    body(planes, first, taps, out)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn avx512(planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
-    body(planes, first, weights, out)
+fn avx512(planes: &PhasePlanes, first: usize, taps: Taps, out: &mut [i32]) {
+    body(planes, first, taps, out)
 }
 
 /// One channel at a time, each tap one run over every output row at once: the rows' runs
@@ -279,21 +348,23 @@ fn avx512(planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
 /// (SSE2 on baseline x86-64, NEON on aarch64) beat short ones per row: 40-wide rows spent
 /// more time entering loops than multiplying.
 #[inline(always)]
-fn body(planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
+fn body(planes: &PhasePlanes, first: usize, taps: Taps, out: &mut [i32]) {
     let geo = planes.geometry();
     let [oh, ow] = geo.output_hw;
     let step = planes.row_step();
     let len = (oh - 1) * step + ow;
     let mut acc = vec![0i32; len];
-    for (c, (w, out)) in weights
+    for (c, ((w, minus), out)) in taps
+        .weights
         .chunks_exact(geo.taps())
+        .zip(taps.minus)
         .zip(out.chunks_exact_mut(oh * ow))
         .enumerate()
     {
         let run = |tap: usize| &planes.data[planes.run(first + c, tap, 0)..][..len];
         let w0 = w[0] as i32;
         for (a, x) in acc.iter_mut().zip(run(0)) {
-            *a = w0 * *x as i32;
+            *a = w0 * *x as i32 - minus;
         }
         for (tap, w) in w.iter().enumerate().skip(1) {
             let w = *w as i32;
@@ -311,7 +382,7 @@ fn body(planes: &PhasePlanes, first: usize, weights: &[i8], out: &mut [i32]) {
 mod vnni {
     use std::arch::x86_64::*;
 
-    use super::{Geometry, PhasePlanes};
+    use super::{Geometry, PhasePlanes, Taps};
     use crate::kernels::cast::Epilogue;
     use crate::kernels::conv_i8::{self, vnni::Sweep};
 
@@ -353,12 +424,13 @@ mod vnni {
     /// loads of the padded input rows, one byte permute that gathers into each 32-bit lane the
     /// four values the row's taps meet at one position (the layout of XNNPACK's and ncnn's
     /// int8 depthwise kernels), offset by 128 to be unsigned, and one `VPDPBUSD` by the row's
-    /// four weights; the offset comes off as `−128 · Σ w`. Then `finish`, before the stores.
+    /// four weights; the offset comes off as `−128 · Σ w`, with the channel's `minus`. Then
+    /// `finish`, before the stores.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi")]
     pub(super) fn convolve(
         planes: &PhasePlanes,
         first: usize,
-        weights: &[i8],
+        taps: Taps,
         out: &mut [i32],
         finish: Option<&Epilogue>,
     ) {
@@ -384,8 +456,10 @@ mod vnni {
         // SAFETY: `permute` holds 64 bytes.
         let permute = unsafe { _mm512_loadu_si512(permute.as_ptr().cast()) };
         let mut rows = Vec::with_capacity(kh);
-        for (c, (w, out)) in weights
+        for (c, ((w, minus), out)) in taps
+            .weights
             .chunks_exact(kh * kw)
+            .zip(taps.minus)
             .zip(out.chunks_exact_mut(oh * ow))
             .enumerate()
         {
@@ -405,7 +479,9 @@ mod vnni {
                 mask,
                 permute,
                 rows: &rows,
-                correction: _mm512_set1_epi32(-128 * w.iter().map(|v| *v as i32).sum::<i32>()),
+                correction: _mm512_set1_epi32(
+                    -128 * w.iter().map(|v| *v as i32).sum::<i32>() - minus,
+                ),
                 finish: finish.map(|e| (e, first + c)),
             };
             if sy == 1 {
@@ -490,18 +566,21 @@ mod tests {
     #[test]
     fn accumulates_what_tracts_matmul_does() {
         const { assert!(30 * 47 * 47 >= crate::kernels::MIN_SPLIT) };
-        // (channels, kernel, [stride, pad, dilation], input size, f32 input, layers)
+        // (channels, kernel, [stride, pad, dilation], input size, f32 input, layers, zero point)
         let cases = [
-            (16, 3, [1, 1, 1], 20, false, 1),
-            (24, 3, [2, 1, 1], 21, true, 1),
-            (8, 5, [1, 2, 1], 13, false, 1),
-            (5, 3, [2, 0, 1], 40, false, 1),
-            (7, 3, [1, 2, 2], 9, true, 1),
-            (4, 3, [3, 1, 1], 17, false, 1),
-            (30, 3, [1, 1, 1], 47, true, 1),
-            (12, 3, [1, 1, 1], 14, true, 2),
-            (6, 3, [2, 1, 1], 11, false, 3),
-            (3, 3, [1, 1, 1], 70, true, 1),
+            (16, 3, [1, 1, 1], 20, false, 1, 0),
+            (24, 3, [2, 1, 1], 21, true, 1, 0),
+            (8, 5, [1, 2, 1], 13, false, 1, 0),
+            (5, 3, [2, 0, 1], 40, false, 1, 0),
+            (7, 3, [1, 2, 2], 9, true, 1, 0),
+            (4, 3, [3, 1, 1], 17, false, 1, 0),
+            (30, 3, [1, 1, 1], 47, true, 1, 0),
+            (12, 3, [1, 1, 1], 14, true, 2, 0),
+            (6, 3, [2, 1, 1], 11, false, 3, 0),
+            (3, 3, [1, 1, 1], 70, true, 1, 0),
+            (16, 3, [1, 1, 1], 20, true, 1, -128),
+            (24, 3, [2, 1, 1], 21, false, 1, 37),
+            (12, 3, [1, 1, 1], 14, true, 2, -128),
         ];
         // The tap-by-tap kernel on each instruction set, then the VNNI one.
         let kernels = Simd::ALL.map(|s| (format!("{s:?}"), s, false, s.is_available()));
@@ -520,7 +599,7 @@ mod tests {
                     continue;
                 }
             }
-            for (c, k, geometry, size, quantize, layers) in cases {
+            for (c, k, geometry, size, quantize, layers, zero_point) in cases {
                 let conv = Conv {
                     ci: c,
                     co: c,
@@ -529,6 +608,7 @@ mod tests {
                     geometry,
                     size,
                     quantize,
+                    zero_point,
                 };
                 run_both(&conv.branched(layers), "DepthwiseI8", layers, |node| {
                     let mut op = node.op_as::<DepthwiseI8>()?.clone();
@@ -546,13 +626,14 @@ mod tests {
     /// one: tract's f32 outputs bit for bit, on one thread and two.
     #[test]
     fn applies_the_epilogue_as_tract_does() {
-        // (channels, kernel, [stride, pad, dilation], input size, f32 input)
+        // (channels, kernel, [stride, pad, dilation], input size, f32 input, zero point)
         let cases = [
-            (16, 3, [1, 1, 1], 20, false),
-            (24, 3, [2, 1, 1], 21, true),
-            (30, 3, [1, 1, 1], 47, true),
+            (16, 3, [1, 1, 1], 20, false, 0),
+            (24, 3, [2, 1, 1], 21, true, 0),
+            (30, 3, [1, 1, 1], 47, true, 0),
+            (16, 3, [1, 1, 1], 20, true, -128),
         ];
-        for (c, k, geometry, size, quantize) in cases {
+        for (c, k, geometry, size, quantize, zero_point) in cases {
             let conv = Conv {
                 ci: c,
                 co: c,
@@ -561,6 +642,7 @@ mod tests {
                 geometry,
                 size,
                 quantize,
+                zero_point,
             };
             run_epilogues(&conv, "DepthwiseI8", &[true, false], |node, vnni| {
                 let op = node.op_as::<DepthwiseI8>()?;

@@ -11,6 +11,7 @@
 
 use std::ops::Range;
 
+use tract_linalg::BinOp;
 use tract_linalg::mmm::{
     EagerPackedInput, MMMInputFormat, MMMInputValue, PackedExoticFact, PackedMatrixStorage,
 };
@@ -27,7 +28,7 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 use super::{quantize, split};
 
 /// The replacement for `node` if it is an Im2col this op handles: one image (NCHW or CHW),
-/// one group, a 2-D kernel, i8 input, a [`Packing`] it writes, padding with 0. The op, and
+/// one group, a 2-D kernel, i8 input, a [`Packing`] it writes. The op, and
 /// the input it reads: the f32 image when an f32 QuantizeLinear writes the i8 one, which
 /// the op then quantises itself.
 pub fn replacement(
@@ -84,7 +85,8 @@ impl Packing {
     }
 }
 
-/// tract's int8 matmul of constant packed weights by an image's patches, with nothing fused.
+/// tract's int8 matmul of constant packed weights by an image's patches, with nothing fused
+/// but the input's zero point taken off.
 pub struct PatchMatMul<'m> {
     /// The i32 output.
     pub c: &'m TypedFact,
@@ -93,21 +95,42 @@ pub struct PatchMatMul<'m> {
     /// The output's axes of the weights' rows (output channels) and of the patches'
     /// columns (positions).
     pub axes: [Option<usize>; 2],
+    /// What comes off each output channel's accumulators: `zero point · Σ weights`, which
+    /// tract subtracts in the matmul where the input has a zero point.
+    pub minus: Option<Vec<i32>>,
 }
 
 /// If `reader` reads an image's patches (as an Im2col or a packing writes them) as tract's
-/// int8 matmul of constant packed weights by them, on either side, with nothing fused.
+/// int8 matmul of constant packed weights by them, on either side, with nothing fused but a
+/// constant subtracted per weight row (the input's zero point times the row's sum).
 pub fn patch_matmul(model: &TypedModel, reader: InletId) -> TractResult<Option<PatchMatMul<'_>>> {
     let node = model.node(reader.node);
     let Some(mm) = node.op_as::<OptMatMul>() else {
         return Ok(None);
     };
-    let [
-        ProtoFusedSpec::AddMatMul { a, b, .. },
-        ProtoFusedSpec::Store(_),
-    ] = mm.micro_ops.as_slice()
-    else {
-        return Ok(None);
+    // What comes off, as a constant per row or per column of the output.
+    let (a, b, minus) = match mm.micro_ops.as_slice() {
+        [
+            ProtoFusedSpec::AddMatMul { a, b, .. },
+            ProtoFusedSpec::Store(_),
+        ] => (a, b, None),
+        [
+            ProtoFusedSpec::AddMatMul { a, b, .. },
+            // `SubF`: the accumulator minus the value.
+            ProtoFusedSpec::BinPerRow(slot, BinOp::SubF, _)
+            | ProtoFusedSpec::BinPerCol(slot, BinOp::SubF, _),
+            ProtoFusedSpec::Store(_),
+        ] => {
+            let per_row = matches!(mm.micro_ops[1], ProtoFusedSpec::BinPerRow(..));
+            match &model.outlet_fact(node.inputs[*slot])?.konst {
+                Some(k) if k.datum_type() == i32::datum_type() => {
+                    let values = k.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
+                    (a, b, Some((per_row, values)))
+                }
+                _ => return Ok(None),
+            }
+        }
+        _ => return Ok(None),
     };
     if reader.slot != 0 || mm.c_fact.datum_type != i32::datum_type() {
         return Ok(None);
@@ -136,15 +159,23 @@ pub fn patch_matmul(model: &TypedModel, reader: InletId) -> TractResult<Option<P
         }
         _ => return Ok(None),
     };
+    // Taken per weight row: along the rows where the weights are the matmul's A.
+    let weights_are_a = axes[0] == mm.c_m_axis;
+    let minus = match minus {
+        Some((per_row, values)) if per_row == weights_are_a => Some(values),
+        Some(_) => return Ok(None),
+        None => None,
+    };
     Ok(weights.map(|weights| PatchMatMul {
         c: &mm.c_fact,
         weights,
         axes,
+        minus,
     }))
 }
 
 /// tract's Im2col `node` and its resolved geometry, if it reads one i8 image (NCHW or CHW)
-/// with a 2-D kernel and pads with 0; any number of groups.
+/// with a 2-D kernel; any number of groups.
 pub fn geometry<'m>(
     model: &'m TypedModel,
     node: &'m TypedNode,
@@ -157,17 +188,21 @@ pub fn geometry<'m>(
     let Some(shape) = input.shape.as_concrete() else {
         return Ok(None);
     };
-    // tract pads with the zero point, 0 for the ConvInteger form quantize writes.
-    if let Some(o) = node.inputs.get(1) {
-        match &model.outlet_fact(*o)?.konst {
-            Some(k) if k.len() == 1 && k.is_zero()? => {}
+    // tract pads with the zero point, an i32 constant.
+    let pad = match node.inputs.get(1) {
+        Some(o) => match &model.outlet_fact(*o)?.konst {
+            Some(k) if k.len() == 1 => match i8::try_from(k.cast_to_scalar::<i32>()?) {
+                Ok(z) => z,
+                Err(_) => return Ok(None),
+            },
             _ => return Ok(None),
-        }
-    }
+        },
+        None => 0,
+    };
     if input.datum_type.unquantized() != i8::datum_type() {
         return Ok(None);
     }
-    Ok(Geometry::of(spec, shape).map(|geo| (op, geo)))
+    Ok(Geometry::of(spec, shape).map(|geo| (op, Geometry { pad, ..geo })))
 }
 
 impl Geometry {
@@ -192,6 +227,7 @@ impl Geometry {
             strides: [strides[0], strides[1]],
             dilations: [dilations[0], dilations[1]],
             pad_before: [padding[0].pad_before, padding[1].pad_before],
+            pad: 0,
         })
     }
 }
@@ -282,6 +318,8 @@ pub struct Geometry {
     pub strides: [usize; 2],
     pub dilations: [usize; 2],
     pub pad_before: [usize; 2],
+    /// The value the image is padded with: its zero point (0 for float images).
+    pub pad: i8,
 }
 
 impl FastIm2colI8 {
@@ -336,7 +374,7 @@ impl Image<'_> {
     }
 }
 
-/// Every channel's zero-padded input split by column phase ([`Geometry::phase_planes`]).
+/// Every channel's padded input split by column phase ([`Geometry::phase_planes`]).
 pub struct PhasePlanes<'g> {
     geo: &'g Geometry,
     pub data: Vec<i8>,
@@ -381,7 +419,7 @@ impl Geometry {
         self.output_hw[0] * self.output_hw[1]
     }
 
-    /// Every channel's zero-padded input, split by column phase: the values of padded columns
+    /// Every channel's padded input, split by column phase: the values of padded columns
     /// `i·sx + p` for phase `p`, as planes `[channel][phase][padded row][i]`, `cols` values a
     /// row. A K row then copies contiguous runs from one phase plane whatever the stride, and
     /// the padding is already in place. 16 spare bytes at the end let the copies run in whole
@@ -396,11 +434,11 @@ impl Geometry {
         let cols = width.div_ceil(sx);
         let channel_len = sx * rows * cols;
         let all = self.channels * channel_len;
-        let mut planes = vec![0i8; all + CHUNK];
+        let mut planes = vec![self.pad; all + CHUNK];
         let plane_len = self.input_hw[0] * self.input_hw[1];
         split(&mut planes[..all], channel_len, all, |first, chunk| {
             // One padded input row, with room for the phases' last chunk.
-            let mut line = vec![0i8; cols * sx + CHUNK];
+            let mut line = vec![self.pad; cols * sx + CHUNK];
             // A channel quantised at once, for f32 input: one pass that vectorises whole.
             let mut scratch = vec![];
             for (c, out) in chunk.chunks_exact_mut(channel_len).enumerate() {
@@ -418,7 +456,7 @@ impl Geometry {
         })
     }
 
-    /// One channel's planes, `[phase][padded row][i]`, into `out` (zeroed): `rows` padded
+    /// One channel's planes, `[phase][padded row][i]`, into `out` (filled with the padding): `rows` padded
     /// rows, `cols` values a plane row, `width` padded columns; `line` is scratch for one
     /// padded input row.
     fn phase_channel(
@@ -439,12 +477,12 @@ impl Geometry {
             // Columns of the padded row that hold input: xp = x + pl for x in 0..w.
             let (x0, x1) = (pl.min(line.len()), (pl + w).min(width));
             if sx == 1 {
-                // The plane row is the padded row, its padding already zero.
+                // The plane row is the padded row, its padding already in place.
                 let x0 = x0.min(x1);
                 out[yp * cols + x0..][..x1 - x0].copy_from_slice(&src[..x1 - x0]);
                 continue;
             }
-            line.fill(0);
+            line.fill(self.pad);
             line[x0..x1.max(x0)].copy_from_slice(&src[..x1.saturating_sub(x0)]);
             let at = |p: usize| (p * rows + yp) * cols;
             match sx {
@@ -909,13 +947,15 @@ mod tests {
         use tract_onnx::tract_core::ops::EvalOp;
         use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
 
-        // (input channels, kernel, [stride, pad, dilation], input size)
+        // (input channels, kernel, [stride, pad, dilation], input size, zero point: the padding)
         let cases = [
-            (8, 3, [1, 1, 1], 16),
-            (5, 3, [2, 1, 1], 21),
-            (6, 3, [1, 1, 1], 10),
-            (4, 3, [1, 1, 1], 20),
-            (7, 5, [1, 2, 2], 40),
+            (8, 3, [1, 1, 1], 16, 0),
+            (5, 3, [2, 1, 1], 21, 0),
+            (6, 3, [1, 1, 1], 10, 0),
+            (4, 3, [1, 1, 1], 20, 0),
+            (7, 5, [1, 2, 2], 40, 0),
+            (6, 3, [1, 1, 1], 10, -128),
+            (5, 3, [2, 1, 1], 21, 37),
         ];
         let kernels: Vec<_> = MmmDispatch::native()
             .runnable()
@@ -932,7 +972,7 @@ mod tests {
             "K4 kernels: {:?}",
             kernels.iter().map(|(m, _)| m.name()).collect::<Vec<_>>()
         );
-        for (ci, k, geometry, size) in cases {
+        for (ci, k, geometry, size, zero_point) in cases {
             let conv = Conv {
                 ci,
                 co: 8,
@@ -941,6 +981,7 @@ mod tests {
                 geometry,
                 size,
                 quantize: false,
+                zero_point,
             };
             let model = conv.model();
             let node = model
@@ -957,7 +998,7 @@ mod tests {
             let inputs = |op: &dyn EvalOp| {
                 let mut inputs = tvec!(x.clone().into_tvalue());
                 if node.inputs.len() > 1 {
-                    inputs.push(tensor0(0i8).into_tvalue());
+                    inputs.push(tensor0(zero_point as i32).into_tvalue());
                 }
                 op.eval_out_of_plan(inputs).unwrap().unwrap().remove(0)
             };
@@ -987,7 +1028,7 @@ mod tests {
                 assert_eq!(
                     bytes(&inputs(&ours)),
                     bytes(&inputs(&theirs)),
-                    "{} {ci} channels, {k}×{k}, {geometry:?}, {size}",
+                    "{} {ci} channels, {k}×{k}, {geometry:?}, {size}, zero point {zero_point}",
                     mmm.name()
                 );
             }
@@ -1003,22 +1044,24 @@ mod tests {
     #[test]
     fn packs_what_tracts_im2col_packs() {
         // (input channels, output channels, kernel, [stride, pad, dilation], input size,
-        // f32 input)
+        // f32 input, zero point)
         let cases = [
-            (8, 16, 3, [1, 1, 1], 16, false),
-            (5, 7, 3, [2, 1, 1], 15, true),
-            (3, 8, 3, [2, 1, 1], 70, false),
-            (6, 8, 3, [1, 2, 2], 13, true),
-            (4, 12, 5, [1, 2, 1], 9, false),
-            (3, 8, 3, [3, 1, 1], 20, false),
-            (3, 8, 3, [1, 1, 1], 40, true),
-            (16, 8, 3, [1, 1, 1], 37, false),
-            (13, 8, 3, [2, 1, 1], 83, true),
+            (8, 16, 3, [1, 1, 1], 16, false, 0),
+            (5, 7, 3, [2, 1, 1], 15, true, 0),
+            (3, 8, 3, [2, 1, 1], 70, false, 0),
+            (6, 8, 3, [1, 2, 2], 13, true, 0),
+            (4, 12, 5, [1, 2, 1], 9, false, 0),
+            (3, 8, 3, [3, 1, 1], 20, false, 0),
+            (3, 8, 3, [1, 1, 1], 40, true, 0),
+            (16, 8, 3, [1, 1, 1], 37, false, 0),
+            (13, 8, 3, [2, 1, 1], 83, true, 0),
+            (5, 7, 3, [2, 1, 1], 15, true, -128),
+            (8, 16, 3, [1, 1, 1], 16, false, 37),
         ];
         // K × positions: what the packing splits.
         let split = |ci: usize, k: usize, out: usize| ci * k * k * out * out >= MIN_SPLIT;
         assert!(split(16, 3, 37) && split(13, 3, 42));
-        for (ci, co, k, geometry, size, quantize) in cases {
+        for (ci, co, k, geometry, size, quantize, zero_point) in cases {
             let conv = Conv {
                 ci,
                 co,
@@ -1027,6 +1070,7 @@ mod tests {
                 geometry,
                 size,
                 quantize,
+                zero_point,
             };
             run_both_with(&conv.model(), false, "FastIm2colI8", 1, |_| None);
         }

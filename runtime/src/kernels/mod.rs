@@ -423,7 +423,7 @@ pub mod tests {
             .collect()
     }
 
-    /// One ConvInteger layer (no zero points), optimised by tract.
+    /// One ConvInteger layer (no weights' zero point), optimised by tract.
     pub struct Conv {
         pub ci: usize,
         pub co: usize,
@@ -433,8 +433,10 @@ pub mod tests {
         pub geometry: [i64; 3],
         /// Input height and width.
         pub size: usize,
-        /// f32 input through QuantizeLinear (scale 1/32, zero point 0) instead of i8 input.
+        /// f32 input through QuantizeLinear (scale 1/32) instead of i8 input.
         pub quantize: bool,
+        /// The input's zero point (QuantizeLinear's, and ConvInteger's where not 0).
+        pub zero_point: i8,
     }
 
     impl Conv {
@@ -525,7 +527,6 @@ pub mod tests {
                     &[],
                     (1.0f32 / 32.0).to_le_bytes().to_vec(),
                 ));
-                initializer.push(tensor("z", DataType::Int8, &[], vec![0]));
                 nodes.push(pb::NodeProto {
                     op_type: "QuantizeLinear".into(),
                     input: vec!["x".into(), "s".into(), "z".into()],
@@ -536,6 +537,12 @@ pub mod tests {
             } else {
                 DataType::Int8
             };
+            initializer.push(tensor(
+                "z",
+                DataType::Int8,
+                &[],
+                vec![self.zero_point as u8],
+            ));
             let y = |b: usize| {
                 if branches == 1 {
                     "y".into()
@@ -546,10 +553,13 @@ pub mod tests {
             for b in 0..branches {
                 nodes.push(pb::NodeProto {
                     op_type: "ConvInteger".into(),
-                    input: vec![
+                    input: [
                         if self.quantize { "xq" } else { "x" }.into(),
                         format!("w{b}"),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain((self.zero_point != 0).then(|| "z".into()))
+                    .collect(),
                     output: vec![y(b)],
                     attribute: vec![
                         attr("pads", &[pad; 4]),

@@ -186,13 +186,14 @@ mod tests {
     #[test]
     fn packs_what_tracts_quantisation_and_packing_pack() {
         const { assert!(48 * 37 * 37 >= MIN_SPLIT) };
-        // (input channels, output channels, input size)
-        for (ci, co, size) in [
-            (16, 32, 20),
-            (5, 7, 9),
-            (64, 24, 13),
-            (3, 8, 1),
-            (48, 8, 37),
+        // (input channels, output channels, input size, zero point)
+        for (ci, co, size, zero_point) in [
+            (16, 32, 20, 0),
+            (5, 7, 9, 0),
+            (64, 24, 13, 0),
+            (3, 8, 1, 0),
+            (48, 8, 37, 0),
+            (16, 32, 20, -128),
         ] {
             let conv = Conv {
                 ci,
@@ -202,6 +203,7 @@ mod tests {
                 geometry: [1, 0, 1],
                 size,
                 quantize: true,
+                zero_point,
             };
             run_both_with(&conv.model(), false, "QuantizePackI8", 1, |_| None);
         }
