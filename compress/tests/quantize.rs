@@ -293,6 +293,76 @@ fn direct_or(elsewhere: &'static str) -> &'static str {
     }
 }
 
+/// x [1,8,16,16] → Conv 3×3 (8→16) → Relu → Conv 3×3 (16→16), both convolutions int8: the
+/// first quantises x symmetrically (zero point 0, 127 levels a side), the second the ReLU's
+/// output over all 256 levels (zero point -128), padded with that zero point; the runtime's
+/// int8 ops give tract's output bit for bit and both stay close to float.
+#[test]
+fn a_relus_output_takes_all_256_levels() {
+    let _cpu = sharing_cpu();
+    let mut float = conv_relu();
+    let w: Vec<f32> = (0..16 * 16 * 9)
+        .map(|i| ((i * 104_729 % 255) as f32 / 255.0 - 0.5) * 0.2)
+        .collect();
+    let mut c2 = node("Conv", "c2", &["y", "w2"], &["z"]);
+    c2.attribute.push(attr::ints("pads", &[1, 1, 1, 1]));
+    float.graph_mut().node.push(c2);
+    float.graph_mut().output = vec![float_unshaped("z")];
+    float.set_initializer(f32_proto("w2", &[16, 16, 3, 3], &w));
+    let shape = [1, 8, 16, 16];
+    let input = pattern_input(shape, -1.0, 1.0);
+    let reference = measure::run(&float.plan(shape).unwrap(), &input).unwrap();
+    let cal = Calibration {
+        thresholds: HashMap::from([("x".to_string(), 1.0), ("y".to_string(), 1.5)]),
+        means: HashMap::new(),
+    };
+    let layers = [
+        Layer::new(
+            "c",
+            "x",
+            vec![16, 8, 3, 3],
+            shape.to_vec(),
+            Form::ConvInteger,
+        ),
+        Layer::new(
+            "z",
+            "y",
+            vec![16, 16, 3, 3],
+            vec![1, 16, 16, 16],
+            Form::ConvInteger,
+        ),
+    ];
+    let q = apply(&float, &layers, &cal).unwrap();
+    let nodes = &q.graph().node;
+    let quantizes = |x: &str| {
+        let n = nodes
+            .iter()
+            .find(|n| n.op_type == "QuantizeLinear" && n.input[0] == x)
+            .expect("quantised");
+        let value = |i: usize| q.initializer(&n.input[i]).unwrap().raw_data.clone();
+        let scale = f32::from_le_bytes(value(1).try_into().unwrap());
+        let conv = nodes
+            .iter()
+            .find(|c| c.op_type == "ConvInteger" && c.input[0] == n.output[0])
+            .expect("read by ConvInteger");
+        // ConvInteger's x_zero_point, where not 0, is QuantizeLinear's.
+        let zero_point = value(2)[0] as i8;
+        assert_eq!(conv.input.get(2).is_some(), zero_point != 0, "{conv:?}");
+        (scale, zero_point)
+    };
+    assert_eq!(quantizes("x"), (1.0 / 127.0, 0));
+    assert_eq!(quantizes("y"), (1.5 / 255.0, -128));
+    let out = measure::run(&q.plan(shape).unwrap(), &input).unwrap();
+    let err = relative_l2(&reference, &out).unwrap();
+    assert!(err > 0.0 && err < 0.03, "relative error {err}");
+    let (_, fast_ops) = same_output_both_ways(&q, shape);
+    assert_eq!(
+        count(&fast_ops, direct_or("FastIm2colI8")),
+        2,
+        "{fast_ops:?}"
+    );
+}
+
 /// The runtime's 1×1 and depthwise int8 ops replace tract's in the probe's ConvInteger chains
 /// (QuantizeLinear, convolution, Cast, Mul, Add, ReLU, four times over) and the outputs stay
 /// bit-identical.

@@ -6,10 +6,14 @@
 //! - [`Form::WeightInt8`]: int8 weights (symmetric, per output channel) through
 //!   DequantizeLinear into a float Conv. tract folds the dequantisation at load time, so the
 //!   layer runs exactly as fast as float while the file stores a quarter of the bytes.
-//! - [`Form::ConvInteger`]: QuantizeLinear (int8, zero point 0, calibrated scale) →
-//!   ConvInteger (i8 × i8 → i32) → Cast → Mul by the per-channel scales → Add bias. With no
-//!   zero points tract lowers it to one int8 matmul whose float epilogue it fuses; QLinearConv
-//!   and QDQ forms lower to unfused zero-point and requantisation passes (see `probe`).
+//! - [`Form::ConvInteger`]: QuantizeLinear (int8, calibrated scale) → ConvInteger (i8 × i8 →
+//!   i32) → Cast → Mul by the per-channel scales → Add bias. The input's zero point is 0, or
+//!   -128 where the input is never negative (a ReLU's output), so that its range takes all 256
+//!   levels rather than 128: with every layer of UltraFace RFB-320 int8, the largest score
+//!   drift on the calibration images fell from 0.164 to 0.119, and two layers went back towards
+//!   float for accuracy instead of five. tract lowers it to one int8 matmul whose float
+//!   epilogue it fuses (the zero point's share taken off in it); QLinearConv and QDQ forms
+//!   lower to unfused zero-point and requantisation passes (see `probe`).
 //! - [`Form::Float`]: left as it was.
 //!
 
@@ -174,7 +178,7 @@ pub fn conv_integer_island(
 /// where the calibration has the layer's input means.
 pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model, ModelError> {
     let mut m = float.clone();
-    let mut quantized_inputs: HashMap<String, String> = HashMap::new();
+    let mut quantized_inputs: HashMap<String, (String, Option<String>)> = HashMap::new();
     for l in layers.iter().filter(|l| l.form != Form::Float) {
         let idx = m
             .graph()
@@ -245,9 +249,11 @@ pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model
                     .thresholds
                     .get(&l.input)
                     .ok_or_else(|| m.graph_err(format!("{}: input not calibrated", l.output)))?;
-                let sx = thr.max(1e-8) / 127.0;
-                let xq = match quantized_inputs.get(&l.input) {
-                    Some(xq) => xq.clone(),
+                // A ReLU's output spans [0, thr]: all 256 levels, zero point -128.
+                let unsigned = non_negative(&m, &l.input);
+                let sx = thr.max(1e-8) / if unsigned { 255.0 } else { 127.0 };
+                let (xq, zp) = match quantized_inputs.get(&l.input) {
+                    Some(q) => q.clone(),
                     None => {
                         let xq = m.fresh_name(&format!("{}.q", l.input));
                         let (s, z) = (
@@ -255,14 +261,19 @@ pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model
                             m.fresh_name(&format!("{}.q_zp", l.input)),
                         );
                         m.set_initializer(f32_proto(&s, &[], &[sx]));
-                        m.set_initializer(i8_proto(&z, &[], &[0]));
+                        m.set_initializer(i8_proto(&z, &[], &[if unsigned { -128 } else { 0 }]));
                         nodes.push(node("QuantizeLinear", "", &[&l.input, &s, &z], &[&xq]));
-                        quantized_inputs.insert(l.input.clone(), xq.clone());
-                        xq
+                        let q = (xq, unsigned.then_some(z));
+                        quantized_inputs.insert(l.input.clone(), q.clone());
+                        q
                     }
                 };
                 let (yi, yf) = (fresh(&m, "acc"), fresh(&m, "acc_f"));
-                let mut ci = node("ConvInteger", "", &[&xq, &wq_name], &[&yi]);
+                let mut inputs = vec![xq.as_str(), wq_name.as_str()];
+                if let Some(z) = &zp {
+                    inputs.push(z);
+                }
+                let mut ci = node("ConvInteger", "", &inputs, &[&yi]);
                 // Attributes at their defaults are left out, for the same reason.
                 let default = |a: &pb::AttributeProto| match a.name.as_str() {
                     "dilations" | "strides" => a.ints.iter().all(|v| *v == 1),
@@ -301,6 +312,25 @@ pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model
     }
     m.remove_dead();
     Ok(m)
+}
+
+/// Whether `tensor` is never negative: a ReLU's output, or a max-pooling or concatenation of
+/// such.
+fn non_negative(m: &Model, tensor: &str) -> bool {
+    let Some(n) = m
+        .graph()
+        .node
+        .iter()
+        .find(|n| n.output.iter().any(|o| o == tensor))
+    else {
+        return false;
+    };
+    match n.op_type.as_str() {
+        "Relu" => true,
+        "MaxPool" => non_negative(m, &n.input[0]),
+        "Concat" => n.input.iter().all(|i| non_negative(m, i)),
+        _ => false,
+    }
 }
 
 /// The layer alone, as a model, in float and as a ConvInteger island, timed taking turns.
