@@ -293,74 +293,104 @@ fn direct_or(elsewhere: &'static str) -> &'static str {
     }
 }
 
-/// x [1,8,16,16] → Conv 3×3 (8→16) → Relu → Conv 3×3 (16→16), both convolutions int8: the
-/// first quantises x symmetrically (zero point 0, 127 levels a side), the second the ReLU's
-/// output over all 256 levels (zero point -128), padded with that zero point; the runtime's
-/// int8 ops give tract's output bit for bit and both stay close to float.
+/// x [1,8,16,16] → Conv 3×3 (8→16) → ReLU or SiLU → Conv 3×3 (16→16), both convolutions
+/// int8: the first quantises x symmetrically (zero point 0, 127 levels a side), the second
+/// the activation's output from its least value over all 256 levels (zero point -128 after
+/// the ReLU, where 0 falls after the SiLU), padded with that zero point; the runtime's int8 ops
+/// give tract's output bit for bit and both stay close to float.
 #[test]
-fn a_relus_output_takes_all_256_levels() {
+fn a_bounded_activation_takes_all_256_levels() {
     let _cpu = sharing_cpu();
-    let mut float = conv_relu();
-    let w: Vec<f32> = (0..16 * 16 * 9)
-        .map(|i| ((i * 104_729 % 255) as f32 / 255.0 - 0.5) * 0.2)
-        .collect();
-    let mut c2 = node("Conv", "c2", &["y", "w2"], &["z"]);
-    c2.attribute.push(attr::ints("pads", &[1, 1, 1, 1]));
-    float.graph_mut().node.push(c2);
-    float.graph_mut().output = vec![float_unshaped("z")];
-    float.set_initializer(f32_proto("w2", &[16, 16, 3, 3], &w));
-    let shape = [1, 8, 16, 16];
-    let input = pattern_input(shape, -1.0, 1.0);
-    let reference = measure::run(&float.plan(shape).unwrap(), &input).unwrap();
-    let cal = Calibration {
-        thresholds: HashMap::from([("x".to_string(), 1.0), ("y".to_string(), 1.5)]),
-        means: HashMap::new(),
-    };
-    let layers = [
-        Layer::new(
-            "c",
-            "x",
-            vec![16, 8, 3, 3],
-            shape.to_vec(),
-            Form::ConvInteger,
-        ),
-        Layer::new(
-            "z",
-            "y",
-            vec![16, 16, 3, 3],
-            vec![1, 16, 16, 16],
-            Form::ConvInteger,
-        ),
+    let silu_min = -0.278_464_55f32;
+    let scale = (1.5 - silu_min) / 255.0;
+    let relu = vec![node("Relu", "r", &["c"], &["y"])];
+    let silu = vec![
+        node("Sigmoid", "g", &["c"], &["s"]),
+        node("Mul", "m", &["s", "c"], &["y"]),
     ];
-    let q = apply(&float, &layers, &cal).unwrap();
-    let nodes = &q.graph().node;
-    let quantizes = |x: &str| {
-        let n = nodes
-            .iter()
-            .find(|n| n.op_type == "QuantizeLinear" && n.input[0] == x)
-            .expect("quantised");
-        let value = |i: usize| q.initializer(&n.input[i]).unwrap().raw_data.clone();
-        let scale = f32::from_le_bytes(value(1).try_into().unwrap());
-        let conv = nodes
-            .iter()
-            .find(|c| c.op_type == "ConvInteger" && c.input[0] == n.output[0])
-            .expect("read by ConvInteger");
-        // ConvInteger's x_zero_point, where not 0, is QuantizeLinear's.
-        let zero_point = value(2)[0] as i8;
-        assert_eq!(conv.input.get(2).is_some(), zero_point != 0, "{conv:?}");
-        (scale, zero_point)
-    };
-    assert_eq!(quantizes("x"), (1.0 / 127.0, 0));
-    assert_eq!(quantizes("y"), (1.5 / 255.0, -128));
-    let out = measure::run(&q.plan(shape).unwrap(), &input).unwrap();
-    let err = relative_l2(&reference, &out).unwrap();
-    assert!(err > 0.0 && err < 0.03, "relative error {err}");
-    let (_, fast_ops) = same_output_both_ways(&q, shape);
-    assert_eq!(
-        count(&fast_ops, direct_or("FastIm2colI8")),
-        2,
-        "{fast_ops:?}"
-    );
+    for (activation, expected) in [
+        (relu, (1.5 / 255.0, -128)),
+        // 0 is 39.9 steps above SiLU's least value.
+        (silu, (scale, -88)),
+    ] {
+        let w = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * seed % 255) as f32 / 255.0 - 0.5) * 0.3)
+                .collect()
+        };
+        let conv = |x: &str, w: &str, y: &str| {
+            let mut c = node("Conv", y, &[x, w], &[y]);
+            c.attribute.push(attr::ints("pads", &[1, 1, 1, 1]));
+            c
+        };
+        let nodes = [
+            vec![conv("x", "w", "c")],
+            activation,
+            vec![conv("y", "w2", "z")],
+        ];
+        let float = Model::build(
+            13,
+            nodes.concat(),
+            vec![float_value("x", &[Some(1), Some(8), Some(16), Some(16)])],
+            vec![float_unshaped("z")],
+            vec![
+                f32_proto("w", &[16, 8, 3, 3], &w(16 * 8 * 9, 7919)),
+                f32_proto("w2", &[16, 16, 3, 3], &w(16 * 16 * 9, 104_729)),
+            ],
+        );
+        let shape = [1, 8, 16, 16];
+        let input = pattern_input(shape, -1.0, 1.0);
+        let reference = measure::run(&float.plan(shape).unwrap(), &input).unwrap();
+        let cal = Calibration {
+            thresholds: HashMap::from([("x".to_string(), 1.0), ("y".to_string(), 1.5)]),
+            means: HashMap::new(),
+        };
+        let layers = [
+            Layer::new(
+                "c",
+                "x",
+                vec![16, 8, 3, 3],
+                shape.to_vec(),
+                Form::ConvInteger,
+            ),
+            Layer::new(
+                "z",
+                "y",
+                vec![16, 16, 3, 3],
+                vec![1, 16, 16, 16],
+                Form::ConvInteger,
+            ),
+        ];
+        let q = apply(&float, &layers, &cal).unwrap();
+        let nodes = &q.graph().node;
+        let quantizes = |x: &str| {
+            let n = nodes
+                .iter()
+                .find(|n| n.op_type == "QuantizeLinear" && n.input[0] == x)
+                .expect("quantised");
+            let value = |i: usize| q.initializer(&n.input[i]).unwrap().raw_data.clone();
+            let scale = f32::from_le_bytes(value(1).try_into().unwrap());
+            let conv = nodes
+                .iter()
+                .find(|c| c.op_type == "ConvInteger" && c.input[0] == n.output[0])
+                .expect("read by ConvInteger");
+            // ConvInteger's x_zero_point, where not 0, is QuantizeLinear's.
+            let zero_point = value(2)[0] as i8;
+            assert_eq!(conv.input.get(2).is_some(), zero_point != 0, "{conv:?}");
+            (scale, zero_point)
+        };
+        assert_eq!(quantizes("x"), (1.0 / 127.0, 0));
+        assert_eq!(quantizes("y"), expected);
+        let out = measure::run(&q.plan(shape).unwrap(), &input).unwrap();
+        let err = relative_l2(&reference, &out).unwrap();
+        assert!(err > 0.0 && err < 0.03, "relative error {err}");
+        let (_, fast_ops) = same_output_both_ways(&q, shape);
+        assert_eq!(
+            count(&fast_ops, direct_or("FastIm2colI8")),
+            2,
+            "{fast_ops:?}"
+        );
+    }
 }
 
 /// The runtime's 1×1 and depthwise int8 ops replace tract's in the probe's ConvInteger chains

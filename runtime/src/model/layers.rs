@@ -7,9 +7,10 @@
 //!   DequantizeLinear into a float Conv. tract folds the dequantisation at load time, so the
 //!   layer runs exactly as fast as float while the file stores a quarter of the bytes.
 //! - [`Form::ConvInteger`]: QuantizeLinear (int8, calibrated scale) → ConvInteger (i8 × i8 →
-//!   i32) → Cast → Mul by the per-channel scales → Add bias. The input's zero point is 0, or
-//!   -128 where the input is never negative (a ReLU's output), so that its range takes all 256
-//!   levels rather than 128: with every layer of UltraFace RFB-320 int8, the largest score
+//!   i32) → Cast → Mul by the per-channel scales → Add bias. The input's zero point is 0, or,
+//!   where the input is bounded below (a ReLU's output, -128; a SiLU's), where 0 falls when
+//!   its range takes all 256 levels rather than 128 a side: with every layer of UltraFace
+//!   RFB-320 int8, the largest score
 //!   drift on the calibration images fell from 0.164 to 0.119, and two layers went back towards
 //!   float for accuracy instead of five. tract lowers it to one int8 matmul whose float
 //!   epilogue it fuses (the zero point's share taken off in it); QLinearConv and QDQ forms
@@ -249,9 +250,19 @@ pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model
                     .thresholds
                     .get(&l.input)
                     .ok_or_else(|| m.graph_err(format!("{}: input not calibrated", l.output)))?;
-                // A ReLU's output spans [0, thr]: all 256 levels, zero point -128.
-                let unsigned = non_negative(&m, &l.input);
-                let sx = thr.max(1e-8) / if unsigned { 255.0 } else { 127.0 };
+                // Where the input is bounded below (a ReLU's output spans [0, thr]), its range
+                // takes all 256 levels, 0 at the zero point: -128 after a ReLU.
+                let thr = thr.max(1e-8);
+                let (sx, zero_point) = match lower_bound(&m, &l.input) {
+                    Some(lo) => {
+                        let sx = (thr - lo.max(-thr)) / 255.0;
+                        (
+                            sx,
+                            (-128.0 - lo.max(-thr) / sx).round().clamp(-128.0, 127.0) as i8,
+                        )
+                    }
+                    None => (thr / 127.0, 0),
+                };
                 let (xq, zp) = match quantized_inputs.get(&l.input) {
                     Some(q) => q.clone(),
                     None => {
@@ -261,9 +272,9 @@ pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model
                             m.fresh_name(&format!("{}.q_zp", l.input)),
                         );
                         m.set_initializer(f32_proto(&s, &[], &[sx]));
-                        m.set_initializer(i8_proto(&z, &[], &[if unsigned { -128 } else { 0 }]));
+                        m.set_initializer(i8_proto(&z, &[], &[zero_point]));
                         nodes.push(node("QuantizeLinear", "", &[&l.input, &s, &z], &[&xq]));
-                        let q = (xq, unsigned.then_some(z));
+                        let q = (xq, (zero_point != 0).then_some(z));
                         quantized_inputs.insert(l.input.clone(), q.clone());
                         q
                     }
@@ -314,22 +325,30 @@ pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model
     Ok(m)
 }
 
-/// Whether `tensor` is never negative: a ReLU's output, or a max-pooling or concatenation of
-/// such.
-fn non_negative(m: &Model, tensor: &str) -> bool {
-    let Some(n) = m
-        .graph()
-        .node
-        .iter()
-        .find(|n| n.output.iter().any(|o| o == tensor))
-    else {
-        return false;
+/// SiLU's least value, `x · σ(x)` at `x ≈ -1.2785`.
+const SILU_MIN: f32 = -0.278_464_55;
+
+/// The least value `tensor` can take, where what writes it bounds it: 0 after a ReLU, SiLU's
+/// minimum after a SiLU, the least of its inputs' after a max-pooling or a concatenation.
+fn lower_bound(m: &Model, tensor: &str) -> Option<f32> {
+    let producer = |t: &str| {
+        m.graph()
+            .node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == t))
     };
-    match n.op_type.as_str() {
-        "Relu" => true,
-        "MaxPool" => non_negative(m, &n.input[0]),
-        "Concat" => n.input.iter().all(|i| non_negative(m, i)),
-        _ => false,
+    let n = producer(tensor)?;
+    let silu = |[a, b]: [&String; 2]| {
+        producer(b).is_some_and(|g| g.op_type == "Sigmoid" && g.input.first() == Some(a))
+    };
+    match (n.op_type.as_str(), n.input.as_slice()) {
+        ("Relu", _) => Some(0.0),
+        ("Mul", [a, b]) if silu([a, b]) || silu([b, a]) => Some(SILU_MIN),
+        ("MaxPool", [x, ..]) => lower_bound(m, x),
+        ("Concat", inputs) => inputs
+            .iter()
+            .try_fold(f32::INFINITY, |lo, i| Some(lo.min(lower_bound(m, i)?))),
+        _ => None,
     }
 }
 
