@@ -1,6 +1,8 @@
 //! f32 Add, Sub, Mul and Div where one operand is broadcast along one axis that is not the
 //! last, as a softmax over channels subtracts its maximum (YOLOv8's distribution focal loss
-//! head).
+//! head); i32 Add, Sub and Mul likewise, as tract takes an int8 input's zero point off the
+//! accumulators of a matmul it could not fuse the subtraction into (on ARM, 1×1 layers it
+//! plans with the positions as the matmul's rows).
 //!
 //! tract 0.23.9 has fast element-wise ops for operands of the same shape or a scalar, and goes
 //! through ndarray's general broadcasting for the rest, ~2 ns a value: YOLOv8n-320's two Sub
@@ -15,8 +17,8 @@ use tract_onnx::tract_core::ops::math::{Add, Div, Mul, Sub};
 
 use super::split;
 
-/// tract's binary op on f32 `[outer, len, inner]` and `[outer, 1, inner]` operands (in either
-/// order), `inner` > 1.
+/// tract's binary op on f32 or i32 `[outer, len, inner]` and `[outer, 1, inner]` operands (in
+/// either order), `inner` > 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FastBroadcast {
     pub op: TypedBinOp,
@@ -36,14 +38,32 @@ pub enum Kind {
     Div,
 }
 
-impl Kind {
+/// The values the operations run on.
+trait Value: Datum + Copy {
+    fn apply(kind: Kind, a: Self, b: Self) -> Self;
+}
+
+impl Value for f32 {
     #[inline(always)]
-    fn apply(self, a: f32, b: f32) -> f32 {
-        match self {
+    fn apply(kind: Kind, a: f32, b: f32) -> f32 {
+        match kind {
             Kind::Add => a + b,
             Kind::Sub => a - b,
             Kind::Mul => a * b,
             Kind::Div => a / b,
+        }
+    }
+}
+
+/// Wrapping, as tract's release builds compute; no i32 Div is planned.
+impl Value for i32 {
+    #[inline(always)]
+    fn apply(kind: Kind, a: i32, b: i32) -> i32 {
+        match kind {
+            Kind::Add => a.wrapping_add(b),
+            Kind::Sub => a.wrapping_sub(b),
+            Kind::Mul => a.wrapping_mul(b),
+            Kind::Div => unreachable!("i32 Div is left to tract"),
         }
     }
 }
@@ -70,7 +90,9 @@ pub fn replacement(model: &TypedModel, node: &TypedNode) -> TractResult<Option<F
         model.outlet_fact(node.inputs[1])?,
         model.outlet_fact(OutletId::new(node.id, 0))?,
     ];
-    if facts.iter().any(|f| f.datum_type != f32::datum_type()) {
+    let dt = facts[2].datum_type;
+    let takes = dt == f32::datum_type() || dt == i32::datum_type() && kind != Kind::Div;
+    if !takes || facts.iter().any(|f| f.datum_type != dt) {
         return Ok(None);
     }
     let (Some(a), Some(b), Some(c)) = (
@@ -115,36 +137,44 @@ impl EvalOp for FastBroadcast {
         let part = inputs.remove(1 - self.full);
         // A copy only if the full operand is shared.
         let mut out = inputs.remove(0).into_tensor();
+        if out.datum_type() == i32::datum_type() {
+            self.run::<i32>(&mut out, &part)?;
+        } else {
+            self.run::<f32>(&mut out, &part)?;
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl FastBroadcast {
+    fn run<T: Value>(&self, out: &mut Tensor, part: &Tensor) -> TractResult<()> {
         let shape = out.shape();
         let (len, inner) = (
             shape[self.axis],
             shape[self.axis + 1..].iter().product::<usize>(),
         );
         let part_plain = part.try_as_plain_ram()?;
-        let part = part_plain.as_slice::<f32>()?;
+        let part = part_plain.as_slice::<T>()?;
         let (kind, full_first) = (self.kind, self.full == 0);
-        {
-            let mut plain = out.try_as_plain_ram_mut()?;
-            let values = plain.as_slice_mut::<f32>()?;
-            let work = values.len();
-            // Whole `[len, inner]` blocks, one row of `part` each.
-            split(values, len * inner, work, |first, chunk| {
-                for (o, block) in chunk.chunks_exact_mut(len * inner).enumerate() {
-                    let row = &part[(first + o) * inner..][..inner];
-                    for values in block.chunks_exact_mut(inner) {
-                        for (v, p) in values.iter_mut().zip(row) {
-                            *v = if full_first {
-                                kind.apply(*v, *p)
-                            } else {
-                                kind.apply(*p, *v)
-                            };
-                        }
+        let mut plain = out.try_as_plain_ram_mut()?;
+        let values = plain.as_slice_mut::<T>()?;
+        let work = values.len();
+        // Whole `[len, inner]` blocks, one row of `part` each.
+        split(values, len * inner, work, |first, chunk| {
+            for (o, block) in chunk.chunks_exact_mut(len * inner).enumerate() {
+                let row = &part[(first + o) * inner..][..inner];
+                for values in block.chunks_exact_mut(inner) {
+                    for (v, p) in values.iter_mut().zip(row) {
+                        *v = if full_first {
+                            T::apply(kind, *v, *p)
+                        } else {
+                            T::apply(kind, *p, *v)
+                        };
                     }
                 }
-                Ok(())
-            })?;
-        }
-        Ok(tvec!(out.into_tvalue()))
+            }
+            Ok(())
+        })
     }
 }
 
@@ -166,8 +196,8 @@ mod tests {
 
     proptest! {
         /// Each operation, the broadcast operand first or second, over every axis but the
-        /// last of shapes up to rank 4, zeros and specials among the values: tract's op bit
-        /// for bit.
+        /// last of shapes up to rank 4, on f32 (zeros and specials among the values) and i32
+        /// (all but Div): tract's op bit for bit.
         #[test]
         fn computes_what_tract_does(
             shape in prop::collection::vec(1..6usize, 2..5),
@@ -175,13 +205,26 @@ mod tests {
             kind in 0..4usize,
             full in 0..2usize,
             seed in any::<u64>(),
+            int in any::<bool>(),
         ) {
             let axis = axis % (shape.len() - 1);
             prop_assume!(shape[axis + 1..].iter().product::<usize>() > 1);
+            let kind = if int { kind % 3 } else { kind };
             let mut part_shape = shape.clone();
             part_shape[axis] = 1;
-            let a = Tensor::from_shape(&shape, &f32_values(seed, shape.iter().product())).unwrap();
-            let b = Tensor::from_shape(&part_shape, &f32_values(!seed, part_shape.iter().product())).unwrap();
+            // i32 values whose products stay in range, where tract's debug build would panic.
+            let values = |seed: u64, shape: &[usize]| {
+                let f = f32_values(seed, shape.iter().product());
+                match int {
+                    true => {
+                        let i: Vec<i32> = f.iter().map(|v| (v.to_bits() % 60_001) as i32 - 30_000).collect();
+                        Tensor::from_shape(shape, &i)
+                    }
+                    false => Tensor::from_shape(shape, &f),
+                }
+                .unwrap()
+            };
+            let (a, b) = (values(seed, &shape), values(!seed, &part_shape));
             let inputs = if full == 0 { [a, b] } else { [b, a] };
             let mini: Box<dyn BinMiniOp> = match kind {
                 0 => Box::new(Add),
@@ -200,7 +243,10 @@ mod tests {
             };
             let got = run(&fast);
             prop_assert_eq!(got.shape(), want.shape());
-            prop_assert_eq!(bits(&got), bits(&want), "{:?} {:?}", inputs, fast.kind);
+            match int {
+                true => prop_assert_eq!(&got, &want, "{:?} {:?}", inputs, fast.kind),
+                false => prop_assert_eq!(bits(&got), bits(&want), "{:?} {:?}", inputs, fast.kind),
+            }
         }
     }
 }

@@ -39,8 +39,8 @@ pub mod softmax;
 /// [`grid_sample::FastGridSample`], every f32 Reduce<Max> or <Min> over an axis other than
 /// the last by [`reduce::FastReduce`], every i32 → f32 Cast by [`cast::FastCastI32F32`] (with
 /// the per-channel scale and bias after it where only those read it) and
-/// every f32 Add, Sub, Mul or Div broadcast along an axis other than the last by
-/// [`broadcast::FastBroadcast`] and every constant f32 Pad of the last two axes by
+/// every f32 Add, Sub, Mul or Div (i32 Add, Sub or Mul) broadcast along an axis other than the
+/// last by [`broadcast::FastBroadcast`] and every constant f32 Pad of the last two axes by
 /// [`pad::FastPad`], every f32 Resize of the last two axes by [`resize::FastResize`] and
 /// every f32 Softmax tract's row kernel does not take by [`softmax::FastSoftmax`], every
 /// Downsample by [`downsample::FastDownsample`]; and where such a cast with its scale and bias reads a
