@@ -217,7 +217,8 @@ mod tests {
                 let f = f32_values(seed, shape.iter().product());
                 match int {
                     true => {
-                        let i: Vec<i32> = f.iter().map(|v| (v.to_bits() % 60_001) as i32 - 30_000).collect();
+                        let i: Vec<i32> =
+                            f.iter().map(|v| (v.to_bits() % 60_001) as i32 - 30_000).collect();
                         Tensor::from_shape(shape, &i)
                     }
                     false => Tensor::from_shape(shape, &f),

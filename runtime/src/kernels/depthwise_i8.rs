@@ -129,7 +129,7 @@ fn zero_point_sub(
     let Some(k) = &model.outlet_fact(node.inputs[1])?.konst else {
         return Ok(None);
     };
-    // One value a channel: the output's shape, its positions' axis 1.
+    // One value a channel: the output's shape with its last axis, the positions', 1.
     let per_channel = k.shape().split_last() == Some((&1, &shape[..shape.len() - 1]))
         && k.datum_type() == i32::datum_type()
         && model

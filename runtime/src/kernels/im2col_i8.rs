@@ -456,9 +456,9 @@ impl Geometry {
         })
     }
 
-    /// One channel's planes, `[phase][padded row][i]`, into `out` (filled with the padding): `rows` padded
-    /// rows, `cols` values a plane row, `width` padded columns; `line` is scratch for one
-    /// padded input row.
+    /// One channel's planes, `[phase][padded row][i]`, into `out` (filled with the padding):
+    /// `rows` padded rows, `cols` values a plane row, `width` padded columns; `line` is scratch
+    /// for one padded input row.
     fn phase_channel(
         &self,
         input: &[i8],

@@ -10,11 +10,11 @@
 //!   i32) → Cast → Mul by the per-channel scales → Add bias. The input's zero point is 0, or,
 //!   where the input is bounded below (a ReLU's output, -128; a SiLU's), where 0 falls when
 //!   its range takes all 256 levels rather than 128 a side: with every layer of UltraFace
-//!   RFB-320 int8, the largest score
-//!   drift on the calibration images fell from 0.164 to 0.119, and two layers went back towards
-//!   float for accuracy instead of five. tract lowers it to one int8 matmul whose float
-//!   epilogue it fuses (the zero point's share taken off in it); QLinearConv and QDQ forms
-//!   lower to unfused zero-point and requantisation passes (see `probe`).
+//!   RFB-320 int8, the largest score drift on the calibration images fell from 0.164 to
+//!   0.119, and two layers went back towards float for accuracy instead of five. tract lowers
+//!   it to one int8 matmul whose float epilogue it fuses (the zero point's share taken off in
+//!   it); QLinearConv and QDQ forms lower to unfused zero-point and requantisation passes (see
+//!   `probe`).
 //! - [`Form::Float`]: left as it was.
 //!
 
@@ -179,7 +179,9 @@ pub fn conv_integer_island(
 /// where the calibration has the layer's input means.
 pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model, ModelError> {
     let mut m = float.clone();
-    let mut quantized_inputs: HashMap<String, (String, Option<String>)> = HashMap::new();
+    // Each quantised input's i8 tensor, scale and zero point (where not 0), for the layers
+    // that share it.
+    let mut quantized_inputs: HashMap<String, (String, f32, Option<String>)> = HashMap::new();
     for l in layers.iter().filter(|l| l.form != Form::Float) {
         let idx = m
             .graph()
@@ -250,22 +252,20 @@ pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model
                     .thresholds
                     .get(&l.input)
                     .ok_or_else(|| m.graph_err(format!("{}: input not calibrated", l.output)))?;
-                // Where the input is bounded below (a ReLU's output spans [0, thr]), its range
-                // takes all 256 levels, 0 at the zero point: -128 after a ReLU.
-                let thr = thr.max(1e-8);
-                let (sx, zero_point) = match lower_bound(&m, &l.input) {
-                    Some(lo) => {
-                        let sx = (thr - lo.max(-thr)) / 255.0;
-                        (
-                            sx,
-                            (-128.0 - lo.max(-thr) / sx).round().clamp(-128.0, 127.0) as i8,
-                        )
-                    }
-                    None => (thr / 127.0, 0),
-                };
-                let (xq, zp) = match quantized_inputs.get(&l.input) {
+                let (xq, sx, zp) = match quantized_inputs.get(&l.input) {
                     Some(q) => q.clone(),
                     None => {
+                        // Where the input is bounded below (a ReLU's output spans [0, thr]), its
+                        // range takes all 256 levels, 0 at the zero point: -128 after a ReLU.
+                        let thr = thr.max(1e-8);
+                        let (sx, zero_point) = match lower_bound(&m, &l.input) {
+                            Some(lo) => {
+                                let lo = lo.max(-thr);
+                                let sx = (thr - lo) / 255.0;
+                                (sx, (-128.0 - lo / sx).round().clamp(-128.0, 127.0) as i8)
+                            }
+                            None => (thr / 127.0, 0),
+                        };
                         let xq = m.fresh_name(&format!("{}.q", l.input));
                         let (s, z) = (
                             m.fresh_name(&format!("{}.q_scale", l.input)),
@@ -274,7 +274,7 @@ pub fn apply(float: &Model, layers: &[Layer], cal: &Calibration) -> Result<Model
                         m.set_initializer(f32_proto(&s, &[], &[sx]));
                         m.set_initializer(i8_proto(&z, &[], &[zero_point]));
                         nodes.push(node("QuantizeLinear", "", &[&l.input, &s, &z], &[&xq]));
-                        let q = (xq, (zero_point != 0).then_some(z));
+                        let q = (xq, sx, (zero_point != 0).then_some(z));
                         quantized_inputs.insert(l.input.clone(), q.clone());
                         q
                     }
