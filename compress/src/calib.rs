@@ -207,38 +207,30 @@ pub fn channel_moments(
     tensors: &[String],
     inputs: &[Tensor],
     shape: [usize; 4],
-    mut progress: impl FnMut(&str),
+    progress: impl FnMut(&str),
 ) -> Result<HashMap<String, Moments>, ModelError> {
-    let (plan, index) = observe(model, tensors, shape)?;
     let mut sums: Vec<[Vec<f64>; 2]> = vec![Default::default(); tensors.len()];
-    for (n, input) in inputs.iter().enumerate() {
-        progress(&format!(
-            "calibrate: channel moments, image {}/{}",
-            n + 1,
-            inputs.len()
-        ));
-        let outs = measure::run(&plan, input).map_err(|e| model.tract_err(&e))?;
-        for (k, &ix) in index.iter().enumerate() {
-            let t = outs[ix].cast_to::<f32>().map_err(|e| model.tract_err(&e))?;
-            let c = t.shape().get(1).copied().unwrap_or(1);
-            let xs = t
-                .try_as_plain_ram()
-                .and_then(|r| Ok(r.as_slice::<f32>()?.to_vec()))
-                .map_err(|e| model.tract_err(&e))?;
-            let per = xs.len() / c.max(1);
-            let weight = (per.max(1) * inputs.len()) as f64;
+    let weight = |per: usize| (per.max(1) * inputs.len()) as f64;
+    each_channel(
+        model,
+        tensors,
+        inputs,
+        shape,
+        "moments",
+        progress,
+        |k, ch, xs| {
             for (power, s) in sums[k].iter_mut().enumerate() {
-                s.resize(c, 0.0);
-                for (ch, s) in s.iter_mut().enumerate() {
-                    *s += xs[ch * per..(ch + 1) * per]
-                        .iter()
-                        .map(|v| (*v as f64).powi(power as i32 + 1))
-                        .sum::<f64>()
-                        / weight;
+                if s.len() <= ch {
+                    s.resize(ch + 1, 0.0);
                 }
+                s[ch] += xs
+                    .iter()
+                    .map(|v| (*v as f64).powi(power as i32 + 1))
+                    .sum::<f64>()
+                    / weight(xs.len());
             }
-        }
-    }
+        },
+    )?;
     let f32s = |v: &[f64]| v.iter().map(|x| *x as f32).collect();
     Ok(tensors
         .iter()
@@ -253,4 +245,65 @@ pub fn channel_moments(
             )
         })
         .collect())
+}
+
+/// The largest magnitude of each channel of `tensors` ([N,C,H,W]) over every calibration input.
+pub fn channel_absmax(
+    model: &Model,
+    tensors: &[String],
+    inputs: &[Tensor],
+    shape: [usize; 4],
+    progress: impl FnMut(&str),
+) -> Result<HashMap<String, Vec<f32>>, ModelError> {
+    let mut max: Vec<Vec<f32>> = vec![Vec::new(); tensors.len()];
+    each_channel(
+        model,
+        tensors,
+        inputs,
+        shape,
+        "ranges",
+        progress,
+        |k, ch, xs| {
+            if max[k].len() <= ch {
+                max[k].resize(ch + 1, 0.0);
+            }
+            max[k][ch] = xs.iter().fold(max[k][ch], |m, x| m.max(x.abs()));
+        },
+    )?;
+    Ok(tensors.iter().cloned().zip(max).collect())
+}
+
+/// Runs `model` on each input and hands `f` each channel of each of `tensors` ([N,C,H,W]):
+/// the tensor's index, the channel's and its values.
+fn each_channel(
+    model: &Model,
+    tensors: &[String],
+    inputs: &[Tensor],
+    shape: [usize; 4],
+    what: &str,
+    mut progress: impl FnMut(&str),
+    mut f: impl FnMut(usize, usize, &[f32]),
+) -> Result<(), ModelError> {
+    let (plan, index) = observe(model, tensors, shape)?;
+    for (n, input) in inputs.iter().enumerate() {
+        progress(&format!(
+            "calibrate: channel {what}, image {}/{}",
+            n + 1,
+            inputs.len()
+        ));
+        let outs = measure::run(&plan, input).map_err(|e| model.tract_err(&e))?;
+        for (k, &ix) in index.iter().enumerate() {
+            let t = outs[ix].cast_to::<f32>().map_err(|e| model.tract_err(&e))?;
+            let c = t.shape().get(1).copied().unwrap_or(1).max(1);
+            let xs = t
+                .try_as_plain_ram()
+                .and_then(|r| r.as_slice::<f32>())
+                .map_err(|e| model.tract_err(&e))?;
+            let per = xs.len() / c;
+            for ch in 0..c {
+                f(k, ch, &xs[ch * per..(ch + 1) * per]);
+            }
+        }
+    }
+    Ok(())
 }

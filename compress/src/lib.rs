@@ -8,6 +8,7 @@ pub mod agree;
 pub mod calib;
 pub mod card;
 pub mod data;
+pub mod equalize;
 pub mod eval;
 pub mod optimize;
 pub mod probe;

@@ -128,6 +128,9 @@ enum Command {
         /// profile-layers`, instead of timing the layers on this host.
         #[arg(long)]
         layer_timings: Option<PathBuf>,
+        /// Leave depthwise layers' input channels as they are, not evened out first.
+        #[arg(long)]
+        no_equalize: bool,
         #[arg(long)]
         json: bool,
     },
@@ -509,6 +512,7 @@ fn run(cli: Cli) -> Result<(), Error> {
             min_iou,
             max_keypoint_px,
             layer_timings,
+            no_equalize,
             json,
         } => {
             let model = Model::load(&input)?;
@@ -527,6 +531,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 min_iou,
                 max_keypoint_px,
                 timings,
+                equalize: !no_equalize,
                 ..Default::default()
             };
             let (q, report) = quantize::quantize(&model, &calib, &opts, |m| eprintln!("{m}"))?;

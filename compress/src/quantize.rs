@@ -26,7 +26,7 @@ use crate::agree::FamilyAgreement;
 use crate::calib::{self, Method};
 use crate::measure;
 use crate::onnx::{Model, ModelError};
-use crate::{Error, data, eval, optimize};
+use crate::{Error, data, equalize, eval, optimize};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -49,6 +49,8 @@ pub struct Options {
     pub min_speedup: f64,
     /// Layer timings taken on the board; shapes it lacks are timed on this host.
     pub timings: Option<BoardTimings>,
+    /// Even out the channels of depthwise layers' inputs first (`equalize`).
+    pub equalize: bool,
 }
 
 /// A layer-timing table from `ocelli profile-layers`, and the file it came from.
@@ -117,6 +119,7 @@ impl Default for Options {
             speed_rounds: 15,
             min_speedup: 1.05,
             timings: None,
+            equalize: true,
         }
     }
 }
@@ -125,6 +128,8 @@ impl Default for Options {
 pub struct Report {
     pub method: Method,
     pub calibration_images: usize,
+    /// Depthwise layers whose input channels were evened out (`equalize`).
+    pub equalized: usize,
     pub layers: Vec<Layer>,
     /// Agreement with the float model on the calibration images, after any reverts.
     pub map50: f64,
@@ -161,6 +166,11 @@ pub fn quantize(
     )?;
     let shape = opt.input_shape;
     let inputs = data::input_tensors(calib_dir, &cfg.preprocess, shape)?;
+    let equalized = if opts.equalize {
+        equalize::equalize(&mut float, &inputs, shape, &mut progress)?
+    } else {
+        0
+    };
     let facts = float.facts(shape)?;
     let mut layers = convolutions(&float, &facts);
 
@@ -285,6 +295,7 @@ pub fn quantize(
     let report = Report {
         method: opts.method,
         calibration_images: inputs.len(),
+        equalized,
         layers,
         map50: agreement.map50,
         score_drift_max: agreement.score_drift_max,
