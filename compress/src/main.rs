@@ -128,7 +128,8 @@ enum Command {
         /// profile-layers`, instead of timing the layers on this host.
         #[arg(long)]
         layer_timings: Option<PathBuf>,
-        /// Leave depthwise layers' input channels as they are, not evened out first.
+        /// Leave depthwise layers' input channels as they are; otherwise `minmax` evens them
+        /// out first.
         #[arg(long)]
         no_equalize: bool,
         #[arg(long)]

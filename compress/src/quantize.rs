@@ -49,7 +49,8 @@ pub struct Options {
     pub min_speedup: f64,
     /// Layer timings taken on the board; shapes it lacks are timed on this host.
     pub timings: Option<BoardTimings>,
-    /// Even out the channels of depthwise layers' inputs first (`equalize`).
+    /// With `Method::Minmax`, even out the channels of depthwise layers' inputs first
+    /// (`equalize`).
     pub equalize: bool,
 }
 
@@ -166,7 +167,9 @@ pub fn quantize(
     )?;
     let shape = opt.input_shape;
     let inputs = data::input_tensors(calib_dir, &cfg.preprocess, shape)?;
-    let equalized = if opts.equalize {
+    // Evened-out channels all reach the tensor's threshold, so a clipping threshold
+    // (`entropy`, `percentile`) clips every channel's tail, not the widest channels' alone.
+    let equalized = if opts.equalize && opts.method == Method::Minmax {
         equalize::equalize(&mut float, &inputs, shape, &mut progress)?
     } else {
         0

@@ -2,13 +2,16 @@
 //! reads them, the float model unchanged, the int8 one closer to it.
 
 use std::collections::HashMap;
+use std::path::Path;
 
-use ocelli::model::layers::{Calibration, Form, Layer, apply};
+use ocelli::model::layers::{self, Calibration, Form, Layer, LayerTimes, apply};
 use ocelli_compress::calib::{Method, calibrate, channel_absmax};
 use ocelli_compress::equalize::equalize;
 use ocelli_compress::onnx::{Model, attr, f32_proto, float_unshaped, float_value, node};
-use ocelli_compress::quantize::relative_l2;
+use ocelli_compress::quantize::{self, relative_l2};
 use ocelli_compress::{measure, pattern_input};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 const SHAPE: [usize; 4] = [1, 4, 8, 8];
 /// Each channel's gain through the first convolution; the depthwise one undoes it, so every
@@ -139,5 +142,42 @@ fn evens_out_what_a_depthwise_layer_reads() {
         };
         let (was, is) = (error(&float), error(&eq));
         assert!(is < 0.5 * was, "{between}: int8 error {was:.4} → {is:.4}");
+    }
+}
+
+/// `quantize` evens out YuNet's 23 convolution → ReLU → depthwise chains with `minmax` ranges,
+/// but not with `entropy`'s clipping thresholds, nor when told not to. The layers' times come
+/// from a table in which float is the faster everywhere, so nothing is timed and no layer
+/// takes ConvInteger.
+#[test]
+fn quantize_evens_out_with_minmax_ranges_only() {
+    let model = Model::load(&Path::new(ROOT).join("models/cache/yunet_n_320_320.onnx")).unwrap();
+    let shape = model.input_shape(None).unwrap();
+    let mut table = layers::profile(&[(model.clone(), shape)], 1, 1, |_| {}).unwrap();
+    for l in &mut table.layers {
+        l.times = LayerTimes {
+            float_ms: 1.0,
+            int8_ms: 10.0,
+            int8_median_faster: false,
+        };
+    }
+    let calib = Path::new(ROOT).join("target/fixtures/compress/calib");
+    for (method, equalize, chains) in [
+        (Method::Minmax, true, 23),
+        (Method::Entropy, true, 0),
+        (Method::Minmax, false, 0),
+    ] {
+        let opts = quantize::Options {
+            method,
+            equalize,
+            timings: Some(quantize::BoardTimings {
+                path: "float-faster.json".into(),
+                table: table.clone(),
+            }),
+            ..Default::default()
+        };
+        let (_, report) = quantize::quantize(&model, &calib, &opts, |_| {}).unwrap();
+        assert_eq!(report.equalized, chains, "{method:?}, equalize: {equalize}");
+        assert_eq!(report.count(Form::ConvInteger), 0);
     }
 }
