@@ -562,13 +562,14 @@ fn run(cli: Cli) -> Result<(), Error> {
             }
             let bytes = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
             println!(
-                "{}: {} ConvInteger, {} int8 weights, {} float; {} moved towards float; \
-                 {:.2} MB -> {:.2} MB ({:.2}×); agreement on {} calibration images: mAP@0.5 {:.3}, \
-                 max score drift {:.3}{}",
+                "{}: {} ConvInteger, {} int8 weights, {} float; {} depthwise input(s) evened out; \
+                 {} moved towards float; {:.2} MB -> {:.2} MB ({:.2}×); agreement on {} \
+                 calibration images: mAP@0.5 {:.3}, max score drift {:.3}{}",
                 output.display(),
                 report.count(ocelli::model::layers::Form::ConvInteger),
                 report.count(ocelli::model::layers::Form::WeightInt8),
                 report.count(ocelli::model::layers::Form::Float),
+                report.equalized,
                 report.reverted,
                 bytes(&input) as f64 / 1e6,
                 bytes(&output) as f64 / 1e6,
