@@ -20,7 +20,7 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::calib;
-use crate::onnx::{Model, ModelError, attr, f32_proto};
+use crate::onnx::{Model, ModelError, attr};
 
 /// The most a channel is amplified: a channel quiet on every calibration image may not be on
 /// the next, and amplified it would clip against the others' range. RFB-320 with every layer
@@ -127,15 +127,11 @@ fn scale_channels(model: &mut Model, i: usize, s: &[f32], divide: bool) -> Resul
     for (c, row) in w.chunks_mut(per).enumerate() {
         row.iter_mut().for_each(|x| *x *= by(c));
     }
-    let wname = model.fresh_name(&format!("{}.eq_weight", n.name));
-    model.set_initializer(f32_proto(&wname, &wshape, &w));
-    model.graph_mut().node[i].input[1] = wname;
+    model.set_input_f32(i, 1, &format!("{}.eq_weight", n.name), &wshape, &w);
     if let Some(b) = n.input.get(2).filter(|b| divide && !b.is_empty()) {
         let (bshape, mut bias) = konst(model, b)?;
         bias.iter_mut().enumerate().for_each(|(c, x)| *x *= by(c));
-        let bname = model.fresh_name(&format!("{}.eq_bias", n.name));
-        model.set_initializer(f32_proto(&bname, &bshape, &bias));
-        model.graph_mut().node[i].input[2] = bname;
+        model.set_input_f32(i, 2, &format!("{}.eq_bias", n.name), &bshape, &bias);
     }
     Ok(())
 }

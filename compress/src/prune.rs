@@ -17,7 +17,7 @@ use serde::Serialize;
 use tract_onnx::pb;
 use tract_onnx::prelude::Tensor;
 
-use crate::onnx::{Model, attr, f32_proto};
+use crate::onnx::{Model, attr};
 use crate::{Error, calib, data, optimize, reconstruct};
 pub use reconstruct::Fit;
 
@@ -399,19 +399,22 @@ pub fn prune_with_inputs(
                 nw.extend_from_slice(&w[at..at + k]);
             }
         }
-        let wname = m.fresh_name(&format!("{}.pruned_w", n.output[0]));
-        m.set_initializer(f32_proto(&wname, &[rows.len(), cols.len(), kh, kw], &nw));
         let idx = node_index(&m, &n.output[0]);
-        m.graph_mut().node[idx].input[1] = wname;
+        let dims = [rows.len(), cols.len(), kh, kw];
+        m.set_input_f32(idx, 1, &format!("{}.pruned_w", n.output[0]), &dims, &nw);
         if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
             let bv = m
                 .constant_f32(b)
                 .ok_or_else(|| m.graph_err(format!("{b}: bias not constant")))?
                 .1;
             let nb: Vec<f32> = rows.iter().map(|r| bv[*r]).collect();
-            let bname = m.fresh_name(&format!("{}.pruned_b", n.output[0]));
-            m.set_initializer(f32_proto(&bname, &[nb.len()], &nb));
-            m.graph_mut().node[idx].input[2] = bname;
+            m.set_input_f32(
+                idx,
+                2,
+                &format!("{}.pruned_b", n.output[0]),
+                &[nb.len()],
+                &nb,
+            );
         }
         if depthwise {
             attr::set(

@@ -10,7 +10,7 @@ use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
 use crate::measure;
-use crate::onnx::{Facts, Model, ModelError, attr, f32_proto, float_unshaped};
+use crate::onnx::{Facts, Model, ModelError, attr, float_unshaped};
 
 /// A convolution to refit: its output tensor (named alike in both models) and which of the
 /// unpruned model's output channels it still produces.
@@ -391,25 +391,15 @@ fn set_weights(m: &mut Model, n: &pb::NodeProto, w: &[f64], rows: usize, d: usiz
         nb.push(w[r * d + k] as f32);
     }
     let out = &n.output[0];
-    let (wname, bname) = (
-        m.fresh_name(&format!("{out}.refit_w")),
-        m.fresh_name(&format!("{out}.refit_b")),
-    );
-    m.set_initializer(f32_proto(
-        &wname,
-        &[rows, g.channels, g.kernel[0], g.kernel[1]],
-        &nw,
-    ));
-    m.set_initializer(f32_proto(&bname, &[rows], &nb));
-    let node = m
-        .graph_mut()
+    let i = m
+        .graph()
         .node
-        .iter_mut()
-        .find(|x| x.op_type == "Conv" && x.output.first() == Some(out))
+        .iter()
+        .position(|x| x.op_type == "Conv" && x.output.first() == Some(out))
         .expect("found before");
-    node.input.resize(3, String::new());
-    node.input[1] = wname;
-    node.input[2] = bname;
+    let dims = [rows, g.channels, g.kernel[0], g.kernel[1]];
+    m.set_input_f32(i, 1, &format!("{out}.refit_w"), &dims, &nw);
+    m.set_input_f32(i, 2, &format!("{out}.refit_b"), &[rows], &nb);
 }
 
 /// Σ‖y − W f‖² over the samples, from the normal equations: yy − 2 Σ wᵀb + Σ wᵀA w.

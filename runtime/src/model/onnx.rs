@@ -212,6 +212,24 @@ impl Model {
         }
     }
 
+    /// Points input `slot` of node `node` at a new f32 initializer named after `base`.
+    pub fn set_input_f32(
+        &mut self,
+        node: usize,
+        slot: usize,
+        base: &str,
+        dims: &[usize],
+        data: &[f32],
+    ) {
+        let name = self.fresh_name(base);
+        self.set_initializer(f32_proto(&name, dims, data));
+        let inputs = &mut self.graph_mut().node[node].input;
+        if inputs.len() <= slot {
+            inputs.resize(slot + 1, String::new());
+        }
+        inputs[slot] = name;
+    }
+
     /// Node index producing each tensor.
     pub fn producers(&self) -> HashMap<String, usize> {
         let mut m = HashMap::new();
