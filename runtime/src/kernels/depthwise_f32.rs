@@ -226,32 +226,86 @@ struct Channels<'a> {
 fn convolve(op: &DepthwiseF32, c: Channels) -> TractResult<()> {
     #[cfg(target_arch = "x86_64")]
     match op.simd {
-        // SAFETY: each arm runs only where the CPU has its instruction set.
+        // SAFETY: each arm runs only where the CPU has its instruction set (every CPU with
+        // AVX-512 F has FMA).
         Simd::Avx512 if op.simd.is_available() => unsafe { avx512(op, c) },
-        Simd::Avx2 if op.simd.is_available() => unsafe { avx2(op, c) },
-        _ => body(op, c),
+        Simd::Avx2 if op.simd.is_available() && is_x86_feature_detected!("fma") => unsafe {
+            avx2(op, c)
+        },
+        _ => body::<false, false>(op, c),
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    body(op, c)
+    #[cfg(target_arch = "aarch64")]
+    {
+        body::<true, false>(op, c)
+    }
+    // armv7's VFP may lack fused multiply-adds: a library call each.
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    body::<false, false>(op, c)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 fn avx2(op: &DepthwiseF32, c: Channels) -> TractResult<()> {
-    body(op, c)
+    body::<true, true>(op, c)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 fn avx512(op: &DepthwiseF32, c: Channels) -> TractResult<()> {
-    body(op, c)
+    body::<true, true>(op, c)
+}
+
+/// Output positions a block accumulates in registers: a vector or a few, whatever the
+/// instruction set this is inlined into.
+const BLOCK: usize = 16;
+
+/// `a + w · v`, in one rounding where `FUSED`.
+#[inline(always)]
+fn madd<const FUSED: bool>(a: f32, w: f32, v: f32) -> f32 {
+    if FUSED { w.mul_add(v, a) } else { a + w * v }
+}
+
+/// One channel's kernel over its planes.
+struct Taps<'a> {
+    planes: &'a [f32],
+    /// Where each tap's inputs for output position 0 start in `planes`.
+    starts: &'a [usize],
+    weights: &'a [f32],
+    bias: f32,
+}
+
+impl Taps<'_> {
+    /// The `G` blocks of output positions from plane position `at` into `out`'s first `G`,
+    /// each tap's weight broadcast once for all of them. Returns `G`.
+    #[inline(always)]
+    fn blocks<const G: usize, const FUSED: bool>(
+        &self,
+        at: usize,
+        out: &mut [[f32; BLOCK]],
+    ) -> usize {
+        let mut acc = [[self.bias; BLOCK]; G];
+        for (start, wt) in self.starts.iter().zip(self.weights) {
+            let (runs, _) = self.planes[start + at..][..G * BLOCK].as_chunks::<BLOCK>();
+            for (acc, run) in acc.iter_mut().zip(runs) {
+                for (a, v) in acc.iter_mut().zip(run) {
+                    *a = madd::<FUSED>(*a, *wt, *v);
+                }
+            }
+        }
+        out[..G].copy_from_slice(&acc);
+        G
+    }
 }
 
 /// One channel at a time: its padded input split into column- and row-phase planes
-/// (`[column phase][row phase][padded row / sy][i]`), then per tap one run over every output
-/// row at once, `cols` apart in a plane, the values between them computed and dropped.
+/// (`[column phase][row phase][padded row / sy][i]`), then the output positions [`BLOCK`] at a
+/// time, up to four blocks together, every tap added to them in registers before one store
+/// (consecutive outputs of a tap are consecutive in a plane, whatever the stride), where tap
+/// by tap over the whole channel loaded and stored the sums at each tap.
+/// `FUSED`: each multiply-add one fused instruction (x86-64 with FMA, aarch64), else a
+/// multiply then an add.
 #[inline(always)]
-fn body(op: &DepthwiseF32, c: Channels) -> TractResult<()> {
+fn body<const FUSED: bool, const BLOCKED: bool>(op: &DepthwiseF32, c: Channels) -> TractResult<()> {
     let Channels {
         x,
         first,
@@ -264,12 +318,21 @@ fn body(op: &DepthwiseF32, c: Channels) -> TractResult<()> {
     let [pt, pl] = g.pad_before;
     let rows = (oh - 1) * sy + (kh - 1) * dy + 1;
     let cols = ((ow - 1) * sx + (kw - 1) * dx + 1).div_ceil(sx);
-    // Padded row y in row phase y % sy, at y / sy: a tap's run then holds output rows only.
+    // Padded row y in row phase y % sy, at y / sy: output row yo of a tap is then `yo · cols`
+    // further than row 0.
     let prow = rows.div_ceil(sy);
     let line = |p: usize, y: usize| ((p * sy + y % sy) * prow + y / sy) * cols;
+    // Where each tap's inputs for output position 0 start. The last block reads up to
+    // BLOCK − 1 values past the last output row's end: the spare values at the end.
+    let starts: Vec<usize> = (0..kh * kw)
+        .map(|tap| {
+            let (ky, kx) = (tap / kw, tap % kw);
+            line((kx * dx) % sx, ky * dy) + (kx * dx) / sx
+        })
+        .collect();
+    let mut planes = vec![0f32; sx * sy * prow * cols + BLOCK];
     let len = (oh - 1) * cols + ow;
-    let mut planes = vec![0f32; sx * sy * prow * cols];
-    let mut acc = vec![0f32; len];
+    let mut sums = vec![[0f32; BLOCK]; len.div_ceil(BLOCK)];
     for (c, out) in out.chunks_exact_mut(oh * ow).enumerate() {
         let c = first + c;
         let input = &x[c * h * w..][..h * w];
@@ -300,17 +363,37 @@ fn body(op: &DepthwiseF32, c: Channels) -> TractResult<()> {
                 every(from, sx, dst);
             }
         }
-        acc.fill(op.bias[c]);
-        for (tap, wt) in op.weights[c * kh * kw..][..kh * kw].iter().enumerate() {
-            let (ky, kx) = (tap / kw, tap % kw);
-            let (phase, offset) = ((kx * dx) % sx, (kx * dx) / sx);
-            let run = &planes[line(phase, ky * dy) + offset..][..len];
-            for (a, v) in acc.iter_mut().zip(run) {
-                *a += wt * v;
+        let taps = Taps {
+            planes: &planes,
+            starts: &starts,
+            weights: &op.weights[c * kh * kw..][..kh * kw],
+            bias: op.bias[c],
+        };
+        // Every output row at once, in plane positions (rows `cols` apart, the positions past
+        // each row's end computed and dropped): blocks cut by rows of a few dozen values left
+        // most of their last block idle.
+        if BLOCKED {
+            let mut done = 0;
+            while done < sums.len() {
+                let group = &mut sums[done..];
+                done += match group.len() {
+                    1 => taps.blocks::<1, FUSED>(done * BLOCK, group),
+                    2 => taps.blocks::<2, FUSED>(done * BLOCK, group),
+                    3 => taps.blocks::<3, FUSED>(done * BLOCK, group),
+                    _ => taps.blocks::<4, FUSED>(done * BLOCK, group),
+                };
+            }
+        } else {
+            let sums = &mut sums.as_flattened_mut()[..len];
+            sums.fill(taps.bias);
+            for (start, wt) in starts.iter().zip(taps.weights) {
+                for (a, v) in sums.iter_mut().zip(&planes[*start..][..len]) {
+                    *a = madd::<FUSED>(*a, *wt, *v);
+                }
             }
         }
         for (yo, row) in out.chunks_exact_mut(ow).enumerate() {
-            row.copy_from_slice(&acc[yo * cols..][..ow]);
+            row.copy_from_slice(&sums.as_flattened()[yo * cols..][..ow]);
         }
         if let Some(activation) = activation {
             activation.run(out)?;
@@ -417,8 +500,9 @@ mod tests {
     /// tract's output within 1e-5 (relative to the largest value), with every instruction
     /// set this CPU has (the ones it lacks are named), on one thread and split over two
     /// ([`assert_matches`]):
-    /// 3×3 and 5×5, strides 1 to 3, padding 0 to 2, dilation 2, odd sizes, one layer big
-    /// enough to split, channels-last outputs, and each activation after (in the op).
+    /// 3×3 and 5×5, strides 1 to 3, padding 0 to 2, dilation 2, odd sizes, rows of one to five
+    /// blocks, one layer big enough to split, channels-last outputs, and each activation after
+    /// (in the op).
     #[test]
     fn convolves_as_tract_does() {
         const { assert!(32 * 41 * 41 * 9 >= crate::kernels::MIN_SPLIT) };
@@ -434,6 +518,9 @@ mod tests {
             (10, 3, [1, 1, 1], 40, true, After::Relu),
             (4, 3, [2, 1, 1], 19, true, After::None),
             (32, 3, [1, 1, 1], 41, true, After::LeakyRelu),
+            // Rows of more than four blocks: a group of four, then the rest.
+            (6, 3, [1, 1, 1], 70, false, After::Silu),
+            (3, 3, [2, 1, 1], 150, false, After::None),
         ];
         for simd in Simd::ALL {
             if !simd.is_available() {
