@@ -298,10 +298,11 @@ impl Taps<'_> {
 }
 
 /// One channel at a time: its padded input split into column- and row-phase planes
-/// (`[column phase][row phase][padded row / sy][i]`), then the output positions [`BLOCK`] at a
-/// time, up to four blocks together, every tap added to them in registers before one store
-/// (consecutive outputs of a tap are consecutive in a plane, whatever the stride), where tap
-/// by tap over the whole channel loaded and stored the sums at each tap.
+/// (`[column phase][row phase][padded row / sy][i]`), then the taps added over every output
+/// position (consecutive outputs of a tap are consecutive in a plane, whatever the stride).
+/// `BLOCKED` (x86-64 with FMA): [`BLOCK`] positions at a time, up to four blocks together,
+/// every tap added to them in registers before one store; else tap by tap over the whole
+/// channel, the sums loaded and stored at each tap (aarch64 executed fewer instructions so).
 /// `FUSED`: each multiply-add one fused instruction (x86-64 with FMA, aarch64), else a
 /// multiply then an add.
 #[inline(always)]
