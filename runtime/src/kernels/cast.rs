@@ -240,41 +240,39 @@ impl Epilogue<'_> {
     #[inline(never)]
     #[target_feature(enable = "avx512f")]
     pub fn finish(&self, j: usize, acc: &mut [std::arch::x86_64::__m512i]) {
-        use std::arch::x86_64::*;
-
-        use super::activation::avx512;
-        let a = self.affine;
-        let (scale, bias) = (_mm512_set1_ps(a.scale[j]), _mm512_set1_ps(a.bias[j]));
-        let floor = _mm512_set1_ps(a.floor.unwrap_or(f32::NEG_INFINITY));
-        let affine = |acc: __m512i| {
-            let v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc), scale), bias);
-            match a.floor {
-                Some(_) => _mm512_max_ps(v, floor),
-                None => v,
-            }
-        };
+        let lanes = self.lanes(j);
         // One loop per activation: with the choice inside one loop, YOLOX-Nano's ConvI8 layers
         // took 8.9 ms instead of 6.1.
-        match a.activation {
-            Some(Activation::Max(f)) => {
-                let f = _mm512_set1_ps(f);
-                for acc in acc {
-                    *acc = _mm512_castps_si512(_mm512_max_ps(affine(*acc), f));
-                }
-            }
+        match lanes.kind {
+            Finish::Affine => acc.iter_mut().for_each(|a| *a = lanes.block::<AFFINE>(*a)),
+            Finish::Max => acc.iter_mut().for_each(|a| *a = lanes.block::<MAX>(*a)),
+            Finish::LeakyRelu => acc.iter_mut().for_each(|a| *a = lanes.block::<LEAKY>(*a)),
+        }
+    }
+
+    /// What [`Epilogue::finish`] does to channel `j`'s accumulators, for a kernel to run on each
+    /// block with [`Lanes::block`].
+    ///
+    /// # Safety
+    /// As [`Epilogue::finish`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub fn lanes(&self, j: usize) -> Lanes {
+        use std::arch::x86_64::*;
+        let a = self.affine;
+        let (kind, f) = match a.activation {
+            Some(Activation::Max(f)) => (Finish::Max, f),
             // A SiLU of each of a kernel's accumulators in turn waits on its division: ConvI8's
             // 1×1 layers took 1.3× as long as with it run on the stored values.
-            None | Some(Activation::Silu) => {
-                for acc in acc {
-                    *acc = _mm512_castps_si512(affine(*acc));
-                }
-            }
-            Some(Activation::LeakyRelu(alpha)) => {
-                let alpha = _mm512_set1_ps(alpha);
-                for acc in acc {
-                    *acc = _mm512_castps_si512(avx512::leaky_relu(affine(*acc), alpha));
-                }
-            }
+            None | Some(Activation::Silu) => (Finish::Affine, 0.0),
+            Some(Activation::LeakyRelu(alpha)) => (Finish::LeakyRelu, alpha),
+        };
+        Lanes {
+            scale: _mm512_set1_ps(a.scale[j]),
+            bias: _mm512_set1_ps(a.bias[j]),
+            floor: _mm512_set1_ps(a.floor.unwrap_or(f32::NEG_INFINITY)),
+            f: _mm512_set1_ps(f),
+            kind,
         }
     }
 
@@ -322,6 +320,66 @@ impl Epilogue<'_> {
             std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<f32>(), values.len())
         };
         self.kernel.as_ref().map_or(Ok(()), |k| k.run(values))
+    }
+}
+
+/// Which steps follow the scale and bias (and floor) in registers: [`Lanes::block`]'s `KIND`.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finish {
+    /// None (or a SiLU, run once the values are stored).
+    Affine,
+    /// The max with a constant.
+    Max,
+    LeakyRelu,
+}
+
+/// [`Finish`] as `KIND` values.
+#[cfg(target_arch = "x86_64")]
+pub const AFFINE: u8 = 0;
+#[cfg(target_arch = "x86_64")]
+pub const MAX: u8 = 1;
+#[cfg(target_arch = "x86_64")]
+pub const LEAKY: u8 = 2;
+
+/// One channel's epilogue, 16 lanes of each constant.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub struct Lanes {
+    scale: std::arch::x86_64::__m512,
+    bias: std::arch::x86_64::__m512,
+    /// The floor, or −∞ where there is none: the max with it changes no value, none a NaN.
+    floor: std::arch::x86_64::__m512,
+    /// The activation's constant: the max's, or LeakyReLU's alpha.
+    f: std::arch::x86_64::__m512,
+    pub kind: Finish,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Lanes {
+    /// 16 accumulators to their results' bits: one multiply, then one add, each rounded as
+    /// tract's two steps, the floor, then the activation `KIND` ([`Finish`], whose
+    /// [`Lanes::kind`] it must be).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub fn block<const KIND: u8>(
+        &self,
+        acc: std::arch::x86_64::__m512i,
+    ) -> std::arch::x86_64::__m512i {
+        use std::arch::x86_64::*;
+        let v = _mm512_add_ps(
+            _mm512_mul_ps(_mm512_cvtepi32_ps(acc), self.scale),
+            self.bias,
+        );
+        let v = _mm512_max_ps(v, self.floor);
+        _mm512_castps_si512(match KIND {
+            MAX => _mm512_max_ps(v, self.f),
+            LEAKY => super::activation::avx512::leaky_relu(v, self.f),
+            _ => v,
+        })
     }
 }
 

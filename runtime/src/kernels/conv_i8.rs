@@ -577,31 +577,21 @@ pub(super) mod vnni {
     /// What a kernel call covers: plane positions `first..end` past each run start; position
     /// `q` is output column `q % pitch` of output row `q / pitch`, dropped past `ow`.
     #[derive(Clone, Copy)]
-    pub(crate) struct Sweep {
-        pub first: usize,
-        pub end: usize,
-        pub pitch: usize,
-        pub ow: usize,
+    struct Sweep {
+        first: usize,
+        end: usize,
+        pitch: usize,
+        ow: usize,
     }
 
     impl Sweep {
-        /// Positions `0..end`, rows `pitch` apart, each `ow` of them kept.
-        pub(crate) fn new(end: usize, pitch: usize, ow: usize) -> Sweep {
-            Sweep {
-                first: 0,
-                end,
-                pitch,
-                ow,
-            }
-        }
-
         /// Where the lanes of `blocks` blocks of 16 positions from `first` go: for each block
         /// `b` and each output row its lanes meet, `f(b, mask, dst, skipped)`, the lanes of
         /// `mask` to that row's values from `dst` on (in a channel's output), lane `skipped`
         /// the first of them (a masked store from `skipped` values before `dst`).
         /// It divides once a call, not once a block.
         #[inline(always)]
-        pub(crate) fn runs(self, blocks: usize, mut f: impl FnMut(usize, u16, usize, usize)) {
+        fn runs(self, blocks: usize, mut f: impl FnMut(usize, u16, usize, usize)) {
             // The output row position `q` is in, and where that row starts.
             let mut row = self.first / self.pitch;
             let mut start = row * self.pitch;
