@@ -454,8 +454,8 @@ mod vnni {
         let permute = unsafe { _mm512_loadu_si512(permute.as_ptr().cast()) };
         let mut rows = Vec::with_capacity(kh);
         // Narrow output rows one plane row apart are computed as one row of all of them (the
-        // positions past each row's end computed and dropped), where a row at a time left most
-        // of the last block's lanes idle (10 of 16 at 8×10).
+        // positions past each row's end computed and dropped), where a row at a time left many
+        // of the last block's lanes idle (12 of 16 at 20 wide, 6 at 10).
         let narrow = sy == 1 && 4 * (ow.next_multiple_of(16) - ow) > ow;
         let mut spread = vec![0; if narrow { (oh - 1) * cols + ow } else { 0 }];
         for (c, ((w, minus), out)) in taps
@@ -549,13 +549,13 @@ mod vnni {
                     let load = |base: usize| unsafe {
                         _mm512_maskz_loadu_epi8(k.mask, data.add(base + at).cast())
                     };
-                    let x = match TWO {
+                    let v = match TWO {
                         true => {
                             _mm512_permutex2var_epi8(load(k.bases[0]), k.permute, load(k.bases[1]))
                         }
                         false => _mm512_permutexvar_epi8(k.permute, load(k.bases[0])),
                     };
-                    acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(x, flip), *w);
+                    acc = _mm512_dpbusd_epi32(acc, _mm512_xor_si512(v, flip), *w);
                 }
                 let acc = match lanes {
                     Some(lanes) if KIND != NONE => lanes.block::<KIND>(acc),
