@@ -326,6 +326,7 @@ impl Epilogue<'_> {
 /// Which steps follow the scale and bias (and floor) in registers: [`Lanes::block`]'s `KIND`.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Finish {
     /// None (or a SiLU, run once the values are stored).
     Affine,
@@ -334,13 +335,13 @@ pub enum Finish {
     LeakyRelu,
 }
 
-/// [`Finish`] as `KIND` values.
+/// [`Finish`] as `KIND` values (const generics take no enums).
 #[cfg(target_arch = "x86_64")]
-pub const AFFINE: u8 = 0;
+pub const AFFINE: u8 = Finish::Affine as u8;
 #[cfg(target_arch = "x86_64")]
-pub const MAX: u8 = 1;
+pub const MAX: u8 = Finish::Max as u8;
 #[cfg(target_arch = "x86_64")]
-pub const LEAKY: u8 = 2;
+pub const LEAKY: u8 = Finish::LeakyRelu as u8;
 
 /// One channel's epilogue, 16 lanes of each constant.
 #[cfg(target_arch = "x86_64")]

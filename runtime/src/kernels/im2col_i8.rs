@@ -361,18 +361,6 @@ pub enum Image<'x> {
 }
 
 impl Image<'_> {
-    /// The values at `at` as i8: borrowed, or quantised into `scratch`.
-    fn i8s<'s>(&'s self, at: Range<usize>, scratch: &'s mut Vec<i8>) -> &'s [i8] {
-        match *self {
-            Image::I8(x) => &x[at],
-            Image::F32(x, q) => {
-                scratch.resize(at.len(), 0);
-                quantize::quantize(&x[at], q.scale, q.zero_point, scratch);
-                scratch
-            }
-        }
-    }
-
     /// The `dst.len()` values from `at` into `dst`, as i8: copied, or quantised.
     fn put(&self, at: usize, dst: &mut [i8]) {
         let src = at..at + dst.len();
@@ -459,9 +447,10 @@ impl Geometry {
                     // as i8 rows are copied. Row by row, four depthwise layers took 1.1× as
                     // long at 64×40×40, 0.88× at 64×80×80.
                     Image::F32(..) if w < 64 => {
-                        let input = x.i8s(at..at + plane_len, &mut scratch);
+                        scratch.resize(plane_len, 0);
+                        x.put(at, &mut scratch);
                         let row = |y: usize, dst: &mut [i8]| {
-                            dst.copy_from_slice(&input[y * w..][..dst.len()])
+                            dst.copy_from_slice(&scratch[y * w..][..dst.len()])
                         };
                         self.phase_channel(row, dims, &mut line, out)
                     }
