@@ -611,6 +611,19 @@ pub mod tests {
         }
     }
 
+    /// `affine` with its floor (a ReLU's 0) as a max activation after it instead, the form a
+    /// ReLU takes in a decluttered plan: the same results through the epilogue's other path.
+    /// None where it has no floor, or an activation already.
+    pub fn floor_as_max(affine: Option<&cast::Affine>) -> Option<cast::Affine> {
+        let affine = affine?;
+        let floor = affine.floor.filter(|_| affine.activation.is_none())?;
+        Some(cast::Affine {
+            floor: None,
+            activation: Some(activation::Activation::Max(floor)),
+            ..affine.clone()
+        })
+    }
+
     /// What follows a layer's scale and bias.
     #[derive(Clone, Copy, PartialEq, Debug)]
     pub enum Activation {
