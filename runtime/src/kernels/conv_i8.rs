@@ -668,7 +668,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::kernels::tests::{Conv, floor_as_max, run_both, run_epilogues};
+    use crate::kernels::tests::{Conv, EPILOGUE_VARIANTS, run_both, run_epilogues, with_max};
 
     /// Whether this CPU lacks what the kernel needs, said past the harness's capture for
     /// `just isa-skips` to count.
@@ -737,13 +737,10 @@ mod tests {
 
     /// The scale, bias and activation after the accumulators, run by the kernel on them
     /// ([`cast::into_producer`]), in its registers and on its stored runs, a ReLU also as a max
-    /// activation ([`floor_as_max`]): tract's f32 outputs bit for bit, with output rows that end
+    /// activation ([`with_max`]): tract's f32 outputs bit for bit, with output rows that end
     /// inside and outside a run, a channel tile cut by the split over threads, and 1×1.
     #[test]
     fn applies_the_epilogue_as_tract_does() {
-        // (in registers, a ReLU as a max activation)
-        const VARIANTS: [(bool, bool); 4] =
-            [(true, false), (false, false), (true, true), (false, true)];
         if skipped("kernels::conv_i8 epilogue") {
             return;
         }
@@ -768,18 +765,20 @@ mod tests {
                 quantize,
                 zero_point,
             };
-            run_epilogues(&conv, "ConvI8", &VARIANTS, |node, (registers, as_max)| {
-                let op = node.op_as::<ConvI8>()?;
-                let epilogue = match as_max {
-                    true => Some(floor_as_max(op.epilogue.as_ref())?),
-                    false => op.epilogue.clone(),
-                };
-                Some(Box::new(ConvI8 {
-                    registers,
-                    epilogue,
-                    ..op.clone()
-                }))
-            });
+            run_epilogues(
+                &conv,
+                "ConvI8",
+                &EPILOGUE_VARIANTS,
+                |node, (registers, as_max)| {
+                    let op = node.op_as::<ConvI8>()?;
+                    let epilogue = with_max(op.epilogue.as_ref(), as_max)?;
+                    Some(Box::new(ConvI8 {
+                        registers,
+                        epilogue,
+                        ..op.clone()
+                    }))
+                },
+            );
         }
     }
 }

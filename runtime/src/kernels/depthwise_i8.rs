@@ -572,7 +572,7 @@ mod vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::tests::{Conv, floor_as_max, run_both, run_epilogues};
+    use crate::kernels::tests::{Conv, EPILOGUE_VARIANTS, run_both, run_epilogues, with_max};
 
     /// tract's i32 accumulators bit for bit, with every instruction set this CPU has (the ones
     /// it lacks are named): 3×3 and 5×5, strides 1 to 3, padding, dilation, odd sizes, rows of
@@ -640,13 +640,10 @@ mod tests {
 
     /// The scale, bias and activation after the accumulators, run on each channel as it is
     /// done ([`cast::into_producer`]), by the VNNI kernel in its registers and after the tap-by-tap
-    /// one, a ReLU also as a max activation ([`floor_as_max`]): tract's f32 outputs bit for bit,
+    /// one, a ReLU also as a max activation ([`with_max`]): tract's f32 outputs bit for bit,
     /// on one thread and two.
     #[test]
     fn applies_the_epilogue_as_tract_does() {
-        // (VNNI where it runs, a ReLU as a max activation)
-        const VARIANTS: [(bool, bool); 4] =
-            [(true, false), (false, false), (true, true), (false, true)];
         // (channels, kernel, [stride, pad, dilation], input size, f32 input, zero point)
         let cases = [
             (16, 3, [1, 1, 1], 20, false, 0),
@@ -665,18 +662,20 @@ mod tests {
                 quantize,
                 zero_point,
             };
-            run_epilogues(&conv, "DepthwiseI8", &VARIANTS, |node, (vnni, as_max)| {
-                let op = node.op_as::<DepthwiseI8>()?;
-                let epilogue = match as_max {
-                    true => Some(floor_as_max(op.epilogue.as_ref())?),
-                    false => op.epilogue.clone(),
-                };
-                Some(Box::new(DepthwiseI8 {
-                    vnni: vnni && op.vnni,
-                    epilogue,
-                    ..op.clone()
-                }))
-            });
+            run_epilogues(
+                &conv,
+                "DepthwiseI8",
+                &EPILOGUE_VARIANTS,
+                |node, (vnni, as_max)| {
+                    let op = node.op_as::<DepthwiseI8>()?;
+                    let epilogue = with_max(op.epilogue.as_ref(), as_max)?;
+                    Some(Box::new(DepthwiseI8 {
+                        vnni: vnni && op.vnni,
+                        epilogue,
+                        ..op.clone()
+                    }))
+                },
+            );
         }
     }
 }

@@ -611,17 +611,26 @@ pub mod tests {
         }
     }
 
-    /// `affine` with its floor (a ReLU's 0) as a max activation after it instead, the form a
-    /// ReLU takes in a decluttered plan: the same results through the epilogue's other path.
-    /// None where it has no floor, or an activation already.
-    pub fn floor_as_max(affine: Option<&cast::Affine>) -> Option<cast::Affine> {
+    /// Each way an int8 kernel's epilogue test runs it: the kernel's registers (or VNNI) where
+    /// it has them or not, and a ReLU's floor as it is or as a max activation ([`with_max`]).
+    pub const EPILOGUE_VARIANTS: [(bool, bool); 4] =
+        [(true, false), (false, false), (true, true), (false, true)];
+
+    /// The epilogue `affine` of an op, with its floor (a ReLU's 0) as a max activation after it
+    /// instead where `as_max`, the form a ReLU takes in a decluttered plan: the same results
+    /// through the epilogue's other path. None where `as_max` finds no floor, or an activation
+    /// already.
+    pub fn with_max(affine: Option<&cast::Affine>, as_max: bool) -> Option<Option<cast::Affine>> {
+        if !as_max {
+            return Some(affine.cloned());
+        }
         let affine = affine?;
         let floor = affine.floor.filter(|_| affine.activation.is_none())?;
-        Some(cast::Affine {
+        Some(Some(cast::Affine {
             floor: None,
             activation: Some(activation::Activation::Max(floor)),
             ..affine.clone()
-        })
+        }))
     }
 
     /// What follows a layer's scale and bias.
