@@ -29,8 +29,8 @@ pub mod share;
 pub mod softmax;
 
 /// Replaces, in an optimised model, the Im2col (for a 1×1 layer, the packing) and matmul of
-/// every one-group int8 convolution by [`conv_i8::ConvI8`] where the CPU has AVX-512 VNNI,
-/// elsewhere the quantisation and packing of every 1×1 int8 convolution's input by
+/// every one-group int8 convolution by [`conv_i8::ConvI8`] where the CPU has AVX-512 VNNI or
+/// is an aarch64 one without the dot product, elsewhere the quantisation and packing of every 1×1 int8 convolution's input by
 /// [`pointwise_i8::QuantizePackI8`], the Im2col and matmul of every int8 depthwise one by
 /// [`depthwise_i8::DepthwiseI8`], every other int8 `Im2col` it can by
 /// [`im2col_i8::FastIm2colI8`] (which quantises the f32 image itself where an f32
@@ -449,6 +449,15 @@ pub mod tests {
         /// input, y their sum.
         pub fn branched(&self, branches: usize) -> TypedModel {
             load(self.graph(branches))
+                .into_optimized()
+                .expect("a ConvInteger layer optimises")
+        }
+
+        /// [`Conv::model`] with its first weight `w` (the others within ±127).
+        pub fn with_first_weight(&self, w: i8) -> TypedModel {
+            let mut graph = self.graph(1);
+            graph.initializer[0].raw_data[0] = w as u8;
+            load(graph)
                 .into_optimized()
                 .expect("a ConvInteger layer optimises")
         }
