@@ -70,10 +70,10 @@ const UNAVAILABLE: &str = if cfg!(target_arch = "aarch64") {
 
 /// The replacements for `node` if it is tract's Im2col of a one-group int8 convolution this
 /// handles (see [`im2col_i8::geometry`]), or its packing of a 1×1 one's image (see
-/// [`pointwise`]), on a CPU with AVX-512 VNNI: for each of its readers that is tract's matmul
-/// of the packed weights by the patches, the op, the input it reads (the f32 image where an
-/// f32 QuantizeLinear writes the i8 one, which the op then quantises itself) and the matmul
-/// output it computes.
+/// [`pointwise`]), on a CPU that runs the kernel ([`available`]): for each of its readers that
+/// is tract's matmul of the packed weights by the patches, the op, the input it reads (the f32
+/// image where an f32 QuantizeLinear writes the i8 one, which the op then quantises itself)
+/// and the matmul output it computes.
 pub fn replacements(
     model: &TypedModel,
     node: &TypedNode,
@@ -382,6 +382,17 @@ impl<'g> Planes4<'g> {
         })
     }
 
+    /// Where each step's inputs (four channels at a tap, `[channel / 4][tap]`) start, and how
+    /// many plane positions from there a channel's output spans.
+    fn steps(&self) -> (Vec<usize>, usize) {
+        let g = self.geo;
+        let taps = g.taps();
+        let starts = (0..g.channels.div_ceil(4) * taps)
+            .map(|s| self.run(s / taps, s % taps))
+            .collect();
+        (starts, (g.output_hw[0] - 1) * self.cols + g.output_hw[1])
+    }
+
     /// Where, in `data`, the inputs that kernel tap `tap` of channels `4·c4..` meets along
     /// output row 0 start.
     fn run(&self, c4: usize, tap: usize) -> usize {
@@ -508,14 +519,9 @@ pub(super) mod vnni {
         epilogue: Option<&Epilogue>,
         registers: bool,
     ) -> TractResult<()> {
-        let geo = planes.geo;
-        let [oh, ow] = geo.output_hw;
+        let [oh, ow] = planes.geo.output_hw;
         let n = oh * ow;
-        let taps = geo.taps();
-        let starts: Vec<usize> = (0..geo.channels.div_ceil(4) * taps)
-            .map(|s| planes.run(s / taps, s % taps))
-            .collect();
-        let len = (oh - 1) * planes.cols + ow;
+        let (starts, len) = planes.steps();
         let end = first + out.len() / n;
         // Whole tiles; a tile that straddles this call's channels stores only those.
         for t in first / OC_TILE..end.div_ceil(OC_TILE) {
@@ -739,14 +745,9 @@ mod neon {
         out: &mut [i32],
         epilogue: Option<&Epilogue>,
     ) -> TractResult<()> {
-        let geo = planes.geo;
-        let [oh, ow] = geo.output_hw;
+        let [oh, ow] = planes.geo.output_hw;
         let n = oh * ow;
-        let taps = geo.taps();
-        let starts: Vec<usize> = (0..geo.channels.div_ceil(4) * taps)
-            .map(|s| planes.run(s / taps, s % taps))
-            .collect();
-        let len = (oh - 1) * planes.cols + ow;
+        let (starts, len) = planes.steps();
         let end = first + out.len() / n;
         // Groups of channels; one that straddles this call's channels stores only those.
         for g in first / CHANNELS..end.div_ceil(CHANNELS) {
